@@ -1,0 +1,672 @@
+//! Stage 2 of config loading: from what `reader` read to validated `Config` types, with
+//! references between items resolved. Collects every problem.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use toml::de::DeTable;
+
+use super::reader::{line_col, Diags, Sp, Table};
+use super::*;
+use crate::duration::parse_duration;
+use crate::schedule::Schedule;
+
+/// Parses and validates config text; `path` is used in messages only.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut d = Diags::default();
+    let cfg = match DeTable::parse(text) {
+        Ok(doc) => build(&mut d, doc.get_ref(), 0..0),
+        Err(e) => {
+            // A syntax error: report it (and any others the parser recovers from), stop there.
+            let (_, errs) = DeTable::parse_recoverable(text);
+            let errs = if errs.is_empty() { vec![e] } else { errs };
+            for e in errs {
+                let span = e.span().unwrap_or(0..0);
+                d.push(span, format!("TOML syntax error: {}", e.message().trim()));
+            }
+            None
+        }
+    };
+    if d.0.is_empty() {
+        if let Some(c) = cfg {
+            return Ok(c);
+        }
+    }
+    let mut errors: Vec<(usize, usize, String)> = d
+        .0
+        .into_iter()
+        .map(|x| {
+            let (l, c) = line_col(text, x.span.start);
+            (l, c, x.message)
+        })
+        .collect();
+    errors.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    errors.dedup();
+    if errors.is_empty() {
+        errors.push((1, 1, "config could not be built".into()));
+    }
+    Err(ConfigError { path: path.to_path_buf(), errors })
+}
+
+fn duration(d: &mut Diags, v: Option<Sp<String>>, key: &str, nonzero: bool) -> Option<Duration> {
+    let v = v?;
+    match parse_duration(&v.v) {
+        Ok(x) if nonzero && x.is_zero() => {
+            d.push(v.span, format!("`{key}` must be greater than zero"));
+            None
+        }
+        Ok(x) => Some(x),
+        Err(m) => {
+            d.push(v.span, format!("`{key}`: {m}"));
+            None
+        }
+    }
+}
+
+fn zone(d: &mut Diags, v: &Sp<String>) -> Option<Tz> {
+    match v.v.parse::<Tz>() {
+        Ok(z) => Some(z),
+        Err(_) => {
+            d.push(v.span.clone(), format!("unknown time zone \"{}\" (use an IANA name such as \"Europe/Berlin\" or \"UTC\")", v.v));
+            None
+        }
+    }
+}
+
+fn schedule(d: &mut Diags, v: &Sp<String>, key: &str) -> Option<Schedule> {
+    match Schedule::parse(&v.v) {
+        Ok(s) => Some(s),
+        Err(m) => {
+            d.push(v.span.clone(), format!("bad schedule in `{key}`: {m}"));
+            None
+        }
+    }
+}
+
+fn timed(d: &mut Diags, t: &mut Table<'_, '_>, key: &'static str, default_tz: Option<Tz>) -> Option<Timed> {
+    let expr = t.req_string(d, key);
+    let tzv = t.string(d, "timezone");
+    let tz = match &tzv {
+        Some(z) => zone(d, z),
+        None => default_tz,
+    };
+    let expr = expr?;
+    let sched = schedule(d, &expr, key)?;
+    Some(Timed { expression: expr.v, schedule: sched, timezone: tz? })
+}
+
+fn positive_u32(d: &mut Diags, t: &mut Table<'_, '_>, key: &'static str, default: u32) -> Option<u32> {
+    match t.int_in(d, key, 1, u32::MAX as i64) {
+        Some(v) => Some(v.v as u32),
+        None if t.has(key) => None,
+        None => Some(default),
+    }
+}
+
+struct Refs {
+    // (name, span) of everything that names another item, checked once all items are known.
+    checks: Vec<Sp<String>>,
+    pipelines: Vec<Sp<String>>,
+    builds: Vec<Sp<String>>,
+    notifiers: Vec<Sp<String>>,
+}
+
+fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config> {
+    let mut top = Table::new("", doc, span);
+    let mut refs = Refs { checks: vec![], pipelines: vec![], builds: vec![], notifiers: vec![] };
+
+    let daemon = read_daemon(d, &mut top);
+    let default_tz = daemon.as_ref().map(|x| x.timezone);
+    let aws = read_aws(d, &mut top);
+
+    let mut notifiers = BTreeMap::new();
+    for (name, mut t) in top.named_tables(d, "notifiers") {
+        if let Some(n) = read_notifier(d, &mut t) {
+            notifiers.insert(name.v.clone(), n);
+        }
+        t.finish(d, &["topic_arn", "repeat_interval", "subject", "format"]);
+    }
+
+    let mut pipelines = BTreeMap::new();
+    for (name, mut t) in top.named_tables(d, "pipelines") {
+        let pipeline_name = t.req_string(d, "pipeline_name");
+        let parameters = t.string_map(d, "parameters").map(|x| x.v).unwrap_or_default();
+        let max_concurrent = positive_u32(d, &mut t, "max_concurrent", 1);
+        if let (Some(p), Some(m)) = (pipeline_name, max_concurrent) {
+            pipelines.insert(name.v.clone(), Pipeline { pipeline_name: p.v, parameters, max_concurrent: m });
+        }
+        t.finish(d, &["pipeline_name", "parameters", "max_concurrent"]);
+    }
+
+    let mut builds = BTreeMap::new();
+    for (name, mut t) in top.named_tables(d, "builds") {
+        let project_name = t.req_string(d, "project_name");
+        let source_version = t.string(d, "source_version").map(|x| x.v);
+        let environment = t.string_map(d, "environment").map(|x| x.v).unwrap_or_default();
+        let max_concurrent = positive_u32(d, &mut t, "max_concurrent", 1);
+        if let (Some(p), Some(m)) = (project_name, max_concurrent) {
+            builds.insert(name.v.clone(), Build { project_name: p.v, source_version, environment, max_concurrent: m });
+        }
+        t.finish(d, &["project_name", "source_version", "environment", "max_concurrent"]);
+    }
+
+    let mut checks = BTreeMap::new();
+    for (name, mut t) in top.named_tables(d, "checks") {
+        if let Some(c) = read_check(d, &mut t, default_tz) {
+            checks.insert(name.v.clone(), c);
+        }
+        t.finish(
+            d,
+            &["schedule", "timezone", "namespace", "metric", "dimensions", "statistic", "period", "above", "below", "for", "missing_data"],
+        );
+    }
+
+    let rule_tables = top.named_tables(d, "rules");
+    let mut rules = BTreeMap::new();
+    for (name, mut t) in rule_tables {
+        if let Some(r) = read_rule(d, &mut t, default_tz, &pipelines, &builds, &mut refs) {
+            rules.insert(name.v.clone(), r);
+        }
+        t.finish(
+            d,
+            &[
+                "on_check", "on_schedule", "on_success", "on_failure", "timezone", "start_pipeline", "start_build", "parameters",
+                "environment", "source_version", "notify", "cooldown", "dry_run", "catch_up",
+            ],
+        );
+    }
+
+    let mut gates = BTreeMap::new();
+    for (name, mut t) in top.named_tables(d, "gates") {
+        if let Some(g) = read_gate(d, &mut t, default_tz, &mut refs) {
+            gates.insert(name.v.clone(), g);
+        }
+        t.finish(d, &["model_package_group", "schedule", "timezone", "metric", "report_path", "min", "max", "notify"]);
+    }
+
+    top.finish(d, &["daemon", "aws", "notifiers", "pipelines", "builds", "checks", "rules", "gates"]);
+
+    // References: every name must exist (an item that failed to build still counts as known,
+    // so one mistake is reported once, where it is).
+    let known = |section: &str| -> Vec<String> {
+        doc.get(section)
+            .and_then(|v| match v.get_ref() {
+                toml::de::DeValue::Table(t) => Some(t.iter().map(|(k, _)| k.get_ref().to_string()).collect()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    for (what, section, list) in [
+        ("check", "checks", &refs.checks),
+        ("pipeline", "pipelines", &refs.pipelines),
+        ("build", "builds", &refs.builds),
+        ("notifier", "notifiers", &refs.notifiers),
+    ] {
+        let names = known(section);
+        for r in list {
+            if !names.contains(&r.v) {
+                let hint = if names.is_empty() {
+                    format!("no [{section}.*] is defined")
+                } else {
+                    format!("defined: {}", names.join(", "))
+                };
+                d.push(r.span.clone(), format!("unknown {what} \"{}\" ({hint})", r.v));
+            }
+        }
+    }
+
+    Some(Config { daemon: daemon?, aws: aws?, notifiers, pipelines, builds, checks, rules, gates })
+}
+
+fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
+    let mut cfg = DaemonConfig {
+        state_dir: PathBuf::from("/var/lib/mlopsd"),
+        listen: "127.0.0.1:9464".parse().ok()?,
+        allow_remote_listen: false,
+        timezone: Tz::UTC,
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let Some(mut t) = top.table(d, "daemon") else {
+        return if top.has("daemon") { None } else { Some(cfg) };
+    };
+    let mut ok = true;
+    if let Some(s) = t.string(d, "state_dir") {
+        if s.v.is_empty() {
+            d.push(s.span, "`state_dir` must not be empty");
+            ok = false;
+        } else {
+            cfg.state_dir = PathBuf::from(s.v);
+        }
+    }
+    let allow = t.boolean(d, "allow_remote_listen").map(|x| x.v).unwrap_or(false);
+    cfg.allow_remote_listen = allow;
+    if let Some(s) = t.string(d, "listen") {
+        match s.v.parse::<SocketAddr>() {
+            Ok(a) if !a.ip().is_loopback() && !allow => {
+                d.push(
+                    s.span,
+                    format!("`listen` = \"{}\" is not a loopback address; the status server shows internal state, so set `allow_remote_listen = true` to serve it beyond this host", s.v),
+                );
+                ok = false;
+            }
+            Ok(a) => cfg.listen = a,
+            Err(_) => {
+                d.push(s.span, format!("`listen` must be an address and port such as \"127.0.0.1:9464\", found \"{}\"", s.v));
+                ok = false;
+            }
+        }
+    }
+    if let Some(z) = t.string(d, "timezone") {
+        match zone(d, &z) {
+            Some(z) => cfg.timezone = z,
+            None => ok = false,
+        }
+    }
+    if t.has("shutdown_grace") {
+        match { let v = t.string(d, "shutdown_grace"); duration(d, v, "shutdown_grace", false) } {
+            Some(g) => cfg.shutdown_grace = g,
+            None => ok = false,
+        }
+    }
+    t.finish(d, &["state_dir", "listen", "allow_remote_listen", "timezone", "shutdown_grace"]);
+    ok.then_some(cfg)
+}
+
+fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
+    let mut cfg = AwsConfig { region: String::new(), profile: None, endpoint_url: None, max_attempts: 5 };
+    let Some(mut t) = top.table(d, "aws") else {
+        if !top.has("aws") {
+            // The region may come from the environment (AWS_REGION) like any AWS tool.
+            return Some(cfg);
+        }
+        return None;
+    };
+    let mut ok = true;
+    if let Some(r) = t.string(d, "region") {
+        if r.v.is_empty() || !r.v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            d.push(r.span, format!("`region` must be an AWS region name such as \"us-east-1\", found \"{}\"", r.v));
+            ok = false;
+        } else {
+            cfg.region = r.v;
+        }
+    }
+    cfg.profile = t.string(d, "profile").map(|x| x.v);
+    if let Some(u) = t.string(d, "endpoint_url") {
+        if !(u.v.starts_with("http://") || u.v.starts_with("https://")) || u.v.len() < 10 {
+            d.push(u.span, format!("`endpoint_url` must be an http:// or https:// URL, found \"{}\"", u.v));
+            ok = false;
+        } else {
+            cfg.endpoint_url = Some(u.v);
+        }
+    }
+    match t.int_in(d, "max_attempts", 1, 20) {
+        Some(v) => cfg.max_attempts = v.v as u32,
+        None if t.has("max_attempts") => ok = false,
+        None => {}
+    }
+    t.finish(d, &["region", "profile", "endpoint_url", "max_attempts"]);
+    ok.then_some(cfg)
+}
+
+fn read_notifier(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<Notifier> {
+    let topic = t.req_string(d, "topic_arn");
+    if let Some(a) = &topic {
+        if !a.v.starts_with("arn:") || a.v.split(':').count() < 6 || !a.v.contains(":sns:") {
+            d.push(a.span.clone(), format!("`topic_arn` must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), found \"{}\"", a.v));
+        }
+    }
+    let repeat = if t.has("repeat_interval") {
+        { let v = t.string(d, "repeat_interval"); duration(d, v, "repeat_interval", false) }
+    } else {
+        Some(Duration::from_secs(4 * 3600))
+    };
+    let subject = match t.string(d, "subject") {
+        Some(s) => match check_template(&s.v) {
+            Ok(()) => Some(s.v),
+            Err(m) => {
+                d.push(s.span, format!("`subject` is not a valid template: {m}"));
+                None
+            }
+        },
+        None => Some(DEFAULT_SUBJECT.to_string()),
+    };
+    let format = match t.string(d, "format") {
+        Some(f) => match f.v.as_str() {
+            "text" => Some(MessageFormat::Text),
+            "json" => Some(MessageFormat::Json),
+            other => {
+                d.push(f.span, format!("`format` must be \"text\" or \"json\", found \"{other}\""));
+                None
+            }
+        },
+        None => Some(MessageFormat::Text),
+    };
+    let topic = topic?;
+    if !topic.v.starts_with("arn:") {
+        return None;
+    }
+    Some(Notifier { topic_arn: topic.v, repeat_interval: repeat?, subject: subject?, format: format? })
+}
+
+/// Compiles a subject template, so a bad template is a validate-time error.
+pub fn check_template(src: &str) -> Result<(), String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+    env.add_template("subject", src).map_err(|e| e.to_string()).map(|_| ())
+}
+
+fn read_check(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>) -> Option<Check> {
+    let timed = timed(d, t, "schedule", default_tz);
+    let namespace = t.req_string(d, "namespace");
+    let metric = t.req_string(d, "metric");
+    let dimensions = t.string_map(d, "dimensions").map(|x| x.v).unwrap_or_default();
+    if dimensions.len() > 30 {
+        d.push(t.span.clone(), "CloudWatch allows at most 30 dimensions per metric");
+    }
+    let statistic = match t.string(d, "statistic") {
+        Some(s) => match valid_statistic(&s.v) {
+            Ok(()) => Some(s.v),
+            Err(m) => {
+                d.push(s.span, m);
+                None
+            }
+        },
+        None => Some("Average".to_string()),
+    };
+    let period = if t.has("period") {
+        let span = t.raw("period").map(|v| v.span());
+        let p = { let v = t.string(d, "period"); duration(d, v, "period", true) };
+        match p {
+            Some(p) if !valid_period(p) => {
+                d.push(span.unwrap_or(0..0), "`period` must be 1s, 5s, 10s, 30s or a multiple of 60s (CloudWatch periods)");
+                None
+            }
+            other => other,
+        }
+    } else {
+        Some(Duration::from_secs(300))
+    };
+    let above = t.float(d, "above");
+    let below = t.float(d, "below");
+    let threshold = match (above, below) {
+        (Some(a), None) => Some(Threshold::Above(a.v)),
+        (None, Some(b)) => Some(Threshold::Below(b.v)),
+        (Some(_), Some(b)) => {
+            d.push(b.span, "set either `above` or `below`, not both (use two checks for a band)");
+            None
+        }
+        (None, None) => {
+            if !t.has("above") && !t.has("below") {
+                d.push(t.span.clone(), format!("[{}] needs a threshold: `above = N` or `below = N`", t.path));
+            }
+            None
+        }
+    };
+    let for_count = positive_u32(d, t, "for", 1);
+    let missing = match t.string(d, "missing_data") {
+        Some(m) => match m.v.as_str() {
+            "ignore" => Some(MissingData::Ignore),
+            "breach" => Some(MissingData::Breach),
+            "ok" => Some(MissingData::Ok),
+            other => {
+                d.push(m.span, format!("`missing_data` must be \"ignore\", \"breach\" or \"ok\", found \"{other}\""));
+                None
+            }
+        },
+        None => Some(MissingData::Ignore),
+    };
+    Some(Check {
+        timed: timed?,
+        namespace: namespace?.v,
+        metric: metric?.v,
+        dimensions,
+        statistic: statistic?,
+        period: period?,
+        threshold: threshold?,
+        for_count: for_count?,
+        missing_data: missing?,
+    })
+}
+
+fn valid_statistic(s: &str) -> Result<(), String> {
+    if matches!(s, "Average" | "Sum" | "Minimum" | "Maximum" | "SampleCount") {
+        return Ok(());
+    }
+    if let Some(p) = s.strip_prefix('p') {
+        if let Ok(x) = p.parse::<f64>() {
+            if (0.0..=100.0).contains(&x) && !p.starts_with('+') {
+                return Ok(());
+            }
+        }
+    }
+    Err(format!("`statistic` must be Average, Sum, Minimum, Maximum, SampleCount or a percentile such as p99 or p99.9, found \"{s}\""))
+}
+
+fn valid_period(p: Duration) -> bool {
+    let ms = p.as_millis();
+    matches!(ms, 1_000 | 5_000 | 10_000 | 30_000) || (ms > 0 && ms % 60_000 == 0)
+}
+
+fn parse_target(d: &mut Diags, v: &Sp<String>, key: &str, refs: &mut Refs) -> Option<Target> {
+    let Some((kind, name)) = v.v.split_once(':') else {
+        d.push(v.span.clone(), format!("`{key}` must be \"pipeline:NAME\" or \"build:NAME\", found \"{}\"", v.v));
+        return None;
+    };
+    let r = Sp { v: name.to_string(), span: v.span.clone() };
+    match kind {
+        "pipeline" => {
+            refs.pipelines.push(r);
+            Some(Target { kind: RunKind::Pipeline, name: name.to_string() })
+        }
+        "build" => {
+            refs.builds.push(r);
+            Some(Target { kind: RunKind::Build, name: name.to_string() })
+        }
+        other => {
+            d.push(v.span.clone(), format!("`{key}`: unknown kind \"{other}\"; use \"pipeline:NAME\" or \"build:NAME\""));
+            None
+        }
+    }
+}
+
+fn read_rule(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    default_tz: Option<Tz>,
+    pipelines: &BTreeMap<String, Pipeline>,
+    builds: &BTreeMap<String, Build>,
+    refs: &mut Refs,
+) -> Option<Rule> {
+    let triggers: Vec<&str> = ["on_check", "on_schedule", "on_success", "on_failure"].into_iter().filter(|k| t.has(k)).collect();
+    let mut ok = true;
+    if triggers.is_empty() {
+        d.push(t.span.clone(), format!("[{}] needs a trigger: one of `on_check`, `on_schedule`, `on_success`, `on_failure`", t.path));
+        ok = false;
+    } else if triggers.len() > 1 {
+        let second = t.key_span(triggers[1]).unwrap_or(t.span.clone());
+        d.push(second, format!("[{}] has more than one trigger ({}); a rule has exactly one", t.path, triggers.join(", ")));
+        ok = false;
+    }
+    let trigger = match triggers.first().copied() {
+        Some("on_check") => t.string(d, "on_check").map(|c| {
+            refs.checks.push(c.clone());
+            Trigger::Check(c.v)
+        }),
+        Some("on_schedule") => timed(d, t, "on_schedule", default_tz).map(Trigger::Schedule),
+        Some("on_success") => t.string(d, "on_success").and_then(|v| parse_target(d, &v, "on_success", refs)).map(Trigger::Success),
+        Some("on_failure") => t.string(d, "on_failure").and_then(|v| parse_target(d, &v, "on_failure", refs)).map(Trigger::Failure),
+        _ => None,
+    };
+    // Read (and so type-check) the other triggers too, so they are not also "unknown keys".
+    for k in triggers.iter().skip(1) {
+        let _ = t.string(d, k);
+    }
+    if !triggers.contains(&"on_schedule") {
+        if let Some(z) = t.string(d, "timezone") {
+            d.push(z.span, "`timezone` only applies to a rule with `on_schedule`");
+            ok = false;
+        }
+    }
+
+    let start_pipeline = t.string(d, "start_pipeline");
+    let start_build = t.string(d, "start_build");
+    let parameters = t.string_map(d, "parameters");
+    let environment = t.string_map(d, "environment");
+    let source_version = t.string(d, "source_version");
+    let notify = t.string_list(d, "notify");
+    if let Some(n) = &notify {
+        for x in &n.v {
+            refs.notifiers.push(x.clone());
+        }
+    }
+    if start_pipeline.is_none() && start_build.is_none() && notify.as_ref().is_none_or(|n| n.v.is_empty()) {
+        d.push(t.span.clone(), format!("[{}] needs at least one action: `start_pipeline`, `start_build` or `notify`", t.path));
+        ok = false;
+    }
+    if let (None, Some(p)) = (&start_pipeline, &parameters) {
+        d.push(p.span.clone(), "`parameters` needs `start_pipeline` (they are merged over that pipeline's)");
+        ok = false;
+    }
+    if start_build.is_none() {
+        for (k, v) in [("environment", environment.as_ref().map(|x| x.span.clone())), ("source_version", source_version.as_ref().map(|x| x.span.clone()))] {
+            if let Some(span) = v {
+                d.push(span, format!("`{k}` needs `start_build`"));
+                ok = false;
+            }
+        }
+    }
+
+    let mut start = Vec::new();
+    if let Some(p) = start_pipeline {
+        refs.pipelines.push(p.clone());
+        if let Some(pl) = pipelines.get(&p.v) {
+            let mut params = pl.parameters.clone();
+            if let Some(over) = &parameters {
+                params.extend(over.v.clone());
+            }
+            start.push(Start::Pipeline { name: p.v, parameters: params });
+        } else {
+            ok = false;
+        }
+    }
+    if let Some(b) = start_build {
+        refs.builds.push(b.clone());
+        if let Some(bl) = builds.get(&b.v) {
+            let mut env = bl.environment.clone();
+            if let Some(over) = &environment {
+                env.extend(over.v.clone());
+            }
+            start.push(Start::Build {
+                name: b.v,
+                source_version: source_version.map(|s| s.v).or_else(|| bl.source_version.clone()),
+                environment: env,
+            });
+        } else {
+            ok = false;
+        }
+    }
+
+    let cooldown = if t.has("cooldown") {
+        let c = { let v = t.string(d, "cooldown"); duration(d, v, "cooldown", false) };
+        if c.is_none() {
+            ok = false;
+        }
+        c
+    } else {
+        None
+    };
+    let dry_run = match t.boolean(d, "dry_run") {
+        Some(b) => b.v,
+        None if t.has("dry_run") => {
+            ok = false;
+            false
+        }
+        None => false,
+    };
+    let catch_up = match t.string(d, "catch_up") {
+        Some(c) => match c.v.as_str() {
+            "none" => CatchUp::None,
+            "once" => {
+                if !triggers.contains(&"on_schedule") {
+                    d.push(c.span, "`catch_up` only applies to a rule with `on_schedule`");
+                    ok = false;
+                }
+                CatchUp::Once
+            }
+            other => {
+                d.push(c.span, format!("`catch_up` must be \"none\" or \"once\", found \"{other}\""));
+                ok = false;
+                CatchUp::None
+            }
+        },
+        None => CatchUp::None,
+    };
+    let trigger = trigger?;
+    if !ok {
+        return None;
+    }
+    Some(Rule {
+        trigger,
+        start,
+        notify: notify.map(|n| n.v.into_iter().map(|x| x.v).collect()).unwrap_or_default(),
+        cooldown,
+        dry_run,
+        catch_up,
+    })
+}
+
+fn read_gate(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>, refs: &mut Refs) -> Option<Gate> {
+    let group = t.req_string(d, "model_package_group");
+    let timed = timed(d, t, "schedule", default_tz);
+    let metric = t.string(d, "metric");
+    let report = t.string(d, "report_path");
+    let metric = match (metric, report) {
+        (Some(m), None) => Some(GateMetric::Metadata(m.v)),
+        (None, Some(r)) => Some(GateMetric::Report(r.v)),
+        (Some(_), Some(r)) => {
+            d.push(r.span, "set either `metric` (a CustomerMetadataProperties key) or `report_path`, not both");
+            None
+        }
+        (None, None) => {
+            if !t.has("metric") && !t.has("report_path") {
+                d.push(t.span.clone(), format!("[{}] needs `metric` (a CustomerMetadataProperties key) or `report_path`", t.path));
+            }
+            None
+        }
+    };
+    let min = t.float(d, "min");
+    let max = t.float(d, "max");
+    let mut ok = !(t.has("min") && min.is_none()) && !(t.has("max") && max.is_none());
+    match (&min, &max) {
+        (None, None) if ok => {
+            d.push(t.span.clone(), format!("[{}] needs `min`, `max` or both", t.path));
+            ok = false;
+        }
+        (Some(a), Some(b)) if a.v > b.v => {
+            d.push(b.span.clone(), format!("`max` ({}) is below `min` ({})", b.v, a.v));
+            ok = false;
+        }
+        _ => {}
+    }
+    let notify = t.string_list(d, "notify");
+    if let Some(n) = &notify {
+        for x in &n.v {
+            refs.notifiers.push(x.clone());
+        }
+    }
+    if !ok {
+        return None;
+    }
+    Some(Gate {
+        model_package_group: group?.v,
+        timed: timed?,
+        metric: metric?,
+        min: min.map(|x| x.v),
+        max: max.map(|x| x.v),
+        notify: notify.map(|n| n.v.into_iter().map(|x| x.v).collect()).unwrap_or_default(),
+    })
+}

@@ -1,0 +1,286 @@
+//! The config model: validated types that cannot be wrong, and `load`/`parse` to build them.
+//!
+//! Loading is in two stages: `reader` walks the spanned TOML tree (types, unknown and missing
+//! keys), `build` turns what it read into these types (durations, schedules, zones, templates)
+//! and resolves references between items. Every problem of every stage is collected.
+
+pub mod diff;
+mod build;
+pub mod reader;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+use crate::schedule::Schedule;
+
+pub use build::parse;
+
+/// Exit code for an invalid config (sysexits EX_CONFIG).
+pub const EX_CONFIG: i32 = 78;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub aws: AwsConfig,
+    pub notifiers: BTreeMap<String, Notifier>,
+    pub pipelines: BTreeMap<String, Pipeline>,
+    pub builds: BTreeMap<String, Build>,
+    pub checks: BTreeMap<String, Check>,
+    pub rules: BTreeMap<String, Rule>,
+    pub gates: BTreeMap<String, Gate>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Set to serve HTTP on a non-loopback address; refused otherwise.
+    pub allow_remote_listen: bool,
+    pub timezone: Tz,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    pub region: String,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notifier {
+    pub topic_arn: String,
+    pub repeat_interval: Duration,
+    /// A minijinja template, checked at load time.
+    pub subject: String,
+    pub format: MessageFormat,
+}
+
+pub const DEFAULT_SUBJECT: &str = "[mlops] {{ rule }}: {{ event }}";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub pipeline_name: String,
+    pub parameters: BTreeMap<String, String>,
+    pub max_concurrent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Build {
+    pub project_name: String,
+    pub source_version: Option<String>,
+    pub environment: BTreeMap<String, String>,
+    pub max_concurrent: u32,
+}
+
+/// A schedule with the zone its cron fields are read in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timed {
+    pub expression: String,
+    pub schedule: Schedule,
+    pub timezone: Tz,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingData {
+    Ignore,
+    Breach,
+    Ok,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Above(f64),
+    Below(f64),
+}
+
+impl Threshold {
+    pub fn value(&self) -> f64 {
+        match self {
+            Threshold::Above(v) | Threshold::Below(v) => *v,
+        }
+    }
+    pub fn breached_by(&self, x: f64) -> bool {
+        match self {
+            Threshold::Above(t) => x > *t,
+            Threshold::Below(t) => x < *t,
+        }
+    }
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Threshold::Above(v) => write!(f, "> {v}"),
+            Threshold::Below(v) => write!(f, "< {v}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub timed: Timed,
+    pub namespace: String,
+    pub metric: String,
+    pub dimensions: BTreeMap<String, String>,
+    /// `Average`, `Sum`, `Minimum`, `Maximum`, `SampleCount` or `pNN`, as CloudWatch spells it.
+    pub statistic: String,
+    pub period: Duration,
+    pub threshold: Threshold,
+    pub for_count: u32,
+    pub missing_data: MissingData,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RunKind {
+    Pipeline,
+    Build,
+}
+
+impl RunKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunKind::Pipeline => "pipeline",
+            RunKind::Build => "build",
+        }
+    }
+}
+
+/// `pipeline:NAME` or `build:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub kind: RunKind,
+    pub name: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.as_str(), self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    Check(String),
+    Schedule(Timed),
+    Success(Target),
+    Failure(Target),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    None,
+    Once,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// Parameters already merged: the pipeline's, overridden by the rule's.
+    Pipeline { name: String, parameters: BTreeMap<String, String> },
+    /// Environment merged the same way; source version the rule's, else the build's.
+    Build { name: String, source_version: Option<String>, environment: BTreeMap<String, String> },
+}
+
+impl Start {
+    pub fn target(&self) -> Target {
+        match self {
+            Start::Pipeline { name, .. } => Target { kind: RunKind::Pipeline, name: name.clone() },
+            Start::Build { name, .. } => Target { kind: RunKind::Build, name: name.clone() },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub trigger: Trigger,
+    pub start: Vec<Start>,
+    pub notify: Vec<String>,
+    pub cooldown: Option<Duration>,
+    pub dry_run: bool,
+    pub catch_up: CatchUp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateMetric {
+    /// A key of the model package's `CustomerMetadataProperties`.
+    Metadata(String),
+    /// A dotted path into the evaluation report JSON in S3.
+    Report(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    pub model_package_group: String,
+    pub timed: Timed,
+    pub metric: GateMetric,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub notify: Vec<String>,
+}
+
+/// A config that failed to load: every problem, located.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// `(line, column, message)`, in source order.
+    pub errors: Vec<(usize, usize, String)>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (line, col, msg)) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{line}:{col}: {msg}", self.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn io(path: &Path, msg: String) -> Self {
+        ConfigError { path: path.to_path_buf(), errors: vec![(1, 1, msg)] }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_hash(path).map(|(c, _)| c)
+}
+
+/// Reads and validates a config file; also returns a hash of its text.
+pub fn load_with_hash(path: &Path) -> Result<(Config, String), ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError::io(path, format!("cannot read config: {e}")))?;
+    if meta.is_dir() {
+        return Err(ConfigError::io(path, "cannot read config: it is a directory, not a file".into()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::io(path, format!("cannot read config: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let (line, col) = reader::line_col(&String::from_utf8_lossy(e.as_bytes()), e.utf8_error().valid_up_to());
+        ConfigError { path: path.to_path_buf(), errors: vec![(line, col, "config is not valid UTF-8".into())] }
+    })?;
+    let hash = content_hash(&text);
+    parse(&text, path).map(|c| (c, hash))
+}
+
+/// A short content hash, for status output and reload logs.
+pub fn content_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

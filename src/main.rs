@@ -1,0 +1,116 @@
+//! The `mlopsd` command line: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use mlopsd::config::{self, EX_CONFIG};
+use mlopsd::{daemon, logging, plan};
+
+#[derive(Parser)]
+#[command(name = "mlopsd", version, about = "Closes the MLOps loop on AWS from one declarative file")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config: exit 0 when valid, 78 with every error otherwise.
+    Validate {
+        #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
+        config: PathBuf,
+    },
+    /// Show every schedule's next fire times and what each rule would do (no AWS calls).
+    Plan {
+        #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
+        config: PathBuf,
+        /// How many fire times per schedule.
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// Start instant (RFC 3339); default now. Times listed are strictly after it.
+        #[arg(long)]
+        from: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Validate { config } => match config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} checks, {} rules, {} gates, {} pipelines, {} builds, {} notifiers)",
+                    config.display(),
+                    c.checks.len(),
+                    c.rules.len(),
+                    c.gates.len(),
+                    c.pipelines.len(),
+                    c.builds.len(),
+                    c.notifiers.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("{}: {} error(s)", config.display(), e.errors.len());
+                ExitCode::from(EX_CONFIG as u8)
+            }
+        },
+        Cmd::Plan { config, count, from, json } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG as u8);
+                }
+            };
+            let from = match from {
+                None => Utc::now(),
+                Some(s) => match DateTime::parse_from_rfc3339(&s) {
+                    Ok(t) => t.with_timezone(&Utc),
+                    Err(e) => {
+                        eprintln!("--from {s:?} is not an RFC 3339 time such as 2026-03-08T00:00:00Z: {e}");
+                        return ExitCode::from(64);
+                    }
+                },
+            };
+            let p = plan::plan(&cfg, from, count);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan::to_json(&cfg, &p)).unwrap_or_default());
+            } else {
+                print!("{}", plan::to_text(&cfg, &p, from, count));
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Run { config } => {
+            logging::init(logging::LogFormat::from_env());
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(71);
+                }
+            };
+            match rt.block_on(daemon::run(config, CancellationToken::new())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(event = "daemon_failed", error = %e, "mlopsd cannot run");
+                    eprintln!("mlopsd: {e}");
+                    ExitCode::from(e.exit_code() as u8)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `mlopsd plan`: every schedule's next fire times and what each rule would do. No AWS calls.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use crate::config::{Config, RunKind, Start, Threshold, Timed, Trigger};
+use crate::duration::format_duration;
+
+/// One schedule in the plan.
+pub struct PlannedSchedule {
+    pub kind: &'static str,
+    pub name: String,
+    pub timed: Timed,
+    pub next: Vec<DateTime<Utc>>,
+}
+
+/// Every scheduled item of the config: checks, `on_schedule` rules and gates.
+pub fn scheduled(cfg: &Config) -> Vec<(&'static str, &String, &Timed)> {
+    let mut out = Vec::new();
+    for (n, c) in &cfg.checks {
+        out.push(("check", n, &c.timed));
+    }
+    for (n, r) in &cfg.rules {
+        if let Trigger::Schedule(t) = &r.trigger {
+            out.push(("rule", n, t));
+        }
+    }
+    for (n, g) in &cfg.gates {
+        out.push(("gate", n, &g.timed));
+    }
+    out
+}
+
+pub fn plan(cfg: &Config, from: DateTime<Utc>, count: usize) -> Vec<PlannedSchedule> {
+    scheduled(cfg)
+        .into_iter()
+        .map(|(kind, name, t)| PlannedSchedule {
+            kind,
+            name: name.clone(),
+            timed: t.clone(),
+            next: t.schedule.upcoming(t.timezone, from, count),
+        })
+        .collect()
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A one-line account of what a rule does, for `plan` and logs.
+pub fn describe_rule(cfg: &Config, name: &str) -> String {
+    let Some(r) = cfg.rules.get(name) else { return String::new() };
+    let when = match &r.trigger {
+        Trigger::Check(c) => match cfg.checks.get(c) {
+            Some(ch) => {
+                let th = match ch.threshold {
+                    Threshold::Above(v) => format!("{} {} > {v}", ch.statistic, ch.metric),
+                    Threshold::Below(v) => format!("{} {} < {v}", ch.statistic, ch.metric),
+                };
+                let times = if ch.for_count == 1 { "once".to_string() } else { format!("{} consecutive evaluations", ch.for_count) };
+                format!("when check {c} breaches ({th}) {times}")
+            }
+            None => format!("when check {c} breaches"),
+        },
+        Trigger::Schedule(t) => format!("at \"{}\" ({})", t.expression, t.timezone),
+        Trigger::Success(t) => format!("when a run of {t} succeeds"),
+        Trigger::Failure(t) => format!("when a run of {t} fails"),
+    };
+    let mut acts = Vec::new();
+    for s in &r.start {
+        match s {
+            Start::Pipeline { name, parameters } => {
+                let real = cfg.pipelines.get(name).map(|p| p.pipeline_name.as_str()).unwrap_or("?");
+                let params: Vec<String> = parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                acts.push(format!("start pipeline {name} ({real}) with {{{}}}", params.join(", ")));
+            }
+            Start::Build { name, source_version, environment } => {
+                let real = cfg.builds.get(name).map(|p| p.project_name.as_str()).unwrap_or("?");
+                let env: Vec<String> = environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                acts.push(format!(
+                    "start build {name} ({real}) at {} with env {{{}}}",
+                    source_version.as_deref().unwrap_or("the project's default source version"),
+                    env.join(", ")
+                ));
+            }
+        }
+    }
+    if !r.notify.is_empty() {
+        acts.push(format!("notify {}", r.notify.join(", ")));
+    }
+    let mut s = format!("{when}: {}", acts.join("; "));
+    if let Some(c) = r.cooldown {
+        s.push_str(&format!("; cooldown {}", format_duration(c)));
+    }
+    for st in &r.start {
+        let t = st.target();
+        let max = match t.kind {
+            RunKind::Pipeline => cfg.pipelines.get(&t.name).map(|p| p.max_concurrent),
+            RunKind::Build => cfg.builds.get(&t.name).map(|p| p.max_concurrent),
+        };
+        if let Some(m) = max {
+            s.push_str(&format!("; at most {m} active run(s) of {t}"));
+        }
+    }
+    if r.dry_run {
+        s.push_str(" [dry run: logs \"would start\", changes nothing]");
+    }
+    s
+}
+
+pub fn to_json(cfg: &Config, plan: &[PlannedSchedule]) -> Value {
+    let schedules: Vec<Value> = plan
+        .iter()
+        .map(|p| {
+            json!({
+                "kind": p.kind,
+                "name": p.name,
+                "expression": p.timed.expression,
+                "timezone": p.timed.timezone.name(),
+                "next": p.next.iter().map(rfc3339).collect::<Vec<_>>(),
+                "next_local": p.next.iter().map(|t| t.with_timezone(&p.timed.timezone).to_rfc3339_opts(SecondsFormat::Secs, true)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let rules: Vec<Value> = cfg
+        .rules
+        .iter()
+        .map(|(name, r)| {
+            let trigger = match &r.trigger {
+                Trigger::Check(c) => json!({"on_check": c}),
+                Trigger::Schedule(t) => json!({"on_schedule": t.expression, "timezone": t.timezone.name()}),
+                Trigger::Success(t) => json!({"on_success": t.to_string()}),
+                Trigger::Failure(t) => json!({"on_failure": t.to_string()}),
+            };
+            let starts: Vec<Value> = r
+                .start
+                .iter()
+                .map(|s| match s {
+                    Start::Pipeline { name, parameters } => json!({"start_pipeline": name, "parameters": parameters}),
+                    Start::Build { name, source_version, environment } => {
+                        json!({"start_build": name, "source_version": source_version, "environment": environment})
+                    }
+                })
+                .collect();
+            json!({
+                "name": name,
+                "trigger": trigger,
+                "actions": starts,
+                "notify": r.notify,
+                "cooldown": r.cooldown.map(format_duration),
+                "dry_run": r.dry_run,
+                "description": describe_rule(cfg, name),
+            })
+        })
+        .collect();
+    json!({ "schedules": schedules, "rules": rules })
+}
+
+pub fn to_text(cfg: &Config, plan: &[PlannedSchedule], from: DateTime<Utc>, count: usize) -> String {
+    let mut out = format!("Next {count} fire times after {}:\n", rfc3339(&from));
+    for p in plan {
+        out.push_str(&format!("\n{} {}  \"{}\"  [{}]\n", p.kind, p.name, p.timed.expression, p.timed.timezone.name()));
+        if p.next.is_empty() {
+            out.push_str("  (never fires again)\n");
+        }
+        for t in &p.next {
+            let local = t.with_timezone(&p.timed.timezone);
+            out.push_str(&format!("  {}   {} {}\n", rfc3339(t), local.format("%Y-%m-%d %H:%M:%S"), local.format("%Z")));
+        }
+    }
+    if !cfg.rules.is_empty() {
+        out.push_str("\nRules:\n");
+        for name in cfg.rules.keys() {
+            out.push_str(&format!("  {name}: {}\n", describe_rule(cfg, name)));
+        }
+    }
+    out
+}

@@ -1,0 +1,277 @@
+//! The state store: SQLite (WAL, `synchronous=FULL`) under `daemon.state_dir`, with a schema
+//! version in `PRAGMA user_version`, migrations from older versions, and an exclusive lock so
+//! two daemons never share one store. Every write is one transaction: after `kill -9` or power
+//! loss the store holds each decision whole or not at all.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+pub const DB_FILE: &str = "mlopsd.db";
+const LOCK_FILE: &str = "mlopsd.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path}: cannot create or open: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("state store {path} is corrupt ({detail}); move it aside to start with empty state, or restore it from a backup")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("state store {path} has schema version {found}, newer than this mlopsd supports ({supported}); run the newer mlopsd or restore an older copy")]
+    Newer { path: PathBuf, found: i64, supported: i64 },
+    #[error("state store {path} is in use by another mlopsd process (lock held on {lock})")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("state store {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+}
+
+impl StateError {
+    /// The process exit code for this error (sysexits).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StateError::Corrupt { .. } | StateError::Newer { .. } => 65, // EX_DATAERR
+            StateError::Io { .. } | StateError::Sqlite { .. } => 74,     // EX_IOERR
+            StateError::Locked { .. } => 75,                            // EX_TEMPFAIL
+        }
+    }
+}
+
+/// Each migration takes the schema from version i to i + 1.
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    -- last fire of each scheduled item, for catch-up after downtime
+    CREATE TABLE schedule_state (kind TEXT NOT NULL, name TEXT NOT NULL, last_fire_ms INTEGER NOT NULL, PRIMARY KEY (kind, name));
+    CREATE TABLE check_state (
+        name TEXT PRIMARY KEY, breach_count INTEGER NOT NULL DEFAULT 0, breaching INTEGER NOT NULL DEFAULT 0,
+        correlation_id TEXT, last_value REAL, last_eval_ms INTEGER);
+    CREATE TABLE check_values (name TEXT NOT NULL, at_ms INTEGER NOT NULL, value REAL, breached INTEGER NOT NULL, PRIMARY KEY (name, at_ms));
+    CREATE TABLE rule_state (name TEXT PRIMARY KEY, firings INTEGER NOT NULL DEFAULT 0, last_fired_ms INTEGER, cooldown_until_ms INTEGER);
+    -- one row per decided start; written before AWS is called
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, rule TEXT NOT NULL, firing INTEGER NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
+        token TEXT NOT NULL UNIQUE, request TEXT NOT NULL, correlation_id TEXT NOT NULL, check_name TEXT,
+        status TEXT NOT NULL, arn TEXT, detail TEXT, decided_ms INTEGER NOT NULL, started_ms INTEGER, ended_ms INTEGER);
+    CREATE INDEX runs_status ON runs (status);
+    -- notifications to send (at least once), and the dedupe memory for repeat_interval
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY, notifier TEXT NOT NULL, event TEXT NOT NULL, rule TEXT, check_name TEXT,
+        correlation_id TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL,
+        sent_ms INTEGER, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+    CREATE TABLE dedupe (notifier TEXT NOT NULL, rule TEXT NOT NULL, event TEXT NOT NULL, last_sent_ms INTEGER NOT NULL, PRIMARY KEY (notifier, rule, event));
+    CREATE TABLE gate_decisions (
+        gate TEXT NOT NULL, package_arn TEXT NOT NULL, decision TEXT NOT NULL, value REAL, reason TEXT NOT NULL,
+        decided_ms INTEGER NOT NULL, PRIMARY KEY (gate, package_arn));
+    "#,
+];
+
+/// The embedded store. Cheap to share behind an `Arc`; calls are short transactions.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> StateError {
+    use rusqlite::ErrorCode::*;
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+        match f.code {
+            NotADatabase | DatabaseCorrupt => {
+                return StateError::Corrupt { path: path.to_path_buf(), detail: msg.clone().unwrap_or_else(|| f.to_string()) }
+            }
+            CannotOpen | ReadOnly | PermissionDenied | DiskFull | SystemIoFailure => {
+                return StateError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+            }
+            DatabaseBusy | DatabaseLocked => {
+                return StateError::Locked { path: path.to_path_buf(), lock: path.to_path_buf() };
+            }
+            _ => {}
+        }
+    }
+    StateError::Sqlite { path: path.to_path_buf(), source: e }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, migrating an older schema.
+    pub fn open(dir: &Path) -> Result<Store, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Io { path: dir.to_path_buf(), source: e })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StateError::Io { path: lock_path.clone(), source: e })?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let path = dir.join(DB_FILE);
+        if rc != 0 {
+            return Err(StateError::Locked { path, lock: lock_path });
+        }
+        let conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
+        let store = Store { path: path.clone(), conn: Mutex::new(conn), _lock: lock };
+        store.init().map_err(|e| match e {
+            InitError::Sql(e) => classify(&path, e),
+            InitError::State(s) => s,
+        })?;
+        Ok(store)
+    }
+
+    fn init(&self) -> Result<(), InitError> {
+        let mut c = self.conn();
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Reading the header first: a file that is not SQLite fails here.
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(InitError::State(StateError::Newer { path: self.path.clone(), found: version, supported: SCHEMA_VERSION }));
+        }
+        let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(InitError::State(StateError::Corrupt { path: self.path.clone(), detail: check }));
+        }
+        let mode: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if mode.to_lowercase() != "wal" {
+            tracing::warn!(journal_mode = %mode, "state store could not switch to WAL mode");
+        }
+        // FULL: a committed decision survives power loss, not only a crash.
+        c.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = c.transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+            tracing::info!(from = i, to = i + 1, path = %self.path.display(), "state store migrated");
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection; a poisoned lock (a panic elsewhere mid-call) still yields it, since
+    /// SQLite transactions keep the data consistent by themselves.
+    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn schema_version(&self) -> Result<i64, rusqlite::Error> {
+        self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))
+    }
+
+    /// Records that a scheduled item fired at `at`.
+    pub fn record_fire(&self, kind: &str, name: &str, at: DateTime<Utc>) -> Result<(), rusqlite::Error> {
+        self.conn().execute(
+            "INSERT INTO schedule_state (kind, name, last_fire_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (kind, name) DO UPDATE SET last_fire_ms = excluded.last_fire_ms",
+            params![kind, name, at.timestamp_millis()],
+        )?;
+        Ok(())
+    }
+
+    /// Records several fires in one transaction.
+    pub fn record_fires(&self, kind: &str, fires: &[(String, DateTime<Utc>)]) -> Result<(), rusqlite::Error> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO schedule_state (kind, name, last_fire_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kind, name) DO UPDATE SET last_fire_ms = excluded.last_fire_ms",
+            )?;
+            for (name, at) in fires {
+                st.execute(params![kind, name, at.timestamp_millis()])?;
+            }
+        }
+        tx.commit()
+    }
+
+    pub fn last_fire(&self, kind: &str, name: &str) -> Result<Option<DateTime<Utc>>, rusqlite::Error> {
+        let ms: Option<i64> = self
+            .conn()
+            .query_row("SELECT last_fire_ms FROM schedule_state WHERE kind = ?1 AND name = ?2", params![kind, name], |r| r.get(0))
+            .optional()?;
+        Ok(ms.and_then(DateTime::<Utc>::from_timestamp_millis))
+    }
+
+    /// Checks that the store is writable now (for health checks).
+    pub fn probe_write(&self) -> Result<(), rusqlite::Error> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![Utc::now().timestamp_millis().to_string()],
+        )?;
+        Ok(())
+    }
+}
+
+enum InitError {
+    Sql(rusqlite::Error),
+    State(StateError),
+}
+
+impl From<rusqlite::Error> for InitError {
+    fn from(e: rusqlite::Error) -> Self {
+        InitError::Sql(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+            let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+            s.record_fire("check", "a", t).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.last_fire("check", "a").unwrap(), DateTime::<Utc>::from_timestamp(1_800_000_000, 0));
+        assert_eq!(s.last_fire("check", "b").unwrap(), None);
+    }
+
+    #[test]
+    fn second_open_is_refused_while_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Store::open(dir.path()).unwrap();
+        let e = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(e, StateError::Locked { .. }), "{e}");
+        assert!(e.to_string().contains("in use by another mlopsd"));
+    }
+
+    #[test]
+    fn garbage_file_is_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), b"this is not a database, it is a text file\n".repeat(200)).unwrap();
+        let e = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }), "{e:?}");
+        assert_eq!(e.exit_code(), 65);
+        assert!(e.to_string().contains("is corrupt"), "{e}");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let e = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(e, StateError::Newer { found: 99, .. }), "{e:?}");
+        assert!(e.to_string().contains("newer than this mlopsd supports"));
+    }
+}
