@@ -267,7 +267,7 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
         }
     }
     if t.has("shutdown_grace") {
-        match { let v = t.string(d, "shutdown_grace"); duration(d, v, "shutdown_grace", false) } {
+        match { let v = t.duration_text(d, "shutdown_grace"); duration(d, v, "shutdown_grace", false) } {
             Some(g) => cfg.shutdown_grace = g,
             None => ok = false,
         }
@@ -320,7 +320,7 @@ fn read_notifier(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<Notifier> {
         }
     }
     let repeat = if t.has("repeat_interval") {
-        { let v = t.string(d, "repeat_interval"); duration(d, v, "repeat_interval", false) }
+        { let v = t.duration_text(d, "repeat_interval"); duration(d, v, "repeat_interval", false) }
     } else {
         Some(Duration::from_secs(4 * 3600))
     };
@@ -379,7 +379,7 @@ fn read_check(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>) -> O
     };
     let period = if t.has("period") {
         let span = t.raw("period").map(|v| v.span());
-        let p = { let v = t.string(d, "period"); duration(d, v, "period", true) };
+        let p = { let v = t.duration_text(d, "period"); duration(d, v, "period", true) };
         match p {
             Some(p) if !valid_period(p) => {
                 d.push(span.unwrap_or(0..0), "`period` must be 1s, 5s, 10s, 30s or a multiple of 60s (CloudWatch periods)");
@@ -571,7 +571,7 @@ fn read_rule(
     }
 
     let cooldown = if t.has("cooldown") {
-        let c = { let v = t.string(d, "cooldown"); duration(d, v, "cooldown", false) };
+        let c = { let v = t.duration_text(d, "cooldown"); duration(d, v, "cooldown", false) };
         if c.is_none() {
             ok = false;
         }

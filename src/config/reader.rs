@@ -133,6 +133,14 @@ impl<'a, 'i> Table<'a, 'i> {
         })
     }
 
+    /// A duration written as a string (`"30s"`); the type message says so.
+    pub fn duration_text(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
+        self.expect(d, key, "a duration string such as \"30s\" or \"1h30m\"", |v| match v {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => None,
+        })
+    }
+
     pub fn req_string(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
         if !self.has(key) {
             d.push(self.where_(), format!("[{}] is missing required key `{key}`", self.path));
@@ -162,6 +170,10 @@ impl<'a, 'i> Table<'a, 'i> {
     /// An integer in `min..=max`.
     pub fn int_in(&mut self, d: &mut Diags, key: &'a str, min: i64, max: i64) -> Option<Sp<i64>> {
         let r = self.int(d, key)?;
+        if r.v < min && max >= u32::MAX as i64 {
+            d.push(r.span.clone(), format!("`{key}` must be at least {min}, found {}", r.v));
+            return None;
+        }
         if r.v < min || r.v > max {
             d.push(r.span.clone(), format!("`{key}` must be between {min} and {max}, found {}", r.v));
             return None;
