@@ -1,0 +1,189 @@
+//! Test harness: runs the real `mlopsd` binary in a temp dir, collects its JSON log lines and
+//! the systemd notifications it sends to a `NOTIFY_SOCKET` the test binds itself.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mlopsd"))
+}
+
+/// Runs `mlopsd ARGS` to completion: (exit code, stdout, stderr).
+pub fn mlopsd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().expect("run mlopsd");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+pub struct Running {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    logs: Arc<Mutex<Vec<Value>>>,
+    raw: Arc<Mutex<Vec<String>>>,
+    notes: Arc<Mutex<Vec<String>>>,
+    _notify: Option<Arc<UnixDatagram>>,
+}
+
+pub struct Opts<'a> {
+    pub env: Vec<(&'a str, String)>,
+    pub notify: bool,
+}
+
+impl Default for Opts<'_> {
+    fn default() -> Self {
+        Opts { env: vec![], notify: true }
+    }
+}
+
+impl Running {
+    /// Starts `mlopsd run --config DIR/mlops.toml` with `config_text` written there.
+    pub fn start(dir: &Path, config_text: &str, opts: Opts<'_>) -> Running {
+        let config = dir.join("mlops.toml");
+        std::fs::write(&config, config_text).expect("write config");
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"]).arg(&config).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.env("MLOPSD_LOG_FORMAT", "json").env("MLOPSD_LOG", "info,mlopsd=debug");
+        cmd.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("WATCHDOG_PID");
+        let mut sock = None;
+        if opts.notify {
+            let path = dir.join("notify.sock");
+            let _ = std::fs::remove_file(&path);
+            let s = Arc::new(UnixDatagram::bind(&path).expect("bind notify socket"));
+            s.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            let (s2, n2) = (s.clone(), notes.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s2.recv(&mut buf) {
+                        Ok(n) => {
+                            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                            for line in msg.lines() {
+                                n2.lock().unwrap().push(line.to_string());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                            if Arc::strong_count(&s2) == 1 {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+            cmd.env("NOTIFY_SOCKET", &path);
+            sock = Some(s);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn mlopsd");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let (l2, r2) = (logs.clone(), raw.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    l2.lock().unwrap().push(v);
+                }
+                r2.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        let r3 = raw.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                r3.lock().unwrap().push(format!("stderr: {line}"));
+            }
+        });
+        Running { child, dir: dir.to_path_buf(), config, logs, raw, notes, _notify: sock }
+    }
+
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn raw_output(&self) -> String {
+        self.raw.lock().unwrap().join("\n")
+    }
+
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().unwrap().clone()
+    }
+
+    pub fn events(&self, name: &str) -> Vec<Value> {
+        self.logs().into_iter().filter(|v| v["event"] == name).collect()
+    }
+
+    /// Waits until `pred` holds for the log lines seen so far; panics with the output otherwise.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if pred(&self.logs()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("timed out waiting for {what}; output so far:\n{}", self.raw_output());
+    }
+
+    /// Waits for the `n`th (1-based) log event named `name` and returns it.
+    pub fn wait_event(&self, name: &str, n: usize, timeout: Duration) -> Value {
+        self.wait_for(&format!("{n} x event {name}"), timeout, |l| l.iter().filter(|v| v["event"] == name).count() >= n);
+        self.events(name)[n - 1].clone()
+    }
+
+    pub fn wait_note(&self, note: &str, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.notes().iter().filter(|x| *x == note).count() >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("timed out waiting for notify {note} x{n}; got {:?}\noutput:\n{}", self.notes(), self.raw_output());
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                // Let the reader threads drain.
+                std::thread::sleep(Duration::from_millis(100));
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("mlopsd did not exit within {timeout:?}; output:\n{}", self.raw_output());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `text` to `path` by writing a sibling temp file and renaming it over (as vim does).
+pub fn replace_by_rename(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.swp");
+    std::fs::write(&tmp, text).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
+}
