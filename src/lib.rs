@@ -14,11 +14,14 @@
 //!
 //! `main.rs` only parses the command line and calls into these.
 
+pub mod aws;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod engine;
 pub mod events;
 pub mod logging;
+pub mod notify;
 pub mod plan;
 pub mod schedule;
 pub mod state;

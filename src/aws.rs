@@ -1,0 +1,527 @@
+//! The only module that names `aws_sdk_*`: one SDK config built once from `[aws]`, and
+//! narrow calls for what mlopsd does (metrics, runs, notifications, the model registry).
+//! Errors come back as `AwsError` (service, operation, code, message); never credentials.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use chrono::{DateTime, Utc};
+
+use crate::config::AwsConfig;
+
+/// What went wrong talking to AWS, without credentials or signed URLs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsError {
+    pub service: &'static str,
+    pub operation: &'static str,
+    /// The AWS error code (`ThrottlingException`, `ValidationException`, …), or the kind of
+    /// transport failure (`Timeout`, `ConnectionError`).
+    pub code: String,
+    pub message: String,
+    /// Whether trying again later may succeed (throttling, 5xx, timeouts, connection errors).
+    pub transient: bool,
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} failed: {}: {}", self.service, self.operation, self.code, self.message)
+    }
+}
+
+impl std::error::Error for AwsError {}
+
+type HttpResponse = aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+fn classify<E>(service: &'static str, operation: &'static str, e: aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    let (code, transient) = match &e {
+        SdkError::TimeoutError(_) => ("Timeout".to_string(), true),
+        SdkError::DispatchFailure(_) => ("ConnectionError".to_string(), true),
+        SdkError::ResponseError(_) => ("ResponseError".to_string(), true),
+        SdkError::ConstructionFailure(_) => ("RequestConstruction".to_string(), false),
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("Unknown").to_string();
+            let status = se.raw().status().as_u16();
+            let transient = status >= 500
+                || status == 429
+                || matches!(code.as_str(), "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "ServiceUnavailable" | "InternalFailure" | "InternalError");
+            (code, transient)
+        }
+        _ => ("Unknown".to_string(), true),
+    };
+    let message = match &e {
+        SdkError::ServiceError(se) => se.err().message().map(str::to_string).unwrap_or_else(|| format!("HTTP {}", se.raw().status().as_u16())),
+        other => {
+            // DisplayErrorContext walks the source chain (e.g. "connection refused").
+            let s = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other));
+            scrub(&s)
+        }
+    };
+    AwsError { service, operation, code, message, transient }
+}
+
+/// Removes anything that looks like a signed URL query or a key from a transport message.
+fn scrub(s: &str) -> String {
+    s.split_whitespace()
+        .map(|w| if w.contains("X-Amz-") || w.contains("Signature=") || w.contains("Credential=") { "[redacted]" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The terminal state of a followed run, or that it is still going.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    Running(String),
+    Succeeded,
+    Failed(String),
+}
+
+/// A model package awaiting approval, with what the gate needs to decide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingPackage {
+    pub arn: String,
+    pub metadata: HashMap<String, String>,
+    /// `ModelMetrics.ModelQuality.Statistics.S3Uri`, if the package has one.
+    pub report_uri: Option<String>,
+}
+
+/// One metric query of a batched `GetMetricData`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricQuery {
+    pub namespace: String,
+    pub metric: String,
+    pub dimensions: BTreeMap<String, String>,
+    pub statistic: String,
+    pub period: Duration,
+}
+
+/// The AWS clients, built from one SDK config. Cheap to clone.
+#[derive(Clone)]
+pub struct Aws {
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    sagemaker: aws_sdk_sagemaker::Client,
+    codebuild: aws_sdk_codebuild::Client,
+    sns: aws_sdk_sns::Client,
+    s3: aws_sdk_s3::Client,
+    pub region: String,
+}
+
+/// CloudWatch's limits on one `GetMetricData` call.
+pub const MAX_QUERIES_PER_CALL: usize = 500;
+const MAX_DATAPOINTS_PER_CALL: u64 = 100_800;
+
+impl Aws {
+    /// Builds the SDK config from `[aws]`: region, profile, endpoint, retries with backoff,
+    /// timeouts; credentials from the standard chain.
+    pub async fn new(cfg: &AwsConfig) -> Aws {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts).with_initial_backoff(Duration::from_millis(200)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(20))
+                    .operation_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if !cfg.region.is_empty() {
+            loader = loader.region(Region::new(cfg.region.clone()));
+        }
+        if let Some(p) = &cfg.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(u) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(u);
+        }
+        let sdk = loader.load().await;
+        let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+        let s3conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(cfg.endpoint_url.is_some()).build();
+        Aws {
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+            sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
+            codebuild: aws_sdk_codebuild::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3conf),
+            region,
+        }
+    }
+
+    /// Latest value of each query over its recent window, in as few `GetMetricData` calls as
+    /// the limits allow (500 queries and 100,800 datapoints a call). `None` = no datapoints.
+    pub async fn latest_values(&self, queries: &[MetricQuery], now: DateTime<Utc>) -> Vec<Result<Option<f64>, AwsError>> {
+        let mut out: Vec<Result<Option<f64>, AwsError>> = vec![Ok(None); queries.len()];
+        for batch in plan_batches(queries) {
+            let window = batch.window;
+            let start = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
+            let mut req = self
+                .cloudwatch
+                .get_metric_data()
+                .start_time(aws_smithy_types::DateTime::from_millis(start.timestamp_millis()))
+                .end_time(aws_smithy_types::DateTime::from_millis(now.timestamp_millis()))
+                .scan_by(ScanBy::TimestampDescending);
+            for &i in &batch.indices {
+                let q = &queries[i];
+                let dims = q.dimensions.iter().map(|(k, v)| Dimension::builder().name(k).value(v).build());
+                let metric = Metric::builder().namespace(&q.namespace).metric_name(&q.metric).set_dimensions(Some(dims.collect())).build();
+                let stat = MetricStat::builder().metric(metric).period(q.period.as_secs().max(1) as i32).stat(&q.statistic).build();
+                req = req.metric_data_queries(MetricDataQuery::builder().id(format!("q{i}")).metric_stat(stat).return_data(true).build());
+            }
+            let mut token: Option<String> = None;
+            let mut found: HashMap<usize, (i64, f64)> = HashMap::new();
+            let result: Result<(), AwsError> = async {
+                loop {
+                    let resp = req.clone().set_next_token(token.clone()).send().await.map_err(|e| classify("cloudwatch", "GetMetricData", e))?;
+                    for r in resp.metric_data_results() {
+                        let Some(idx) = r.id().and_then(|id| id.strip_prefix('q')).and_then(|n| n.parse::<usize>().ok()) else { continue };
+                        for (t, v) in r.timestamps().iter().zip(r.values()) {
+                            let ms = t.to_millis().unwrap_or(0);
+                            let e = found.entry(idx).or_insert((ms, *v));
+                            if ms > e.0 {
+                                *e = (ms, *v);
+                            }
+                        }
+                    }
+                    token = resp.next_token().map(str::to_string);
+                    if token.is_none() {
+                        return Ok(());
+                    }
+                }
+            }
+            .await;
+            for &i in &batch.indices {
+                out[i] = match &result {
+                    Ok(()) => Ok(found.get(&i).map(|(_, v)| *v)),
+                    Err(e) => Err(e.clone()),
+                };
+            }
+        }
+        out
+    }
+
+    /// Starts a SageMaker pipeline execution; `token` is the idempotency token and display name.
+    pub async fn start_pipeline(&self, pipeline_name: &str, params: &BTreeMap<String, String>, token: &str) -> Result<String, AwsError> {
+        let params = params.iter().map(|(k, v)| aws_sdk_sagemaker::types::Parameter::builder().name(k).value(v).build()).collect();
+        let resp = self
+            .sagemaker
+            .start_pipeline_execution()
+            .pipeline_name(pipeline_name)
+            .set_pipeline_parameters(Some(params))
+            .client_request_token(token)
+            .pipeline_execution_display_name(token)
+            .send()
+            .await
+            .map_err(|e| classify("sagemaker", "StartPipelineExecution", e))?;
+        resp.pipeline_execution_arn().map(str::to_string).ok_or_else(|| missing("sagemaker", "StartPipelineExecution", "PipelineExecutionArn"))
+    }
+
+    /// Finds an execution this daemon started with `token` (its display name), if any.
+    pub async fn find_pipeline_execution(&self, pipeline_name: &str, token: &str) -> Result<Option<String>, AwsError> {
+        let resp = self
+            .sagemaker
+            .list_pipeline_executions()
+            .pipeline_name(pipeline_name)
+            .sort_by(aws_sdk_sagemaker::types::SortPipelineExecutionsBy::CreationTime)
+            .sort_order(aws_sdk_sagemaker::types::SortOrder::Descending)
+            .max_results(100)
+            .send()
+            .await
+            .map_err(|e| classify("sagemaker", "ListPipelineExecutions", e))?;
+        Ok(resp
+            .pipeline_execution_summaries()
+            .iter()
+            .find(|s| s.pipeline_execution_display_name() == Some(token))
+            .and_then(|s| s.pipeline_execution_arn().map(str::to_string)))
+    }
+
+    pub async fn pipeline_status(&self, arn: &str) -> Result<RunStatus, AwsError> {
+        use aws_sdk_sagemaker::types::PipelineExecutionStatus as S;
+        let r = self
+            .sagemaker
+            .describe_pipeline_execution()
+            .pipeline_execution_arn(arn)
+            .send()
+            .await
+            .map_err(|e| classify("sagemaker", "DescribePipelineExecution", e))?;
+        Ok(match r.pipeline_execution_status() {
+            Some(S::Succeeded) => RunStatus::Succeeded,
+            Some(S::Failed) => RunStatus::Failed(r.failure_reason().filter(|s| !s.is_empty()).unwrap_or("Failed").to_string()),
+            Some(S::Stopped) => RunStatus::Failed("Stopped".into()),
+            Some(other) => RunStatus::Running(other.as_str().to_string()),
+            None => RunStatus::Running("Unknown".into()),
+        })
+    }
+
+    /// Starts a CodeBuild build; the token is also set as `MLOPSD_IDEMPOTENCY_TOKEN` so a
+    /// restart can find the build again.
+    pub async fn start_build(
+        &self,
+        project: &str,
+        source_version: Option<&str>,
+        env: &BTreeMap<String, String>,
+        token: &str,
+    ) -> Result<String, AwsError> {
+        use aws_sdk_codebuild::types::{EnvironmentVariable, EnvironmentVariableType};
+        let mut vars = Vec::new();
+        for (k, v) in env.iter().chain(std::iter::once((&"MLOPSD_IDEMPOTENCY_TOKEN".to_string(), &token.to_string()))) {
+            let var = EnvironmentVariable::builder()
+                .name(k)
+                .value(v)
+                .r#type(EnvironmentVariableType::Plaintext)
+                .build()
+                .map_err(|e| AwsError { service: "codebuild", operation: "StartBuild", code: "InvalidParameter".into(), message: e.to_string(), transient: false })?;
+            vars.push(var);
+        }
+        let resp = self
+            .codebuild
+            .start_build()
+            .project_name(project)
+            .set_source_version(source_version.map(str::to_string))
+            .set_environment_variables_override(Some(vars))
+            .idempotency_token(token)
+            .send()
+            .await
+            .map_err(|e| classify("codebuild", "StartBuild", e))?;
+        resp.build_value().and_then(|b| b.id()).map(str::to_string).ok_or_else(|| missing("codebuild", "StartBuild", "build.id"))
+    }
+
+    /// Finds a recent build of `project` that carries `token`, if any.
+    pub async fn find_build(&self, project: &str, token: &str) -> Result<Option<String>, AwsError> {
+        let ids = self
+            .codebuild
+            .list_builds_for_project()
+            .project_name(project)
+            .sort_order(aws_sdk_codebuild::types::SortOrderType::Descending)
+            .send()
+            .await
+            .map_err(|e| classify("codebuild", "ListBuildsForProject", e))?;
+        let ids: Vec<String> = ids.ids().iter().take(100).cloned().collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let r = self.codebuild.batch_get_builds().set_ids(Some(ids)).send().await.map_err(|e| classify("codebuild", "BatchGetBuilds", e))?;
+        Ok(r.builds()
+            .iter()
+            .find(|b| {
+                b.environment()
+                    .map(|e| e.environment_variables().iter().any(|v| v.name() == "MLOPSD_IDEMPOTENCY_TOKEN" && v.value() == token))
+                    .unwrap_or(false)
+            })
+            .and_then(|b| b.id().map(str::to_string)))
+    }
+
+    /// Status of up to 100 builds per call (`BatchGetBuilds`).
+    pub async fn build_statuses(&self, ids: &[String]) -> Result<HashMap<String, RunStatus>, AwsError> {
+        use aws_sdk_codebuild::types::StatusType as S;
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let r = self
+                .codebuild
+                .batch_get_builds()
+                .set_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| classify("codebuild", "BatchGetBuilds", e))?;
+            for b in r.builds() {
+                let Some(id) = b.id() else { continue };
+                let st = match b.build_status() {
+                    Some(S::Succeeded) => RunStatus::Succeeded,
+                    Some(S::InProgress) | None => RunStatus::Running("IN_PROGRESS".into()),
+                    Some(other) => RunStatus::Failed(other.as_str().to_string()),
+                };
+                out.insert(id.to_string(), st);
+            }
+            for missing_id in r.builds_not_found() {
+                out.insert(missing_id.clone(), RunStatus::Failed("build not found".into()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// SNS `Publish` with message attributes; returns the message id.
+    pub async fn publish(&self, topic_arn: &str, subject: &str, body: &str, attrs: &[(&str, &str)]) -> Result<String, AwsError> {
+        use aws_sdk_sns::types::MessageAttributeValue;
+        let mut req = self.sns.publish().topic_arn(topic_arn).subject(subject).message(body);
+        for (k, v) in attrs {
+            let v = if v.is_empty() { "-" } else { v };
+            let a = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v.to_string())
+                .build()
+                .map_err(|e| AwsError { service: "sns", operation: "Publish", code: "InvalidParameter".into(), message: e.to_string(), transient: false })?;
+            req = req.message_attributes(*k, a);
+        }
+        let r = req.send().await.map_err(|e| classify("sns", "Publish", e))?;
+        Ok(r.message_id().unwrap_or_default().to_string())
+    }
+
+    /// Model packages in `PendingManualApproval` in a group, with their metadata.
+    pub async fn pending_packages(&self, group: &str) -> Result<Vec<PendingPackage>, AwsError> {
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self
+                .sagemaker
+                .list_model_packages()
+                .model_package_group_name(group)
+                .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| classify("sagemaker", "ListModelPackages", e))?;
+            for s in r.model_package_summary_list() {
+                if s.model_approval_status() == Some(&aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval) {
+                    if let Some(a) = s.model_package_arn() {
+                        arns.push(a.to_string());
+                    }
+                }
+            }
+            token = r.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        for arn in arns {
+            let d = self
+                .sagemaker
+                .describe_model_package()
+                .model_package_name(&arn)
+                .send()
+                .await
+                .map_err(|e| classify("sagemaker", "DescribeModelPackage", e))?;
+            out.push(PendingPackage {
+                metadata: d.customer_metadata_properties().cloned().unwrap_or_default(),
+                report_uri: d
+                    .model_metrics()
+                    .and_then(|m| m.model_quality())
+                    .and_then(|q| q.statistics())
+                    .and_then(|s| s.s3_uri())
+                    .map(str::to_string),
+                arn,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads an S3 object (`s3://bucket/key`) as text.
+    pub async fn read_s3(&self, uri: &str) -> Result<String, AwsError> {
+        let (bucket, key) = uri
+            .strip_prefix("s3://")
+            .and_then(|r| r.split_once('/'))
+            .ok_or_else(|| AwsError { service: "s3", operation: "GetObject", code: "InvalidUri".into(), message: format!("not an s3://bucket/key URI: {uri}"), transient: false })?;
+        let r = self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify("s3", "GetObject", e))?;
+        let bytes = r.body.collect().await.map_err(|e| AwsError {
+            service: "s3",
+            operation: "GetObject",
+            code: "ResponseError".into(),
+            message: e.to_string(),
+            transient: true,
+        })?;
+        String::from_utf8(bytes.into_bytes().to_vec()).map_err(|_| AwsError {
+            service: "s3",
+            operation: "GetObject",
+            code: "InvalidReport".into(),
+            message: format!("{uri} is not UTF-8 text"),
+            transient: false,
+        })
+    }
+
+    /// Sets a model package's approval status with the reason.
+    pub async fn set_approval(&self, arn: &str, approve: bool, description: &str) -> Result<(), AwsError> {
+        use aws_sdk_sagemaker::types::ModelApprovalStatus as M;
+        self.sagemaker
+            .update_model_package()
+            .model_package_arn(arn)
+            .model_approval_status(if approve { M::Approved } else { M::Rejected })
+            .approval_description(description)
+            .send()
+            .await
+            .map_err(|e| classify("sagemaker", "UpdateModelPackage", e))?;
+        Ok(())
+    }
+}
+
+fn missing(service: &'static str, operation: &'static str, field: &str) -> AwsError {
+    AwsError { service, operation, code: "MalformedResponse".into(), message: format!("response has no {field}"), transient: true }
+}
+
+/// A group of queries for one `GetMetricData` call, with the window they share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub indices: Vec<usize>,
+    pub window: Duration,
+}
+
+/// Packs queries into as few calls as CloudWatch allows: at most 500 queries and 100,800
+/// datapoints per call, where each query over a window `W` returns about `W / period` points.
+/// Each query's window is two of its periods, so the latest complete period is included.
+pub fn plan_batches(queries: &[MetricQuery]) -> Vec<Batch> {
+    let mut order: Vec<usize> = (0..queries.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(queries[i].period));
+    let mut out: Vec<Batch> = Vec::new();
+    let mut points = 0u64;
+    for i in order {
+        let p = queries[i].period.max(Duration::from_secs(1));
+        let fits = out.last().map(|b| {
+            let need = (b.window.as_secs() / p.as_secs()).max(1);
+            b.indices.len() < MAX_QUERIES_PER_CALL && points + need <= MAX_DATAPOINTS_PER_CALL
+        });
+        if fits != Some(true) {
+            out.push(Batch { indices: Vec::new(), window: p * 2 });
+            points = 0;
+        }
+        if let Some(b) = out.last_mut() {
+            points += (b.window.as_secs() / p.as_secs()).max(1);
+            b.indices.push(i);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(period_s: u64) -> MetricQuery {
+        MetricQuery { namespace: "n".into(), metric: "m".into(), dimensions: BTreeMap::new(), statistic: "Average".into(), period: Duration::from_secs(period_s) }
+    }
+
+    #[test]
+    fn batches_at_the_500_limit() {
+        let qs: Vec<_> = (0..10_000).map(|_| q(60)).collect();
+        let b = plan_batches(&qs);
+        assert_eq!(b.len(), 20);
+        assert!(b.iter().all(|x| x.indices.len() == 500));
+        let qs: Vec<_> = (0..501).map(|_| q(300)).collect();
+        assert_eq!(plan_batches(&qs).len(), 2);
+    }
+
+    #[test]
+    fn mixed_periods_share_calls_within_the_datapoint_limit() {
+        // 1h and 1m periods: a 2h window gives 120 points per 1-minute query; 500 fit.
+        let qs: Vec<_> = (0..1000).map(|i| q(if i % 2 == 0 { 3600 } else { 60 })).collect();
+        let b = plan_batches(&qs);
+        assert_eq!(b.len(), 2);
+        // A 1-day period with 1-second periods cannot share: 172,800 points each.
+        let qs = vec![q(86_400), q(1)];
+        assert_eq!(plan_batches(&qs).len(), 2);
+        let mut seen: Vec<usize> = plan_batches(&qs).into_iter().flat_map(|b| b.indices).collect();
+        seen.sort();
+        assert_eq!(seen, [0, 1]);
+    }
+
+    #[test]
+    fn scrub_hides_signed_url_parts() {
+        let s = scrub("error sending https://x/?X-Amz-Signature=abc&X-Amz-Credential=AKIA to host");
+        assert!(!s.contains("AKIA"));
+        assert!(s.contains("[redacted]"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Notification content: the subject from the notifier's template (≤ 100 ASCII characters,
+//! as SNS requires), a body carrying every field (text or JSON), and the message attributes.
+//! Pure: the daemon stores rendered messages in the outbox and `aws` publishes them.
+
+use std::collections::BTreeMap;
+
+use crate::config::{MessageFormat, Notifier};
+
+/// SNS subjects must be under 100 characters; we keep to 99.
+pub const MAX_SUBJECT: usize = 99;
+
+/// One notification, before rendering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub event: String,
+    pub rule: String,
+    pub check: Option<String>,
+    pub correlation_id: String,
+    /// Everything else worth telling: value, threshold, target, arn, status, reason, …
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Message {
+    pub fn new(event: &str, rule: &str, check: Option<&str>, correlation_id: &str) -> Message {
+        Message { event: event.into(), rule: rule.into(), check: check.map(str::to_string), correlation_id: correlation_id.into(), fields: BTreeMap::new() }
+    }
+
+    pub fn with(mut self, k: &str, v: impl ToString) -> Message {
+        self.fields.insert(k.into(), v.to_string());
+        self
+    }
+
+    fn all_fields(&self) -> BTreeMap<String, String> {
+        let mut m = self.fields.clone();
+        m.insert("event".into(), self.event.clone());
+        m.insert("rule".into(), self.rule.clone());
+        m.insert("check".into(), self.check.clone().unwrap_or_default());
+        m.insert("correlation_id".into(), self.correlation_id.clone());
+        m
+    }
+}
+
+/// Renders (subject, body). A template that fails at render time (it compiled at load time)
+/// falls back to the default subject rather than losing the notification.
+pub fn render(n: &Notifier, m: &Message) -> (String, String) {
+    let fields = m.all_fields();
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+    let subject = env
+        .render_str(&n.subject, &fields)
+        .or_else(|_| env.render_str(crate::config::DEFAULT_SUBJECT, &fields))
+        .unwrap_or_else(|_| format!("[mlops] {}: {}", m.rule, m.event));
+    let subject = sanitize_subject(&subject);
+    let body = match n.format {
+        MessageFormat::Json => serde_json::to_string_pretty(&fields).unwrap_or_default(),
+        MessageFormat::Text => {
+            let mut s = format!("mlopsd: {} for rule {}\n\n", m.event, m.rule);
+            let order = ["event", "rule", "check", "correlation_id"];
+            for k in order {
+                if let Some(v) = fields.get(k).filter(|v| !v.is_empty()) {
+                    s.push_str(&format!("{k}: {v}\n"));
+                }
+            }
+            for (k, v) in &fields {
+                if !order.contains(&k.as_str()) {
+                    s.push_str(&format!("{k}: {v}\n"));
+                }
+            }
+            s
+        }
+    };
+    (subject, body)
+}
+
+/// SNS subject rules: printable ASCII, no line breaks, under 100 characters.
+pub fn sanitize_subject(s: &str) -> String {
+    let mut out: String = s.chars().map(|c| if c == '\n' || c == '\r' || c == '\t' { ' ' } else if (' '..='~').contains(&c) { c } else { '?' }).collect();
+    out = out.trim().to_string();
+    if out.len() > MAX_SUBJECT {
+        out.truncate(MAX_SUBJECT - 3);
+        out.push_str("...");
+    }
+    if out.is_empty() {
+        out = "mlopsd notification".into();
+    }
+    out
+}
+
+/// The message attributes SPEC names, in order.
+pub fn attributes(m: &Message) -> Vec<(&'static str, String)> {
+    vec![
+        ("event", m.event.clone()),
+        ("rule", m.rule.clone()),
+        ("check", m.check.clone().unwrap_or_else(|| "-".into())),
+        ("correlation_id", m.correlation_id.clone()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn notifier(subject: &str, format: MessageFormat) -> Notifier {
+        Notifier { topic_arn: "arn:aws:sns:us-east-1:1:t".into(), repeat_interval: Duration::from_secs(1), subject: subject.into(), format }
+    }
+
+    #[test]
+    fn default_subject_and_text_body_carry_every_field() {
+        let m = Message::new("check_breached", "retrain", Some("drift"), "c-1").with("value", 0.3).with("threshold", "> 0.1");
+        let (s, b) = render(&notifier(crate::config::DEFAULT_SUBJECT, MessageFormat::Text), &m);
+        assert_eq!(s, "[mlops] retrain: check_breached");
+        for needle in ["event: check_breached", "rule: retrain", "check: drift", "correlation_id: c-1", "value: 0.3", "threshold: > 0.1"] {
+            assert!(b.contains(needle), "{needle} in {b}");
+        }
+    }
+
+    #[test]
+    fn json_body() {
+        let m = Message::new("run_started", "r", None, "c-2").with("arn", "arn:x");
+        let (_, b) = render(&notifier("{{ event }}", MessageFormat::Json), &m);
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["arn"], "arn:x");
+        assert_eq!(v["correlation_id"], "c-2");
+    }
+
+    #[test]
+    fn subject_is_ascii_single_line_and_short() {
+        let m = Message::new("run_failed", &"x".repeat(300), None, "c");
+        let (s, _) = render(&notifier("Ümlaut\n{{ rule }}", MessageFormat::Text), &m);
+        assert!(s.len() <= 100);
+        assert!(s.is_ascii() && !s.contains('\n'));
+        assert!(s.starts_with("?mlaut x"));
+        assert!(s.ends_with("..."));
+    }
+}
