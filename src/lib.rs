@@ -15,6 +15,7 @@
 //! `main.rs` only parses the command line and calls into these.
 
 pub mod aws;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod duration;

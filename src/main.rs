@@ -29,6 +29,14 @@ enum Cmd {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
     },
+    /// Evaluate one check now against AWS and print value vs threshold; changes nothing.
+    /// Exit 0 not breaching, 1 breaching, 2 could not evaluate.
+    Check {
+        /// The check's name ([checks.NAME]).
+        name: String,
+        #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
+        config: PathBuf,
+    },
     /// Show every schedule's next fire times and what each rule would do (no AWS calls).
     Plan {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
@@ -93,6 +101,24 @@ fn main() -> ExitCode {
                 print!("{}", plan::to_text(&cfg, &p, from, count));
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Check { name, config } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG as u8);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let code = rt.block_on(mlopsd::check::run(&cfg, &name));
+            ExitCode::from(code)
         }
         Cmd::Run { config } => {
             logging::init(logging::LogFormat::from_env());

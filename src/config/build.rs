@@ -229,6 +229,7 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
         allow_remote_listen: false,
         timezone: Tz::UTC,
         shutdown_grace: Duration::from_secs(30),
+        poll_interval: Duration::from_secs(15),
     };
     let Some(mut t) = top.table(d, "daemon") else {
         return if top.has("daemon") { None } else { Some(cfg) };
@@ -272,7 +273,13 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             None => ok = false,
         }
     }
-    t.finish(d, &["state_dir", "listen", "allow_remote_listen", "timezone", "shutdown_grace"]);
+    if t.has("poll_interval") {
+        match { let v = t.duration_text(d, "poll_interval"); duration(d, v, "poll_interval", true) } {
+            Some(g) => cfg.poll_interval = g,
+            None => ok = false,
+        }
+    }
+    t.finish(d, &["state_dir", "listen", "allow_remote_listen", "timezone", "shutdown_grace", "poll_interval"]);
     ok.then_some(cfg)
 }
 

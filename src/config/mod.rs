@@ -43,6 +43,8 @@ pub struct DaemonConfig {
     pub allow_remote_listen: bool,
     pub timezone: Tz,
     pub shutdown_grace: Duration,
+    /// How often started runs are polled (`DescribePipelineExecution`, `BatchGetBuilds`).
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -126,11 +126,19 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
+    /// A string value; `${NAME}` in it is replaced by the environment variable NAME.
     pub fn string(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
-        self.expect(d, key, "a string", |v| match v {
+        let r = self.expect(d, key, "a string", |v| match v {
             DeValue::String(s) => Some(s.to_string()),
             _ => None,
-        })
+        })?;
+        match expand_env(&r.v) {
+            Ok(v) => Some(Sp { v, span: r.span }),
+            Err(m) => {
+                d.push(r.span, format!("`{key}`: {m}"));
+                None
+            }
+        }
     }
 
     /// A duration written as a string (`"30s"`); the type message says so.
@@ -296,6 +304,36 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 }
 
+/// Replaces `${NAME}` with the value of environment variable NAME (`$${` is a literal `${`).
+/// Messages name the variable, never its value.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    if !s.contains("${") {
+        return Ok(s.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if i > 0 && rest[..i].ends_with('$') {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find('}').ok_or_else(|| "unclosed `${` (write `${NAME}`, or `$${` for a literal)".to_string())?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+        }
+        let val = std::env::var(name).map_err(|_| format!("environment variable {name} is not set (referenced as ${{{name}}})"))?;
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
@@ -348,6 +386,15 @@ mod tests {
         assert_eq!(line_col(s, 0), (1, 1));
         assert_eq!(line_col(s, 6), (2, 1));
         assert_eq!(line_col(s, 9), (2, 3));
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("MLOPSD_TEST_EXPAND", "http://127.0.0.1:5000");
+        assert_eq!(expand_env("${MLOPSD_TEST_EXPAND}/x").unwrap(), "http://127.0.0.1:5000/x");
+        assert_eq!(expand_env("a $${LITERAL} b").unwrap(), "a ${LITERAL} b");
+        assert!(expand_env("${MLOPSD_TEST_SURELY_UNSET}").unwrap_err().contains("MLOPSD_TEST_SURELY_UNSET is not set"));
+        assert!(expand_env("${oops").unwrap_err().contains("unclosed"));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The daemon: one control loop over a closed set of events (timer due, config changed,
 //! SIGHUP, shutdown). It owns the config, the timer table and the state store handle.
 
+mod outbox;
 pub mod systemd;
 pub mod timer;
 pub mod watch;
+pub mod work;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,12 +17,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::aws::Aws;
 use crate::config::diff::ConfigDiff;
 use crate::config::{self, CatchUp, Config, ConfigError, Trigger, EX_CONFIG};
 use crate::events;
 use crate::plan::scheduled;
 use crate::state::{StateError, Store};
 use timer::{ItemKind, Key, Timer};
+use work::{Cause, Msg, Work};
 
 /// Why `run` returned with an error, and the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,7 @@ struct Daemon {
     store: Arc<Store>,
     timer: Timer,
     tracker: TaskTracker,
+    work: Work,
 }
 
 /// Runs the daemon until `shutdown` is cancelled or SIGTERM/SIGINT arrives.
@@ -62,9 +67,34 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
     let (cfg, hash) = config::load_with_hash(&path).map_err(RunError::Config)?;
     events::config_loaded(&path, &hash, &cfg);
     let store = Arc::new(Store::open(&cfg.daemon.state_dir)?);
+    let aws = Aws::new(&cfg.aws).await;
+    tracing::info!(event = "aws_configured", region = %aws.region, endpoint = %cfg.aws.endpoint_url.clone().unwrap_or_else(|| "default".into()), max_attempts = cfg.aws.max_attempts, "AWS clients ready");
 
-    let mut d = Daemon { path: path.clone(), cfg: Arc::new(cfg), hash, store, timer: Timer::default(), tracker: TaskTracker::new() };
+    let cfg = Arc::new(cfg);
+    let tracker = TaskTracker::new();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let work = Work {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        aws: aws.clone(),
+        tx,
+        tracker: tracker.clone(),
+        outbox_wake: outbox_wake.clone(),
+        starting: Default::default(),
+        following: false,
+        applying: Default::default(),
+    };
+    let mut d = Daemon { path: path.clone(), cfg, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work };
     d.schedule_start(Utc::now());
+    let stop_sender = CancellationToken::new();
+    tracker.spawn(outbox::run(store.clone(), aws.clone(), outbox_wake.clone(), stop_sender.clone()));
+    // Resume what a previous run left: decided starts, followed runs, unapplied gates.
+    d.work.follow_tick();
+    outbox_wake.notify_one();
+    let mut poll = tokio::time::interval(d.cfg.daemon.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
 
     let (file_tx, mut file_rx) = mpsc::channel::<()>(16);
     let _watcher = match watch::watch(&path, file_tx) {
@@ -113,15 +143,40 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
                 d.reload("file");
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
+            _ = poll.tick() => d.work.follow_tick(),
+            Some(msg) = rx.recv() => d.handle(msg, false),
             _ = tokio::time::sleep(sleep_for) => d.fire_due(Utc::now()),
+        }
+        if poll.period() != d.cfg.daemon.poll_interval {
+            poll = tokio::time::interval(d.cfg.daemon.poll_interval);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            poll.tick().await;
         }
     };
 
     systemd::stopping();
     events::daemon_stopping(reason);
+    stop_sender.cancel();
     d.tracker.close();
     let grace = d.cfg.daemon.shutdown_grace;
-    let clean = tokio::time::timeout(grace, d.tracker.wait()).await.is_ok();
+    // In-flight calls finish within the grace; their answers are still recorded (a started
+    // run's ARN), but nothing new is decided.
+    let clean = tokio::time::timeout(grace, async {
+        let tracker = d.tracker.clone();
+        let wait = tracker.wait();
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                Some(msg) = rx.recv() => d.handle(msg, true),
+            }
+        }
+        while let Ok(msg) = rx.try_recv() {
+            d.handle(msg, true);
+        }
+    })
+    .await
+    .is_ok();
     if !clean {
         tracing::warn!(event = "shutdown_grace_exceeded", grace_ms = grace.as_millis() as u64, "in-flight work did not finish within shutdown_grace; it is abandoned and resumes from the state store on the next start");
     }
@@ -164,6 +219,24 @@ impl Daemon {
         }
     }
 
+    /// Handles an AWS call's answer. While shutting down, only answers that record what
+    /// already happened are taken; the rest is redone from the store on the next start.
+    fn handle(&mut self, msg: Msg, shutting_down: bool) {
+        match msg {
+            Msg::StartDone { run_id, result } => {
+                if shutting_down && result.is_err() {
+                    return;
+                }
+                self.work.on_start_done(run_id, result)
+            }
+            Msg::GateApplied { gate, arn, approve, result } => self.work.on_gate_applied(gate, arn, approve, result),
+            _ if shutting_down => {}
+            Msg::CheckResults { at, results } => self.work.on_check_results(at, results),
+            Msg::RunStatuses(s) => self.work.on_run_statuses(s),
+            Msg::GatePackages { gate, result } => self.work.on_gate_packages(gate, result),
+        }
+    }
+
     fn fire_due(&mut self, now: DateTime<Utc>) {
         let due = self.timer.pop_due(now);
         if due.is_empty() {
@@ -171,15 +244,23 @@ impl Daemon {
         }
         let cfg = self.cfg.clone();
         let mut rule_fires = Vec::new();
+        let mut checks = Vec::new();
         for ((kind, name), at) in &due {
             events::schedule_fired(kind.as_str(), name, at, &now);
-            if *kind == ItemKind::Rule {
-                rule_fires.push((name.clone(), *at));
+            match kind {
+                ItemKind::Rule => rule_fires.push((name.clone(), *at)),
+                ItemKind::Check => checks.push(name.clone()),
+                ItemKind::Gate => self.work.run_gate(name),
             }
         }
+        // All checks due now go out in one batched evaluation.
+        self.work.evaluate_checks(checks, now);
         if !rule_fires.is_empty() {
             if let Err(e) = self.store.record_fires("rule", &rule_fires) {
                 tracing::error!(error = %e, "cannot record rule fires in the state store");
+            }
+            for (name, _) in &rule_fires {
+                self.work.fire_rule(name, Cause::Schedule);
             }
         }
         // Re-arm each item from the later of its due time and now: missed fires are not replayed.
@@ -224,6 +305,7 @@ impl Daemon {
     /// new or rescheduled ones are armed from `now`, removed ones stop.
     fn apply(&mut self, new: Config, now: DateTime<Utc>) {
         let old = std::mem::replace(&mut self.cfg, Arc::new(new));
+        self.work.cfg = self.cfg.clone();
         let old_sched: std::collections::HashMap<Key, &config::Timed> =
             scheduled(&old).into_iter().map(|(k, n, t)| (key_of(k, n), t)).collect();
         let mut keep = std::collections::HashSet::new();

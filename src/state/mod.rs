@@ -3,6 +3,9 @@
 //! two daemons never share one store. Every write is one transaction: after `kill -9` or power
 //! loss the store holds each decision whole or not at all.
 
+mod ops;
+pub use ops::{CheckEval, NewRun, OutboxRow, Outgoing, RunRow, KEEP_VALUES};
+
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -57,17 +60,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE runs (
         id INTEGER PRIMARY KEY, rule TEXT NOT NULL, firing INTEGER NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
         token TEXT NOT NULL UNIQUE, request TEXT NOT NULL, correlation_id TEXT NOT NULL, check_name TEXT,
-        status TEXT NOT NULL, arn TEXT, detail TEXT, decided_ms INTEGER NOT NULL, started_ms INTEGER, ended_ms INTEGER);
+        status TEXT NOT NULL, arn TEXT, detail TEXT, decided_ms INTEGER NOT NULL, started_ms INTEGER, ended_ms INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0);
     CREATE INDEX runs_status ON runs (status);
     -- notifications to send (at least once), and the dedupe memory for repeat_interval
     CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY, notifier TEXT NOT NULL, event TEXT NOT NULL, rule TEXT, check_name TEXT,
+        id INTEGER PRIMARY KEY, notifier TEXT NOT NULL, topic_arn TEXT NOT NULL, event TEXT NOT NULL, rule TEXT, check_name TEXT,
         correlation_id TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL,
-        sent_ms INTEGER, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+        sent_ms INTEGER, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, next_attempt_ms INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX outbox_pending ON outbox (sent_ms, next_attempt_ms);
     CREATE TABLE dedupe (notifier TEXT NOT NULL, rule TEXT NOT NULL, event TEXT NOT NULL, last_sent_ms INTEGER NOT NULL, PRIMARY KEY (notifier, rule, event));
     CREATE TABLE gate_decisions (
         gate TEXT NOT NULL, package_arn TEXT NOT NULL, decision TEXT NOT NULL, value REAL, reason TEXT NOT NULL,
-        decided_ms INTEGER NOT NULL, PRIMARY KEY (gate, package_arn));
+        decided_ms INTEGER NOT NULL, applied INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (gate, package_arn));
     "#,
 ];
 

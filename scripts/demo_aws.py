@@ -1,0 +1,95 @@
+"""Demo and test helper: creates the AWS resources config/demo.toml names on an AWS-compatible
+endpoint (moto server), and prints what mlopsd published to SNS (read from a subscribed SQS
+queue). Uses boto3, which moto server installs.
+
+  demo_aws.py setup ENDPOINT        create pipeline, build project, topic+queue, packages, drift metric
+  demo_aws.py watch ENDPOINT SECS   print notifications as they arrive; exit 0 once run_succeeded was seen
+"""
+import datetime
+import json
+import sys
+import time
+
+import boto3
+
+REGION = "us-east-1"
+
+
+def clients(endpoint):
+    kw = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+    return {n: boto3.client(n, **kw) for n in ["sagemaker", "codebuild", "sns", "sqs", "cloudwatch", "s3"]}
+
+
+def setup(endpoint):
+    c = clients(endpoint)
+    role = "arn:aws:iam::123456789012:role/mlops-demo"
+    definition = {"Version": "2020-12-01", "Parameters": [{"Name": "InputData", "Type": "String"}, {"Name": "AccuracyThreshold", "Type": "String"}], "Steps": []}
+    c["sagemaker"].create_pipeline(PipelineName="ml-training-pipeline", PipelineDefinition=json.dumps(definition), RoleArn=role)
+    c["s3"].create_bucket(Bucket="ml-bucket")
+    c["codebuild"].create_project(
+        name="mlops-project-build",
+        source={"type": "S3", "location": "ml-bucket/source.zip"},
+        artifacts={"type": "NO_ARTIFACTS"},
+        environment={"type": "LINUX_CONTAINER", "image": "aws/codebuild/standard:7.0", "computeType": "BUILD_GENERAL1_SMALL"},
+        serviceRole=role,
+    )
+    topic = c["sns"].create_topic(Name="mlops-alerts")["TopicArn"]
+    q = c["sqs"].create_queue(QueueName="mlops-alerts-inbox")["QueueUrl"]
+    qarn = c["sqs"].get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    c["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=qarn)
+    c["sagemaker"].create_model_package_group(ModelPackageGroupName="ml-model-package-group")
+    for acc in ["0.91", "0.62"]:
+        c["sagemaker"].create_model_package(
+            ModelPackageGroupName="ml-model-package-group",
+            ModelApprovalStatus="PendingManualApproval",
+            CustomerMetadataProperties={"accuracy": acc},
+            InferenceSpecification={"Containers": [{"Image": "demo"}], "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+        )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    c["cloudwatch"].put_metric_data(
+        Namespace="aws/sagemaker/Endpoints/data-metrics",
+        MetricData=[
+            {
+                "MetricName": "feature_baseline_drift_distance",
+                "Dimensions": [{"Name": "Endpoint", "Value": "ml-production-endpoint"}, {"Name": "MonitoringSchedule", "Value": "ml-production-endpoint-monitor"}],
+                "Value": 0.27,
+                "Timestamp": now,
+            }
+        ],
+    )
+    print(f"created: pipeline ml-training-pipeline, build project mlops-project-build, topic {topic} -> queue mlops-alerts-inbox,")
+    print("         2 model packages pending approval (accuracy 0.91 and 0.62), drift metric = 0.27 (threshold 0.1)")
+
+
+def watch(endpoint, secs):
+    c = clients(endpoint)
+    q = c["sqs"].get_queue_url(QueueName="mlops-alerts-inbox")["QueueUrl"]
+    deadline = time.time() + secs
+    seen = set()
+    while time.time() < deadline:
+        msgs = c["sqs"].receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        for m in msgs:
+            body = json.loads(m["Body"])
+            attrs = {k: v.get("Value") for k, v in body.get("MessageAttributes", {}).items()}
+            ev = attrs.get("event", "?")
+            seen.add(ev)
+            print(f"\n>>> SNS notification: {body.get('Subject')}")
+            print(f"    attributes: event={ev} rule={attrs.get('rule')} check={attrs.get('check')} correlation_id={attrs.get('correlation_id')}")
+            for line in body.get("Message", "").splitlines()[2:]:
+                print(f"    | {line}")
+            sys.stdout.flush()
+            c["sqs"].delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
+        if {"check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen:
+            return 0
+    print(f"\nnotifications seen: {sorted(seen)}")
+    return 1
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "setup":
+        setup(sys.argv[2])
+    elif cmd == "watch":
+        sys.exit(watch(sys.argv[2], float(sys.argv[3])))
+    else:
+        sys.exit(f"unknown command {cmd}")

@@ -1,0 +1,391 @@
+//! The store's queries for the control loop: check and rule state, runs (decided → started →
+//! ended), the notification outbox with its dedupe memory, and gate decisions. Each public
+//! function is one transaction.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+
+use super::Store;
+use crate::engine::{CheckState, RuleState};
+
+type R<T> = Result<T, rusqlite::Error>;
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.and_then(DateTime::<Utc>::from_timestamp_millis)
+}
+
+/// How many recent values per check are kept (for the status page).
+pub const KEEP_VALUES: i64 = 200;
+
+/// One evaluation to store.
+pub struct CheckEval<'a> {
+    pub name: &'a str,
+    pub state: &'a CheckState,
+    pub value: Option<f64>,
+    pub breached: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// A decided start, before AWS is called.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub kind: String,
+    pub target: String,
+    pub token: String,
+    pub request: String,
+    pub correlation_id: String,
+    pub check: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: i64,
+    pub rule: String,
+    pub firing: i64,
+    pub kind: String,
+    pub target: String,
+    pub token: String,
+    pub request: String,
+    pub correlation_id: String,
+    pub check: Option<String>,
+    pub status: String,
+    pub arn: Option<String>,
+    pub detail: Option<String>,
+    pub decided: Option<DateTime<Utc>>,
+    pub started: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub notifier: String,
+    pub topic_arn: String,
+    pub event: String,
+    pub rule: Option<String>,
+    pub check: Option<String>,
+    pub correlation_id: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: i64,
+}
+
+/// A notification ready to enqueue (already rendered).
+pub struct Outgoing<'a> {
+    pub notifier: &'a str,
+    pub topic_arn: &'a str,
+    pub event: &'a str,
+    pub rule: &'a str,
+    pub check: Option<&'a str>,
+    pub correlation_id: &'a str,
+    pub subject: &'a str,
+    pub body: &'a str,
+    /// The notifier's `repeat_interval`: the same (notifier, rule, event) is not re-sent sooner.
+    pub repeat_interval: std::time::Duration,
+}
+
+const RUN_COLS: &str = "id, rule, firing, kind, target, token, request, correlation_id, check_name, status, arn, detail, decided_ms, started_ms, ended_ms, attempts";
+
+fn run_row(r: &rusqlite::Row<'_>) -> R<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        rule: r.get(1)?,
+        firing: r.get(2)?,
+        kind: r.get(3)?,
+        target: r.get(4)?,
+        token: r.get(5)?,
+        request: r.get(6)?,
+        correlation_id: r.get(7)?,
+        check: r.get(8)?,
+        status: r.get(9)?,
+        arn: r.get(10)?,
+        detail: r.get(11)?,
+        decided: from_ms(r.get(12)?),
+        started: from_ms(r.get(13)?),
+        ended: from_ms(r.get(14)?),
+        attempts: r.get(15)?,
+    })
+}
+
+impl Store {
+    pub fn check_state(&self, name: &str) -> R<CheckState> {
+        let row = self
+            .conn()
+            .query_row("SELECT breach_count, breaching, correlation_id, last_value FROM check_state WHERE name = ?1", params![name], |r| {
+                Ok(CheckState { breach_count: r.get::<_, i64>(0)? as u32, breaching: r.get::<_, i64>(1)? != 0, correlation_id: r.get(2)?, last_value: r.get(3)? })
+            })
+            .optional()?;
+        Ok(row.unwrap_or_default())
+    }
+
+    /// Stores a batch of evaluations (state + recent values, bounded) in one transaction.
+    pub fn save_check_evals(&self, evals: &[CheckEval<'_>]) -> R<()> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO check_state (name, breach_count, breaching, correlation_id, last_value, last_eval_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (name) DO UPDATE SET breach_count = excluded.breach_count, breaching = excluded.breaching,
+                   correlation_id = excluded.correlation_id, last_value = excluded.last_value, last_eval_ms = excluded.last_eval_ms",
+            )?;
+            let mut val = tx.prepare_cached("INSERT OR REPLACE INTO check_values (name, at_ms, value, breached) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut prune = tx.prepare_cached(
+                "DELETE FROM check_values WHERE name = ?1 AND at_ms <= (SELECT at_ms FROM check_values WHERE name = ?1 ORDER BY at_ms DESC LIMIT 1 OFFSET ?2)",
+            )?;
+            for e in evals {
+                up.execute(params![e.name, e.state.breach_count as i64, e.state.breaching as i64, e.state.correlation_id, e.state.last_value, ms(e.at)])?;
+                val.execute(params![e.name, ms(e.at), e.value, e.breached as i64])?;
+                prune.execute(params![e.name, KEEP_VALUES])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Recent (time, value, breached) of a check, oldest first.
+    pub fn check_values(&self, name: &str) -> R<Vec<(DateTime<Utc>, Option<f64>, bool)>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached("SELECT at_ms, value, breached FROM check_values WHERE name = ?1 ORDER BY at_ms ASC")?;
+        let rows = st.query_map(params![name], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<f64>>(1)?, r.get::<_, i64>(2)? != 0)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, v, b) = row?;
+            if let Some(t) = DateTime::<Utc>::from_timestamp_millis(t) {
+                out.push((t, v, b));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn rule_state(&self, name: &str) -> R<RuleState> {
+        let row = self
+            .conn()
+            .query_row("SELECT firings, last_fired_ms, cooldown_until_ms FROM rule_state WHERE name = ?1", params![name], |r| {
+                Ok(RuleState { firings: r.get::<_, i64>(0)? as u64, last_fired: from_ms(r.get(1)?), cooldown_until: from_ms(r.get(2)?) })
+            })
+            .optional()?;
+        Ok(row.unwrap_or_default())
+    }
+
+    fn put_rule_state(tx: &rusqlite::Transaction<'_>, name: &str, s: &RuleState) -> R<()> {
+        tx.execute(
+            "INSERT INTO rule_state (name, firings, last_fired_ms, cooldown_until_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET firings = excluded.firings, last_fired_ms = excluded.last_fired_ms, cooldown_until_ms = excluded.cooldown_until_ms",
+            params![name, s.firings as i64, s.last_fired.map(ms), s.cooldown_until.map(ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Writes a rule's new state and its decided runs in one transaction, before any AWS
+    /// call. Returns the run ids.
+    pub fn record_firing(&self, rule: &str, state: &RuleState, runs: &[NewRun], now: DateTime<Utc>) -> R<Vec<i64>> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        Self::put_rule_state(&tx, rule, state)?;
+        let mut ids = Vec::new();
+        for r in runs {
+            tx.execute(
+                "INSERT INTO runs (rule, firing, kind, target, token, request, correlation_id, check_name, status, decided_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'decided', ?9)",
+                params![rule, state.firings as i64, r.kind, r.target, r.token, r.request, r.correlation_id, r.check, ms(now)],
+            )?;
+            ids.push(tx.last_insert_rowid());
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// A dry-run firing: the rule's state moves (cooldown), no run is recorded.
+    pub fn record_rule_state(&self, rule: &str, state: &RuleState) -> R<()> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        Self::put_rule_state(&tx, rule, state)?;
+        tx.commit()
+    }
+
+    /// Lets a rule fire again (after a start that failed for good).
+    pub fn clear_cooldown(&self, rule: &str) -> R<()> {
+        self.conn().execute("UPDATE rule_state SET cooldown_until_ms = NULL WHERE name = ?1", params![rule])?;
+        Ok(())
+    }
+
+    /// Runs of `kind:target` that are decided or started (not yet ended).
+    pub fn active_runs(&self, kind: &str, target: &str) -> R<u32> {
+        self.conn().query_row(
+            "SELECT COUNT(*) FROM runs WHERE kind = ?1 AND target = ?2 AND status IN ('decided', 'started')",
+            params![kind, target],
+            |r| r.get::<_, i64>(0).map(|n| n as u32),
+        )
+    }
+
+    pub fn runs_with_status(&self, status: &str) -> R<Vec<RunRow>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE status = ?1 ORDER BY id"))?;
+        let rows = st.query_map(params![status], run_row)?;
+        rows.collect()
+    }
+
+    pub fn run(&self, id: i64) -> R<Option<RunRow>> {
+        self.conn().query_row(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"), params![id], run_row).optional()
+    }
+
+    /// The most recent runs, newest first.
+    pub fn recent_runs(&self, limit: i64) -> R<Vec<RunRow>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs ORDER BY id DESC LIMIT ?1"))?;
+        let rows = st.query_map(params![limit], run_row)?;
+        rows.collect()
+    }
+
+    pub fn note_start_attempt(&self, id: i64) -> R<()> {
+        self.conn().execute("UPDATE runs SET attempts = attempts + 1 WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    pub fn mark_started(&self, id: i64, arn: &str, at: DateTime<Utc>) -> R<()> {
+        self.conn().execute(
+            "UPDATE runs SET status = 'started', arn = ?2, started_ms = ?3 WHERE id = ?1 AND status = 'decided'",
+            params![id, arn, ms(at)],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_start_failed(&self, id: i64, detail: &str, at: DateTime<Utc>) -> R<()> {
+        self.conn().execute(
+            "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3 WHERE id = ?1 AND status = 'decided'",
+            params![id, detail, ms(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a run ended; returns false if it had already ended (so its end is handled once).
+    pub fn mark_ended(&self, id: i64, succeeded: bool, detail: &str, at: DateTime<Utc>) -> R<bool> {
+        let n = self.conn().execute(
+            "UPDATE runs SET status = ?2, detail = ?3, ended_ms = ?4 WHERE id = ?1 AND status = 'started'",
+            params![id, if succeeded { "succeeded" } else { "failed" }, detail, ms(at)],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Queues a notification unless the same (notifier, rule, event) went out within the
+    /// repeat interval. Returns whether it was queued.
+    pub fn enqueue(&self, n: &Outgoing<'_>, now: DateTime<Utc>) -> R<bool> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let last: Option<i64> = tx
+            .query_row(
+                "SELECT last_sent_ms FROM dedupe WHERE notifier = ?1 AND rule = ?2 AND event = ?3",
+                params![n.notifier, n.rule, n.event],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let interval = n.repeat_interval.as_millis() as i64;
+        if let Some(last) = last {
+            if interval > 0 && ms(now) - last < interval {
+                return Ok(false);
+            }
+        }
+        tx.execute(
+            "INSERT INTO dedupe (notifier, rule, event, last_sent_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (notifier, rule, event) DO UPDATE SET last_sent_ms = excluded.last_sent_ms",
+            params![n.notifier, n.rule, n.event, ms(now)],
+        )?;
+        tx.execute(
+            "INSERT INTO outbox (notifier, topic_arn, event, rule, check_name, correlation_id, subject, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![n.notifier, n.topic_arn, n.event, n.rule, n.check, n.correlation_id, n.subject, n.body, ms(now)],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Unsent notifications whose next attempt is due.
+    pub fn pending_outbox(&self, now: DateTime<Utc>, limit: i64) -> R<Vec<OutboxRow>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT id, notifier, topic_arn, event, rule, check_name, correlation_id, subject, body, attempts FROM outbox
+             WHERE sent_ms IS NULL AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![ms(now), limit], |r| {
+            Ok(OutboxRow {
+                id: r.get(0)?,
+                notifier: r.get(1)?,
+                topic_arn: r.get(2)?,
+                event: r.get(3)?,
+                rule: r.get(4)?,
+                check: r.get(5)?,
+                correlation_id: r.get(6)?,
+                subject: r.get(7)?,
+                body: r.get(8)?,
+                attempts: r.get(9)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    pub fn outbox_unsent(&self) -> R<i64> {
+        self.conn().query_row("SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL", [], |r| r.get(0))
+    }
+
+    pub fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> R<()> {
+        self.conn().execute("UPDATE outbox SET sent_ms = ?2, attempts = attempts + 1 WHERE id = ?1", params![id, ms(at)])?;
+        Ok(())
+    }
+
+    pub fn mark_send_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> R<()> {
+        self.conn().execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+            params![id, error, ms(next_attempt)],
+        )?;
+        Ok(())
+    }
+
+    /// The gate's recorded decision on a package, if any: (decision, applied).
+    pub fn gate_decision(&self, gate: &str, arn: &str) -> R<Option<(String, bool)>> {
+        self.conn()
+            .query_row(
+                "SELECT decision, applied FROM gate_decisions WHERE gate = ?1 AND package_arn = ?2",
+                params![gate, arn],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
+            )
+            .optional()
+    }
+
+    pub fn record_gate_decision(&self, gate: &str, arn: &str, decision: &str, value: Option<f64>, reason: &str, at: DateTime<Utc>) -> R<()> {
+        self.conn().execute(
+            "INSERT INTO gate_decisions (gate, package_arn, decision, value, reason, decided_ms, applied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+             ON CONFLICT (gate, package_arn) DO UPDATE SET decision = excluded.decision, value = excluded.value, reason = excluded.reason,
+               decided_ms = excluded.decided_ms, applied = 0",
+            params![gate, arn, decision, value, reason, ms(at)],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_gate_applied(&self, gate: &str, arn: &str) -> R<()> {
+        self.conn().execute("UPDATE gate_decisions SET applied = 1 WHERE gate = ?1 AND package_arn = ?2", params![gate, arn])?;
+        Ok(())
+    }
+
+    /// Decisions stored but not yet applied to AWS: (gate, arn, decision, reason).
+    pub fn unapplied_gate_decisions(&self) -> R<Vec<(String, String, String, String)>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT gate, package_arn, decision, reason FROM gate_decisions WHERE applied = 0 AND decision IN ('approved', 'rejected')",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        rows.collect()
+    }
+
+    /// Recent gate decisions, newest first: (gate, arn, decision, value, reason, at).
+    pub fn recent_gate_decisions(&self, limit: i64) -> R<Vec<(String, String, String, Option<f64>, String, Option<DateTime<Utc>>)>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT gate, package_arn, decision, value, reason, decided_ms FROM gate_decisions ORDER BY decided_ms DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, from_ms(r.get(5)?))))?;
+        rows.collect()
+    }
+}
