@@ -156,8 +156,10 @@ impl Aws {
 
     /// Latest value of each query over its recent window, in as few `GetMetricData` calls as
     /// the limits allow (500 queries and 100,800 datapoints a call). `None` = no datapoints.
-    pub async fn latest_values(&self, queries: &[MetricQuery], now: DateTime<Utc>) -> Vec<Result<Option<f64>, AwsError>> {
+    /// Also returns how many calls were made (pages included).
+    pub async fn latest_values(&self, queries: &[MetricQuery], now: DateTime<Utc>) -> (Vec<Result<Option<f64>, AwsError>>, usize) {
         let mut out: Vec<Result<Option<f64>, AwsError>> = vec![Ok(None); queries.len()];
+        let mut calls = 0usize;
         for batch in plan_batches(queries) {
             let window = batch.window;
             let start = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
@@ -178,6 +180,7 @@ impl Aws {
             let mut found: HashMap<usize, (i64, f64)> = HashMap::new();
             let result: Result<(), AwsError> = async {
                 loop {
+                    calls += 1;
                     let resp = req.clone().set_next_token(token.clone()).send().await.map_err(|e| classify("cloudwatch", "GetMetricData", e))?;
                     for r in resp.metric_data_results() {
                         let Some(idx) = r.id().and_then(|id| id.strip_prefix('q')).and_then(|n| n.parse::<usize>().ok()) else { continue };
@@ -203,7 +206,7 @@ impl Aws {
                 };
             }
         }
-        out
+        (out, calls)
     }
 
     /// Starts a SageMaker pipeline execution; `token` is the idempotency token and display name.

@@ -16,7 +16,7 @@ pub async fn run(cfg: &Config, name: &str) -> u8 {
     let aws = Aws::new(&cfg.aws).await;
     let q = MetricQuery { namespace: c.namespace.clone(), metric: c.metric.clone(), dimensions: c.dimensions.clone(), statistic: c.statistic.clone(), period: c.period };
     let what = format!("{} of {}/{} over {}", c.statistic, c.namespace, c.metric, format_duration(c.period));
-    match aws.latest_values(std::slice::from_ref(&q), Utc::now()).await.pop() {
+    match aws.latest_values(std::slice::from_ref(&q), Utc::now()).await.0.pop() {
         Some(Ok(Some(v))) => {
             let breach = c.threshold.breached_by(v);
             println!("check {name}: {v} ({what}) vs threshold {}: {}", c.threshold, if breach { "BREACHING" } else { "ok" });

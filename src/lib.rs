@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod duration;
 pub mod engine;
 pub mod events;
+pub mod failpoint;
 pub mod logging;
 pub mod notify;
 pub mod plan;

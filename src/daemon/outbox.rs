@@ -44,6 +44,7 @@ pub async fn run(store: Arc<Store>, aws: Aws, wake: Arc<Notify>, stop: Cancellat
                 let attrs = [("event", row.event.as_str()), ("rule", rule.as_str()), ("check", check.as_str()), ("correlation_id", row.correlation_id.as_str())];
                 match aws.publish(&row.topic_arn, &row.subject, &row.body, &attrs).await {
                     Ok(id) => {
+                        crate::failpoint::hit("after_publish");
                         if let Err(e) = store.mark_sent(row.id, Utc::now()) {
                             tracing::error!(event = "state_error", error = %e, "cannot mark notification sent; it may be sent again");
                         }

@@ -115,7 +115,8 @@ impl Work {
         let (aws, tx) = (self.aws.clone(), self.tx.clone());
         self.tracker.spawn(async move {
             let qs: Vec<MetricQuery> = queries.iter().map(|(_, q)| q.clone()).collect();
-            let values = aws.latest_values(&qs, Utc::now()).await;
+            let (values, calls) = aws.latest_values(&qs, Utc::now()).await;
+            tracing::debug!(event = "metrics_fetched", checks = qs.len(), calls, "GetMetricData for due checks");
             let results = queries.into_iter().map(|(n, _)| n).zip(values).collect();
             let _ = tx.send(Msg::CheckResults { at, results });
         });
@@ -272,6 +273,7 @@ impl Work {
             value = %match &cause { Cause::Check { value, .. } => fmt_value(*value), _ => String::new() },
             "rule fired"
         );
+        crate::failpoint::hit("after_decision");
         if rule.start.is_empty() {
             // A notify-only rule tells what triggered it.
             let m = match &cause {
@@ -345,6 +347,7 @@ impl Work {
         let now = Utc::now();
         match result {
             Ok(arn) => {
+                crate::failpoint::hit("after_start_sent");
                 if let Err(e) = self.store.mark_started(run_id, &arn, now) {
                     tracing::error!(event = "state_error", error = %e, arn = %arn, "cannot store the started run; it is found again by its token on the next try");
                     return;
@@ -459,6 +462,7 @@ impl Work {
                 Ok(RunStatus::Succeeded) => (true, "Succeeded".to_string()),
                 Ok(RunStatus::Failed(reason)) => (false, reason),
             };
+            crate::failpoint::hit("while_following");
             match self.store.mark_ended(id, succeeded, &detail, now) {
                 Ok(true) => {}
                 Ok(false) => continue,

@@ -2,6 +2,9 @@
 //! the systemd notifications it sends to a `NOTIFY_SOCKET` the test binds itself.
 #![allow(dead_code)]
 
+pub mod aws;
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

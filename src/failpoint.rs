@@ -1,0 +1,19 @@
+//! Crash hooks for the crash tests: `MLOPSD_FAILPOINT=NAME` makes the process kill itself
+//! with SIGKILL when it reaches that point. Unset (always, in production) it does nothing.
+//!
+//! Points: `after_decision` (firing stored, start not sent), `after_start_sent` (AWS answered,
+//! answer not stored), `while_following` (run ended on AWS, end not stored), `after_publish`
+//! (SNS accepted a message, not yet marked sent).
+
+use std::sync::OnceLock;
+
+pub fn hit(name: &str) {
+    static FP: OnceLock<Option<String>> = OnceLock::new();
+    if FP.get_or_init(|| std::env::var("MLOPSD_FAILPOINT").ok()).as_deref() == Some(name) {
+        eprintln!("mlopsd: failpoint {name} reached; killing self (MLOPSD_FAILPOINT)");
+        // SAFETY: sending SIGKILL to our own process.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
