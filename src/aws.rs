@@ -167,7 +167,9 @@ impl Aws {
                 .cloudwatch
                 .get_metric_data()
                 .start_time(aws_smithy_types::DateTime::from_millis(start.timestamp_millis()))
-                .end_time(aws_smithy_types::DateTime::from_millis(now.timestamp_millis()))
+                // A minute past now: a datapoint stamped this very second is included even where
+                // the service rounds the end time down (CloudWatch returns nothing from the future).
+                .end_time(aws_smithy_types::DateTime::from_millis(now.timestamp_millis() + 60_000))
                 .scan_by(ScanBy::TimestampDescending);
             for &i in &batch.indices {
                 let q = &queries[i];
