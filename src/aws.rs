@@ -128,8 +128,8 @@ impl Aws {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(20))
-                    .operation_timeout(Duration::from_secs(60))
+                    .operation_attempt_timeout(cfg.attempt_timeout)
+                    .operation_timeout(cfg.attempt_timeout * cfg.max_attempts + Duration::from_secs(10))
                     .build(),
             );
         if !cfg.region.is_empty() {

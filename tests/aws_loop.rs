@@ -316,7 +316,7 @@ fn gates_approve_reject_read_reports_and_leave_unknown_pending() {
 
 #[test]
 fn sigkill_after_decision_then_restart_starts_exactly_once() {
-    for point in ["after_decision", "after_start_sent"] {
+    for point in ["after_decision", "after_start_sent", "while_following"] {
         let s = setup(&format!("kill-{}", point.replace('_', "-")));
         let dir = tempfile::tempdir().unwrap();
         let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
@@ -331,14 +331,40 @@ fn sigkill_after_decision_then_restart_starts_exactly_once() {
         assert_eq!(before, if point == "after_decision" { 0 } else { 1 }, "{point}");
         drop(r);
         let r = Running::start(dir.path(), &text, env());
-        let started = r.wait_event("run_started", 1, T);
-        r.wait_event("run_succeeded", 1, T);
+        let ended = r.wait_event("run_succeeded", 1, T);
         std::thread::sleep(Duration::from_secs(2));
         let ex = s.aws.executions(&s.pipeline);
         assert_eq!(ex.len(), 1, "{point}: started exactly once: {ex:?}");
-        assert_eq!(Value::String(ex[0].0.clone()), started["arn"]);
+        assert_eq!(Value::String(ex[0].0.clone()), ended["arn"]);
+        assert_eq!(r.events("run_succeeded").len(), 1, "{point}: its end handled once");
         assert!(r.events("rule_fired").is_empty(), "{point}: the restart resumed the stored decision, it did not decide again");
+        // Nothing lost on the SNS side: the incident's start and end were both told.
+        let notes = s.aws.notes_until(T, |n| n.iter().any(|x| x.event() == "run_succeeded"));
+        let corr = &events_named(&notes, "check_breached")[0].attrs["correlation_id"];
+        assert!(notes.iter().all(|n| &n.attrs["correlation_id"] == corr), "{point}: {notes:?}");
+        assert!(!events_named(&notes, "run_started").is_empty(), "{point}");
     }
+}
+
+#[test]
+fn sigkill_after_publish_resends_with_the_same_correlation_id() {
+    let s = setup("kill-publish");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "[rules.retrain]\non_check = \"drift\"\nnotify = [\"ops\"]\n";
+    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let text = config(dir.path(), &s, &s.aws.endpoint, &(drift_check(&s.ns, 1, "Average") + rules));
+    let mut opts = env();
+    opts.env.push(("MLOPSD_FAILPOINT", "after_publish".into()));
+    let mut r = Running::start(dir.path(), &text, opts);
+    r.wait_exit(T);
+    drop(r);
+    let first = s.aws.notes_until(T, |n| !n.is_empty());
+    assert_eq!(first.len(), 1);
+    let _r = Running::start(dir.path(), &text, env());
+    // At least once: the unmarked message goes out again, with the same correlation id.
+    let again = s.aws.notes_until(T, |n| !n.is_empty());
+    assert_eq!(again[0].event(), "check_breached");
+    assert_eq!(again[0].attrs["correlation_id"], first[0].attrs["correlation_id"]);
 }
 
 #[test]
@@ -360,6 +386,25 @@ fn throttling_and_5xx_on_start_are_retried_with_the_same_token_and_start_once() 
     assert_eq!(s.aws.executions(&s.pipeline).len(), 1);
     assert_eq!(proxy.faults("StartPipelineExecution"), 5);
     assert!(proxy.count("StartPipelineExecution") >= 6);
+}
+
+#[test]
+fn start_timeouts_are_retried_and_start_once() {
+    let s = setup("timeout");
+    let proxy = Proxy::start(&s.aws.endpoint);
+    // Both SDK attempts of the first round hang beyond `attempt_timeout`.
+    proxy.fault("StartPipelineExecution", Fault::Hang(Duration::from_secs(3)), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
+    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let text = config(dir.path(), &s, &proxy.url, &(drift_check(&s.ns, 1, "Average") + rules))
+        .replace("max_attempts = 2", "max_attempts = 2\nattempt_timeout = \"1s\"");
+    let r = Running::start(dir.path(), &text, env());
+    let retry = r.wait_event("start_retry", 1, T);
+    assert_eq!(retry["code"], "Timeout", "{retry}");
+    r.wait_event("run_succeeded", 1, Duration::from_secs(60));
+    assert_eq!(s.aws.executions(&s.pipeline).len(), 1);
+    assert_eq!(proxy.faults("StartPipelineExecution"), 2);
 }
 
 #[test]

@@ -284,7 +284,7 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
 }
 
 fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
-    let mut cfg = AwsConfig { region: String::new(), profile: None, endpoint_url: None, max_attempts: 5 };
+    let mut cfg = AwsConfig { region: String::new(), profile: None, endpoint_url: None, max_attempts: 5, attempt_timeout: Duration::from_secs(20) };
     let Some(mut t) = top.table(d, "aws") else {
         if !top.has("aws") {
             // The region may come from the environment (AWS_REGION) like any AWS tool.
@@ -315,7 +315,13 @@ fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
         None if t.has("max_attempts") => ok = false,
         None => {}
     }
-    t.finish(d, &["region", "profile", "endpoint_url", "max_attempts"]);
+    if t.has("attempt_timeout") {
+        match { let v = t.duration_text(d, "attempt_timeout"); duration(d, v, "attempt_timeout", true) } {
+            Some(x) => cfg.attempt_timeout = x,
+            None => ok = false,
+        }
+    }
+    t.finish(d, &["region", "profile", "endpoint_url", "max_attempts", "attempt_timeout"]);
     ok.then_some(cfg)
 }
 

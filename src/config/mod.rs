@@ -53,6 +53,8 @@ pub struct AwsConfig {
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
     pub max_attempts: u32,
+    /// Timeout of one attempt of one AWS call (the SDK retries within `max_attempts`).
+    pub attempt_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

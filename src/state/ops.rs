@@ -389,3 +389,54 @@ impl Store {
         rows.collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out<'a>(event: &'a str, interval_s: u64) -> Outgoing<'a> {
+        Outgoing {
+            notifier: "ops",
+            topic_arn: "arn:aws:sns:us-east-1:1:t",
+            event,
+            rule: "r",
+            check: None,
+            correlation_id: "c-1",
+            subject: "s",
+            body: "b",
+            repeat_interval: std::time::Duration::from_secs(interval_s),
+        }
+    }
+
+    #[test]
+    fn repeat_interval_dedupes_per_notifier_rule_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        assert!(s.enqueue(&out("run_started", 3600), t0).unwrap());
+        assert!(!s.enqueue(&out("run_started", 3600), t0 + chrono::Duration::minutes(59)).unwrap());
+        assert!(s.enqueue(&out("run_failed", 3600), t0 + chrono::Duration::minutes(59)).unwrap(), "another event");
+        assert!(s.enqueue(&out("run_started", 3600), t0 + chrono::Duration::minutes(60)).unwrap());
+        assert_eq!(s.outbox_unsent().unwrap(), 3);
+        let rows = s.pending_outbox(t0 + chrono::Duration::hours(2), 10).unwrap();
+        s.mark_sent(rows[0].id, t0).unwrap();
+        s.mark_send_failed(rows[1].id, "boom", t0 + chrono::Duration::days(1)).unwrap();
+        assert_eq!(s.pending_outbox(t0 + chrono::Duration::hours(2), 10).unwrap().len(), 1, "sent and backed-off rows are not pending");
+    }
+
+    #[test]
+    fn a_decision_is_stored_whole_and_ends_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let st = RuleState { firings: 1, last_fired: Some(now), cooldown_until: None };
+        let run = NewRun { kind: "pipeline".into(), target: "p".into(), token: "mlopsd-x".into(), request: "{}".into(), correlation_id: "c".into(), check: None };
+        let ids = s.record_firing("r", &st, &[run], now).unwrap();
+        assert_eq!(s.active_runs("pipeline", "p").unwrap(), 1);
+        assert_eq!(s.rule_state("r").unwrap(), st);
+        s.mark_started(ids[0], "arn:1", now).unwrap();
+        assert!(s.mark_ended(ids[0], true, "Succeeded", now).unwrap());
+        assert!(!s.mark_ended(ids[0], true, "Succeeded", now).unwrap(), "the end is handled once");
+        assert_eq!(s.active_runs("pipeline", "p").unwrap(), 0);
+    }
+}

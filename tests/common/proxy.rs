@@ -17,6 +17,8 @@ pub enum Fault {
     Reset,
     /// Wait before forwarding.
     Delay(Duration),
+    /// Wait, then hang up without forwarding (a request lost on the way, seen as a timeout).
+    Hang(Duration),
     /// Forward, then cut the response body short.
     Truncate,
     /// Forward, then replace text in the response body.
@@ -176,6 +178,10 @@ fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io:
             return c.shutdown(Shutdown::Both);
         }
         Some(Fault::Reset) => return c.shutdown(Shutdown::Both),
+        Some(Fault::Hang(d)) => {
+            std::thread::sleep(*d);
+            return c.shutdown(Shutdown::Both);
+        }
         Some(Fault::Delay(d)) => std::thread::sleep(*d),
         _ => {}
     }
