@@ -73,8 +73,26 @@ fn drift_check(ns: &str, for_count: u32, statistic: &str) -> String {
     )
 }
 
+const SECRET: &str = "mlopsdTestSecretKey7f3a9c";
+const SESSION: &str = "mlopsdTestSessionToken51b2e8";
+
 fn env() -> Opts<'static> {
-    Opts { env: vec![("AWS_ACCESS_KEY_ID", "testing".into()), ("AWS_SECRET_ACCESS_KEY", "testing".into())], notify: true }
+    Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", "AKIAMLOPSDTEST000001".into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+            ("AWS_SESSION_TOKEN", SESSION.into()),
+        ],
+        notify: true,
+    }
+}
+
+/// No credential in anything the daemon printed.
+fn assert_no_credentials(r: &Running) {
+    let out = r.raw_output();
+    for c in [SECRET, SESSION, "AKIAMLOPSDTEST000001"] {
+        assert!(!out.contains(c), "credential {c} leaked into the output");
+    }
 }
 
 fn events_named<'a>(notes: &'a [Note], e: &str) -> Vec<&'a Note> {
@@ -148,6 +166,10 @@ notify = ["ops"]
     assert_eq!(events_named(&notes, "run_started")[0].subject, "[mlops] retrain: run_started");
     assert!(events_named(&notes, "run_succeeded")[0].body.contains(&ex[0].0), "body carries the arn");
     assert_eq!(s.aws.executions(&s.pipeline).len(), 1, "cooldown: still one execution");
+    assert_no_credentials(&r);
+    for n in &notes {
+        assert!(!n.body.contains(SECRET) && !n.body.contains(SESSION));
+    }
 }
 
 #[test]
@@ -435,6 +457,7 @@ fn unknown_topic_is_a_clear_error_naming_the_notifier() {
     let e = r.wait_event("notification_failed", 1, T);
     assert_eq!(e["config_item"], "[notifiers.ops]");
     assert_eq!(e["error_code"], "NotFound");
+    assert_no_credentials(&r);
 }
 
 #[test]
