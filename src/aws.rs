@@ -77,6 +77,37 @@ fn scrub(s: &str) -> String {
         .join(" ")
 }
 
+/// Awaits an SDK call, classifies its error and records the call in the metrics.
+async fn observe<T, E>(
+    service: &'static str,
+    operation: &'static str,
+    fut: impl std::future::Future<Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>>,
+) -> Result<T, AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let t0 = std::time::Instant::now();
+    let r = fut.await.map_err(|e| classify(service, operation, e));
+    crate::metrics::aws_call(service, operation, t0.elapsed().as_secs_f64(), r.as_ref().err().map(|e| e.code.as_str()));
+    r
+}
+
+trait Observed<T, E>: std::future::Future<Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>> + Sized
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn observed(self, service: &'static str, operation: &'static str) -> impl std::future::Future<Output = Result<T, AwsError>> {
+        observe(service, operation, self)
+    }
+}
+
+impl<T, E, F> Observed<T, E> for F
+where
+    F: std::future::Future<Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+}
+
 /// The terminal state of a followed run, or that it is still going.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunStatus {
@@ -183,7 +214,7 @@ impl Aws {
             let result: Result<(), AwsError> = async {
                 loop {
                     calls += 1;
-                    let resp = req.clone().set_next_token(token.clone()).send().await.map_err(|e| classify("cloudwatch", "GetMetricData", e))?;
+                    let resp = req.clone().set_next_token(token.clone()).send().observed("cloudwatch", "GetMetricData").await?;
                     for r in resp.metric_data_results() {
                         let Some(idx) = r.id().and_then(|id| id.strip_prefix('q')).and_then(|n| n.parse::<usize>().ok()) else { continue };
                         for (t, v) in r.timestamps().iter().zip(r.values()) {
@@ -222,8 +253,8 @@ impl Aws {
             .client_request_token(token)
             .pipeline_execution_display_name(token)
             .send()
-            .await
-            .map_err(|e| classify("sagemaker", "StartPipelineExecution", e))?;
+            .observed("sagemaker", "StartPipelineExecution")
+            .await?;
         resp.pipeline_execution_arn().map(str::to_string).ok_or_else(|| missing("sagemaker", "StartPipelineExecution", "PipelineExecutionArn"))
     }
 
@@ -237,8 +268,8 @@ impl Aws {
             .sort_order(aws_sdk_sagemaker::types::SortOrder::Descending)
             .max_results(100)
             .send()
-            .await
-            .map_err(|e| classify("sagemaker", "ListPipelineExecutions", e))?;
+            .observed("sagemaker", "ListPipelineExecutions")
+            .await?;
         Ok(resp
             .pipeline_execution_summaries()
             .iter()
@@ -253,8 +284,8 @@ impl Aws {
             .describe_pipeline_execution()
             .pipeline_execution_arn(arn)
             .send()
-            .await
-            .map_err(|e| classify("sagemaker", "DescribePipelineExecution", e))?;
+            .observed("sagemaker", "DescribePipelineExecution")
+            .await?;
         Ok(match r.pipeline_execution_status() {
             Some(S::Succeeded) => RunStatus::Succeeded,
             Some(S::Failed) => RunStatus::Failed(r.failure_reason().filter(|s| !s.is_empty()).unwrap_or("Failed").to_string()),
@@ -292,8 +323,8 @@ impl Aws {
             .set_environment_variables_override(Some(vars))
             .idempotency_token(token)
             .send()
-            .await
-            .map_err(|e| classify("codebuild", "StartBuild", e))?;
+            .observed("codebuild", "StartBuild")
+            .await?;
         resp.build_value().and_then(|b| b.id()).map(str::to_string).ok_or_else(|| missing("codebuild", "StartBuild", "build.id"))
     }
 
@@ -305,13 +336,13 @@ impl Aws {
             .project_name(project)
             .sort_order(aws_sdk_codebuild::types::SortOrderType::Descending)
             .send()
-            .await
-            .map_err(|e| classify("codebuild", "ListBuildsForProject", e))?;
+            .observed("codebuild", "ListBuildsForProject")
+            .await?;
         let ids: Vec<String> = ids.ids().iter().take(100).cloned().collect();
         if ids.is_empty() {
             return Ok(None);
         }
-        let r = self.codebuild.batch_get_builds().set_ids(Some(ids)).send().await.map_err(|e| classify("codebuild", "BatchGetBuilds", e))?;
+        let r = self.codebuild.batch_get_builds().set_ids(Some(ids)).send().observed("codebuild", "BatchGetBuilds").await?;
         Ok(r.builds()
             .iter()
             .find(|b| {
@@ -332,8 +363,8 @@ impl Aws {
                 .batch_get_builds()
                 .set_ids(Some(chunk.to_vec()))
                 .send()
-                .await
-                .map_err(|e| classify("codebuild", "BatchGetBuilds", e))?;
+                .observed("codebuild", "BatchGetBuilds")
+                .await?;
             for b in r.builds() {
                 let Some(id) = b.id() else { continue };
                 let st = match b.build_status() {
@@ -363,7 +394,7 @@ impl Aws {
                 .map_err(|e| AwsError { service: "sns", operation: "Publish", code: "InvalidParameter".into(), message: e.to_string(), transient: false })?;
             req = req.message_attributes(*k, a);
         }
-        let r = req.send().await.map_err(|e| classify("sns", "Publish", e))?;
+        let r = req.send().observed("sns", "Publish").await?;
         Ok(r.message_id().unwrap_or_default().to_string())
     }
 
@@ -379,8 +410,8 @@ impl Aws {
                 .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval)
                 .set_next_token(token.clone())
                 .send()
-                .await
-                .map_err(|e| classify("sagemaker", "ListModelPackages", e))?;
+                .observed("sagemaker", "ListModelPackages")
+                .await?;
             for s in r.model_package_summary_list() {
                 if s.model_approval_status() == Some(&aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval) {
                     if let Some(a) = s.model_package_arn() {
@@ -400,8 +431,8 @@ impl Aws {
                 .describe_model_package()
                 .model_package_name(&arn)
                 .send()
-                .await
-                .map_err(|e| classify("sagemaker", "DescribeModelPackage", e))?;
+                .observed("sagemaker", "DescribeModelPackage")
+                .await?;
             out.push(PendingPackage {
                 metadata: d.customer_metadata_properties().cloned().unwrap_or_default(),
                 report_uri: d
@@ -422,7 +453,7 @@ impl Aws {
             .strip_prefix("s3://")
             .and_then(|r| r.split_once('/'))
             .ok_or_else(|| AwsError { service: "s3", operation: "GetObject", code: "InvalidUri".into(), message: format!("not an s3://bucket/key URI: {uri}"), transient: false })?;
-        let r = self.s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| classify("s3", "GetObject", e))?;
+        let r = self.s3.get_object().bucket(bucket).key(key).send().observed("s3", "GetObject").await?;
         let bytes = r.body.collect().await.map_err(|e| AwsError {
             service: "s3",
             operation: "GetObject",
@@ -448,8 +479,8 @@ impl Aws {
             .model_approval_status(if approve { M::Approved } else { M::Rejected })
             .approval_description(description)
             .send()
-            .await
-            .map_err(|e| classify("sagemaker", "UpdateModelPackage", e))?;
+            .observed("sagemaker", "UpdateModelPackage")
+            .await?;
         Ok(())
     }
 }

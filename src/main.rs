@@ -37,6 +37,17 @@ enum Cmd {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
     },
+    /// Ask the running daemon what it is doing (its /status), as tables or JSON.
+    Status {
+        /// The daemon's HTTP address; default: `daemon.listen` of --config, else 127.0.0.1:9464.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Read the address from this config's `daemon.listen`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show every schedule's next fire times and what each rule would do (no AWS calls).
     Plan {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
@@ -119,6 +130,33 @@ fn main() -> ExitCode {
             };
             let code = rt.block_on(mlopsd::check::run(&cfg, &name));
             ExitCode::from(code)
+        }
+        Cmd::Status { addr, config, json } => {
+            let addr = match (addr, config) {
+                (Some(a), _) => a,
+                (None, Some(p)) => match config::load(&p) {
+                    Ok(c) => c.daemon.listen.to_string(),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(EX_CONFIG as u8);
+                    }
+                },
+                (None, None) => "127.0.0.1:9464".to_string(),
+            };
+            match mlopsd::status::fetch(&addr) {
+                Ok(v) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    } else {
+                        print!("{}", mlopsd::status::render(&addr, &v));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mlopsd status: {e}");
+                    ExitCode::from(69)
+                }
+            }
         }
         Cmd::Run { config } => {
             logging::init(logging::LogFormat::from_env());

@@ -37,6 +37,7 @@ fn config(dir: &Path, s: &Setup, endpoint: &str, extra: &str) -> String {
     format!(
         r#"[daemon]
 state_dir = "{state}"
+listen = "127.0.0.1:0"
 shutdown_grace = "5s"
 poll_interval = "1s"
 

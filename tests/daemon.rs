@@ -10,7 +10,7 @@ const T: Duration = Duration::from_secs(20);
 
 fn config(dir: &std::path::Path, checks: &str) -> String {
     format!(
-        "[daemon]\nstate_dir = \"{}\"\nshutdown_grace = \"2s\"\n\n[notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n\n{checks}",
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\n\n[notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n\n{checks}",
         dir.join("state").display()
     )
 }
@@ -52,7 +52,7 @@ fn reloads_in_place_by_rename_rejects_invalid_and_stops_cleanly() {
     std::fs::write(&r.config, config(d, &check("b", "every 2 hours", 5.0))).unwrap();
     let ev = r.wait_event("config_reload_rejected", 1, T);
     let err = ev["error"].as_str().unwrap();
-    assert!(err.contains("mlops.toml:9:12: bad schedule in `schedule`"), "{err}");
+    assert!(err.contains("mlops.toml:10:12: bad schedule in `schedule`"), "{err}");
     assert_eq!(ev["error_count"], 1);
 
     // SIGHUP with the (still invalid) file: rejected again; RELOADING=1 … READY=1 around it.
@@ -111,7 +111,7 @@ fn invalid_config_at_start_exits_78() {
     let mut r = Running::start(d, &config(d, &check("a", "every 1 h", 1.0)), Opts::default());
     let status = r.wait_exit(T);
     assert_eq!(status.code(), Some(78));
-    assert!(r.raw_output().contains("mlops.toml:9:12: bad schedule"), "{}", r.raw_output());
+    assert!(r.raw_output().contains("mlops.toml:10:12: bad schedule"), "{}", r.raw_output());
     assert!(!r.notes().iter().any(|n| n == "READY=1"));
 }
 

@@ -21,6 +21,7 @@ use crate::aws::Aws;
 use crate::config::diff::ConfigDiff;
 use crate::config::{self, CatchUp, Config, ConfigError, Trigger, EX_CONFIG};
 use crate::events;
+use crate::http;
 use crate::plan::scheduled;
 use crate::state::{StateError, Store};
 use timer::{ItemKind, Key, Timer};
@@ -34,6 +35,8 @@ pub enum RunError {
     #[error("{0}")]
     State(#[from] StateError),
     #[error("{0}")]
+    Listen(String),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -42,6 +45,7 @@ impl RunError {
         match self {
             RunError::Config(_) => EX_CONFIG,
             RunError::State(s) => s.exit_code(),
+            RunError::Listen(_) => 69, // EX_UNAVAILABLE
             RunError::Other(_) => 1,
         }
     }
@@ -60,6 +64,7 @@ struct Daemon {
     timer: Timer,
     tracker: TaskTracker,
     work: Work,
+    view: tokio::sync::watch::Sender<Arc<http::View>>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled or SIGTERM/SIGINT arrives.
@@ -70,8 +75,31 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
     let aws = Aws::new(&cfg.aws).await;
     tracing::info!(event = "aws_configured", region = %aws.region, endpoint = %cfg.aws.endpoint_url.clone().unwrap_or_else(|| "default".into()), max_attempts = cfg.aws.max_attempts, "AWS clients ready");
 
+    let listener = tokio::net::TcpListener::bind(cfg.daemon.listen).await.map_err(|e| {
+        RunError::Listen(format!("cannot serve HTTP on {} (daemon.listen): {e}; change `listen` or stop what holds the port", cfg.daemon.listen))
+    })?;
+    let http_addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+
+    let m = crate::metrics::get();
+    let now = Utc::now();
+    m.last_reload_ok.set(1);
+    m.last_reload_success_ts.set(now.timestamp_millis() as f64 / 1000.0);
+    m.up_since.set(now.timestamp_millis() as f64 / 1000.0);
+    set_threshold_gauges(&cfg);
+
     let cfg = Arc::new(cfg);
+    let (view, view_rx) = tokio::sync::watch::channel(Arc::new(http::View {
+        cfg: cfg.clone(),
+        path: path.display().to_string(),
+        hash: hash.clone(),
+        loaded_at: now,
+        last_reload: None,
+    }));
+    let heartbeat = Arc::new(std::sync::atomic::AtomicI64::new(now.timestamp_millis()));
     let tracker = TaskTracker::new();
+    let stop_http = CancellationToken::new();
+    tracker.spawn(http::serve(listener, http::HttpState { view: view_rx, store: store.clone(), heartbeat: heartbeat.clone() }, stop_http.clone()));
+    tracing::info!(event = "http_listening", addr = %http_addr, "status server listening (/, /status, /metrics, /healthz)");
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let work = Work {
@@ -85,7 +113,7 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
         following: false,
         applying: Default::default(),
     };
-    let mut d = Daemon { path: path.clone(), cfg, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work };
+    let mut d = Daemon { path: path.clone(), cfg, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work, view };
     d.schedule_start(Utc::now());
     let stop_sender = CancellationToken::new();
     tracker.spawn(outbox::run(store.clone(), aws.clone(), outbox_wake.clone(), stop_sender.clone()));
@@ -116,8 +144,10 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
     events::daemon_ready(d.store.path(), d.timer.len());
 
     let mut reload_at: Option<tokio::time::Instant> = None;
+    let mut heartbeat_tick = tokio::time::interval(Duration::from_secs(5));
     let reason = loop {
         let now = Utc::now();
+        heartbeat.store(now.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
         let sleep_for = d
             .timer
             .peek()
@@ -144,6 +174,7 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
             _ = poll.tick() => d.work.follow_tick(),
+            _ = heartbeat_tick.tick() => {}
             Some(msg) = rx.recv() => d.handle(msg, false),
             _ = tokio::time::sleep(sleep_for) => d.fire_due(Utc::now()),
         }
@@ -157,6 +188,7 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
     systemd::stopping();
     events::daemon_stopping(reason);
     stop_sender.cancel();
+    stop_http.cancel();
     d.tracker.close();
     let grace = d.cfg.daemon.shutdown_grace;
     // In-flight calls finish within the grace; their answers are still recorded (a started
@@ -247,6 +279,7 @@ impl Daemon {
         let mut checks = Vec::new();
         for ((kind, name), at) in &due {
             events::schedule_fired(kind.as_str(), name, at, &now);
+            crate::metrics::get().schedule_lateness.observe(((now - *at).num_microseconds().unwrap_or(0).max(0) as f64) / 1e6);
             match kind {
                 ItemKind::Rule => rule_fires.push((name.clone(), *at)),
                 ItemKind::Check => checks.push(name.clone()),
@@ -284,20 +317,37 @@ impl Daemon {
     /// Validates the file whole; applies it as a diff, or keeps the old config.
     fn reload(&mut self, trigger: &str) {
         systemd::reloading();
-        match config::load_with_hash(&self.path) {
-            Err(e) => events::config_reload_rejected(&self.path, trigger, &e),
+        let m = crate::metrics::get();
+        let now = Utc::now();
+        let info = match config::load_with_hash(&self.path) {
+            Err(e) => {
+                events::config_reload_rejected(&self.path, trigger, &e);
+                m.reloads.get_or_create(&crate::metrics::ResultL { result: "failure".into() }).inc();
+                m.last_reload_ok.set(0);
+                http::ReloadInfo { at: now, ok: false, trigger: trigger.into(), error: Some(e.to_string()) }
+            }
             Ok((new, hash)) => {
                 let diff = ConfigDiff::new(&self.cfg, &new);
                 if diff.is_empty() {
                     self.hash = hash;
                     events::config_reload_unchanged(&self.path, &self.hash, trigger);
                 } else {
-                    self.apply(new, Utc::now());
+                    set_threshold_gauges(&new);
+                    self.apply(new, now);
                     self.hash = hash;
                     events::config_reload_accepted(&self.path, &self.hash, trigger, &diff);
                 }
+                m.reloads.get_or_create(&crate::metrics::ResultL { result: "success".into() }).inc();
+                m.last_reload_ok.set(1);
+                m.last_reload_success_ts.set(now.timestamp_millis() as f64 / 1000.0);
+                http::ReloadInfo { at: now, ok: true, trigger: trigger.into(), error: None }
             }
-        }
+        };
+        let (cfg, hash) = (self.cfg.clone(), self.hash.clone());
+        self.view.send_modify(|v| {
+            let loaded = if info.ok { now } else { v.loaded_at };
+            *v = Arc::new(http::View { cfg, path: v.path.clone(), hash, loaded_at: loaded, last_reload: Some(info) });
+        });
         systemd::ready("running");
     }
 
@@ -323,6 +373,13 @@ impl Daemon {
         for k in stale {
             self.timer.remove(&k);
         }
+    }
+}
+
+fn set_threshold_gauges(cfg: &Config) {
+    let m = crate::metrics::get();
+    for (name, c) in &cfg.checks {
+        m.check_threshold.get_or_create(&crate::metrics::check(name)).set(c.threshold.value());
     }
 }
 

@@ -48,6 +48,7 @@ pub async fn run(store: Arc<Store>, aws: Aws, wake: Arc<Notify>, stop: Cancellat
                         if let Err(e) = store.mark_sent(row.id, Utc::now()) {
                             tracing::error!(event = "state_error", error = %e, "cannot mark notification sent; it may be sent again");
                         }
+                        crate::metrics::get().notifications_sent.get_or_create(&crate::metrics::notify(&row.notifier, &row.event)).inc();
                         tracing::info!(
                             event = "notification_sent", notifier = %row.notifier, notification = %row.event, rule = %rule,
                             check = %check, correlation_id = %row.correlation_id, message_id = %id, "notification sent"
@@ -56,6 +57,7 @@ pub async fn run(store: Arc<Store>, aws: Aws, wake: Arc<Notify>, stop: Cancellat
                     Err(e) => {
                         let next = Utc::now() + chrono::Duration::from_std(backoff(row.attempts + 1)).unwrap_or(chrono::Duration::seconds(60));
                         let config_item = format!("[notifiers.{}]", row.notifier);
+                        crate::metrics::get().notifications_failed.get_or_create(&crate::metrics::notify(&row.notifier, &row.event)).inc();
                         tracing::error!(
                             event = "notification_failed", notifier = %row.notifier, config_item = %config_item, topic_arn = %row.topic_arn,
                             notification = %row.event, error = %e, error_code = %e.code, attempt = row.attempts + 1,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::aws::{Aws, AwsError, MetricQuery, PendingPackage, RunStatus};
 use crate::config::{Config, GateMetric, RunKind, Start, Target, Trigger};
 use crate::engine::{self, CheckOutcome, GateVerdict, Verdict};
+use crate::metrics;
 use crate::notify::{self, Message};
 use crate::state::{CheckEval, NewRun, Outgoing, RunRow, Store};
 
@@ -141,6 +142,16 @@ impl Work {
                         }
                     };
                     let o = engine::evaluate_check(check, &prev, value, new_correlation_id);
+                    let m = metrics::get();
+                    let l = metrics::check(&name);
+                    m.check_evaluations.get_or_create(&l).inc();
+                    if let Some(v) = value {
+                        m.check_value.get_or_create(&l).set(v);
+                    }
+                    if o.verdict == Verdict::Breach {
+                        m.check_breaches.get_or_create(&l).inc();
+                    }
+                    m.check_breaching.get_or_create(&l).set(i64::from(o.state.breaching));
                     tracing::info!(
                         event = "check_evaluated", check = %name, value = %fmt_value(value), threshold = %check.threshold,
                         decision = o.verdict.as_str(), breach_count = o.state.breach_count, r#for = check.for_count,
@@ -216,6 +227,7 @@ impl Work {
             targets.push((t.to_string(), active, max));
         }
         if let Err(why) = engine::decide_rule(rule, &state, &targets, now) {
+            metrics::get().rule_suppressions.get_or_create(&metrics::SuppressL { rule: name.to_string(), reason: why.reason().into() }).inc();
             tracing::info!(
                 event = "rule_suppressed", rule = %name, check = %check.clone().unwrap_or_default(), reason = why.reason(),
                 detail = %why.describe(), decision = "suppressed", correlation_id = %corr,
@@ -229,6 +241,7 @@ impl Work {
         }
         let new_state = engine::fired(rule, &state, now);
         if rule.dry_run {
+            metrics::get().rule_suppressions.get_or_create(&metrics::SuppressL { rule: name.to_string(), reason: "dry_run".into() }).inc();
             for s in &rule.start {
                 tracing::info!(
                     event = "rule_dry_run", rule = %name, check = %check.clone().unwrap_or_default(), decision = "dry_run",
@@ -267,6 +280,7 @@ impl Work {
                 return;
             }
         };
+        metrics::get().rule_firings.get_or_create(&metrics::rule(name)).inc();
         tracing::info!(
             event = "rule_fired", rule = %name, check = %check.clone().unwrap_or_default(), decision = "fire",
             firing = new_state.firings, correlation_id = %corr, starts = runs.len(),
@@ -352,6 +366,7 @@ impl Work {
                     tracing::error!(event = "state_error", error = %e, arn = %arn, "cannot store the started run; it is found again by its token on the next try");
                     return;
                 }
+                metrics::get().runs_started.get_or_create(&metrics::run(&run.kind, &run.target)).inc();
                 tracing::info!(
                     event = "run_started", rule = %run.rule, check = %run.check.clone().unwrap_or_default(), target = %format!("{}:{}", run.kind, run.target),
                     arn = %arn, correlation_id = %run.correlation_id, token = %run.token, decision = "started", "run started"
@@ -373,6 +388,7 @@ impl Work {
                     _ => format!("[builds.{}]", run.target),
                 };
                 let detail = format!("{}: {}", e.code, e.message);
+                metrics::get().runs_failed.get_or_create(&metrics::run(&run.kind, &run.target)).inc();
                 if let Err(se) = self.store.mark_start_failed(run_id, &detail, now) {
                     tracing::error!(event = "state_error", error = %se, "cannot store the failed start");
                 }
@@ -472,6 +488,8 @@ impl Work {
                 }
             }
             let event = if succeeded { "run_succeeded" } else { "run_failed" };
+            let fam = if succeeded { &metrics::get().runs_succeeded } else { &metrics::get().runs_failed };
+            fam.get_or_create(&metrics::run(&run.kind, &run.target)).inc();
             let secs = run.started.map(|s| (now - s).num_seconds()).unwrap_or(0);
             if succeeded {
                 tracing::info!(event, rule = %run.rule, check = %run.check.clone().unwrap_or_default(), target = %format!("{}:{}", run.kind, run.target), arn = %run.arn.clone().unwrap_or_default(), correlation_id = %run.correlation_id, duration_s = secs, decision = "ended", "run succeeded");
@@ -562,6 +580,7 @@ impl Work {
                     if prior.is_none() {
                         tracing::warn!(event = "gate_no_metric", gate = %gate_name, arn = %pkg.arn, reason = %reason, "model package has no usable metric; left pending (reported once)");
                         let _ = self.store.record_gate_decision(&gate_name, &pkg.arn, "no_metric", None, &reason, now);
+                        metrics::get().gate_decisions.get_or_create(&metrics::GateL { gate: gate_name.clone(), decision: "no_metric".into() }).inc();
                     }
                 }
                 v => {
@@ -575,6 +594,7 @@ impl Work {
                         tracing::error!(event = "state_error", error = %e, "cannot store gate decision; decided again at the next fire");
                         continue;
                     }
+                    metrics::get().gate_decisions.get_or_create(&metrics::GateL { gate: gate_name.clone(), decision: decision.into() }).inc();
                     tracing::info!(event = "gate_decided", gate = %gate_name, arn = %pkg.arn, value, decision, reason = %reason, "gate decided");
                     let event = if approve { "gate_approved" } else { "gate_rejected" };
                     let corr = new_correlation_id();
@@ -662,10 +682,13 @@ impl Work {
             };
             match self.store.enqueue(&out, now) {
                 Ok(true) => queued = true,
-                Ok(false) => tracing::info!(
+                Ok(false) => {
+                    metrics::get().notifications_deduplicated.get_or_create(&metrics::notify(n, &m.event)).inc();
+                    tracing::info!(
                     event = "notification_deduplicated", notifier = %n, rule = %rule, notification = %m.event, correlation_id = %m.correlation_id,
                     "not sent: the same (rule, event) went out within repeat_interval"
-                ),
+                    )
+                }
                 Err(e) => tracing::error!(event = "state_error", error = %e, notifier = %n, "cannot queue notification"),
             }
         }

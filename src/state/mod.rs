@@ -210,7 +210,19 @@ impl Store {
         Ok(ms.and_then(DateTime::<Utc>::from_timestamp_millis))
     }
 
-    /// Checks that the store is writable now (for health checks).
+    /// Checks that the store is writable now, waiting at most `wait` for a lock (health checks).
+    pub fn probe_write_within(&self, wait: std::time::Duration) -> Result<(), rusqlite::Error> {
+        let c = self.conn();
+        c.busy_timeout(wait)?;
+        let r = c.execute(
+            "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![Utc::now().timestamp_millis().to_string()],
+        );
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        r.map(|_| ())
+    }
+
+    /// Checks that the store is writable now.
     pub fn probe_write(&self) -> Result<(), rusqlite::Error> {
         self.conn().execute(
             "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

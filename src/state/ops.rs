@@ -123,6 +123,30 @@ impl Store {
         Ok(row.unwrap_or_default())
     }
 
+    /// Every check's state and when it was last evaluated.
+    pub fn check_states(&self) -> R<std::collections::HashMap<String, (CheckState, Option<DateTime<Utc>>)>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached("SELECT name, breach_count, breaching, correlation_id, last_value, last_eval_ms FROM check_state")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (
+                    CheckState { breach_count: r.get::<_, i64>(1)? as u32, breaching: r.get::<_, i64>(2)? != 0, correlation_id: r.get(3)?, last_value: r.get(4)? },
+                    from_ms(r.get(5)?),
+                ),
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// Active (decided or started) runs by (kind, target).
+    pub fn active_run_counts(&self) -> R<std::collections::HashMap<(String, String), u32>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached("SELECT kind, target, COUNT(*) FROM runs WHERE status IN ('decided', 'started') GROUP BY kind, target")?;
+        let rows = st.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, i64>(2)? as u32)))?;
+        rows.collect()
+    }
+
     /// Stores a batch of evaluations (state + recent values, bounded) in one transaction.
     pub fn save_check_evals(&self, evals: &[CheckEval<'_>]) -> R<()> {
         let mut c = self.conn();

@@ -144,6 +144,12 @@ impl Running {
         self.events(name)[n - 1].clone()
     }
 
+    /// The address the status server listens on (from its `http_listening` event).
+    pub fn http_addr(&self) -> String {
+        let ev = self.wait_event("http_listening", 1, Duration::from_secs(20));
+        ev["addr"].as_str().expect("addr").to_string()
+    }
+
     pub fn wait_note(&self, note: &str, n: usize, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {

@@ -1,0 +1,504 @@
+//! The read-only HTTP server on `daemon.listen`: `/metrics` (Prometheus), `/healthz`,
+//! `/status` (JSON) and `/` (a server-rendered status page with inline SVG sparklines).
+//! It reads the loop's published `View` and the state store; it never changes anything.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Threshold, Trigger};
+use crate::duration::format_duration;
+use crate::state::Store;
+
+/// What the control loop publishes for readers.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub cfg: Arc<Config>,
+    pub path: String,
+    pub hash: String,
+    pub loaded_at: DateTime<Utc>,
+    pub last_reload: Option<ReloadInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadInfo {
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    pub trigger: String,
+    pub error: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub view: watch::Receiver<Arc<View>>,
+    pub store: Arc<Store>,
+    /// Unix ms of the control loop's last iteration.
+    pub heartbeat: Arc<AtomicI64>,
+}
+
+/// The loop is considered stuck when it has not turned for this long.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Serves until `stop` is cancelled.
+pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, stop: CancellationToken) {
+    let app = router(state);
+    let res = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    if let Err(e) = res {
+        tracing::error!(event = "http_failed", error = %e, "status server stopped");
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    let m = crate::metrics::get();
+    if let Ok(counts) = s.store.active_run_counts() {
+        let cfg = s.view.borrow().cfg.clone();
+        for name in cfg.pipelines.keys() {
+            let n = counts.get(&("pipeline".to_string(), name.clone())).copied().unwrap_or(0);
+            m.runs_active.get_or_create(&crate::metrics::run("pipeline", name)).set(n as i64);
+        }
+        for name in cfg.builds.keys() {
+            let n = counts.get(&("build".to_string(), name.clone())).copied().unwrap_or(0);
+            m.runs_active.get_or_create(&crate::metrics::run("build", name)).set(n as i64);
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
+}
+
+async fn healthz(State(s): State<HttpState>) -> Response {
+    let now = Utc::now().timestamp_millis();
+    let age = now - s.heartbeat.load(Ordering::Relaxed);
+    if age > HEARTBEAT_STALE.as_millis() as i64 {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: the control loop has not run for {} s\n", age / 1000)).into_response();
+    }
+    let store = s.store.clone();
+    let probe = tokio::task::spawn_blocking(move || store.probe_write_within(Duration::from_secs(1))).await;
+    match probe {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: the state store is not writable: {e}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {e}\n")).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    values: Option<usize>,
+}
+
+async fn status(State(s): State<HttpState>, q: Query<StatusQuery>) -> Response {
+    let view = s.view.borrow().clone();
+    let store = s.store.clone();
+    let n = q.values.unwrap_or(50).min(crate::state::KEEP_VALUES as usize);
+    match tokio::task::spawn_blocking(move || status_json(&view, &store, Utc::now(), n)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn page(State(s): State<HttpState>) -> Response {
+    let view = s.view.borrow().clone();
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || render_page(&status_json(&view, &store, Utc::now(), 60))).await {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `/status`: everything an operator asks "what is it doing and why".
+pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize) -> Value {
+    let cfg = &view.cfg;
+    let states = store.check_states().unwrap_or_default();
+    let checks: Vec<Value> = cfg
+        .checks
+        .iter()
+        .map(|(name, c)| {
+            let (st, last_eval) = states.get(name).cloned().unwrap_or_default();
+            let mut vals = store.check_values(name).unwrap_or_default();
+            if vals.len() > values {
+                vals.drain(..vals.len() - values);
+            }
+            let state = if st.breaching {
+                "breaching"
+            } else if st.breach_count > 0 {
+                "pending"
+            } else if last_eval.is_some() {
+                "ok"
+            } else {
+                "not evaluated"
+            };
+            json!({
+                "name": name,
+                "schedule": c.timed.expression,
+                "timezone": c.timed.timezone.name(),
+                "next_fire": c.timed.schedule.next_after(c.timed.timezone, now).map(|t| ts(&t)),
+                "metric": format!("{}/{}", c.namespace, c.metric),
+                "statistic": c.statistic,
+                "threshold": { "op": match c.threshold { Threshold::Above(_) => "above", Threshold::Below(_) => "below" }, "value": c.threshold.value() },
+                "for": c.for_count,
+                "state": state,
+                "breach_count": st.breach_count,
+                "correlation_id": st.correlation_id,
+                "last_value": st.last_value,
+                "last_evaluated": last_eval.map(|t| ts(&t)),
+                "values": vals.iter().map(|(t, v, b)| json!({"at": ts(t), "value": v, "breached": b})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let active = store.active_run_counts().unwrap_or_default();
+    let rules: Vec<Value> = cfg
+        .rules
+        .iter()
+        .map(|(name, r)| {
+            let st = store.rule_state(name).unwrap_or_default();
+            let trigger = match &r.trigger {
+                Trigger::Check(c) => format!("on_check {c}"),
+                Trigger::Schedule(t) => format!("on_schedule \"{}\" ({})", t.expression, t.timezone),
+                Trigger::Success(t) => format!("on_success {t}"),
+                Trigger::Failure(t) => format!("on_failure {t}"),
+            };
+            let next = match &r.trigger {
+                Trigger::Schedule(t) => t.schedule.next_after(t.timezone, now).map(|x| ts(&x)),
+                _ => None,
+            };
+            let targets: Vec<Value> = r
+                .start
+                .iter()
+                .map(|s| {
+                    let t = s.target();
+                    json!({"target": t.to_string(), "active_runs": active.get(&(t.kind.as_str().to_string(), t.name.clone())).copied().unwrap_or(0)})
+                })
+                .collect();
+            json!({
+                "name": name,
+                "trigger": trigger,
+                "next_fire": next,
+                "firings": st.firings,
+                "last_fired": st.last_fired.map(|t| ts(&t)),
+                "cooldown_until": st.cooldown_until.filter(|c| *c > now).map(|t| ts(&t)),
+                "cooldown": r.cooldown.map(format_duration),
+                "dry_run": r.dry_run,
+                "targets": targets,
+            })
+        })
+        .collect();
+    let runs: Vec<Value> = store
+        .recent_runs(50)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            let end = r.ended.unwrap_or(now);
+            let dur = r.started.map(|s| (end - s).num_seconds());
+            json!({
+                "id": r.id,
+                "rule": r.rule,
+                "target": format!("{}:{}", r.kind, r.target),
+                "status": r.status,
+                "arn": r.arn,
+                "detail": r.detail,
+                "correlation_id": r.correlation_id,
+                "check": r.check,
+                "decided": r.decided.map(|t| ts(&t)),
+                "started": r.started.map(|t| ts(&t)),
+                "ended": r.ended.map(|t| ts(&t)),
+                "duration_s": dur,
+            })
+        })
+        .collect();
+    let decisions = store.recent_gate_decisions(200).unwrap_or_default();
+    let gates: Vec<Value> = cfg
+        .gates
+        .iter()
+        .map(|(name, g)| {
+            let last: Vec<Value> = decisions
+                .iter()
+                .filter(|d| &d.0 == name)
+                .take(10)
+                .map(|d| json!({"arn": d.1, "decision": d.2, "value": d.3, "reason": d.4, "at": d.5.map(|t| ts(&t))}))
+                .collect();
+            json!({
+                "name": name,
+                "model_package_group": g.model_package_group,
+                "schedule": g.timed.expression,
+                "next_fire": g.timed.schedule.next_after(g.timed.timezone, now).map(|t| ts(&t)),
+                "decisions": last,
+            })
+        })
+        .collect();
+    json!({
+        "generated_at": ts(&now),
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": {
+            "path": view.path,
+            "hash": view.hash,
+            "loaded_at": ts(&view.loaded_at),
+            "last_reload": view.last_reload.as_ref().map(|r| json!({"at": ts(&r.at), "ok": r.ok, "trigger": r.trigger, "error": r.error})),
+        },
+        "checks": checks,
+        "rules": rules,
+        "runs": runs,
+        "gates": gates,
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.abs() >= 1000.0 || (v != 0.0 && v.abs() < 0.001) {
+        format!("{v:.3e}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// An inline SVG sparkline of a check's values with its threshold line and breach markers.
+pub fn sparkline(values: &[(Option<f64>, bool)], threshold: f64, label: &str) -> String {
+    let (w, h, pad) = (240.0f64, 48.0f64, 4.0f64);
+    let nums: Vec<f64> = values.iter().filter_map(|(v, _)| *v).chain(std::iter::once(threshold)).collect();
+    let (mut lo, mut hi) = nums.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+    if (hi - lo).abs() < f64::EPSILON {
+        lo -= 1.0;
+        hi += 1.0;
+    }
+    let y = |v: f64| pad + (h - 2.0 * pad) * (1.0 - (v - lo) / (hi - lo));
+    let n = values.len().max(2) as f64;
+    let x = |i: usize| pad + (w - 2.0 * pad) * (i as f64) / (n - 1.0);
+    let mut s = format!(
+        "<svg class=\"spark\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>",
+        esc(label),
+        esc(label)
+    );
+    let _ = write!(s, "<line class=\"threshold\" x1=\"0\" x2=\"{w}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\"/>", ty = y(threshold));
+    // The value line, broken where there was no data.
+    let mut seg: Vec<String> = Vec::new();
+    let flush = |seg: &mut Vec<String>, s: &mut String| {
+        if seg.len() > 1 {
+            let _ = write!(s, "<polyline class=\"values\" points=\"{}\"/>", seg.join(" "));
+        } else if seg.len() == 1 {
+            let p: Vec<&str> = seg[0].split(',').collect();
+            let _ = write!(s, "<circle class=\"point\" cx=\"{}\" cy=\"{}\" r=\"1.5\"/>", p[0], p[1]);
+        }
+        seg.clear();
+    };
+    for (i, (v, _)) in values.iter().enumerate() {
+        match v {
+            Some(v) => seg.push(format!("{:.1},{:.1}", x(i), y(*v))),
+            None => flush(&mut seg, &mut s),
+        }
+    }
+    flush(&mut seg, &mut s);
+    for (i, (v, b)) in values.iter().enumerate() {
+        if *b {
+            let cy = v.map(y).unwrap_or(pad);
+            let _ = write!(s, "<circle class=\"breach\" cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"2.5\"/>", x(i));
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+const CSS: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;padding:1rem;color:#1b1f24;background:#f6f8fa}\
+h1{font-size:1.4rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}\
+.meta{color:#57606a;font-size:.9rem;margin:.2rem 0}.wrap{overflow-x:auto;background:#fff;border:1px solid #d0d7de;border-radius:6px}\
+table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #eaeef2;vertical-align:middle;white-space:nowrap}\
+th{background:#f6f8fa;font-weight:600}td small{color:#57606a}.num{font-variant-numeric:tabular-nums}\
+.badge{display:inline-block;padding:.1rem .45rem;border-radius:1rem;font-size:.8rem;font-weight:600}\
+.ok,.succeeded,.approved{background:#dafbe1;color:#116329}.breaching,.failed,.start_failed,.rejected{background:#ffebe9;color:#a40e26}\
+.pending,.started,.decided,.no_metric{background:#fff8c5;color:#7d4e00}.none{background:#eaeef2;color:#57606a}\
+svg.spark{display:block}svg .threshold{stroke:#cf222e;stroke-width:1;stroke-dasharray:4 3}svg .values{fill:none;stroke:#0969da;stroke-width:1.6}\
+svg .point{fill:#0969da}svg .breach{fill:#cf222e}code{font-size:.8rem}\
+@media (max-width:640px){body{padding:.5rem}th,td{padding:.35rem .4rem}}";
+
+fn badge(s: &str) -> String {
+    let class = s.split_whitespace().next().unwrap_or("").to_string();
+    let class = if ["ok", "succeeded", "approved", "breaching", "failed", "start_failed", "rejected", "pending", "started", "decided", "no_metric"].contains(&class.as_str()) {
+        class
+    } else {
+        "none".into()
+    };
+    format!("<span class=\"badge {class}\">{}</span>", esc(s))
+}
+
+fn short_arn(a: &str) -> String {
+    let tail = a.rsplit(['/', ':']).next().unwrap_or(a);
+    format!("<code title=\"{}\">…{}</code>", esc(a), esc(tail))
+}
+
+/// `/`: the status page, from the same JSON as `/status`.
+pub fn render_page(st: &Value) -> String {
+    let mut h = String::with_capacity(16 * 1024);
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta http-equiv=\"refresh\" content=\"30\"><title>mlopsd status</title><style>{CSS}</style></head><body><header><h1>mlopsd</h1>"
+    );
+    let c = &st["config"];
+    let _ = write!(h, "<p class=\"meta\">config <code>{}</code> (hash {}) loaded {}</p>", esc(&s(&c["path"])), esc(&s(&c["hash"])), esc(&s(&c["loaded_at"])));
+    match c["last_reload"].as_object() {
+        Some(r) if r.get("ok").and_then(Value::as_bool) == Some(false) => {
+            let _ = write!(
+                h,
+                "<p class=\"meta\">last reload {} at {}: {} — the previous config keeps running<br><code>{}</code></p>",
+                r.get("trigger").and_then(Value::as_str).unwrap_or(""),
+                esc(r.get("at").and_then(Value::as_str).unwrap_or("")),
+                badge("failed"),
+                esc(r.get("error").and_then(Value::as_str).unwrap_or(""))
+            );
+        }
+        Some(r) => {
+            let _ = write!(h, "<p class=\"meta\">last reload at {}: {}</p>", esc(r.get("at").and_then(Value::as_str).unwrap_or("")), badge("ok"));
+        }
+        None => h.push_str("<p class=\"meta\">no reload since start</p>"),
+    }
+    let _ = write!(h, "<p class=\"meta\">generated {}</p></header>", esc(&s(&st["generated_at"])));
+
+    h.push_str("<h2>Checks</h2><div class=\"wrap\"><table><thead><tr><th>check</th><th>recent values</th><th>last</th><th>threshold</th><th>state</th><th>next evaluation</th></tr></thead><tbody>");
+    for ch in st["checks"].as_array().into_iter().flatten() {
+        let vals: Vec<(Option<f64>, bool)> =
+            ch["values"].as_array().into_iter().flatten().map(|v| (v["value"].as_f64(), v["breached"].as_bool().unwrap_or(false))).collect();
+        let th = ch["threshold"]["value"].as_f64().unwrap_or(0.0);
+        let op = if ch["threshold"]["op"] == "below" { "&lt;" } else { "&gt;" };
+        let label = format!("{}: {} values, threshold {} {}", s(&ch["name"]), vals.len(), if op == "&lt;" { "<" } else { ">" }, fmt_num(th));
+        let state = s(&ch["state"]);
+        let state_txt = if state == "breaching" || state == "pending" { format!("{state} {}/{}", ch["breach_count"], ch["for"]) } else { state.clone() };
+        let _ = write!(
+            h,
+            "<tr class=\"check\"><td><strong>{}</strong><br><small>{} {}</small></td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{op} {}</td><td>{}</td><td><small>{}</small></td></tr>",
+            esc(&s(&ch["name"])),
+            esc(&s(&ch["statistic"])),
+            esc(&s(&ch["metric"])),
+            sparkline(&vals, th, &label),
+            ch["last_value"].as_f64().map(fmt_num).unwrap_or_else(|| "–".into()),
+            fmt_num(th),
+            badge(&state_txt),
+            esc(&s(&ch["next_fire"]))
+        );
+    }
+    h.push_str("</tbody></table></div>");
+
+    h.push_str("<h2>Rules</h2><div class=\"wrap\"><table><thead><tr><th>rule</th><th>trigger</th><th>firings</th><th>last fired</th><th>cooldown until</th><th>active runs</th></tr></thead><tbody>");
+    for r in st["rules"].as_array().into_iter().flatten() {
+        let targets: Vec<String> = r["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| format!("{} {}", esc(&s(&t["target"])), t["active_runs"]))
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td><strong>{}</strong>{}</td><td><small>{}</small></td><td class=\"num\">{}</td><td><small>{}</small></td><td><small>{}</small></td><td><small>{}</small></td></tr>",
+            esc(&s(&r["name"])),
+            if r["dry_run"] == true { " <span class=\"badge none\">dry run</span>" } else { "" },
+            esc(&s(&r["trigger"])),
+            r["firings"],
+            esc(&s(&r["last_fired"])),
+            esc(&s(&r["cooldown_until"])),
+            if targets.is_empty() { "–".into() } else { targets.join("<br>") }
+        );
+    }
+    h.push_str("</tbody></table></div>");
+
+    h.push_str("<h2>Recent runs</h2><div class=\"wrap\"><table><thead><tr><th>rule</th><th>target</th><th>status</th><th>started</th><th>duration</th><th>run</th><th>correlation id</th></tr></thead><tbody>");
+    let runs = st["runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        h.push_str("<tr><td colspan=\"7\"><small>no runs yet</small></td></tr>");
+    }
+    for r in runs.iter().take(25) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><small>{}</small></td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            esc(&s(&r["rule"])),
+            esc(&s(&r["target"])),
+            badge(&s(&r["status"])),
+            esc(&s(&r["started"])),
+            r["duration_s"].as_i64().map(|d| format!("{d} s")).unwrap_or_else(|| "–".into()),
+            r["arn"].as_str().map(short_arn).unwrap_or_else(|| "–".into()),
+            esc(&s(&r["correlation_id"]))
+        );
+    }
+    h.push_str("</tbody></table></div>");
+
+    let gates = st["gates"].as_array().cloned().unwrap_or_default();
+    if !gates.is_empty() {
+        h.push_str("<h2>Gates</h2><div class=\"wrap\"><table><thead><tr><th>gate</th><th>package</th><th>decision</th><th>value</th><th>reason</th></tr></thead><tbody>");
+        for g in &gates {
+            let ds = g["decisions"].as_array().cloned().unwrap_or_default();
+            if ds.is_empty() {
+                let _ = write!(h, "<tr><td>{}</td><td colspan=\"4\"><small>no decisions yet; next look {}</small></td></tr>", esc(&s(&g["name"])), esc(&s(&g["next_fire"])));
+            }
+            for d in ds {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td><small>{}</small></td></tr>",
+                    esc(&s(&g["name"])),
+                    short_arn(&s(&d["arn"])),
+                    badge(&s(&d["decision"])),
+                    d["value"].as_f64().map(fmt_num).unwrap_or_else(|| "–".into()),
+                    esc(&s(&d["reason"]))
+                );
+            }
+        }
+        h.push_str("</tbody></table></div>");
+    }
+    h.push_str("<p class=\"meta\"><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a></p></body></html>");
+    h
+}
+
+/// For `mlopsd status`: counts of active runs by (kind, target) are in the store.
+pub type ActiveCounts = HashMap<(String, String), u32>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparkline_has_threshold_values_and_breach_markers() {
+        let svg = sparkline(&[(Some(0.05), false), (Some(0.2), true), (None, false), (Some(0.3), true)], 0.1, "drift");
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("class=\"threshold\""));
+        assert_eq!(svg.matches("class=\"breach\"").count(), 2);
+        assert_eq!(svg.matches("<polyline").count(), 1, "the gap splits the line: {svg}");
+        assert!(svg.contains("<title>drift</title>"));
+    }
+
+    #[test]
+    fn page_escapes_text() {
+        let st = json!({"config": {"path": "<x>", "hash": "h", "loaded_at": "t"}, "checks": [], "rules": [], "runs": [], "gates": [], "generated_at": "now"});
+        let p = render_page(&st);
+        assert!(p.contains("&lt;x&gt;") && !p.contains("<x>"));
+        assert!(p.contains("no runs yet"));
+    }
+
+    #[test]
+    fn badge_class_is_the_state_word() {
+        assert_eq!(badge("breaching 2/2"), "<span class=\"badge breaching\">breaching 2/2</span>");
+        assert_eq!(badge("weird<"), "<span class=\"badge none\">weird&lt;</span>");
+    }
+}

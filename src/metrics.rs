@@ -1,0 +1,205 @@
+//! Prometheus metrics (prometheus-client): one registry for the process, reached through
+//! `metrics::get()`, so logs, metrics and notifications are recorded at the same places.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckL {
+    pub check: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleL {
+    pub rule: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SuppressL {
+    pub rule: String,
+    pub reason: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunL {
+    pub kind: String,
+    pub target: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsL {
+    pub service: String,
+    pub operation: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsErrL {
+    pub service: String,
+    pub operation: String,
+    pub code: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifyL {
+    pub notifier: String,
+    pub event: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateL {
+    pub gate: String,
+    pub decision: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultL {
+    pub result: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+fn lateness() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reloads: Family<ResultL, Counter>,
+    pub last_reload_ok: Gauge,
+    pub last_reload_success_ts: FGauge,
+    pub check_evaluations: Family<CheckL, Counter>,
+    pub check_breaches: Family<CheckL, Counter>,
+    pub check_value: Family<CheckL, FGauge>,
+    pub check_threshold: Family<CheckL, FGauge>,
+    pub check_breaching: Family<CheckL, Gauge>,
+    pub rule_firings: Family<RuleL, Counter>,
+    pub rule_suppressions: Family<SuppressL, Counter>,
+    pub runs_started: Family<RunL, Counter>,
+    pub runs_succeeded: Family<RunL, Counter>,
+    pub runs_failed: Family<RunL, Counter>,
+    pub runs_active: Family<RunL, Gauge>,
+    pub aws_requests: Family<AwsL, Counter>,
+    pub aws_errors: Family<AwsErrL, Counter>,
+    pub aws_latency: Family<AwsL, Histogram, fn() -> Histogram>,
+    pub notifications_sent: Family<NotifyL, Counter>,
+    pub notifications_deduplicated: Family<NotifyL, Counter>,
+    pub notifications_failed: Family<NotifyL, Counter>,
+    pub gate_decisions: Family<GateL, Counter>,
+    pub schedule_lateness: Histogram,
+    pub up_since: FGauge,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut r = Registry::default();
+        let m = Metrics {
+            reloads: Family::default(),
+            last_reload_ok: Gauge::default(),
+            last_reload_success_ts: FGauge::default(),
+            check_evaluations: Family::default(),
+            check_breaches: Family::default(),
+            check_value: Family::default(),
+            check_threshold: Family::default(),
+            check_breaching: Family::default(),
+            rule_firings: Family::default(),
+            rule_suppressions: Family::default(),
+            runs_started: Family::default(),
+            runs_succeeded: Family::default(),
+            runs_failed: Family::default(),
+            runs_active: Family::default(),
+            aws_requests: Family::default(),
+            aws_errors: Family::default(),
+            aws_latency: Family::new_with_constructor(latency),
+            notifications_sent: Family::default(),
+            notifications_deduplicated: Family::default(),
+            notifications_failed: Family::default(),
+            gate_decisions: Family::default(),
+            schedule_lateness: lateness(),
+            up_since: FGauge::default(),
+            registry: Registry::default(),
+        };
+        r.register("mlopsd_config_reloads", "Config reloads by result (success, failure)", m.reloads.clone());
+        r.register("mlopsd_config_last_reload_successful", "1 if the last start or reload applied the config, 0 if it was rejected", m.last_reload_ok.clone());
+        r.register("mlopsd_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load or reload", m.last_reload_success_ts.clone());
+        r.register("mlopsd_check_evaluations", "Check evaluations", m.check_evaluations.clone());
+        r.register("mlopsd_check_breaches", "Evaluations that breached the threshold", m.check_breaches.clone());
+        r.register("mlopsd_check_value", "Last value read for a check", m.check_value.clone());
+        r.register("mlopsd_check_threshold", "A check's threshold", m.check_threshold.clone());
+        r.register("mlopsd_check_breaching", "1 while a check is in a breach incident (for consecutive breaches reached)", m.check_breaching.clone());
+        r.register("mlopsd_rule_firings", "Rule firings", m.rule_firings.clone());
+        r.register("mlopsd_rule_suppressions", "Times a rule did not fire, by reason (cooldown, max_concurrent, dry_run)", m.rule_suppressions.clone());
+        r.register("mlopsd_runs_started", "Runs started", m.runs_started.clone());
+        r.register("mlopsd_runs_succeeded", "Runs that succeeded", m.runs_succeeded.clone());
+        r.register("mlopsd_runs_failed", "Runs that failed (or could not be started)", m.runs_failed.clone());
+        r.register("mlopsd_runs_active", "Runs decided or started and not yet ended", m.runs_active.clone());
+        r.register("mlopsd_aws_requests", "AWS API calls (after SDK retries), by service and operation", m.aws_requests.clone());
+        r.register("mlopsd_aws_errors", "AWS API calls that failed, by service, operation and error code", m.aws_errors.clone());
+        r.register("mlopsd_aws_request_duration_seconds", "AWS API call latency, SDK retries included", m.aws_latency.clone());
+        r.register("mlopsd_notifications_sent", "SNS messages published", m.notifications_sent.clone());
+        r.register("mlopsd_notifications_deduplicated", "Notifications not sent because of repeat_interval", m.notifications_deduplicated.clone());
+        r.register("mlopsd_notifications_failed", "SNS publish attempts that failed (the message stays queued)", m.notifications_failed.clone());
+        r.register("mlopsd_gate_decisions", "Gate decisions by result (approved, rejected, no_metric)", m.gate_decisions.clone());
+        r.register("mlopsd_schedule_lateness_seconds", "How long after its due instant a scheduled item started", m.schedule_lateness.clone());
+        r.register("mlopsd_start_time_seconds", "Unix time the daemon started", m.up_since.clone());
+        Metrics { registry: r, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
+            s.clear();
+        }
+        s
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+pub fn check(name: &str) -> CheckL {
+    CheckL { check: name.to_string() }
+}
+
+pub fn rule(name: &str) -> RuleL {
+    RuleL { rule: name.to_string() }
+}
+
+pub fn run(kind: &str, target: &str) -> RunL {
+    RunL { kind: kind.to_string(), target: target.to_string() }
+}
+
+pub fn notify(notifier: &str, event: &str) -> NotifyL {
+    NotifyL { notifier: notifier.to_string(), event: event.to_string() }
+}
+
+/// Records one AWS call's outcome and latency.
+pub fn aws_call(service: &str, operation: &str, secs: f64, error_code: Option<&str>) {
+    let m = get();
+    let l = AwsL { service: service.to_string(), operation: operation.to_string() };
+    m.aws_requests.get_or_create(&l).inc();
+    m.aws_latency.get_or_create(&l).observe(secs);
+    if let Some(code) = error_code {
+        m.aws_errors.get_or_create(&AwsErrL { service: service.to_string(), operation: operation.to_string(), code: code.to_string() }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn encodes_counters_with_total_suffix() {
+        let m = super::get();
+        m.check_evaluations.get_or_create(&super::check("drift")).inc();
+        super::aws_call("sns", "Publish", 0.01, Some("NotFound"));
+        let s = m.encode();
+        assert!(s.contains("mlopsd_check_evaluations_total{check=\"drift\"} 1"), "{s}");
+        assert!(s.contains("mlopsd_aws_errors_total{service=\"sns\",operation=\"Publish\",code=\"NotFound\"} 1"), "{s}");
+        assert!(s.contains("mlopsd_aws_request_duration_seconds_bucket"), "{s}");
+        assert!(s.contains("# EOF"));
+    }
+}
