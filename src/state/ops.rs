@@ -449,6 +449,21 @@ mod tests {
     }
 
     #[test]
+    fn recent_values_are_bounded_per_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let st = CheckState::default();
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        for i in 0..(KEEP_VALUES + 50) {
+            let e = CheckEval { name: "c", state: &st, value: Some(i as f64), breached: false, at: t0 + chrono::Duration::seconds(i) };
+            s.save_check_evals(&[e]).unwrap();
+        }
+        let v = s.check_values("c").unwrap();
+        assert_eq!(v.len() as i64, KEEP_VALUES);
+        assert_eq!(v.last().unwrap().1, Some((KEEP_VALUES + 49) as f64), "the newest are kept");
+    }
+
+    #[test]
     fn a_decision_is_stored_whole_and_ends_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
