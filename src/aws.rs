@@ -243,6 +243,8 @@ impl Aws {
     }
 
     /// Starts a SageMaker pipeline execution; `token` is the idempotency token and display name.
+    /// One attempt only: the daemon retries a start itself, after looking for an execution the
+    /// token already started, so never-twice does not depend on the service honouring tokens.
     pub async fn start_pipeline(&self, pipeline_name: &str, params: &BTreeMap<String, String>, token: &str) -> Result<String, AwsError> {
         let params = params.iter().map(|(k, v)| aws_sdk_sagemaker::types::Parameter::builder().name(k).value(v).build()).collect();
         let resp = self
@@ -252,6 +254,8 @@ impl Aws {
             .set_pipeline_parameters(Some(params))
             .client_request_token(token)
             .pipeline_execution_display_name(token)
+            .customize()
+            .config_override(aws_sdk_sagemaker::config::Builder::default().retry_config(RetryConfig::disabled()))
             .send()
             .observed("sagemaker", "StartPipelineExecution")
             .await?;
@@ -296,7 +300,7 @@ impl Aws {
     }
 
     /// Starts a CodeBuild build; the token is also set as `MLOPSD_IDEMPOTENCY_TOKEN` so a
-    /// restart can find the build again.
+    /// restart can find the build again. One attempt only, as for pipelines.
     pub async fn start_build(
         &self,
         project: &str,
@@ -322,6 +326,8 @@ impl Aws {
             .set_source_version(source_version.map(str::to_string))
             .set_environment_variables_override(Some(vars))
             .idempotency_token(token)
+            .customize()
+            .config_override(aws_sdk_codebuild::config::Builder::default().retry_config(RetryConfig::disabled()))
             .send()
             .observed("codebuild", "StartBuild")
             .await?;
