@@ -19,6 +19,11 @@ use crate::schedule::Schedule;
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut d = Diags::default();
     let cfg = match DeTable::parse(text) {
+        Ok(doc) if doc.get_ref().is_empty() => {
+            // An emptied file (an editor mid-save, a truncated copy) must not remove everything.
+            d.push(0..0, "the config is empty: it defines no [daemon], [aws], [checks], [rules] or [gates]");
+            None
+        }
         Ok(doc) => build(&mut d, doc.get_ref(), 0..0),
         Err(e) => {
             // A syntax error: report it (and any others the parser recovers from), stop there.

@@ -34,6 +34,8 @@ struct Rule {
     /// Apply only to every nth matching request (1 = each).
     every: usize,
     seen: usize,
+    /// With `op = "*"`: operations this rule leaves alone.
+    except: Vec<String>,
 }
 
 #[derive(Default)]
@@ -71,12 +73,28 @@ impl Proxy {
 
     /// Applies `fault` to the next `times` requests of operation `op` (e.g. "StartPipelineExecution").
     pub fn fault(&self, op: &str, fault: Fault, times: usize) {
-        self.shared.lock().unwrap().rules.push(Rule { op: op.into(), fault, times, every: 1, seen: 0 });
+        self.shared.lock().unwrap().rules.push(Rule { op: op.into(), fault, times, every: 1, seen: 0, except: vec![] });
     }
 
     /// Applies `fault` to every `every`th request of `op`, indefinitely.
     pub fn fault_every(&self, op: &str, fault: Fault, every: usize) {
-        self.shared.lock().unwrap().rules.push(Rule { op: op.into(), fault, times: usize::MAX, every, seen: 0 });
+        self.shared.lock().unwrap().rules.push(Rule { op: op.into(), fault, times: usize::MAX, every, seen: 0, except: vec![] });
+    }
+
+    /// Applies `fault` to every `every`th request of any operation but those in `except`.
+    pub fn fault_every_except(&self, fault: Fault, every: usize, except: &[&str]) {
+        let except = except.iter().map(|s| s.to_string()).collect();
+        self.shared.lock().unwrap().rules.push(Rule { op: "*".into(), fault, times: usize::MAX, every, seen: 0, except });
+    }
+
+    /// Requests seen in all.
+    pub fn total(&self) -> usize {
+        self.shared.lock().unwrap().counts.values().sum()
+    }
+
+    /// Faults injected in all.
+    pub fn total_faults(&self) -> usize {
+        self.shared.lock().unwrap().faults.values().sum()
     }
 
     pub fn clear(&self) {
@@ -151,7 +169,8 @@ fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io:
         s.bodies.entry(op.clone()).or_default().push(String::from_utf8_lossy(&body).into_owned());
         let mut chosen = None;
         for r in s.rules.iter_mut() {
-            if r.op == op && r.times > 0 {
+            let applies = r.op == op || (r.op == "*" && !r.except.contains(&op));
+            if applies && r.times > 0 {
                 r.seen += 1;
                 if r.seen % r.every == 0 {
                     if r.times != usize::MAX {

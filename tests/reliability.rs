@@ -1,0 +1,207 @@
+//! Reliability under faults, signals and bad files: each test can fail, and the figures it
+//! saw are printed (RELIABILITY.md collects them; run with `--nocapture` to see them).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::aws::TestAws;
+use common::proxy::{Fault, Proxy};
+use common::{replace_by_rename, Opts, Running};
+
+const T: Duration = Duration::from_secs(60);
+
+fn env() -> Opts<'static> {
+    Opts { env: vec![("AWS_ACCESS_KEY_ID", "testing".into()), ("AWS_SECRET_ACCESS_KEY", "testing".into())], notify: true }
+}
+
+fn head(dir: &std::path::Path, endpoint: &str, extra_aws: &str) -> String {
+    format!(
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\npoll_interval = \"1s\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nmax_attempts = 3\nattempt_timeout = \"1s\"\n{extra_aws}\n",
+        dir.join("state").display()
+    )
+}
+
+/// Many firings through a proxy that throttles, fails, resets, truncates and delays requests:
+/// every decided start happens exactly once, every run is followed to its end.
+#[test]
+fn faults_over_many_firings_start_each_exactly_once() {
+    let pipelines_n: usize = std::env::var("MLOPSD_SOAK_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    const BUILDS: usize = 4;
+    let mut aws = TestAws::new("soak");
+    let topic = aws.create_topic("alerts");
+    let proxy = Proxy::start(&aws.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let ns = format!("{}/soak", aws.prefix);
+    let mut text = head(dir.path(), &proxy.url, "");
+    text.push_str(&format!("[notifiers.ops]\ntopic_arn = \"{topic}\"\nrepeat_interval = \"0s\"\n\n"));
+    let mut pipelines = Vec::new();
+    for i in 0..pipelines_n {
+        let p = aws.create_pipeline(&format!("p{i}"));
+        aws.put_metric(&ns, &format!("m{i}"), &[], 1.0);
+        text.push_str(&format!(
+            "[pipelines.p{i}]\npipeline_name = \"{p}\"\n\n[checks.c{i}]\nschedule = \"every 1s\"\nnamespace = \"{ns}\"\nmetric = \"m{i}\"\nabove = 0.5\n\n[rules.r{i}]\non_check = \"c{i}\"\nstart_pipeline = \"p{i}\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n\n"
+        ));
+        pipelines.push(p);
+    }
+    let mut projects = Vec::new();
+    for i in 0..BUILDS {
+        let b = aws.create_project(&format!("b{i}"));
+        text.push_str(&format!(
+            "[builds.b{i}]\nproject_name = \"{b}\"\n\n[rules.nightly{i}]\non_schedule = \"every 2s\"\nstart_build = \"b{i}\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n\n"
+        ));
+        projects.push(b);
+    }
+    // Response-losing faults (truncate, delay-then-forward) are kept off StartBuild: moto neither
+    // honours idempotency tokens nor echoes the build variable the daemon finds builds by, so a
+    // build whose answer is lost cannot be recognised on moto (it is on AWS). Request-side faults
+    // (throttle, 5xx, reset before forwarding) hit every operation.
+    let throttle = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+    proxy.fault_every_except(Fault::Status(400, throttle.into()), 10, &[]);
+    proxy.fault_every_except(Fault::Status(500, "internal error".into()), 13, &[]);
+    proxy.fault_every_except(Fault::Reset, 17, &[]);
+    proxy.fault_every_except(Fault::Truncate, 23, &["StartBuild"]);
+    proxy.fault_every_except(Fault::Delay(Duration::from_millis(1500)), 29, &["StartBuild", "StartPipelineExecution"]);
+    proxy.fault_every_except(Fault::Hang(Duration::from_millis(1500)), 31, &[]);
+
+    let r = Running::start(dir.path(), &text, env());
+    // Let the faults act for a while, then stop them and let everything settle.
+    std::thread::sleep(Duration::from_secs(12));
+    let faults = proxy.total_faults();
+    let during = proxy.total();
+    proxy.clear();
+    let start = Instant::now();
+    r.wait_for("every run to end", Duration::from_secs(90), |l| {
+        l.iter().filter(|v| v["event"] == "run_succeeded").count() >= pipelines_n + BUILDS
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut starts = 0;
+    for p in &pipelines {
+        let n = aws.executions(p).len();
+        assert_eq!(n, 1, "pipeline {p}: {n} executions");
+        starts += n;
+    }
+    for b in &projects {
+        let n = aws.builds(b).len();
+        assert_eq!(n, 1, "project {b}: {n} builds");
+        starts += n;
+    }
+    let ended = r.events("run_succeeded").len();
+    assert_eq!(ended, pipelines_n + BUILDS, "each end handled once");
+    assert!(!r.raw_output().contains("panicked"));
+    // The daemon recovered: it still evaluates, and /healthz is fine.
+    let addr = r.http_addr();
+    assert_eq!(mlopsd::status::get(&addr, "/healthz").unwrap().0, 200);
+    println!(
+        "RELIABILITY aws-faults: {} decided starts under {faults} injected faults in {during} requests: {starts} started, 0 doubled, 0 lost; {ended} runs followed to the end ({:.0} s to settle after faults stopped); start retries logged: {}",
+        pipelines_n + BUILDS,
+        start.elapsed().as_secs_f64(),
+        r.events("start_retry").len()
+    );
+}
+
+#[test]
+fn sigterm_during_an_in_flight_call_exits_0_within_grace() {
+    let aws = TestAws::new("term");
+    let proxy = Proxy::start(&aws.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let text = head(dir.path(), &proxy.url, "")
+        + &format!("[checks.c]\nschedule = \"every 1s\"\nnamespace = \"{}/t\"\nmetric = \"m\"\nabove = 1\n", aws.prefix);
+    // A call that would outlast the 2 s grace: the daemon abandons it and still exits 0.
+    proxy.fault("GetMetricData", Fault::Hang(Duration::from_secs(20)), usize::MAX);
+    let mut r = Running::start(dir.path(), &text, env());
+    r.wait_for("a GetMetricData call in flight", T, |_| proxy.count("GetMetricData") >= 1);
+    r.signal(libc::SIGTERM);
+    let st = r.wait_exit(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(0), "{}", r.raw_output());
+    assert_eq!(r.events("shutdown_grace_exceeded").len(), 1);
+    assert_eq!(r.events("daemon_stopped")[0]["clean"], false);
+    drop(r);
+
+    // A call that finishes within the grace: a clean stop.
+    proxy.clear();
+    proxy.fault("GetMetricData", Fault::Delay(Duration::from_millis(800)), usize::MAX);
+    let before = proxy.count("GetMetricData");
+    let mut r = Running::start(dir.path(), &text, env());
+    r.wait_for("a GetMetricData call in flight", T, |_| proxy.count("GetMetricData") > before);
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    assert_eq!(r.events("daemon_stopped")[0]["clean"], true, "{}", r.raw_output());
+    assert!(r.notes().iter().any(|n| n == "STOPPING=1"));
+}
+
+#[test]
+fn sighup_storm_leaves_one_consistent_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = head(dir.path(), "http://127.0.0.1:9", "");
+    let cfg = |n: usize| format!("{base}[checks.c{n}]\nschedule = \"every 1h\"\nnamespace = \"ns\"\nmetric = \"m\"\nabove = {n}\n");
+    let r = Running::start(dir.path(), &cfg(0), env());
+    r.wait_event("daemon_ready", 1, T);
+    for i in 1..=100 {
+        if i % 10 == 0 {
+            std::fs::write(&r.config, cfg(i)).unwrap();
+        }
+        r.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let last = cfg(100);
+    let want = mlopsd::config::content_hash(&last);
+    std::fs::write(&r.config, &last).unwrap();
+    r.signal(libc::SIGHUP);
+    r.wait_for("the final config applied", T, |l| {
+        l.iter().any(|v| (v["event"] == "config_reload_accepted" || v["event"] == "config_reload_unchanged") && v["hash"] == want.as_str())
+    });
+    let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
+    let names: Vec<&str> = st["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["c100"]);
+    assert_eq!(st["config"]["hash"], want.as_str());
+    assert!(r.events("config_reload_rejected").is_empty(), "only valid files were written");
+    let reloads = r.logs().iter().filter(|v| v["event"].as_str().is_some_and(|e| e.starts_with("config_reload"))).count();
+    println!("RELIABILITY sighup-storm: 101 SIGHUPs in ~1 s → {reloads} reloads, final config c100 (hash {want}), no rejection");
+}
+
+#[test]
+fn bad_files_keep_the_old_config_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = head(dir.path(), "http://127.0.0.1:9", "") + "[checks.a]\nschedule = \"every 1h\"\nnamespace = \"ns\"\nmetric = \"m\"\nabove = 1\n";
+    let r = Running::start(dir.path(), &good, env());
+    r.wait_event("daemon_ready", 1, T);
+    let mut n = 0;
+    let mut rejected = |what: &str, needle: &str| {
+        n += 1;
+        let ev = r.wait_event("config_reload_rejected", n, T);
+        assert!(ev["errors"].as_str().unwrap().contains(needle), "{what}: {ev}");
+    };
+    std::fs::write(&r.config, "").unwrap();
+    rejected("emptied", "the config is empty");
+    std::fs::write(&r.config, &good[..good.len() / 2]).unwrap();
+    rejected("truncated mid-write", "mlops.toml:");
+    std::fs::write(&r.config, [0xff, 0xfe, b'[', b'x']).unwrap();
+    rejected("not UTF-8", "not valid UTF-8");
+    std::fs::remove_file(&r.config).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nowhere.toml"), &r.config).unwrap();
+    r.signal(libc::SIGHUP);
+    rejected("dangling symlink (unreadable)", "cannot read config");
+    std::fs::remove_file(&r.config).unwrap();
+    replace_by_rename(&r.config, &good);
+    r.wait_event("config_reload_unchanged", 1, T);
+    // Through all of it the original check stayed scheduled.
+    let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
+    assert_eq!(st["checks"][0]["name"], "a");
+}
+
+#[test]
+fn older_schema_is_migrated_and_its_data_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // A version-0 file: an SQLite database this build has never written to.
+    {
+        let c = rusqlite::Connection::open(state.join("mlopsd.db")).unwrap();
+        c.execute_batch("CREATE TABLE keepme (x INTEGER); INSERT INTO keepme VALUES (42);").unwrap();
+    }
+    let s = mlopsd::state::Store::open(&state).unwrap();
+    assert_eq!(s.schema_version().unwrap(), mlopsd::state::SCHEMA_VERSION);
+    let x: i64 = s.conn().query_row("SELECT x FROM keepme", [], |r| r.get(0)).unwrap();
+    assert_eq!(x, 42);
+}
