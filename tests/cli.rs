@@ -123,3 +123,34 @@ fn plan_rejects_bad_from() {
     assert_eq!(code, 64);
     assert!(err.contains("not an RFC 3339 time"), "{err}");
 }
+
+#[test]
+fn env_references_expand_without_echoing_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[aws]\nendpoint_url = \"${MLOPSD_T_ENDPOINT}\"\n[notifiers.ops]\ntopic_arn = \"${MLOPSD_T_TOPIC}\"\n[rules.r]\non_schedule = \"every 1h\"\nnotify = [\"ops\"]\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["validate", "--config", p])
+        .env("MLOPSD_T_ENDPOINT", "http://127.0.0.1:4566")
+        .env("MLOPSD_T_TOPIC", "arn:aws:sns:us-east-1:123456789012:secret-topic-name")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Unset: a located error that names the variable, not a value.
+    let out = std::process::Command::new(common::bin())
+        .args(["validate", "--config", p])
+        .env_remove("MLOPSD_T_ENDPOINT")
+        .env("MLOPSD_T_TOPIC", "not-an-arn-secret-value")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(err.contains(":2:16: `endpoint_url`: environment variable MLOPSD_T_ENDPOINT is not set (referenced as ${MLOPSD_T_ENDPOINT})"), "{err}");
+    assert!(err.contains(":4:13: `topic_arn` must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), found a value from the environment (not shown)"), "{err}");
+    assert!(!err.contains("secret-value"), "{err}");
+}

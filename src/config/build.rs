@@ -254,14 +254,14 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
         match s.v.parse::<SocketAddr>() {
             Ok(a) if !a.ip().is_loopback() && !allow => {
                 d.push(
-                    s.span,
-                    format!("`listen` = \"{}\" is not a loopback address; the status server shows internal state, so set `allow_remote_listen = true` to serve it beyond this host", s.v),
+                    s.span.clone(),
+                    format!("`listen` = {} is not a loopback address; the status server shows internal state, so set `allow_remote_listen = true` to serve it beyond this host", d.show(&s)),
                 );
                 ok = false;
             }
             Ok(a) => cfg.listen = a,
             Err(_) => {
-                d.push(s.span, format!("`listen` must be an address and port such as \"127.0.0.1:9464\", found \"{}\"", s.v));
+                d.push(s.span.clone(), format!("`listen` must be an address and port such as \"127.0.0.1:9464\", found {}", d.show(&s)));
                 ok = false;
             }
         }
@@ -300,7 +300,7 @@ fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
     let mut ok = true;
     if let Some(r) = t.string(d, "region") {
         if r.v.is_empty() || !r.v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            d.push(r.span, format!("`region` must be an AWS region name such as \"us-east-1\", found \"{}\"", r.v));
+            d.push(r.span.clone(), format!("`region` must be an AWS region name such as \"us-east-1\", found {}", d.show(&r)));
             ok = false;
         } else {
             cfg.region = r.v;
@@ -309,7 +309,7 @@ fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
     cfg.profile = t.string(d, "profile").map(|x| x.v);
     if let Some(u) = t.string(d, "endpoint_url") {
         if !(u.v.starts_with("http://") || u.v.starts_with("https://")) || u.v.len() < 10 {
-            d.push(u.span, format!("`endpoint_url` must be an http:// or https:// URL, found \"{}\"", u.v));
+            d.push(u.span.clone(), format!("`endpoint_url` must be an http:// or https:// URL, found {}", d.show(&u)));
             ok = false;
         } else {
             cfg.endpoint_url = Some(u.v);
@@ -334,7 +334,7 @@ fn read_notifier(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<Notifier> {
     let topic = t.req_string(d, "topic_arn");
     if let Some(a) = &topic {
         if !a.v.starts_with("arn:") || a.v.split(':').count() < 6 || !a.v.contains(":sns:") {
-            d.push(a.span.clone(), format!("`topic_arn` must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), found \"{}\"", a.v));
+            d.push(a.span.clone(), format!("`topic_arn` must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), found {}", d.show(a)));
         }
     }
     let repeat = if t.has("repeat_interval") {
@@ -471,7 +471,7 @@ fn valid_period(p: Duration) -> bool {
 
 fn parse_target(d: &mut Diags, v: &Sp<String>, key: &str, refs: &mut Refs) -> Option<Target> {
     let Some((kind, name)) = v.v.split_once(':') else {
-        d.push(v.span.clone(), format!("`{key}` must be \"pipeline:NAME\" or \"build:NAME\", found \"{}\"", v.v));
+        d.push(v.span.clone(), format!("`{key}` must be \"pipeline:NAME\" or \"build:NAME\", found {}", d.show(v)));
         return None;
     };
     let r = Sp { v: name.to_string(), span: v.span.clone() };

@@ -19,11 +19,26 @@ pub struct Diag {
 
 /// The diagnostics collected while loading one file.
 #[derive(Debug, Default)]
-pub struct Diags(pub Vec<Diag>);
+pub struct Diags(pub Vec<Diag>, Vec<Range<usize>>);
 
 impl Diags {
     pub fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.0.push(Diag { span, message: message.into() });
+    }
+
+    /// Remembers that the string at `span` came from `${ENV}` expansion.
+    fn mark_env(&mut self, span: Range<usize>) {
+        self.1.push(span);
+    }
+
+    /// How to show a value in a message: quoted, unless it came from the environment (it may
+    /// be a secret), in which case it is not shown.
+    pub fn show(&self, v: &Sp<String>) -> String {
+        if self.1.contains(&v.span) {
+            "a value from the environment (not shown)".to_string()
+        } else {
+            format!("\"{}\"", v.v)
+        }
     }
 }
 
@@ -133,7 +148,12 @@ impl<'a, 'i> Table<'a, 'i> {
             _ => None,
         })?;
         match expand_env(&r.v) {
-            Ok(v) => Some(Sp { v, span: r.span }),
+            Ok(v) => {
+                if v != r.v {
+                    d.mark_env(r.span.clone());
+                }
+                Some(Sp { v, span: r.span })
+            }
             Err(m) => {
                 d.push(r.span, format!("`{key}`: {m}"));
                 None
