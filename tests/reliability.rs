@@ -205,3 +205,75 @@ fn older_schema_is_migrated_and_its_data_kept() {
     let x: i64 = s.conn().query_row("SELECT x FROM keepme", [], |r| r.get(0)).unwrap();
     assert_eq!(x, 42);
 }
+
+/// A small tmpfs, unmounted on drop (the tests run as root, as CI does).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn new(dir: &std::path::Path, size: &str) -> Tmpfs {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "mounting a tmpfs for the full-disk test needs root: {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Fills the filesystem; returns the filler's path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let p = self.0.join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        p
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_is_reported_and_recovered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let fs = Tmpfs::new(&mnt, "2m");
+    let text = format!(
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n\n[aws]\nendpoint_url = \"http://127.0.0.1:9\"\nregion = \"us-east-1\"\n\n[notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n\n[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\ndry_run = true\n",
+        mnt.join("state").display()
+    );
+    let r = Running::start(dir.path(), &text, env());
+    let addr = r.http_addr();
+    assert_eq!(mlopsd::status::get(&addr, "/healthz").unwrap().0, 200);
+    let filler = fs.fill();
+    r.wait_for("a state write to fail", T, |l| l.iter().any(|v| v["event"] == "state_error"));
+    let (code, body) = mlopsd::status::get(&addr, "/healthz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not writable") && body.contains("full"), "{body}");
+    std::fs::remove_file(&filler).unwrap();
+    let start = Instant::now();
+    while mlopsd::status::get(&addr, "/healthz").unwrap().0 != 200 {
+        assert!(start.elapsed() < T, "did not recover after space was freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!r.raw_output().contains("panicked"));
+    drop(r);
+
+    // Starting on a full disk: a clear error and exit code, no panic.
+    let text2 = text.replace(&mnt.join("state").display().to_string(), &mnt.join("state2").display().to_string());
+    let _filler = fs.fill();
+    let d2 = dir.path().join("second");
+    std::fs::create_dir(&d2).unwrap();
+    let mut r = Running::start(&d2, &text2, env());
+    let st = r.wait_exit(T);
+    let out = r.raw_output();
+    assert_eq!(st.code(), Some(74), "{out}");
+    assert!(out.contains("state store") && (out.contains("full") || out.contains("No space")), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}

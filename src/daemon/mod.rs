@@ -290,7 +290,7 @@ impl Daemon {
         self.work.evaluate_checks(checks, now);
         if !rule_fires.is_empty() {
             if let Err(e) = self.store.record_fires("rule", &rule_fires) {
-                tracing::error!(error = %e, "cannot record rule fires in the state store");
+                tracing::error!(event = "state_error", error = %e, "cannot record rule fires in the state store");
             }
             for (name, _) in &rule_fires {
                 self.work.fire_rule(name, Cause::Schedule);
