@@ -24,7 +24,7 @@ pub fn config_loaded(path: &Path, hash: &str, cfg: &Config) {
     );
 }
 
-pub fn config_reload_accepted(path: &Path, hash: &str, trigger: &str, diff: &ConfigDiff) {
+pub fn config_reload_accepted(path: &Path, hash: &str, trigger: &str, diff: &ConfigDiff, took: std::time::Duration) {
     let (added, changed, removed) = diff.counts();
     let restart_needed = diff.restart_needed.join(",");
     if !diff.restart_needed.is_empty() {
@@ -43,6 +43,7 @@ pub fn config_reload_accepted(path: &Path, hash: &str, trigger: &str, diff: &Con
         added,
         changed,
         removed,
+        took_ms = took.as_secs_f64() * 1000.0,
         checks_added = %diff.checks.added.join(","),
         checks_changed = %diff.checks.changed.join(","),
         checks_removed = %diff.checks.removed.join(","),

@@ -53,8 +53,10 @@ impl RunError {
 
 /// The longest the loop sleeps without looking at the clock again (wall-clock jumps, watchdog).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-/// Quiet time after the last file event before a reload (editors write in several steps).
+/// Wait after a data change with no close yet (a writer still busy) before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Wait after a close-after-write or rename, to fold a burst of events into one reload.
+const SETTLE: Duration = Duration::from_millis(5);
 
 struct Daemon {
     path: PathBuf,
@@ -124,7 +126,7 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
 
-    let (file_tx, mut file_rx) = mpsc::channel::<()>(16);
+    let (file_tx, mut file_rx) = mpsc::channel::<watch::Change>(64);
     let _watcher = match watch::watch(&path, file_tx) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -165,9 +167,13 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => d.reload("signal"),
-            Some(()) = file_rx.recv() => {
-                reload_at = Some(tokio::time::Instant::now() + DEBOUNCE);
-            }
+            Some(change) = file_rx.recv() => match change {
+                // A writer closed the file or a new file was renamed in: reload now (after a
+                // short settle so a burst of such events becomes one reload).
+                watch::Change::Settled => reload_at = Some(tokio::time::Instant::now() + SETTLE),
+                // Data still being written: wait for quiet (or for the close).
+                watch::Change::Busy => reload_at = Some(tokio::time::Instant::now() + DEBOUNCE),
+            },
             _ = debounce => {
                 reload_at = None;
                 d.reload("file");
@@ -286,6 +292,15 @@ impl Daemon {
                 ItemKind::Gate => self.work.run_gate(name),
             }
         }
+        let (first, last) = (due.first().map(|d| d.1), due.last().map(|d| d.1));
+        if let (Some(first), Some(last)) = (first, last) {
+            tracing::debug!(
+                event = "schedule_batch", items = due.len(), checks = checks.len(),
+                lateness_ms_max = (now - first).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+                lateness_ms_min = (now - last).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+                "due items popped"
+            );
+        }
         // All checks due now go out in one batched evaluation.
         self.work.evaluate_checks(checks, now);
         if !rule_fires.is_empty() {
@@ -316,6 +331,7 @@ impl Daemon {
 
     /// Validates the file whole; applies it as a diff, or keeps the old config.
     fn reload(&mut self, trigger: &str) {
+        let t0 = std::time::Instant::now();
         systemd::reloading();
         let m = crate::metrics::get();
         let now = Utc::now();
@@ -335,7 +351,7 @@ impl Daemon {
                     set_threshold_gauges(&new);
                     self.apply(new, now);
                     self.hash = hash;
-                    events::config_reload_accepted(&self.path, &self.hash, trigger, &diff);
+                    events::config_reload_accepted(&self.path, &self.hash, trigger, &diff, t0.elapsed());
                 }
                 m.reloads.get_or_create(&crate::metrics::ResultL { result: "success".into() }).inc();
                 m.last_reload_ok.set(1);
