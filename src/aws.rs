@@ -150,29 +150,43 @@ pub struct Aws {
 pub const MAX_QUERIES_PER_CALL: usize = 500;
 const MAX_DATAPOINTS_PER_CALL: u64 = 100_800;
 
+/// The account id of the caller's credentials (STS `GetCallerIdentity`), and the region.
+pub async fn caller_account(cfg: &AwsConfig) -> Result<(String, String), AwsError> {
+    let sdk = sdk_config(cfg).await;
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+    let sts = aws_sdk_sts::Client::new(&sdk);
+    let r = sts.get_caller_identity().send().observed("sts", "GetCallerIdentity").await?;
+    let account = r.account().map(str::to_string).ok_or_else(|| missing("sts", "GetCallerIdentity", "Account"))?;
+    Ok((account, region))
+}
+
+async fn sdk_config(cfg: &AwsConfig) -> aws_types::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts).with_initial_backoff(Duration::from_millis(200)))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(cfg.attempt_timeout)
+                .operation_timeout(cfg.attempt_timeout * cfg.max_attempts + Duration::from_secs(10))
+                .build(),
+        );
+    if !cfg.region.is_empty() {
+        loader = loader.region(Region::new(cfg.region.clone()));
+    }
+    if let Some(p) = &cfg.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(u) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    loader.load().await
+}
+
 impl Aws {
     /// Builds the SDK config from `[aws]`: region, profile, endpoint, retries with backoff,
     /// timeouts; credentials from the standard chain.
     pub async fn new(cfg: &AwsConfig) -> Aws {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts).with_initial_backoff(Duration::from_millis(200)))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(cfg.attempt_timeout)
-                    .operation_timeout(cfg.attempt_timeout * cfg.max_attempts + Duration::from_secs(10))
-                    .build(),
-            );
-        if !cfg.region.is_empty() {
-            loader = loader.region(Region::new(cfg.region.clone()));
-        }
-        if let Some(p) = &cfg.profile {
-            loader = loader.profile_name(p);
-        }
-        if let Some(u) = &cfg.endpoint_url {
-            loader = loader.endpoint_url(u);
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_config(cfg).await;
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
         let s3conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(cfg.endpoint_url.is_some()).build();
         Aws {

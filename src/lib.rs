@@ -23,6 +23,7 @@ pub mod engine;
 pub mod events;
 pub mod failpoint;
 pub mod http;
+pub mod iam;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -37,6 +37,17 @@ enum Cmd {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
     },
+    /// Print the least-privilege IAM policy (JSON) this config needs.
+    IamPolicy {
+        #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
+        config: PathBuf,
+        /// The AWS account id for the ARNs; default: the caller's, from STS GetCallerIdentity.
+        #[arg(long)]
+        account_id: Option<String>,
+        /// S3 bucket(s) holding evaluation reports (needed when a gate uses `report_path`).
+        #[arg(long = "report-bucket")]
+        report_buckets: Vec<String>,
+    },
     /// Ask the running daemon what it is doing (its /status), as tables or JSON.
     Status {
         /// The daemon's HTTP address; default: `daemon.listen` of --config, else 127.0.0.1:9464.
@@ -130,6 +141,52 @@ fn main() -> ExitCode {
             };
             let code = rt.block_on(mlopsd::check::run(&cfg, &name));
             ExitCode::from(code)
+        }
+        Cmd::IamPolicy { config, account_id, report_buckets } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG as u8);
+                }
+            };
+            let (account, region) = match account_id {
+                Some(a) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => (a, cfg.aws.region.clone()),
+                Some(a) => {
+                    eprintln!("--account-id {a:?} is not a 12-digit AWS account id");
+                    return ExitCode::from(64);
+                }
+                None => {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            eprintln!("cannot start the async runtime: {e}");
+                            return ExitCode::from(2);
+                        }
+                    };
+                    match rt.block_on(mlopsd::aws::caller_account(&cfg.aws)) {
+                        Ok((a, r)) => (a, if cfg.aws.region.is_empty() { r } else { cfg.aws.region.clone() }),
+                        Err(e) => {
+                            eprintln!("cannot find the account id (pass --account-id): {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            };
+            if region.is_empty() {
+                eprintln!("no region: set [aws] region in the config or AWS_REGION");
+                return ExitCode::from(EX_CONFIG as u8);
+            }
+            match mlopsd::iam::policy(&cfg, &region, &account, &report_buckets) {
+                Ok(p) => {
+                    println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(64)
+                }
+            }
         }
         Cmd::Status { addr, config, json } => {
             let addr = match (addr, config) {

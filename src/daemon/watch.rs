@@ -44,3 +44,18 @@ pub fn watch(path: &Path, tx: mpsc::Sender<Change>) -> notify::Result<Recommende
     w.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(w)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, RenameMode};
+
+    #[test]
+    fn close_and_rename_settle_data_changes_wait() {
+        assert_eq!(classify(&EventKind::Access(AccessKind::Close(AccessMode::Write))), Some(Change::Settled));
+        assert_eq!(classify(&EventKind::Modify(ModifyKind::Name(RenameMode::To))), Some(Change::Settled));
+        assert_eq!(classify(&EventKind::Create(CreateKind::File)), Some(Change::Settled));
+        assert_eq!(classify(&EventKind::Modify(ModifyKind::Data(DataChange::Content))), Some(Change::Busy));
+        assert_eq!(classify(&EventKind::Access(AccessKind::Open(AccessMode::Read))), None);
+    }
+}

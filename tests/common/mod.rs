@@ -144,6 +144,12 @@ impl Running {
         self.events(name)[n - 1].clone()
     }
 
+    /// Waits for the first event named `name` that satisfies `pred`, and returns it.
+    pub fn wait_for_event_where(&self, name: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(&format!("event {name} matching"), timeout, |l| l.iter().any(|v| v["event"] == name && pred(v)));
+        self.events(name).into_iter().find(|v| pred(v)).unwrap_or_default()
+    }
+
     /// The address the status server listens on (from its `http_listening` event).
     pub fn http_addr(&self) -> String {
         let ev = self.wait_event("http_listening", 1, Duration::from_secs(20));

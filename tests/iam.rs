@@ -1,0 +1,268 @@
+//! The generated IAM policy is enforced, not just printed: a moto server with IAM enforcement
+//! (`INITIAL_NO_AUTH_ACTION_COUNT`) runs the daemon's whole scenario (check breach → pipeline
+//! start → follow → SNS; a scheduled build; a gate) with an IAM user holding exactly the
+//! generated actions. moto checks actions but not resource ARNs for SageMaker, SNS and
+//! CodeBuild, so this test widens the resources to "*" (the scoping is checked by parliament,
+//! below, and by unit tests). Then one action is removed and the daemon must report the
+//! denial clearly. The policy also passes the `parliament` IAM linter with no finding.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::aws::TestAws;
+use common::{mlopsd, Opts, Running};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(60);
+
+fn venv_bin(name: &str) -> String {
+    let p = format!("{}/.venv/bin/{name}", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new(&p).exists(),
+        "{p} is missing: scripts/test installs moto server, cfn-lint and parliament into .venv"
+    );
+    p
+}
+
+struct Moto(Child, String);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A moto server of our own that authenticates every request after the first `free` ones.
+fn moto_with_auth(free: usize) -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(venv_bin("moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto(child, url)
+}
+
+fn keys(aws: &TestAws, user: &str, policy: &Value) -> (String, String) {
+    let iam_conf = aws.rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&aws.endpoint)
+            .load(),
+    );
+    let iam = aws_sdk_iam_client(&iam_conf);
+    let _ = aws.rt.block_on(iam.create_user().user_name(user).send()).expect("create user");
+    set_policy(aws, user, policy);
+    let k = aws.rt.block_on(iam.create_access_key().user_name(user).send()).expect("access key");
+    let k = k.access_key().unwrap();
+    (k.access_key_id().to_string(), k.secret_access_key().to_string())
+}
+
+fn aws_sdk_iam_client(conf: &aws_types::SdkConfig) -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(conf)
+}
+
+fn set_policy(aws: &TestAws, user: &str, policy: &Value) {
+    let conf = aws.rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&aws.endpoint)
+            .load(),
+    );
+    let iam = aws_sdk_iam_client(&conf);
+    aws.rt
+        .block_on(iam.put_user_policy().user_name(user).policy_name("mlopsd").policy_document(policy.to_string()).send())
+        .expect("put user policy");
+}
+
+/// The generated policy with every resource widened to "*" (moto checks actions only).
+fn widened(policy: &Value, drop_action: Option<&str>) -> Value {
+    let mut p = policy.clone();
+    for s in p["Statement"].as_array_mut().unwrap() {
+        s["Resource"] = json!("*");
+        if let Some(d) = drop_action {
+            let acts: Vec<Value> = s["Action"].as_array().unwrap().iter().filter(|a| a.as_str() != Some(d)).cloned().collect();
+            s["Action"] = json!(acts);
+        }
+    }
+    p["Statement"] = json!(p["Statement"].as_array().unwrap().iter().filter(|s| !s["Action"].as_array().unwrap().is_empty()).cloned().collect::<Vec<_>>());
+    p
+}
+
+#[test]
+fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
+    // Setup requests made before enforcement starts (counted exactly; see below).
+    const SETUP_REQUESTS: usize = 17;
+    let moto = moto_with_auth(SETUP_REQUESTS);
+    let mut aws = TestAws::with_endpoint("iam", &moto.1);
+    let pipeline = aws.create_pipeline("train"); // 1
+    let project = aws.create_project("ci"); // 2
+    let topic = aws.create_topic("alerts"); // 3-6: topic, queue, queue attributes, subscribe
+    let group = aws.name("models");
+    aws.rt.block_on(aws.sm.create_model_package_group().model_package_group_name(&group).send()).unwrap(); // 7
+    {
+        use aws_sdk_sagemaker::types::*;
+        aws.rt
+            .block_on(
+                aws.sm
+                    .create_model_package()
+                    .model_package_group_name(&group)
+                    .model_approval_status(ModelApprovalStatus::PendingManualApproval)
+                    .customer_metadata_properties("accuracy", "0.93")
+                    .inference_specification(
+                        InferenceSpecification::builder()
+                            .containers(ModelPackageContainerDefinition::builder().image("img").build())
+                            .supported_content_types("text/csv")
+                            .supported_response_mime_types("text/csv")
+                            .build(),
+                    )
+                    .send(),
+            )
+            .unwrap(); // 8
+    }
+    let ns = format!("{}/iam", aws.prefix);
+    aws.put_metric(&ns, "drift", &[], 0.4); // 9
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[daemon]
+state_dir = "{state}"
+listen = "127.0.0.1:0"
+poll_interval = "1s"
+
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+max_attempts = 2
+
+[notifiers.ops]
+topic_arn = "{topic}"
+repeat_interval = "0s"
+
+[pipelines.train]
+pipeline_name = "{pipeline}"
+
+[builds.ci]
+project_name = "{project}"
+
+[checks.drift]
+schedule = "every 1s"
+namespace = "{ns}"
+metric = "drift"
+above = 0.1
+
+[rules.retrain]
+on_check = "drift"
+start_pipeline = "train"
+cooldown = "1h"
+notify = ["ops"]
+
+[rules.nightly]
+on_schedule = "every 2s"
+start_build = "ci"
+cooldown = "1h"
+
+[gates.approve]
+model_package_group = "{group}"
+schedule = "every 2s"
+metric = "accuracy"
+min = 0.8
+notify = ["ops"]
+"#,
+        state = dir.path().join("state").display(),
+        endpoint = moto.1,
+    );
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, err) = mlopsd(&["iam-policy", "--config", path.to_str().unwrap(), "--account-id", "123456789012"]);
+    assert_eq!(code, 0, "{err}");
+    let policy: Value = serde_json::from_str(&out).unwrap();
+    let actions = mlopsd::iam::actions(&policy);
+    for a in ["cloudwatch:GetMetricData", "sagemaker:StartPipelineExecution", "sagemaker:DescribePipelineExecution", "codebuild:StartBuild", "codebuild:BatchGetBuilds", "sns:Publish", "sagemaker:ListModelPackages", "sagemaker:UpdateModelPackage"] {
+        assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
+    }
+
+    // The daemon's user (exact actions) and an observer for the test's own reads.
+    let (daemon_key, daemon_secret) = keys(&aws, "mlopsd", &widened(&policy, None)); // 10-12
+    let (obs_key, obs_secret) = keys(&aws, "observer", &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})); // 13-15
+    // 16-17: spare requests moto counts for the IAM client setup; enforcement is on from here.
+    let probe = TestAws::with_endpoint("iam-probe", &moto.1);
+    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
+    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
+    let denied = probe.rt.block_on(probe.sm.list_pipelines().send());
+    assert!(denied.is_err(), "IAM enforcement is not on: the setup count is off");
+
+    std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
+    let obs = TestAws::with_endpoint("iam-obs", &moto.1);
+    let mut obs = obs;
+    obs.queue_url = aws.queue_url.clone();
+
+    let opts = Opts { env: vec![("AWS_ACCESS_KEY_ID", daemon_key.clone()), ("AWS_SECRET_ACCESS_KEY", daemon_secret.clone())], notify: true };
+    let r = Running::start(dir.path(), &text, opts);
+    r.wait_for("pipeline and build runs to succeed", T, |l| {
+        l.iter().any(|v| v["event"] == "run_succeeded" && v["target"] == "pipeline:train")
+            && l.iter().any(|v| v["event"] == "run_succeeded" && v["target"] == "build:ci")
+    });
+    r.wait_event("gate_applied", 1, T);
+    r.wait_for("notifications sent", T, |l| l.iter().filter(|v| v["event"] == "notification_sent").count() >= 3);
+    let out = r.raw_output();
+    assert!(!out.contains("AccessDenied") && !out.contains("not authorized"), "a call was denied with the generated policy:\n{out}");
+    let notes = obs.notes_until(T, |n| n.iter().any(|x| x.event() == "run_succeeded"));
+    assert!(notes.iter().any(|n| n.event() == "gate_approved"));
+    assert_eq!(obs.executions(&pipeline).len(), 1);
+    drop(r);
+
+    // One generated action removed: the daemon names the denial and the config item.
+    set_policy(&obs, "mlopsd", &widened(&policy, Some("sagemaker:StartPipelineExecution")));
+    aws.put_metric(&ns, "drift", &[], 0.4);
+    let dir2 = tempfile::tempdir().unwrap();
+    let text2 = text.replace(&dir.path().join("state").display().to_string(), &dir2.path().join("state").display().to_string());
+    let opts = Opts { env: vec![("AWS_ACCESS_KEY_ID", daemon_key), ("AWS_SECRET_ACCESS_KEY", daemon_secret)], notify: true };
+    let r = Running::start(dir2.path(), &text2, opts);
+    let f = r.wait_for_event_where("run_failed", T, |v| v["target"] == "pipeline:train");
+    assert_eq!(f["config_item"], "[pipelines.train]");
+    assert_eq!(f["error_code"], "AccessDenied", "{f}");
+    assert!(f["error"].as_str().unwrap().contains("sagemaker:StartPipelineExecution"), "the denial names the action: {f}");
+    let _ = &project;
+}
+
+#[test]
+fn policy_passes_the_parliament_linter() {
+    for cfg in ["config/mlops.toml", "tests/fuzz_corpus/demo.toml"] {
+        let path = format!("{}/{cfg}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(common::bin())
+            .args(["iam-policy", "--config", &path, "--account-id", "123456789012", "--report-bucket", "ml-reports"])
+            .env("MLOPSD_DEMO_STATE", "/tmp/x")
+            .env("MLOPSD_DEMO_ENDPOINT", "http://127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let policy = String::from_utf8(out.stdout).unwrap();
+        let lint = Command::new(venv_bin("parliament")).args(["--string", &policy]).stdin(Stdio::null()).output().expect("run parliament");
+        let findings = String::from_utf8_lossy(&lint.stdout).to_string() + &String::from_utf8_lossy(&lint.stderr);
+        assert!(lint.status.success() && findings.trim().is_empty(), "{cfg}: parliament findings:\n{findings}\npolicy:\n{policy}");
+    }
+    // The linter is not a rubber stamp: a mismatched resource type is a finding.
+    let bad = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["codebuild:StartBuild"],"Resource":["arn:aws:sns:us-east-1:123456789012:t"]}]}"#;
+    let lint = Command::new(venv_bin("parliament")).args(["--string", bad]).stdin(Stdio::null()).output().unwrap();
+    assert!(!lint.status.success());
+}
+
+#[test]
+fn cloudformation_template_passes_cfn_lint() {
+    let t = format!("{}/deploy/cloudformation/mlopsd.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(venv_bin("cfn-lint")).arg(&t).stdin(Stdio::null()).output().expect("run cfn-lint");
+    assert!(out.status.success(), "cfn-lint:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
