@@ -205,6 +205,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
             })
             .unwrap_or_default()
     };
+    // A set for lookups: configs with 10,000 checks and rules must not compare every pair.
     for (what, section, list) in [
         ("check", "checks", &refs.checks),
         ("pipeline", "pipelines", &refs.pipelines),
@@ -212,8 +213,9 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
         ("notifier", "notifiers", &refs.notifiers),
     ] {
         let names = known(section);
+        let set: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
         for r in list {
-            if !names.contains(&r.v) {
+            if !set.contains(r.v.as_str()) {
                 let hint = if names.is_empty() {
                     format!("no [{section}.*] is defined")
                 } else {
