@@ -125,6 +125,7 @@ impl Work {
 
     pub fn on_check_results(&mut self, at: DateTime<Utc>, results: Vec<(String, Result<Option<f64>, AwsError>)>) {
         let cfg = self.cfg.clone();
+        let large = results.len() >= 1000;
         let mut outcomes: Vec<(String, CheckOutcome)> = Vec::new();
         for (name, res) in results {
             let Some(check) = cfg.checks.get(&name) else { continue };
@@ -199,6 +200,10 @@ impl Work {
                     self.fire_rule(&r, Cause::Check { check: name.clone(), correlation_id: corr.clone(), value: o.value });
                 }
             }
+        }
+        if large {
+            // A big batch leaves many freed pages behind; give them back.
+            super::release_memory();
         }
     }
 
