@@ -12,6 +12,15 @@ moto_install() {
     fi
 }
 
+# Linters the deploy-kit tests run: cfn-lint (CloudFormation) and parliament (IAM policies).
+linters_install() {
+    moto_install
+    if [ ! -x "$VENV/bin/cfn-lint" ] || [ ! -x "$VENV/bin/parliament" ]; then
+        echo "== installing cfn-lint and parliament into $VENV (pip)" >&2
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check cfn-lint parliament
+    fi
+}
+
 moto_start() {
     moto_install
     local port

@@ -148,12 +148,12 @@ pub fn fired(rule: &Rule, state: &RuleState, now: DateTime<Utc>) -> RuleState {
     }
 }
 
-/// The idempotency token of a rule's nth firing (and its nth start action), stable across
-/// restarts: SageMaker `ClientRequestToken` (32–128 of [A-Za-z0-9-]) and CodeBuild
-/// `idempotencyToken` accept it, and it doubles as the execution's display name.
-pub fn idempotency_token(rule: &str, firing: u64, action: usize) -> String {
+/// The idempotency token of a rule's nth firing (and its nth start action) in the store
+/// `store_id`, stable across restarts: SageMaker `ClientRequestToken` (32–128 of [A-Za-z0-9-])
+/// and CodeBuild `idempotencyToken` accept it, and it doubles as the execution's display name.
+pub fn idempotency_token(store_id: &str, rule: &str, firing: u64, action: usize) -> String {
     use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("mlopsd\0{rule}\0{firing}\0{action}").as_bytes());
+    let d = Sha256::digest(format!("mlopsd\0{store_id}\0{rule}\0{firing}\0{action}").as_bytes());
     let hex: String = d.iter().take(20).map(|b| format!("{b:02x}")).collect();
     format!("mlopsd-{hex}")
 }
@@ -314,10 +314,11 @@ mod tests {
 
     #[test]
     fn tokens_are_stable_distinct_and_valid() {
-        let a = idempotency_token("retrain", 1, 0);
-        assert_eq!(a, idempotency_token("retrain", 1, 0));
-        assert_ne!(a, idempotency_token("retrain", 2, 0));
-        assert_ne!(a, idempotency_token("retrain", 1, 1));
+        let a = idempotency_token("s1", "retrain", 1, 0);
+        assert_eq!(a, idempotency_token("s1", "retrain", 1, 0));
+        assert_ne!(a, idempotency_token("s1", "retrain", 2, 0));
+        assert_ne!(a, idempotency_token("s1", "retrain", 1, 1));
+        assert_ne!(a, idempotency_token("s2", "retrain", 1, 0), "a new store never reuses tokens");
         assert!(a.len() >= 32 && a.len() <= 128);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }

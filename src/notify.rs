@@ -52,7 +52,7 @@ pub fn render(n: &Notifier, m: &Message) -> (String, String) {
         .unwrap_or_else(|_| format!("[mlops] {}: {}", m.rule, m.event));
     let subject = sanitize_subject(&subject);
     let body = match n.format {
-        MessageFormat::Json => serde_json::to_string_pretty(&fields).unwrap_or_default(),
+        MessageFormat::Json => serde_json::to_string(&fields).unwrap_or_default(),
         MessageFormat::Text => {
             let mut s = format!("mlopsd: {} for rule {}\n\n", m.event, m.rule);
             let order = ["event", "rule", "check", "correlation_id"];

@@ -114,6 +114,7 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
         starting: Default::default(),
         following: false,
         applying: Default::default(),
+        store_id: store.store_id().map_err(|e| RunError::State(StateError::Sqlite { path: store.path().to_path_buf(), source: e }))?,
     };
     let mut d = Daemon { path: path.clone(), cfg, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work, view };
     d.schedule_start(Utc::now());

@@ -87,6 +87,8 @@ pub struct Work {
     pub starting: HashSet<i64>,
     pub following: bool,
     pub applying: HashSet<(String, String)>,
+    /// Part of every idempotency token (see `Store::store_id`).
+    pub store_id: String,
 }
 
 impl Work {
@@ -271,7 +273,7 @@ impl Work {
                 NewRun {
                     kind: t.kind.as_str().into(),
                     target: t.name.clone(),
-                    token: engine::idempotency_token(name, new_state.firings, i),
+                    token: engine::idempotency_token(&self.store_id, name, new_state.firings, i),
                     request: request_json(&cfg, s).to_string(),
                     correlation_id: corr.clone(),
                     check: check.clone(),

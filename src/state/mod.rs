@@ -153,6 +153,7 @@ impl Store {
         // FULL: a committed decision survives power loss, not only a crash.
         c.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            // (each migration runs in its own transaction)
             let tx = c.transaction()?;
             tx.execute_batch(m)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -164,6 +165,20 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A random id made when the store was created. It is part of every idempotency token, so
+    /// a new store (state wiped or moved) never reuses an old store's tokens for new decisions.
+    pub fn store_id(&self) -> Result<String, rusqlite::Error> {
+        let c = self.conn();
+        if let Some(id) = c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get::<_, String>(0)).optional()? {
+            return Ok(id);
+        }
+        use sha2::{Digest, Sha256};
+        let seed = format!("{}-{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or(0), self.path.display());
+        let id: String = Sha256::digest(seed.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
+        c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)", params![id])?;
+        c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0))
     }
 
     /// The connection; a poisoned lock (a panic elsewhere mid-call) still yields it, since

@@ -55,8 +55,10 @@ impl TestAws {
     }
 
     pub fn with_endpoint(prefix: &str, endpoint: &str) -> TestAws {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let conf = rt.block_on(
             aws_config::defaults(BehaviorVersion::latest()).region(Region::new("us-east-1")).endpoint_url(endpoint).load(),
