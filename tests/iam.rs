@@ -283,3 +283,30 @@ fn cloudformation_template_passes_cfn_lint() {
     let out = Command::new(venv_bin("cfn-lint")).arg(&t).stdin(Stdio::null()).output().expect("run cfn-lint");
     assert!(out.status.success(), "cfn-lint:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn account_id_comes_from_sts_when_not_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\n[checks.c]\nschedule = \"every 1m\"\nnamespace = \"n\"\nmetric = \"m\"\nabove = 1\n[pipelines.p]\npipeline_name = \"Train\"\n[rules.r]\non_check = \"c\"\nstart_pipeline = \"p\"\n",
+            common::aws::endpoint()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .args(["iam-policy", "--config", path.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // moto's account; SageMaker names are lowercased in ARNs.
+    assert!(p.to_string().contains("arn:aws:sagemaker:eu-west-1:123456789012:pipeline/train"), "{p}");
+    let (code, _, err) = mlopsd(&["iam-policy", "--config", path.to_str().unwrap(), "--account-id", "12345"]);
+    assert_eq!(code, 64);
+    assert!(err.contains("not a 12-digit AWS account id"), "{err}");
+}
