@@ -38,51 +38,41 @@ impl std::error::Error for AwsError {}
 
 type HttpResponse = aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
+/// The `<Code>` of an XML error body (query or EC2 shape), if there is one.
+fn body_code(raw: &HttpResponse) -> Option<String> {
+    let t = String::from_utf8_lossy(raw.body().bytes()?);
+    let start = t.find("<Code>")? + 6;
+    let end = t[start..].find("</Code>")? + start;
+    Some(t[start..end].to_string())
+}
+
+/// "HTTP 403 <start of the body>", for answers the SDK could not parse.
+fn body_summary(raw: &HttpResponse) -> String {
+    let body = raw.body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned()).unwrap_or_default();
+    scrub(&format!("HTTP {} {}", raw.status().as_u16(), body.split_whitespace().collect::<Vec<_>>().join(" ")))
+}
+
 fn classify<E>(service: &'static str, operation: &'static str, e: aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     use aws_smithy_runtime_api::client::result::SdkError;
+    let refused = |raw: &HttpResponse| (400..500).contains(&raw.status().as_u16()) && raw.status().as_u16() != 429;
     let (code, transient) = match &e {
         SdkError::TimeoutError(_) => ("Timeout".to_string(), true),
         SdkError::DispatchFailure(_) => ("ConnectionError".to_string(), true),
-        SdkError::ResponseError(re) => {
-            // An answer the SDK could not parse. A 4xx is still a refusal (some endpoints send
-            // XML or HTML error bodies where JSON is expected): take its code from the body.
+        // An answer the SDK could not parse. A 4xx is still a refusal (some endpoints send XML
+        // or HTML error bodies where JSON is expected): take its code from the body.
+        SdkError::ResponseError(re) if refused(re.raw()) => {
             let status = re.raw().status().as_u16();
-            if (400..500).contains(&status) && status != 429 {
-                let code = re
-                    .raw()
-                    .body()
-                    .bytes()
-                    .and_then(|b| {
-                        let t = String::from_utf8_lossy(b);
-                        let start = t.find("<Code>")? + 6;
-                        let end = t[start..].find("</Code>")? + start;
-                        Some(t[start..end].to_string())
-                    })
-                    .unwrap_or_else(|| if status == 403 { "AccessDenied".into() } else { format!("HTTP{status}") });
-                (code, false)
-            } else {
-                ("ResponseError".to_string(), true)
-            }
+            (body_code(re.raw()).unwrap_or_else(|| if status == 403 { "AccessDenied".into() } else { format!("HTTP{status}") }), false)
         }
+        SdkError::ResponseError(_) => ("ResponseError".to_string(), true),
         SdkError::ConstructionFailure(_) => ("RequestConstruction".to_string(), false),
         SdkError::ServiceError(se) => {
-            let code = se.err().code().map(str::to_string).unwrap_or_else(|| {
-                // Some endpoints answer in the EC2 error shape (<Errors><Error><Code>…), which
-                // the query-protocol parser does not read; take the code from the body.
-                se.raw()
-                    .body()
-                    .bytes()
-                    .and_then(|b| {
-                        let t = String::from_utf8_lossy(b);
-                        let start = t.find("<Code>")? + 6;
-                        let end = t[start..].find("</Code>")? + start;
-                        Some(t[start..end].to_string())
-                    })
-                    .unwrap_or_else(|| "Unknown".to_string())
-            });
+            // Some endpoints answer in the EC2 error shape (<Errors><Error><Code>…), which the
+            // query-protocol parser does not read; then the code comes from the body.
+            let code = se.err().code().map(str::to_string).or_else(|| body_code(se.raw())).unwrap_or_else(|| "Unknown".to_string());
             let status = se.raw().status().as_u16();
             let transient = status >= 500
                 || status == 429
@@ -92,15 +82,8 @@ where
         _ => ("Unknown".to_string(), true),
     };
     let message = match &e {
-        SdkError::ResponseError(re) if (400..500).contains(&re.raw().status().as_u16()) => {
-            let body = re.raw().body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned()).unwrap_or_default();
-            scrub(&format!("HTTP {} {}", re.raw().status().as_u16(), body.split_whitespace().collect::<Vec<_>>().join(" ")))
-        }
-        SdkError::ServiceError(se) => se.err().message().map(str::to_string).unwrap_or_else(|| {
-            // An error body the SDK could not parse: show the start of it.
-            let body = se.raw().body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned()).unwrap_or_default();
-            scrub(&format!("HTTP {} {}", se.raw().status().as_u16(), body.split_whitespace().collect::<Vec<_>>().join(" ")))
-        }),
+        SdkError::ResponseError(re) if refused(re.raw()) => body_summary(re.raw()),
+        SdkError::ServiceError(se) => se.err().message().map(str::to_string).unwrap_or_else(|| body_summary(se.raw())),
         other => {
             // DisplayErrorContext walks the source chain (e.g. "connection refused").
             let s = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other));
