@@ -34,19 +34,9 @@ fn setup(prefix: &str) -> Setup {
 
 /// A config for this test's resources; `extra` holds checks, rules and gates.
 fn config(dir: &Path, s: &Setup, endpoint: &str, extra: &str) -> String {
-    format!(
-        r#"[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:0"
-shutdown_grace = "5s"
-poll_interval = "1s"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-max_attempts = 2
-
-[notifiers.ops]
+    common::daemon_head(&dir.join("state"), endpoint)
+        + &format!(
+            r#"[notifiers.ops]
 topic_arn = "{topic}"
 repeat_interval = "0s"
 
@@ -61,11 +51,10 @@ source_version = "main"
 environment = {{ STAGE = "test" }}
 
 {extra}"#,
-        state = dir.join("state").display(),
-        topic = s.topic,
-        pipeline = s.pipeline,
-        project = s.project,
-    )
+            topic = s.topic,
+            pipeline = s.pipeline,
+            project = s.project,
+        )
 }
 
 fn drift_check(ns: &str, for_count: u32, statistic: &str) -> String {

@@ -55,18 +55,9 @@ fn world(prefix: &str) -> World {
     aws.put_metric(&ns, "drift", &[], 0.3);
     aws.put_metric(&ns, "latency", &[], 40.0);
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:0"
-poll_interval = "1s"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-max_attempts = 2
-
-[notifiers.ops]
+    let text = common::daemon_head(&dir.path().join("state"), &aws.endpoint)
+        + &format!(
+            r#"[notifiers.ops]
 topic_arn = "{topic}"
 
 [pipelines.train]
@@ -97,9 +88,7 @@ schedule = "every 1h"
 metric = "accuracy"
 min = 0.8
 "#,
-        state = dir.path().join("state").display(),
-        endpoint = aws.endpoint,
-    );
+        );
     let r = Running::start(dir.path(), &text, env());
     let addr = r.http_addr();
     r.wait_event("run_succeeded", 1, T);

@@ -147,18 +147,9 @@ fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
     aws.put_metric(&ns, "drift", &[], 0.4); // 9
 
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"[daemon]
-state_dir = "{state}"
-listen = "127.0.0.1:0"
-poll_interval = "1s"
-
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-max_attempts = 2
-
-[notifiers.ops]
+    let text = common::daemon_head(&dir.path().join("state"), &moto.1)
+        + &format!(
+            r#"[notifiers.ops]
 topic_arn = "{topic}"
 repeat_interval = "0s"
 
@@ -192,9 +183,7 @@ metric = "accuracy"
 min = 0.8
 notify = ["ops"]
 "#,
-        state = dir.path().join("state").display(),
-        endpoint = moto.1,
-    );
+        );
     let path = dir.path().join("mlops.toml");
     std::fs::write(&path, &text).unwrap();
     let (code, out, err) = mlopsd(&["iam-policy", "--config", path.to_str().unwrap(), "--account-id", "123456789012"]);

@@ -196,6 +196,15 @@ impl Drop for Running {
     }
 }
 
+/// The `[daemon]` and `[aws]` tables of a test config: state in `state`, HTTP on a free
+/// loopback port, fast polling, AWS at `endpoint`.
+pub fn daemon_head(state: &Path, endpoint: &str) -> String {
+    format!(
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\npoll_interval = \"1s\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nmax_attempts = 2\n\n",
+        state.display()
+    )
+}
+
 /// Writes `text` to `path` by writing a sibling temp file and renaming it over (as vim does).
 pub fn replace_by_rename(path: &Path, text: &str) {
     let tmp = path.with_extension("toml.swp");
