@@ -22,6 +22,18 @@ fn main() {
             }
         }
         let sched = t.elapsed();
-        println!("toml parse {parse:?}; parse+build {all:?}; diff {diff:?} ({}); next_after x{n} {sched:?}", d.is_empty());
+        let edited = text.replacen("above = 0.5\nfor = 1\n", "above = 0.6\nfor = 1\n", 1);
+        let t = std::time::Instant::now();
+        let fast = mlopsd::config::incremental::reparse(&cfg, &text, &edited);
+        let inc = t.elapsed();
+        let t = std::time::Instant::now();
+        let d2 = fast.as_ref().map(|f| mlopsd::config::diff::ConfigDiff::new(&cfg, f).counts());
+        let diff2 = t.elapsed();
+        println!(
+            "toml parse {parse:?}; parse+build {all:?}; diff {diff:?} ({}); next_after x{n} {sched:?}; one-item incremental reparse {inc:?} (taken: {}), its diff {diff2:?} {d2:?}",
+            d.is_empty(),
+            fast.is_some()
+        );
     }
 }
+

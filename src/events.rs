@@ -24,7 +24,7 @@ pub fn config_loaded(path: &Path, hash: &str, cfg: &Config) {
     );
 }
 
-pub fn config_reload_accepted(path: &Path, hash: &str, trigger: &str, diff: &ConfigDiff, took: std::time::Duration) {
+pub fn config_reload_accepted(path: &Path, hash: &str, trigger: &str, diff: &ConfigDiff, took: std::time::Duration, fast: bool) {
     let (added, changed, removed) = diff.counts();
     let restart_needed = diff.restart_needed.join(",");
     if !diff.restart_needed.is_empty() {
@@ -44,6 +44,7 @@ pub fn config_reload_accepted(path: &Path, hash: &str, trigger: &str, diff: &Con
         changed,
         removed,
         took_ms = took.as_secs_f64() * 1000.0,
+        incremental = fast,
         checks_added = %diff.checks.added.join(","),
         checks_changed = %diff.checks.changed.join(","),
         checks_removed = %diff.checks.removed.join(","),

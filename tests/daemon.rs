@@ -182,3 +182,33 @@ fn catch_up_once_after_downtime() {
     let ev = r.wait_event("catch_up", 1, T);
     assert_eq!(ev["rule"], "tick");
 }
+
+#[test]
+fn small_edits_reload_incrementally_and_other_edits_fully() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let two = check("a", "every 1h", 1.0) + &check("b", "every 2h", 1.0);
+    let r = Running::start(d, &config(d, &two), Opts::default());
+    r.wait_event("daemon_ready", 1, T);
+    // One threshold changed: only that block is read again.
+    std::fs::write(&r.config, config(d, &(check("a", "every 1h", 1.0) + &check("b", "every 2h", 7.0)))).unwrap();
+    let ev = r.wait_event("config_reload_accepted", 1, T);
+    assert_eq!(ev["incremental"], true, "{ev}");
+    assert_eq!(ev["checks_changed"], "b");
+    // A schedule change through the fast path re-arms only that check.
+    std::fs::write(&r.config, config(d, &(check("a", "every 3h", 1.0) + &check("b", "every 2h", 7.0)))).unwrap();
+    let ev = r.wait_event("config_reload_accepted", 2, T);
+    assert_eq!(ev["incremental"], true, "{ev}");
+    assert_eq!(ev["checks_changed"], "a");
+    assert_eq!(r.events("schedule_next").iter().filter(|e| e["name"] == "a").count(), 2);
+    assert_eq!(r.events("schedule_next").iter().filter(|e| e["name"] == "b").count(), 1);
+    // A new item changes the block structure: a full parse.
+    std::fs::write(&r.config, config(d, &(check("a", "every 3h", 1.0) + &check("b", "every 2h", 7.0) + &check("c", "every 1h", 1.0)))).unwrap();
+    let ev = r.wait_event("config_reload_accepted", 3, T);
+    assert_eq!(ev["incremental"], false, "{ev}");
+    assert_eq!(ev["checks_added"], "c");
+    // A bad value in one block: the full parse reports it with its location.
+    std::fs::write(&r.config, config(d, &(check("a", "every 3h", 1.0) + &check("b", "every 2 h", 7.0) + &check("c", "every 1h", 1.0)))).unwrap();
+    let ev = r.wait_event("config_reload_rejected", 1, T);
+    assert!(ev["error"].as_str().unwrap().contains("mlops.toml:16:12: bad schedule"), "{ev}");
+}

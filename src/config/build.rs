@@ -112,6 +112,57 @@ fn positive_u32(d: &mut Diags, t: &mut Table<'_, '_>, key: &'static str, default
     }
 }
 
+pub(super) const CHECK_KEYS: &[&str] =
+    &["schedule", "timezone", "namespace", "metric", "dimensions", "statistic", "period", "above", "below", "for", "missing_data"];
+pub(super) const RULE_KEYS: &[&str] = &[
+    "on_check", "on_schedule", "on_success", "on_failure", "timezone", "start_pipeline", "start_build", "parameters", "environment",
+    "source_version", "notify", "cooldown", "dry_run", "catch_up",
+];
+pub(super) const GATE_KEYS: &[&str] = &["model_package_group", "schedule", "timezone", "metric", "report_path", "min", "max", "notify"];
+
+/// Reads one `[checks.NAME]`, `[rules.NAME]` or `[gates.NAME]` table against an existing
+/// config (for its pipelines, builds, default zone and the names items may reference).
+/// `None` when the table has any problem: the caller then parses the whole file, which
+/// reports it with its proper location.
+pub(super) fn read_item(section: &str, name: &str, tbl: &DeTable<'_>, cfg: &Config) -> Option<Item> {
+    let mut d = Diags::default();
+    let mut refs = Refs { checks: vec![], pipelines: vec![], builds: vec![], notifiers: vec![] };
+    let mut t = Table::new(format!("{section}.{name}"), tbl, 0..0);
+    let tz = Some(cfg.daemon.timezone);
+    let item = match section {
+        "checks" => {
+            let c = read_check(&mut d, &mut t, tz);
+            t.finish(&mut d, CHECK_KEYS);
+            c.map(Item::Check)
+        }
+        "rules" => {
+            let r = read_rule(&mut d, &mut t, tz, &cfg.pipelines, &cfg.builds, &mut refs);
+            t.finish(&mut d, RULE_KEYS);
+            r.map(Item::Rule)
+        }
+        "gates" => {
+            let g = read_gate(&mut d, &mut t, tz, &mut refs);
+            t.finish(&mut d, GATE_KEYS);
+            g.map(Item::Gate)
+        }
+        _ => None,
+    };
+    let known = refs.checks.iter().all(|r| cfg.checks.contains_key(&r.v))
+        && refs.pipelines.iter().all(|r| cfg.pipelines.contains_key(&r.v))
+        && refs.builds.iter().all(|r| cfg.builds.contains_key(&r.v))
+        && refs.notifiers.iter().all(|r| cfg.notifiers.contains_key(&r.v));
+    if !d.0.is_empty() || !known || !super::reader::valid_name(name) {
+        return None;
+    }
+    item
+}
+
+pub(super) enum Item {
+    Check(Check),
+    Rule(Rule),
+    Gate(Gate),
+}
+
 struct Refs {
     // (name, span) of everything that names another item, checked once all items are known.
     checks: Vec<Sp<String>>,
@@ -164,10 +215,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
         if let Some(c) = read_check(d, &mut t, default_tz) {
             checks.insert(name.v.clone(), c);
         }
-        t.finish(
-            d,
-            &["schedule", "timezone", "namespace", "metric", "dimensions", "statistic", "period", "above", "below", "for", "missing_data"],
-        );
+        t.finish(d, CHECK_KEYS);
     }
 
     let rule_tables = top.named_tables(d, "rules");
@@ -176,13 +224,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
         if let Some(r) = read_rule(d, &mut t, default_tz, &pipelines, &builds, &mut refs) {
             rules.insert(name.v.clone(), r);
         }
-        t.finish(
-            d,
-            &[
-                "on_check", "on_schedule", "on_success", "on_failure", "timezone", "start_pipeline", "start_build", "parameters",
-                "environment", "source_version", "notify", "cooldown", "dry_run", "catch_up",
-            ],
-        );
+        t.finish(d, RULE_KEYS);
     }
 
     let mut gates = BTreeMap::new();
@@ -190,7 +232,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
         if let Some(g) = read_gate(d, &mut t, default_tz, &mut refs) {
             gates.insert(name.v.clone(), g);
         }
-        t.finish(d, &["model_package_group", "schedule", "timezone", "metric", "report_path", "min", "max", "notify"]);
+        t.finish(d, GATE_KEYS);
     }
 
     top.finish(d, &["daemon", "aws", "notifiers", "pipelines", "builds", "checks", "rules", "gates"]);

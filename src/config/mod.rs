@@ -5,6 +5,7 @@
 //! and resolves references between items. Every problem of every stage is collected.
 
 pub mod diff;
+pub mod incremental;
 mod build;
 pub mod reader;
 
@@ -269,6 +270,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Reads and validates a config file; also returns a hash of its text.
 pub fn load_with_hash(path: &Path) -> Result<(Config, String), ConfigError> {
+    let text = read_text(path)?;
+    let hash = content_hash(&text);
+    parse(&text, path).map(|c| (c, hash))
+}
+
+/// Reads a config file as UTF-8 text, with located errors.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     let meta = std::fs::metadata(path).map_err(|e| ConfigError::io(path, format!("cannot read config: {e}")))?;
     if meta.is_dir() {
         return Err(ConfigError::io(path, "cannot read config: it is a directory, not a file".into()));
@@ -278,8 +286,7 @@ pub fn load_with_hash(path: &Path) -> Result<(Config, String), ConfigError> {
         let (line, col) = reader::line_col(&String::from_utf8_lossy(e.as_bytes()), e.utf8_error().valid_up_to());
         ConfigError { path: path.to_path_buf(), errors: vec![(line, col, "config is not valid UTF-8".into())] }
     })?;
-    let hash = content_hash(&text);
-    parse(&text, path).map(|c| (c, hash))
+    Ok(text)
 }
 
 /// A short content hash, for status output and reload logs.

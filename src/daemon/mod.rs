@@ -61,6 +61,8 @@ const SETTLE: Duration = Duration::from_millis(5);
 struct Daemon {
     path: PathBuf,
     cfg: Arc<Config>,
+    /// The text `cfg` was loaded from, for fast reloads of small edits.
+    text: String,
     hash: String,
     store: Arc<Store>,
     timer: Timer,
@@ -71,7 +73,9 @@ struct Daemon {
 
 /// Runs the daemon until `shutdown` is cancelled or SIGTERM/SIGINT arrives.
 pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunError> {
-    let (cfg, hash) = config::load_with_hash(&path).map_err(RunError::Config)?;
+    let text = config::read_text(&path).map_err(RunError::Config)?;
+    let hash = config::content_hash(&text);
+    let cfg = config::parse(&text, &path).map_err(RunError::Config)?;
     events::config_loaded(&path, &hash, &cfg);
     let store = Arc::new(Store::open(&cfg.daemon.state_dir)?);
     let aws = Aws::new(&cfg.aws).await;
@@ -116,7 +120,7 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
         applying: Default::default(),
         store_id: store.store_id().map_err(|e| RunError::State(StateError::Sqlite { path: store.path().to_path_buf(), source: e }))?,
     };
-    let mut d = Daemon { path: path.clone(), cfg, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work, view };
+    let mut d = Daemon { path: path.clone(), cfg, text, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work, view };
     d.schedule_start(Utc::now());
     release_memory();
     let stop_sender = CancellationToken::new();
@@ -337,23 +341,34 @@ impl Daemon {
         systemd::reloading();
         let m = crate::metrics::get();
         let now = Utc::now();
-        let info = match config::load_with_hash(&self.path) {
+        // Small edits of checks, rules or gates re-read only the changed blocks; anything else
+        // (and any problem) is a full parse and validation of the file.
+        let loaded = config::read_text(&self.path).and_then(|text| {
+            let hash = config::content_hash(&text);
+            match config::incremental::reparse(&self.cfg, &self.text, &text) {
+                Some(cfg) => Ok((cfg, hash, text, true)),
+                None => config::parse(&text, &self.path).map(|cfg| (cfg, hash, text, false)),
+            }
+        });
+        let info = match loaded {
             Err(e) => {
                 events::config_reload_rejected(&self.path, trigger, &e);
                 m.reloads.get_or_create(&crate::metrics::ResultL { result: "failure".into() }).inc();
                 m.last_reload_ok.set(0);
                 http::ReloadInfo { at: now, ok: false, trigger: trigger.into(), error: Some(e.to_string()) }
             }
-            Ok((new, hash)) => {
+            Ok((new, hash, text, fast)) => {
                 let diff = ConfigDiff::new(&self.cfg, &new);
                 if diff.is_empty() {
                     self.hash = hash;
+                    self.text = text;
                     events::config_reload_unchanged(&self.path, &self.hash, trigger);
                 } else {
                     set_threshold_gauges(&new);
                     self.apply(new, now);
                     self.hash = hash;
-                    events::config_reload_accepted(&self.path, &self.hash, trigger, &diff, t0.elapsed());
+                    self.text = text;
+                    events::config_reload_accepted(&self.path, &self.hash, trigger, &diff, t0.elapsed(), fast);
                 }
                 m.reloads.get_or_create(&crate::metrics::ResultL { result: "success".into() }).inc();
                 m.last_reload_ok.set(1);
