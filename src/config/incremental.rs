@@ -6,6 +6,7 @@
 //! validates the whole file as usual. A test checks that both paths always agree.
 
 use super::build::{read_item, Item};
+use super::diff::ConfigDiff;
 use super::Config;
 
 /// Most blocks that may change before a full parse is as quick.
@@ -46,6 +47,12 @@ fn blocks(text: &str) -> Option<Vec<(&str, &str)>> {
 
 /// The new config, if it can be had from `old` by re-reading only the changed blocks.
 pub fn reparse(old: &Config, old_text: &str, new_text: &str) -> Option<Config> {
+    reparse_with_diff(old, old_text, new_text).map(|(c, _)| c)
+}
+
+/// As `reparse`, with the diff against `old` (only the re-read items can differ, so only they
+/// are compared).
+pub fn reparse_with_diff(old: &Config, old_text: &str, new_text: &str) -> Option<(Config, ConfigDiff)> {
     let (a, b) = (blocks(old_text)?, blocks(new_text)?);
     if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.0 != y.0) {
         return None;
@@ -55,6 +62,7 @@ pub fn reparse(old: &Config, old_text: &str, new_text: &str) -> Option<Config> {
         return None;
     }
     let mut cfg = old.clone();
+    let mut diff = ConfigDiff::default();
     for (h, text) in changed {
         let (section, name) = h.split_once('.')?;
         if name.contains('.') || !matches!(section, "checks" | "rules" | "gates") {
@@ -68,19 +76,29 @@ pub fn reparse(old: &Config, old_text: &str, new_text: &str) -> Option<Config> {
             },
             _ => return None,
         };
+        let n = name.to_string();
         match read_item(section, name, inner, old)? {
             Item::Check(c) => {
-                cfg.checks.insert(name.to_string(), c);
+                if old.checks.get(name) != Some(&c) {
+                    diff.checks.changed.push(n.clone());
+                }
+                cfg.checks.insert(n, c);
             }
             Item::Rule(r) => {
-                cfg.rules.insert(name.to_string(), r);
+                if old.rules.get(name) != Some(&r) {
+                    diff.rules.changed.push(n.clone());
+                }
+                cfg.rules.insert(n, r);
             }
             Item::Gate(g) => {
-                cfg.gates.insert(name.to_string(), g);
+                if old.gates.get(name) != Some(&g) {
+                    diff.gates.changed.push(n.clone());
+                }
+                cfg.gates.insert(n, g);
             }
         }
     }
-    Some(cfg)
+    Some((cfg, diff))
 }
 
 #[cfg(test)]
@@ -133,6 +151,10 @@ mod tests {
                 Some(cfg) => {
                     fast += 1;
                     assert_eq!(Some(&cfg), full.as_ref().ok(), "edit {i}: the fast path disagrees with a full parse");
+                    let (_, d) = reparse_with_diff(&old, &old_text, &new_text).unwrap();
+                    let full_diff = crate::config::diff::ConfigDiff::new(&old, &cfg);
+                    assert_eq!(d.counts(), full_diff.counts(), "edit {i}: diff");
+                    assert_eq!((&d.checks.changed, &d.rules.changed, &d.gates.changed), (&full_diff.checks.changed, &full_diff.rules.changed, &full_diff.gates.changed));
                 }
                 None => {}
             }

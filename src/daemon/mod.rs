@@ -345,9 +345,9 @@ impl Daemon {
         // (and any problem) is a full parse and validation of the file.
         let loaded = config::read_text(&self.path).and_then(|text| {
             let hash = config::content_hash(&text);
-            match config::incremental::reparse(&self.cfg, &self.text, &text) {
-                Some(cfg) => Ok((cfg, hash, text, true)),
-                None => config::parse(&text, &self.path).map(|cfg| (cfg, hash, text, false)),
+            match config::incremental::reparse_with_diff(&self.cfg, &self.text, &text) {
+                Some((cfg, diff)) => Ok((cfg, hash, text, Some(diff))),
+                None => config::parse(&text, &self.path).map(|cfg| (cfg, hash, text, None)),
             }
         });
         let info = match loaded {
@@ -357,14 +357,23 @@ impl Daemon {
                 m.last_reload_ok.set(0);
                 http::ReloadInfo { at: now, ok: false, trigger: trigger.into(), error: Some(e.to_string()) }
             }
-            Ok((new, hash, text, fast)) => {
-                let diff = ConfigDiff::new(&self.cfg, &new);
+            Ok((new, hash, text, fast_diff)) => {
+                let fast = fast_diff.is_some();
+                let diff = fast_diff.unwrap_or_else(|| ConfigDiff::new(&self.cfg, &new));
                 if diff.is_empty() {
                     self.hash = hash;
                     self.text = text;
                     events::config_reload_unchanged(&self.path, &self.hash, trigger);
                 } else {
-                    set_threshold_gauges(&new);
+                    if fast {
+                        for name in &diff.checks.changed {
+                            if let Some(c) = new.checks.get(name) {
+                                m.check_threshold.get_or_create(&crate::metrics::check(name)).set(c.threshold.value());
+                            }
+                        }
+                    } else {
+                        set_threshold_gauges(&new);
+                    }
                     self.apply(new, now);
                     self.hash = hash;
                     self.text = text;
