@@ -350,6 +350,7 @@ impl Daemon {
                 None => config::parse(&text, &self.path).map(|cfg| (cfg, hash, text, None)),
             }
         });
+        let fast_path = matches!(&loaded, Ok((_, _, _, Some(_))));
         let info = match loaded {
             Err(e) => {
                 events::config_reload_rejected(&self.path, trigger, &e);
@@ -390,7 +391,10 @@ impl Daemon {
             let loaded = if info.ok { now } else { v.loaded_at };
             *v = Arc::new(http::View { cfg, path: v.path.clone(), hash, loaded_at: loaded, last_reload: Some(info) });
         });
-        release_memory();
+        if !fast_path {
+            // A full parse leaves its tree behind; a fast reload barely allocates.
+            release_memory();
+        }
         systemd::ready("running");
     }
 
