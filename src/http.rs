@@ -2,7 +2,6 @@
 //! `/status` (JSON) and `/` (a server-rendered status page with inline SVG sparklines).
 //! It reads the loop's published `View` and the state store; it never changes anything.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -470,9 +469,6 @@ pub fn render_page(st: &Value) -> String {
     h.push_str("<p class=\"meta\"><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a></p></body></html>");
     h
 }
-
-/// For `mlopsd status`: counts of active runs by (kind, target) are in the store.
-pub type ActiveCounts = HashMap<(String, String), u32>;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, GateMetric, RunKind, Trigger};
+use crate::config::{Config, GateMetric, RunKind};
 
 /// SageMaker resource names appear lowercased in ARNs.
 fn sm(s: &str) -> String {
@@ -125,7 +125,6 @@ pub fn policy(cfg: &Config, region: &str, account: &str, report_buckets: &[Strin
             }));
         }
     }
-    let _ = cfg.rules.values().any(|r| matches!(r.trigger, Trigger::Schedule(_)));
     Ok(json!({ "Version": "2012-10-17", "Statement": st }))
 }
 
