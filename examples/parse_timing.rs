@@ -1,39 +1,56 @@
 //! Where config loading spends its time: `cargo run --profile fastrel --example parse_timing -- FILE`.
+//! The edit it times is the benchmark's: the first `above = 0.5` of a `for = 1` check.
+use std::path::Path;
+use std::time::Instant;
+
 fn main() {
-    let path = std::env::args().nth(1).expect("FILE");
-    let text = std::fs::read_to_string(&path).expect("read");
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let doc = toml::de::DeTable::parse(&text).expect("toml");
-        let parse = t.elapsed();
-        drop(doc);
-        let t = std::time::Instant::now();
-        let cfg = mlopsd::config::parse(&text, std::path::Path::new(&path)).expect("valid");
-        let all = t.elapsed();
-        let t = std::time::Instant::now();
-        let d = mlopsd::config::diff::ConfigDiff::new(&cfg, &cfg);
-        let diff = t.elapsed();
-        let t = std::time::Instant::now();
-        let now = chrono::Utc::now();
-        let mut n = 0;
-        for c in cfg.checks.values() {
-            if c.timed.schedule.next_after(c.timed.timezone, now).is_some() {
-                n += 1;
-            }
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: parse_timing FILE");
+        std::process::exit(2);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            std::process::exit(2);
         }
-        let sched = t.elapsed();
+    };
+    let p = Path::new(&path);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let full = mlopsd::config::parse_full(&text, p);
+        let full_t = t.elapsed();
+        let t = Instant::now();
+        let blockwise = mlopsd::config::blocks::parse_blockwise(&text);
+        let blockwise_t = t.elapsed();
+        let (Ok(cfg), Some(_)) = (full, blockwise) else {
+            eprintln!("{path}: not a valid plain config (both load paths must take it)");
+            std::process::exit(1);
+        };
+        let t = Instant::now();
+        let idx = mlopsd::config::blocks::Index::of(&text);
+        let index_t = t.elapsed();
+        let t = Instant::now();
+        let d = mlopsd::config::diff::ConfigDiff::new(&cfg, &cfg);
+        let diff_t = t.elapsed();
+        let t = Instant::now();
+        let now = chrono::Utc::now();
+        let n = cfg.checks.values().filter(|c| c.timed.schedule.next_after(c.timed.timezone, now).is_some()).count();
+        let sched_t = t.elapsed();
         let edited = text.replacen("above = 0.5\nfor = 1\n", "above = 0.6\nfor = 1\n", 1);
-        let t = std::time::Instant::now();
-        let fast = mlopsd::config::incremental::reparse(&cfg, &text, &edited);
-        let inc = t.elapsed();
-        let t = std::time::Instant::now();
-        let d2 = fast.as_ref().map(|f| mlopsd::config::diff::ConfigDiff::new(&cfg, f).counts());
-        let diff2 = t.elapsed();
+        let t = Instant::now();
+        let hash = mlopsd::config::content_hash(&edited);
+        let hash_t = t.elapsed();
+        let t = Instant::now();
+        let fast = idx.as_ref().and_then(|i| mlopsd::config::blocks::reparse(&cfg, i, &edited));
+        let fast_t = t.elapsed();
+        let t = Instant::now();
+        drop(fast);
+        let drop_t = t.elapsed();
         println!(
-            "toml parse {parse:?}; parse+build {all:?}; diff {diff:?} ({}); next_after x{n} {sched:?}; one-item incremental reparse {inc:?} (taken: {}), its diff {diff2:?} {d2:?}",
-            d.is_empty(),
-            fast.is_some()
+            "full parse {full_t:.1?}; block-wise {blockwise_t:.1?}; index {index_t:.1?}; diff of all {diff_t:.1?} (empty: {}); \
+             next fire x{n} {sched_t:.1?}; content hash {hash_t:.1?} ({hash}); one-item fast reload {fast_t:.1?}, its drop {drop_t:.1?}",
+            d.is_empty()
         );
     }
 }
-

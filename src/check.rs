@@ -14,7 +14,7 @@ pub async fn run(cfg: &Config, name: &str) -> u8 {
         return 2;
     };
     let aws = Aws::new(&cfg.aws).await;
-    let q = MetricQuery { namespace: c.namespace.clone(), metric: c.metric.clone(), dimensions: c.dimensions.clone(), statistic: c.statistic.clone(), period: c.period };
+    let q = MetricQuery::of(c);
     let what = format!("{} of {}/{} over {}", c.statistic, c.namespace, c.metric, format_duration(c.period));
     match aws.latest_values(std::slice::from_ref(&q), Utc::now()).await.0.pop() {
         Some(Ok(Some(v))) => {

@@ -222,7 +222,6 @@ mod tests {
     use super::*;
     use crate::config::{GateMetric, MissingData, Threshold, Timed};
     use crate::schedule::Schedule;
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     fn check(for_count: u32, missing: MissingData) -> Check {
@@ -230,7 +229,7 @@ mod tests {
             timed: Timed { expression: "every 1m".into(), schedule: Schedule::parse("every 1m").unwrap(), timezone: chrono_tz::UTC },
             namespace: "n".into(),
             metric: "m".into(),
-            dimensions: BTreeMap::new(),
+            dimensions: Vec::new(),
             statistic: "Average".into(),
             period: Duration::from_secs(60),
             threshold: Threshold::Above(0.1),

@@ -2,6 +2,7 @@
 //! and every rejection must carry a location inside the file. The seed corpus in
 //! `tests/fuzz_corpus/` runs as a regression test; a bounded mutation pass follows
 //! (`MLOPSD_FUZZ_SECONDS`, default a fixed 3,000 mutations; `scripts/fuzz` runs 60 s).
+//! Block-wise loading must give what the whole-file parse gives, on every input.
 //! A failing input is written to `target/fuzz-failures/` to be added to the corpus.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,11 @@ fn check(text: &str) -> Option<String> {
     match res {
         Err(p) => Some(format!("panic: {:?}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())))),
         Ok(_) if took > Duration::from_secs(2) => Some(format!("took {took:?}")),
+        // Block-wise loading must never accept what the whole-file parse would not, nor build
+        // anything else.
+        Ok(r) if std::panic::catch_unwind(|| mlopsd::config::parse_full(text, Path::new("fuzz.toml"))).ok().map(|f| f.ok()) != Some(r.as_ref().ok().cloned()) => {
+            Some("block-wise loading and the whole-file parse disagree".into())
+        }
         Ok(Ok(_)) => None,
         Ok(Err(e)) if e.errors.is_empty() => Some("rejected without any error".into()),
         Ok(Err(e)) => e.errors.iter().find(|(l, c, m)| *l == 0 || *c == 0 || *l > lines + 1 || m.is_empty()).map(|x| format!("bad location {x:?}")),

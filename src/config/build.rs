@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -15,11 +16,22 @@ use super::*;
 use crate::duration::parse_duration;
 use crate::schedule::Schedule;
 
-/// Parses and validates config text; `path` is used in messages only.
-pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+/// Parses and validates config text as one document; `path` is used in messages only.
+/// Reports every problem, located.
+pub fn parse_full(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_doc(text, path, false)
+}
+
+/// The `[daemon]`, `[aws]`, `[notifiers|pipelines|builds.NAME]` blocks of a file being loaded
+/// block-wise (which may all be absent); `None` on any problem.
+pub(super) fn parse_head(text: &str) -> Option<Config> {
+    parse_doc(text, Path::new(""), true).ok()
+}
+
+fn parse_doc(text: &str, path: &Path, empty_ok: bool) -> Result<Config, ConfigError> {
     let mut d = Diags::default();
     let cfg = match DeTable::parse(text) {
-        Ok(doc) if doc.get_ref().is_empty() => {
+        Ok(doc) if doc.get_ref().is_empty() && !empty_ok => {
             // An emptied file (an editor mid-save, a truncated copy) must not remove everything.
             d.push(0..0, "the config is empty: it defines no [daemon], [aws], [checks], [rules] or [gates]");
             None
@@ -190,7 +202,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     let mut pipelines = BTreeMap::new();
     for (name, mut t) in top.named_tables(d, "pipelines") {
         let pipeline_name = t.req_string(d, "pipeline_name");
-        let parameters = t.string_map(d, "parameters").map(|x| x.v).unwrap_or_default();
+        let parameters = Arc::new(t.string_map(d, "parameters").map(|x| x.v).unwrap_or_default());
         let max_concurrent = positive_u32(d, &mut t, "max_concurrent", 1);
         if let (Some(p), Some(m)) = (pipeline_name, max_concurrent) {
             pipelines.insert(name.v.clone(), Pipeline { pipeline_name: p.v, parameters, max_concurrent: m });
@@ -202,7 +214,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     for (name, mut t) in top.named_tables(d, "builds") {
         let project_name = t.req_string(d, "project_name");
         let source_version = t.string(d, "source_version").map(|x| x.v);
-        let environment = t.string_map(d, "environment").map(|x| x.v).unwrap_or_default();
+        let environment = Arc::new(t.string_map(d, "environment").map(|x| x.v).unwrap_or_default());
         let max_concurrent = positive_u32(d, &mut t, "max_concurrent", 1);
         if let (Some(p), Some(m)) = (project_name, max_concurrent) {
             builds.insert(name.v.clone(), Build { project_name: p.v, source_version, environment, max_concurrent: m });
@@ -213,7 +225,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     let mut checks = BTreeMap::new();
     for (name, mut t) in top.named_tables(d, "checks") {
         if let Some(c) = read_check(d, &mut t, default_tz) {
-            checks.insert(name.v.clone(), c);
+            checks.insert(name.v.clone(), Arc::new(c));
         }
         t.finish(d, CHECK_KEYS);
     }
@@ -222,7 +234,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     let mut rules = BTreeMap::new();
     for (name, mut t) in rule_tables {
         if let Some(r) = read_rule(d, &mut t, default_tz, &pipelines, &builds, &mut refs) {
-            rules.insert(name.v.clone(), r);
+            rules.insert(name.v.clone(), Arc::new(r));
         }
         t.finish(d, RULE_KEYS);
     }
@@ -230,7 +242,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     let mut gates = BTreeMap::new();
     for (name, mut t) in top.named_tables(d, "gates") {
         if let Some(g) = read_gate(d, &mut t, default_tz, &mut refs) {
-            gates.insert(name.v.clone(), g);
+            gates.insert(name.v.clone(), Arc::new(g));
         }
         t.finish(d, GATE_KEYS);
     }
@@ -425,7 +437,7 @@ fn read_check(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>) -> O
     let timed = timed(d, t, "schedule", default_tz);
     let namespace = t.req_string(d, "namespace");
     let metric = t.req_string(d, "metric");
-    let dimensions = t.string_map(d, "dimensions").map(|x| x.v).unwrap_or_default();
+    let dimensions: Dimensions = t.string_map(d, "dimensions").map(|x| x.v.into_iter().collect()).unwrap_or_default();
     if dimensions.len() > 30 {
         d.push(t.span.clone(), "CloudWatch allows at most 30 dimensions per metric");
     }
@@ -535,6 +547,19 @@ fn parse_target(d: &mut Diags, v: &Sp<String>, key: &str, refs: &mut Refs) -> Op
     }
 }
 
+/// A pipeline's parameters (a build's environment) with a rule's overrides; the shared map
+/// itself when the rule overrides nothing.
+fn merged(base: &Params, over: Option<&BTreeMap<String, String>>) -> Params {
+    match over {
+        Some(o) if !o.is_empty() => {
+            let mut m = (**base).clone();
+            m.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Arc::new(m)
+        }
+        _ => base.clone(),
+    }
+}
+
 fn read_rule(
     d: &mut Diags,
     t: &mut Table<'_, '_>,
@@ -606,11 +631,7 @@ fn read_rule(
     if let Some(p) = start_pipeline {
         refs.pipelines.push(p.clone());
         if let Some(pl) = pipelines.get(&p.v) {
-            let mut params = pl.parameters.clone();
-            if let Some(over) = &parameters {
-                params.extend(over.v.clone());
-            }
-            start.push(Start::Pipeline { name: p.v, parameters: params });
+            start.push(Start::Pipeline { name: p.v, parameters: merged(&pl.parameters, parameters.as_ref().map(|o| &o.v)) });
         } else {
             ok = false;
         }
@@ -618,14 +639,10 @@ fn read_rule(
     if let Some(b) = start_build {
         refs.builds.push(b.clone());
         if let Some(bl) = builds.get(&b.v) {
-            let mut env = bl.environment.clone();
-            if let Some(over) = &environment {
-                env.extend(over.v.clone());
-            }
             start.push(Start::Build {
                 name: b.v,
                 source_version: source_version.map(|s| s.v).or_else(|| bl.source_version.clone()),
-                environment: env,
+                environment: merged(&bl.environment, environment.as_ref().map(|o| &o.v)),
             });
         } else {
             ok = false;
@@ -671,6 +688,7 @@ fn read_rule(
     if !ok {
         return None;
     }
+    start.shrink_to_fit();
     Some(Rule {
         trigger,
         start,

@@ -61,8 +61,9 @@ const SETTLE: Duration = Duration::from_millis(5);
 struct Daemon {
     path: PathBuf,
     cfg: Arc<Config>,
-    /// The text `cfg` was loaded from, for fast reloads of small edits.
-    text: String,
+    /// Block hashes of the text `cfg` was loaded from, for fast reloads of small edits
+    /// (`None`: the file is not plain enough; every reload is a full one).
+    index: Option<config::blocks::Index>,
     hash: String,
     store: Arc<Store>,
     timer: Timer,
@@ -120,7 +121,9 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
         applying: Default::default(),
         store_id: store.store_id().map_err(|e| RunError::State(StateError::Sqlite { path: store.path().to_path_buf(), source: e }))?,
     };
-    let mut d = Daemon { path: path.clone(), cfg, text, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work, view };
+    let index = config::blocks::Index::of(&text);
+    drop(text);
+    let mut d = Daemon { path: path.clone(), cfg, index, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work, view };
     d.schedule_start(Utc::now());
     release_memory();
     let stop_sender = CancellationToken::new();
@@ -319,15 +322,7 @@ impl Daemon {
         }
         // Re-arm each item from the later of its due time and now: missed fires are not replayed.
         for ((kind, name), at) in due {
-            let timed = match kind {
-                ItemKind::Check => cfg.checks.get(&name).map(|c| &c.timed),
-                ItemKind::Gate => cfg.gates.get(&name).map(|g| &g.timed),
-                ItemKind::Rule => cfg.rules.get(&name).and_then(|r| match &r.trigger {
-                    Trigger::Schedule(t) => Some(t),
-                    _ => None,
-                }),
-            };
-            if let Some(t) = timed {
+            if let Some(t) = timed_of(&cfg, kind, &name) {
                 let next = t.schedule.next_after(t.timezone, at.max(now));
                 events::schedule_next(kind.as_str(), &name, next.as_ref());
                 self.timer.set((kind, name), next);
@@ -345,9 +340,9 @@ impl Daemon {
         // (and any problem) is a full parse and validation of the file.
         let loaded = config::read_text(&self.path).and_then(|text| {
             let hash = config::content_hash(&text);
-            match config::incremental::reparse_with_diff(&self.cfg, &self.text, &text) {
-                Some((cfg, diff)) => Ok((cfg, hash, text, Some(diff))),
-                None => config::parse(&text, &self.path).map(|cfg| (cfg, hash, text, None)),
+            match self.index.as_ref().and_then(|idx| config::blocks::reparse(&self.cfg, idx, &text)) {
+                Some(r) => Ok((r.cfg, hash, Some(r.index), Some(r.diff))),
+                None => config::parse(&text, &self.path).map(|cfg| (cfg, hash, config::blocks::Index::of(&text), None)),
             }
         });
         let fast_path = matches!(&loaded, Ok((_, _, _, Some(_))));
@@ -358,12 +353,12 @@ impl Daemon {
                 m.last_reload_ok.set(0);
                 http::ReloadInfo { at: now, ok: false, trigger: trigger.into(), error: Some(e.to_string()) }
             }
-            Ok((new, hash, text, fast_diff)) => {
+            Ok((new, hash, index, fast_diff)) => {
                 let fast = fast_diff.is_some();
                 let diff = fast_diff.unwrap_or_else(|| ConfigDiff::new(&self.cfg, &new));
+                self.index = index;
                 if diff.is_empty() {
                     self.hash = hash;
-                    self.text = text;
                     events::config_reload_unchanged(&self.path, &self.hash, trigger);
                 } else {
                     if fast {
@@ -375,9 +370,8 @@ impl Daemon {
                     } else {
                         set_threshold_gauges(&new);
                     }
-                    self.apply(new, now);
+                    self.apply(new, &diff, now);
                     self.hash = hash;
-                    self.text = text;
                     events::config_reload_accepted(&self.path, &self.hash, trigger, &diff, t0.elapsed(), fast);
                 }
                 m.reloads.get_or_create(&crate::metrics::ResultL { result: "success".into() }).inc();
@@ -398,28 +392,41 @@ impl Daemon {
         systemd::ready("running");
     }
 
-    /// Swaps in a new config: items whose schedule is unchanged keep their next fire time,
-    /// new or rescheduled ones are armed from `now`, removed ones stop.
-    fn apply(&mut self, new: Config, now: DateTime<Utc>) {
+    /// Swaps in a new config. Only the diff's items are touched: new or rescheduled ones are
+    /// armed from `now`, removed ones (and rules no longer on a schedule) stop, and every
+    /// other item keeps its next fire time.
+    fn apply(&mut self, new: Config, diff: &ConfigDiff, now: DateTime<Utc>) {
         let old = std::mem::replace(&mut self.cfg, Arc::new(new));
         self.work.cfg = self.cfg.clone();
-        let old_sched: std::collections::HashMap<Key, &config::Timed> =
-            scheduled(&old).into_iter().map(|(k, n, t)| (key_of(k, n), t)).collect();
-        let mut keep = std::collections::HashSet::new();
-        for (kind, name, timed) in scheduled(&self.cfg) {
-            let key = key_of(kind, name);
-            keep.insert(key.clone());
-            if old_sched.get(&key) == Some(&timed) && self.timer.contains(&key) {
-                continue;
+        for (kind, section) in [(ItemKind::Check, &diff.checks), (ItemKind::Rule, &diff.rules), (ItemKind::Gate, &diff.gates)] {
+            for name in &section.removed {
+                self.timer.remove(&(kind, name.clone()));
             }
-            let next = timed.schedule.next_after(timed.timezone, now);
-            events::schedule_next(kind, name, next.as_ref());
-            self.timer.set(key, next);
+            for name in section.added.iter().chain(&section.changed) {
+                let key = (kind, name.clone());
+                match timed_of(&self.cfg, kind, name) {
+                    None => self.timer.remove(&key),
+                    Some(t) if timed_of(&old, kind, name) == Some(t) && self.timer.contains(&key) => {}
+                    Some(t) => {
+                        let next = t.schedule.next_after(t.timezone, now);
+                        events::schedule_next(kind.as_str(), name, next.as_ref());
+                        self.timer.set(key, next);
+                    }
+                }
+            }
         }
-        let stale: Vec<Key> = self.timer.keys().filter(|k| !keep.contains(*k)).cloned().collect();
-        for k in stale {
-            self.timer.remove(&k);
-        }
+    }
+}
+
+/// The schedule of a check, a gate or an `on_schedule` rule.
+fn timed_of<'a>(cfg: &'a Config, kind: ItemKind, name: &str) -> Option<&'a config::Timed> {
+    match kind {
+        ItemKind::Check => cfg.checks.get(name).map(|c| &c.timed),
+        ItemKind::Gate => cfg.gates.get(name).map(|g| &g.timed),
+        ItemKind::Rule => cfg.rules.get(name).and_then(|r| match &r.trigger {
+            Trigger::Schedule(t) => Some(t),
+            _ => None,
+        }),
     }
 }
 

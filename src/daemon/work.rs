@@ -3,7 +3,7 @@
 //! on their end, run gates, and queue notifications. AWS calls run in spawned tasks that
 //! report back to the loop as `Msg`s; all state changes happen here, on the loop.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::aws::{Aws, AwsError, MetricQuery, PendingPackage, RunStatus};
-use crate::config::{Config, GateMetric, RunKind, Start, Target, Trigger};
+use crate::config::{Check, Config, GateMetric, RunKind, Start, Target, Trigger};
 use crate::engine::{self, CheckOutcome, GateVerdict, Verdict};
 use crate::metrics;
 use crate::notify::{self, Message};
@@ -96,31 +96,23 @@ impl Work {
 
     /// Evaluates every due check in one batched task.
     pub fn evaluate_checks(&self, names: Vec<String>, at: DateTime<Utc>) {
-        let queries: Vec<(String, MetricQuery)> = names
+        let due: Vec<(String, Arc<Check>)> = names
             .into_iter()
             .filter_map(|n| {
-                let c = self.cfg.checks.get(&n)?;
-                Some((
-                    n,
-                    MetricQuery {
-                        namespace: c.namespace.clone(),
-                        metric: c.metric.clone(),
-                        dimensions: c.dimensions.clone(),
-                        statistic: c.statistic.clone(),
-                        period: c.period,
-                    },
-                ))
+                let c = self.cfg.checks.get(&n)?.clone();
+                Some((n, c))
             })
             .collect();
-        if queries.is_empty() {
+        if due.is_empty() {
             return;
         }
         let (aws, tx) = (self.aws.clone(), self.tx.clone());
         self.tracker.spawn(async move {
-            let qs: Vec<MetricQuery> = queries.iter().map(|(_, q)| q.clone()).collect();
+            let qs: Vec<MetricQuery<'_>> = due.iter().map(|(_, c)| MetricQuery::of(c)).collect();
             let (values, calls) = aws.latest_values(&qs, Utc::now()).await;
             tracing::debug!(event = "metrics_fetched", checks = qs.len(), calls, "GetMetricData for due checks");
-            let results = queries.into_iter().map(|(n, _)| n).zip(values).collect();
+            drop(qs);
+            let results = due.into_iter().map(|(n, _)| n).zip(values).collect();
             let _ = tx.send(Msg::CheckResults { at, results });
         });
     }
@@ -175,11 +167,25 @@ impl Work {
             tracing::error!(event = "state_error", error = %e, "cannot store check evaluations; no rule fires on them");
             return;
         }
+        let mut on_check: Option<HashMap<&str, Vec<String>>> = None;
         for (name, o) in outcomes {
             let Some(check) = cfg.checks.get(&name) else { continue };
             let corr = o.correlation_id.clone().unwrap_or_default();
-            let rules: Vec<String> =
-                cfg.rules.iter().filter(|(_, r)| matches!(&r.trigger, Trigger::Check(c) if *c == name)).map(|(n, _)| n.clone()).collect();
+            if !(o.entered_breach || o.recovered || o.firing) {
+                continue;
+            }
+            // The rules on this check, from an index built once per batch: 10,000 checks
+            // must not each scan 10,000 rules.
+            let on_check = on_check.get_or_insert_with(|| {
+                let mut m: HashMap<&str, Vec<String>> = HashMap::new();
+                for (n, r) in &cfg.rules {
+                    if let Trigger::Check(c) = &r.trigger {
+                        m.entry(c.as_str()).or_default().push(n.clone());
+                    }
+                }
+                m
+            });
+            let rules: Vec<String> = on_check.get(name.as_str()).cloned().unwrap_or_default();
             if o.entered_breach {
                 tracing::warn!(event = "check_breached", check = %name, value = %fmt_value(o.value), threshold = %check.threshold, correlation_id = %corr, "check breached");
                 for r in &rules {
