@@ -212,3 +212,25 @@ fn small_edits_reload_incrementally_and_other_edits_fully() {
     let ev = r.wait_event("config_reload_rejected", 1, T);
     assert!(ev["error"].as_str().unwrap().contains("mlops.toml:16:12: bad schedule"), "{ev}");
 }
+
+/// A service manager that stops reading its notify socket (its queue holds ~10 datagrams)
+/// must not stall the daemon: every reload sends RELOADING=1 and READY=1. Before the fix the
+/// sixth reload blocked the loop for good in a blocking send.
+#[test]
+fn a_notify_socket_nobody_reads_never_stalls_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sock_path = d.join("deaf.sock");
+    let _deaf = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    let opts = Opts { env: vec![("NOTIFY_SOCKET", sock_path.display().to_string())], notify: false };
+    let r = Running::start(d, &config(d, &check("a", "every 1h", 1.0)), opts);
+    r.wait_event("daemon_ready", 1, T);
+    for i in 1..=15 {
+        std::fs::write(&r.config, config(d, &check("a", "every 1h", 1.0 + i as f64))).unwrap();
+        let ev = r.wait_event("config_reload_accepted", i, T);
+        assert_eq!(ev["checks_changed"], "a", "{ev}");
+    }
+    let dropped = r.events("systemd_notify_failed");
+    assert!(!dropped.is_empty(), "a full notify queue is logged");
+    assert!(dropped[0]["error"].as_str().unwrap_or("").contains("temporarily unavailable"), "{}", dropped[0]);
+}
