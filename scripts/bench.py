@@ -146,6 +146,16 @@ class Daemon:
             if "READY=1" in msg:
                 self.ready = time.perf_counter() - self.t0
                 break
+        # Keep reading, as systemd does (every reload sends RELOADING=1 and READY=1).
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        self.sock.settimeout(None)
+        while True:
+            try:
+                self.sock.recv(4096)
+            except OSError:
+                return
 
     def _read(self):
         for line in self.p.stdout:
