@@ -249,19 +249,24 @@ def bench(n, endpoint):
     for e in d.named("schedule_batch"):
         lat += [e["lateness_ms_max"]] * int(e.get("checks", 0) or 0)
     r["lateness_p50_ms"], r["lateness_p99_ms"], r["lateness_max_ms"] = pct(lat, 50), pct(lat, 99), max(lat or [float("nan")])
-    # Reloads: one check's threshold changed, then every threshold changed. Written in place.
-    for label, new in (("reload_one", text.replace("above = 0.5\nfor = 1\n", "above = 0.6\nfor = 1\n", 1)),
-                       ("reload_all", text.replace("above = 0.5", "above = 0.7"))):
+    # Reloads, the file written in place: one check's threshold changed (5 times, a new value
+    # each time; median and max), then every threshold changed.
+    def reload(new):
         before = len(d.named("config_reload_accepted"))
         t = time.perf_counter()
         with open(cfg_path, "w") as f:
             f.write(new)
         ev = d.wait("config_reload_accepted", before + 1, 60)[-1]
-        r[label + "_ms"] = (ev["_t"] - t) * 1000
-        r[label + "_work_ms"] = ev.get("took_ms", float("nan"))
-        r[label + "_changed"] = ev.get("changed")
-        text = new
-    r["rss_after_reload_mib"] = proc_mem(pid)[0]
+        time.sleep(0.5)
+        return (ev["_t"] - t) * 1000, ev.get("took_ms", float("nan")), ev.get("changed")
+    ones = [reload(text.replace("above = 0.5\nfor = 1\n", f"above = 0.6{i}\nfor = 1\n", 1)) for i in range(5)]
+    r["reload_one_ms"] = statistics.median(o[0] for o in ones)
+    r["reload_one_max_ms"] = max(o[0] for o in ones)
+    r["reload_one_work_ms"] = statistics.median(o[1] for o in ones)
+    r["reload_one_changed"] = ones[-1][2]
+    all_ms, all_work, all_changed = reload(text.replace("above = 0.5", "above = 0.7"))
+    r["reload_all_ms"], r["reload_all_work_ms"], r["reload_all_changed"] = all_ms, all_work, all_changed
+    r["rss_after_reload_mib"], r["rss_peak_with_reloads_mib"] = proc_mem(pid)
     d.stop()
     with LOCK:
         r["requests"] = dict(COUNTS)
@@ -270,6 +275,7 @@ def bench(n, endpoint):
 
 TARGETS = {
     "rss_peak_mib": ("<", 64),
+    "rss_peak_with_reloads_mib": ("<", 64),
     "idle_cpu_pct": ("<", 1),
     "reload_one_ms": ("<", 50),
     "reload_all_ms": ("<", 500),
@@ -292,13 +298,16 @@ def main():
         ("validate (ms, median of 5)", "validate_ms", "{:.1f}"),
         ("plan --count 5 (ms, median of 5)", "plan_ms", "{:.1f}"),
         ("start → READY=1 (ms)", "ready_ms", "{:.1f}"),
-        ("reload, 1 item changed: file written → applied (ms)", "reload_one_ms", "{:.1f}"),
+        ("reload, 1 item changed: file written → applied (ms, median of 5)", "reload_one_ms", "{:.1f}"),
+        ("  max of the 5 (ms)", "reload_one_max_ms", "{:.1f}"),
         ("  of which reload work (ms)", "reload_one_work_ms", "{:.1f}"),
         ("reload, all changed: file written → applied (ms)", "reload_all_ms", "{:.1f}"),
         ("  of which reload work (ms)", "reload_all_work_ms", "{:.1f}"),
         ("RSS after start (MiB)", "rss_start_mib", "{:.1f}"),
         ("RSS idle (MiB)", "rss_idle_mib", "{:.1f}"),
-        ("RSS peak (MiB)", "rss_peak_mib", "{:.1f}"),
+        ("RSS peak before reloads (MiB)", "rss_peak_mib", "{:.1f}"),
+        ("RSS after the reloads (MiB)", "rss_after_reload_mib", "{:.1f}"),
+        ("RSS peak with the reloads (MiB)", "rss_peak_with_reloads_mib", "{:.1f}"),
         ("CPU per evaluation cycle (s)", "cpu_s_per_cycle", "{:.3f}"),
         ("idle CPU (% of a core)", "idle_cpu_pct", "{:.2f}"),
         ("GetMetricData calls per cycle", "getmetricdata_per_cycle", "{}"),
