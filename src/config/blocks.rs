@@ -116,6 +116,13 @@ fn read_block(section: &str, name: &str, text: &str, cfg: &Config) -> Option<Ite
 /// `[daemon]`, `[aws]` or `[SECTION.NAME]`, or has any problem at all: the whole-file parse
 /// then decides, and reports.
 pub fn parse_blockwise(text: &str) -> Option<Config> {
+    parse_blockwise_sharing(text, None)
+}
+
+/// As `parse_blockwise`; every item equal to `prev`'s item of that name is `prev`'s (the
+/// `Arc` is shared, the copy just read is dropped at once), so a reload holds two copies of
+/// only what changed.
+pub fn parse_blockwise_sharing(text: &str, prev: Option<&Config>) -> Option<Config> {
     let all = blocks(text)?;
     let mut seen = HashSet::with_capacity(all.len());
     // The small sections are parsed together, as one document, by the whole-file path.
@@ -150,13 +157,27 @@ pub fn parse_blockwise(text: &str) -> Option<Config> {
     for (i, section) in ["checks", "gates", "rules"].iter().enumerate() {
         for (name, t) in &items[i] {
             match read_block(section, name, t, &cfg)? {
-                Item::Check(c) => cfg.checks.insert(name.to_string(), Arc::new(c)).map(|_| ()),
-                Item::Gate(g) => cfg.gates.insert(name.to_string(), Arc::new(g)).map(|_| ()),
-                Item::Rule(r) => cfg.rules.insert(name.to_string(), Arc::new(r)).map(|_| ()),
+                Item::Check(c) => {
+                    cfg.checks.insert(name.to_string(), shared(c, prev.and_then(|p| p.checks.get(*name))));
+                }
+                Item::Gate(g) => {
+                    cfg.gates.insert(name.to_string(), shared(g, prev.and_then(|p| p.gates.get(*name))));
+                }
+                Item::Rule(r) => {
+                    cfg.rules.insert(name.to_string(), shared(r, prev.and_then(|p| p.rules.get(*name))));
+                }
             };
         }
     }
     Some(cfg)
+}
+
+/// `prev` itself when it equals `item`.
+fn shared<T: PartialEq>(item: T, prev: Option<&Arc<T>>) -> Arc<T> {
+    match prev {
+        Some(p) if **p == item => p.clone(),
+        _ => Arc::new(item),
+    }
 }
 
 /// What a fast reload gives: the new config, its diff against the old, the new text's index.
@@ -322,6 +343,21 @@ mod tests {
         assert!(taken.iter().any(|w| w.ends_with("config/mlops.toml")), "{taken:?}");
         assert!(taken.len() >= 10, "block-wise loading took only {taken:?}");
         assert!(parse_blockwise("# only a comment\n").is_none(), "an empty file is the full parse's to reject");
+    }
+
+    #[test]
+    fn a_full_reload_shares_unchanged_items_with_the_running_config() {
+        let old_text = base();
+        let old = full(&old_text).unwrap();
+        // A new check changes the block structure: not a fast reload, a block-wise one.
+        let new_text = old_text.replacen("above = 0.51", "above = 0.52", 1) + "\n[checks.extra]\nschedule = \"every 1h\"\nnamespace = \"ns\"\nmetric = \"x\"\nabove = 1\n";
+        assert!(reparse(&old, &Index::of(&old_text).unwrap(), &new_text).is_none());
+        let new = parse_blockwise_sharing(&new_text, Some(&old)).unwrap();
+        assert_eq!(Some(&new), full(&new_text).as_ref().ok());
+        assert!(Arc::ptr_eq(&new.checks["c0"], &old.checks["c0"]), "an unchanged check is shared");
+        assert!(Arc::ptr_eq(&new.rules["r5"], &old.rules["r5"]), "an unchanged rule is shared");
+        assert!(!Arc::ptr_eq(&new.checks["c5"], &old.checks["c5"]), "a changed check is new");
+        assert_ne!(new.checks["c5"], old.checks["c5"]);
     }
 
     #[test]

@@ -26,7 +26,13 @@ pub use build::parse_full;
 /// one table at a time (`blocks::parse_blockwise`); anything else, and any file with a
 /// problem, is parsed whole, and every problem is reported with its location.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    match blocks::parse_blockwise(text) {
+    parse_reusing(text, path, None)
+}
+
+/// As `parse`, for a reload of the running config `prev`: items equal to the running ones
+/// share their memory with them (block-wise loading only).
+pub fn parse_reusing(text: &str, path: &Path, prev: Option<&Config>) -> Result<Config, ConfigError> {
+    match blocks::parse_blockwise_sharing(text, prev) {
         Some(cfg) => Ok(cfg),
         None => parse_full(text, path),
     }

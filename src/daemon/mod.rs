@@ -342,7 +342,7 @@ impl Daemon {
             let hash = config::content_hash(&text);
             match self.index.as_ref().and_then(|idx| config::blocks::reparse(&self.cfg, idx, &text)) {
                 Some(r) => Ok((r.cfg, hash, Some(r.index), Some(r.diff))),
-                None => config::parse(&text, &self.path).map(|cfg| (cfg, hash, config::blocks::Index::of(&text), None)),
+                None => config::parse_reusing(&text, &self.path, Some(&self.cfg)).map(|cfg| (cfg, hash, config::blocks::Index::of(&text), None)),
             }
         });
         let fast_path = matches!(&loaded, Ok((_, _, _, Some(_))));
