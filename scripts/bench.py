@@ -8,6 +8,7 @@ and peak, CPU per evaluation cycle and idle CPU, GetMetricData calls per cycle a
 ceil(N/500) limit, and scheduling lateness (p50, p99, max).
 
   python3 scripts/bench.py [SIZES...]      (default: 100 1000 10000)
+  python3 scripts/bench.py --config N FILE  (only write the N-check config, for profiling)
 """
 import json
 import math
@@ -285,6 +286,14 @@ TARGETS = {
 
 
 def main():
+    if sys.argv[1:2] == ["--config"]:
+        if len(sys.argv) != 4:
+            sys.exit("usage: bench.py --config N FILE")
+        path = os.path.abspath(sys.argv[3])
+        with open(path, "w") as f:
+            f.write(config(int(sys.argv[2]), os.path.join(os.path.dirname(path), "state"), "http://127.0.0.1:9"))
+        print(f"wrote a {sys.argv[2]}-check config to {path}")
+        return
     sizes = [int(a) for a in sys.argv[1:]] or [100, 1000, 10000]
     if not os.path.exists(BIN):
         sys.exit(f"{BIN} missing: run `cargo build --release` first (scripts/bench does)")
