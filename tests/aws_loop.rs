@@ -451,25 +451,32 @@ fn unknown_topic_is_a_clear_error_naming_the_notifier() {
 }
 
 #[test]
-fn all_checks_due_together_are_batched_500_per_call() {
+fn all_checks_due_together_are_batched_500_per_call_and_evaluated_in_slices() {
     let s = setup("batch");
     let proxy = Proxy::start(&s.aws.endpoint);
     let dir = tempfile::tempdir().unwrap();
     let mut checks = String::new();
-    for i in 0..600 {
+    for i in 0..1200 {
         checks.push_str(&format!(
             "[checks.c{i}]\nschedule = \"every 1h\"\nnamespace = \"{}\"\nmetric = \"m{i}\"\nperiod = \"5m\"\nabove = 1\n\n",
             s.ns
         ));
     }
     // All on the same epoch-aligned schedule: due at the same instant.
-    let text = config(dir.path(), &s, &proxy.url, &checks.replace("every 1h", "every 3s"));
+    let text = config(dir.path(), &s, &proxy.url, &checks.replace("every 1h", "every 5s"));
     let r = Running::start(dir.path(), &text, env());
     let fetched = r.wait_event("metrics_fetched", 1, T);
-    assert_eq!(fetched["checks"], 600);
-    assert_eq!(fetched["calls"], 2, "ceil(600 / 500) GetMetricData calls");
-    r.wait_for("600 evaluations", T, |l| l.iter().filter(|v| v["event"] == "check_evaluated").count() >= 600);
-    assert!(proxy.count("GetMetricData") >= 2);
+    assert_eq!(fetched["checks"], 1200);
+    assert_eq!(fetched["calls"], 3, "ceil(1200 / 500) GetMetricData calls");
+    r.wait_for("1200 evaluations", T, |l| l.iter().filter(|v| v["event"] == "check_evaluated").count() >= 1200);
+    // The loop took the batch in two turns (1,000 then 200), and no check was lost or doubled
+    // between them.
+    let slices: Vec<(u64, u64)> = r.events("check_results_taken").iter().take(2).map(|e| (e["checks"].as_u64().unwrap(), e["remaining"].as_u64().unwrap())).collect();
+    assert_eq!(slices, [(1000, 200), (200, 0)]);
+    let first: std::collections::BTreeSet<String> =
+        r.events("check_evaluated").iter().take(1200).map(|e| e["check"].as_str().unwrap().to_string()).collect();
+    assert_eq!(first.len(), 1200, "every check evaluated once in the first batch");
+    assert!(proxy.count("GetMetricData") >= 3);
 }
 
 #[test]

@@ -20,7 +20,8 @@ use crate::state::{CheckEval, NewRun, Outgoing, RunRow, Store};
 /// Results of AWS calls, sent back to the loop.
 #[derive(Debug)]
 pub enum Msg {
-    CheckResults { at: DateTime<Utc>, results: Vec<(String, Result<Option<f64>, AwsError>)> },
+    /// `large`: the whole batch (of which `results` may be the rest) had 1,000 checks or more.
+    CheckResults { at: DateTime<Utc>, results: Vec<(String, Result<Option<f64>, AwsError>)>, large: bool },
     StartDone { run_id: i64, result: Result<String, AwsError> },
     RunStatuses(Vec<(i64, Result<RunStatus, AwsError>)>),
     GatePackages { gate: String, result: Result<Vec<(PendingPackage, Result<f64, String>)>, AwsError> },
@@ -112,14 +113,14 @@ impl Work {
             let (values, calls) = aws.latest_values(&qs, Utc::now()).await;
             tracing::debug!(event = "metrics_fetched", checks = qs.len(), calls, "GetMetricData for due checks");
             drop(qs);
-            let results = due.into_iter().map(|(n, _)| n).zip(values).collect();
-            let _ = tx.send(Msg::CheckResults { at, results });
+            let results: Vec<_> = due.into_iter().map(|(n, _)| n).zip(values).collect();
+            let large = results.len() >= 1000;
+            let _ = tx.send(Msg::CheckResults { at, results, large });
         });
     }
 
     pub fn on_check_results(&mut self, at: DateTime<Utc>, results: Vec<(String, Result<Option<f64>, AwsError>)>) {
         let cfg = self.cfg.clone();
-        let large = results.len() >= 1000;
         let mut outcomes: Vec<(String, CheckOutcome)> = Vec::new();
         for (name, res) in results {
             let Some(check) = cfg.checks.get(&name) else { continue };
@@ -208,10 +209,6 @@ impl Work {
                     self.fire_rule(&r, Cause::Check { check: name.clone(), correlation_id: corr.clone(), value: o.value });
                 }
             }
-        }
-        if large {
-            // A big batch leaves many freed pages behind; give them back.
-            super::release_memory();
         }
     }
 
