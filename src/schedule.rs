@@ -360,7 +360,7 @@ impl Cron {
             return true;
         }
         let last = days_in_month(d.year(), d.month());
-        if self.dom.last_offsets.iter().any(|&o| last >= o as u32 + 1 && day == last - o as u32) {
+        if self.dom.last_offsets.iter().any(|&o| last > o as u32 && day == last - o as u32) {
             return true;
         }
         if self.dom.last_weekday && day == last_weekday_of_month(d.year(), d.month()) {

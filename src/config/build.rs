@@ -61,7 +61,7 @@ fn parse_doc(text: &str, path: &Path, empty_ok: bool) -> Result<Config, ConfigEr
             (l, c, x.message)
         })
         .collect();
-    errors.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    errors.sort_by_key(|a| (a.0, a.1));
     errors.dedup();
     if errors.is_empty() {
         errors.push((1, 1, "config could not be built".into()));
@@ -329,13 +329,15 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
         }
     }
     if t.has("shutdown_grace") {
-        match { let v = t.duration_text(d, "shutdown_grace"); duration(d, v, "shutdown_grace", false) } {
+        let v = t.duration_text(d, "shutdown_grace");
+        match duration(d, v, "shutdown_grace", false) {
             Some(g) => cfg.shutdown_grace = g,
             None => ok = false,
         }
     }
     if t.has("poll_interval") {
-        match { let v = t.duration_text(d, "poll_interval"); duration(d, v, "poll_interval", true) } {
+        let v = t.duration_text(d, "poll_interval");
+        match duration(d, v, "poll_interval", true) {
             Some(g) => cfg.poll_interval = g,
             None => ok = false,
         }
@@ -377,7 +379,8 @@ fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
         None => {}
     }
     if t.has("attempt_timeout") {
-        match { let v = t.duration_text(d, "attempt_timeout"); duration(d, v, "attempt_timeout", true) } {
+        let v = t.duration_text(d, "attempt_timeout");
+        match duration(d, v, "attempt_timeout", true) {
             Some(x) => cfg.attempt_timeout = x,
             None => ok = false,
         }
@@ -522,7 +525,7 @@ fn valid_statistic(s: &str) -> Result<(), String> {
 
 fn valid_period(p: Duration) -> bool {
     let ms = p.as_millis();
-    matches!(ms, 1_000 | 5_000 | 10_000 | 30_000) || (ms > 0 && ms % 60_000 == 0)
+    matches!(ms, 1_000 | 5_000 | 10_000 | 30_000) || (ms > 0 && ms.is_multiple_of(60_000))
 }
 
 fn parse_target(d: &mut Diags, v: &Sp<String>, key: &str, refs: &mut Refs) -> Option<Target> {
@@ -720,7 +723,7 @@ fn read_gate(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>, refs:
     };
     let min = t.float(d, "min");
     let max = t.float(d, "max");
-    let mut ok = !(t.has("min") && min.is_none()) && !(t.has("max") && max.is_none());
+    let mut ok = !(t.has("min") && min.is_none() || t.has("max") && max.is_none());
     match (&min, &max) {
         (None, None) if ok => {
             d.push(t.span.clone(), format!("[{}] needs `min`, `max` or both", t.path));

@@ -17,6 +17,9 @@ use crate::metrics;
 use crate::notify::{self, Message};
 use crate::state::{CheckEval, NewRun, Outgoing, RunRow, Store};
 
+/// A gate's pending packages, each with its metric (or why it has none).
+pub type GateScan = Result<Vec<(PendingPackage, Result<f64, String>)>, AwsError>;
+
 /// Results of AWS calls, sent back to the loop.
 #[derive(Debug)]
 pub enum Msg {
@@ -24,7 +27,7 @@ pub enum Msg {
     CheckResults { at: DateTime<Utc>, results: Vec<(String, Result<Option<f64>, AwsError>)>, large: bool },
     StartDone { run_id: i64, result: Result<String, AwsError> },
     RunStatuses(Vec<(i64, Result<RunStatus, AwsError>)>),
-    GatePackages { gate: String, result: Result<Vec<(PendingPackage, Result<f64, String>)>, AwsError> },
+    GatePackages { gate: String, result: GateScan },
     GateApplied { gate: String, arn: String, approve: bool, result: Result<(), AwsError> },
 }
 
@@ -37,7 +40,7 @@ pub const MAX_START_ATTEMPTS: i64 = 8;
 pub enum Cause {
     Check { check: String, correlation_id: String, value: Option<f64> },
     Schedule,
-    RunEnded { run: RunRow, succeeded: bool },
+    RunEnded { run: Box<RunRow>, succeeded: bool },
 }
 
 impl Cause {
@@ -530,7 +533,7 @@ impl Work {
             .map(|(n, _)| n.clone())
             .collect();
         for r in rules {
-            self.fire_rule(&r, Cause::RunEnded { run: run.clone(), succeeded });
+            self.fire_rule(&r, Cause::RunEnded { run: Box::new(run.clone()), succeeded });
         }
     }
 
@@ -564,7 +567,7 @@ impl Work {
         });
     }
 
-    pub fn on_gate_packages(&mut self, gate_name: String, result: Result<Vec<(PendingPackage, Result<f64, String>)>, AwsError>) {
+    pub fn on_gate_packages(&mut self, gate_name: String, result: GateScan) {
         let Some(gate) = self.cfg.gates.get(&gate_name).cloned() else { return };
         let pkgs = match result {
             Ok(p) => p,

@@ -9,6 +9,12 @@ use super::Store;
 use crate::engine::{CheckState, RuleState};
 
 type R<T> = Result<T, rusqlite::Error>;
+/// A check's stored state and when it was last evaluated.
+pub type StateAt = (CheckState, Option<DateTime<Utc>>);
+/// One stored value of a check: (at, value, breached).
+pub type ValueAt = (DateTime<Utc>, Option<f64>, bool);
+/// One gate decision: (gate, arn, decision, value, reason, at).
+pub type GateDecisionRow = (String, String, String, Option<f64>, String, Option<DateTime<Utc>>);
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -124,7 +130,7 @@ impl Store {
     }
 
     /// Every check's state and when it was last evaluated.
-    pub fn check_states(&self) -> R<std::collections::HashMap<String, (CheckState, Option<DateTime<Utc>>)>> {
+    pub fn check_states(&self) -> R<std::collections::HashMap<String, StateAt>> {
         let c = self.conn();
         let mut st = c.prepare_cached("SELECT name, breach_count, breaching, correlation_id, last_value, last_eval_ms FROM check_state")?;
         let rows = st.query_map([], |r| {
@@ -171,7 +177,7 @@ impl Store {
     }
 
     /// Recent (time, value, breached) of a check, oldest first.
-    pub fn check_values(&self, name: &str) -> R<Vec<(DateTime<Utc>, Option<f64>, bool)>> {
+    pub fn check_values(&self, name: &str) -> R<Vec<ValueAt>> {
         let c = self.conn();
         let mut st = c.prepare_cached("SELECT at_ms, value, breached FROM check_values WHERE name = ?1 ORDER BY at_ms ASC")?;
         let rows = st.query_map(params![name], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<f64>>(1)?, r.get::<_, i64>(2)? != 0)))?;
@@ -404,7 +410,7 @@ impl Store {
     }
 
     /// Recent gate decisions, newest first: (gate, arn, decision, value, reason, at).
-    pub fn recent_gate_decisions(&self, limit: i64) -> R<Vec<(String, String, String, Option<f64>, String, Option<DateTime<Utc>>)>> {
+    pub fn recent_gate_decisions(&self, limit: i64) -> R<Vec<GateDecisionRow>> {
         let c = self.conn();
         let mut st = c.prepare_cached(
             "SELECT gate, package_arn, decision, value, reason, decided_ms FROM gate_decisions ORDER BY decided_ms DESC LIMIT ?1",
