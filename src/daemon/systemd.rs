@@ -95,7 +95,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.sock");
         let _deaf = UnixDatagram::bind(&path).unwrap();
-        let results: Vec<io::Result<()>> = (0..64).map(|_| send_to(path.as_os_str(), b"WATCHDOG=1\n")).collect();
+        // On a thread, so a send that blocks fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let results: Vec<io::Result<()>> = (0..64).map(|_| send_to(p.as_os_str(), b"WATCHDOG=1\n")).collect();
+            let _ = tx.send(results);
+        });
+        let results = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("a send to a full queue blocked");
         assert!(results[0].is_ok());
         let full = results.iter().find_map(|r| r.as_ref().err()).expect("a queue nobody reads fills up");
         assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
