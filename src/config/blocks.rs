@@ -11,7 +11,7 @@
 //!   the changed blocks are parsed and validated, against the running config. Anything else
 //!   returns `None` and the caller parses the whole file as usual.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -157,27 +157,28 @@ pub fn parse_blockwise_sharing(text: &str, prev: Option<&Config>) -> Option<Conf
     for (i, section) in ["checks", "gates", "rules"].iter().enumerate() {
         for (name, t) in &items[i] {
             match read_block(section, name, t, &cfg)? {
-                Item::Check(c) => {
-                    cfg.checks.insert(name.to_string(), shared(c, prev.and_then(|p| p.checks.get(*name))));
-                }
-                Item::Gate(g) => {
-                    cfg.gates.insert(name.to_string(), shared(g, prev.and_then(|p| p.gates.get(*name))));
-                }
-                Item::Rule(r) => {
-                    cfg.rules.insert(name.to_string(), shared(r, prev.and_then(|p| p.rules.get(*name))));
-                }
-            };
+                Item::Check(c) => put(&mut cfg.checks, name, c, prev.and_then(|p| p.checks.get(*name)), None),
+                Item::Gate(g) => put(&mut cfg.gates, name, g, prev.and_then(|p| p.gates.get(*name)), None),
+                Item::Rule(r) => put(&mut cfg.rules, name, r, prev.and_then(|p| p.rules.get(*name)), None),
+            }
         }
     }
     Some(cfg)
 }
 
-/// `prev` itself when it equals `item`.
-fn shared<T: PartialEq>(item: T, prev: Option<&Arc<T>>) -> Arc<T> {
-    match prev {
+/// Puts `item` into `map` as `name`: `prev`'s `Arc` when the two are equal (the copy just read
+/// is dropped at once), else a new one, whose name then goes into `changed`.
+fn put<T: PartialEq>(map: &mut BTreeMap<String, Arc<T>>, name: &str, item: T, prev: Option<&Arc<T>>, changed: Option<&mut Vec<String>>) {
+    let value = match prev {
         Some(p) if **p == item => p.clone(),
-        _ => Arc::new(item),
-    }
+        _ => {
+            if let Some(c) = changed {
+                c.push(name.to_string());
+            }
+            Arc::new(item)
+        }
+    };
+    map.insert(name.to_string(), value);
 }
 
 /// What a fast reload gives: the new config, its diff against the old, the new text's index.
@@ -214,26 +215,10 @@ pub fn reparse(old: &Config, old_index: &Index, new_text: &str) -> Option<Repars
     let mut diff = ConfigDiff::default();
     for (h, text) in changed {
         let (section, name) = item_header(h)?;
-        let n = name.to_string();
         match read_block(section, name, text, old)? {
-            Item::Check(c) => {
-                if old.checks.get(name).map(|o| **o != c).unwrap_or(true) {
-                    diff.checks.changed.push(n.clone());
-                }
-                cfg.checks.insert(n, Arc::new(c));
-            }
-            Item::Rule(r) => {
-                if old.rules.get(name).map(|o| **o != r).unwrap_or(true) {
-                    diff.rules.changed.push(n.clone());
-                }
-                cfg.rules.insert(n, Arc::new(r));
-            }
-            Item::Gate(g) => {
-                if old.gates.get(name).map(|o| **o != g).unwrap_or(true) {
-                    diff.gates.changed.push(n.clone());
-                }
-                cfg.gates.insert(n, Arc::new(g));
-            }
+            Item::Check(c) => put(&mut cfg.checks, name, c, old.checks.get(name), Some(&mut diff.checks.changed)),
+            Item::Rule(r) => put(&mut cfg.rules, name, r, old.rules.get(name), Some(&mut diff.rules.changed)),
+            Item::Gate(g) => put(&mut cfg.gates, name, g, old.gates.get(name), Some(&mut diff.gates.changed)),
         }
     }
     Some(Reparsed { cfg, diff, index: Index(index) })
