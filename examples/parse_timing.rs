@@ -35,14 +35,20 @@ fn main() {
         let diff_t = t.elapsed();
         let t = Instant::now();
         let now = chrono::Utc::now();
-        let n = cfg.checks.values().filter(|c| c.timed.schedule.next_after(c.timed.timezone, now).is_some()).count();
+        let n = cfg
+            .checks
+            .values()
+            .filter(|c| c.timed.schedule.next_after(c.timed.timezone, now).is_some())
+            .count();
         let sched_t = t.elapsed();
         let edited = text.replacen("above = 0.5\nfor = 1\n", "above = 0.6\nfor = 1\n", 1);
         let t = Instant::now();
         let hash = mlopsd::config::content_hash(&edited);
         let hash_t = t.elapsed();
         let t = Instant::now();
-        let fast = idx.as_ref().and_then(|i| mlopsd::config::blocks::reparse(&cfg, i, &edited));
+        let fast = idx
+            .as_ref()
+            .and_then(|i| mlopsd::config::blocks::reparse(&cfg, i, &edited));
         let fast_t = t.elapsed();
         let t = Instant::now();
         drop(fast);

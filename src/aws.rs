@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -30,7 +31,11 @@ pub struct AwsError {
 
 impl fmt::Display for AwsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} failed: {}: {}", self.service, self.operation, self.code, self.message)
+        write!(
+            f,
+            "{} {} failed: {}: {}",
+            self.service, self.operation, self.code, self.message
+        )
     }
 }
 
@@ -48,16 +53,30 @@ fn body_code(raw: &HttpResponse) -> Option<String> {
 
 /// "HTTP 403 <start of the body>", for answers the SDK could not parse.
 fn body_summary(raw: &HttpResponse) -> String {
-    let body = raw.body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned()).unwrap_or_default();
-    scrub(&format!("HTTP {} {}", raw.status().as_u16(), body.split_whitespace().collect::<Vec<_>>().join(" ")))
+    let body = raw
+        .body()
+        .bytes()
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned())
+        .unwrap_or_default();
+    scrub(&format!(
+        "HTTP {} {}",
+        raw.status().as_u16(),
+        body.split_whitespace().collect::<Vec<_>>().join(" ")
+    ))
 }
 
-fn classify<E>(service: &'static str, operation: &'static str, e: aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>) -> AwsError
+fn classify<E>(
+    service: &'static str,
+    operation: &'static str,
+    e: aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>,
+) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     use aws_smithy_runtime_api::client::result::SdkError;
-    let refused = |raw: &HttpResponse| (400..500).contains(&raw.status().as_u16()) && raw.status().as_u16() != 429;
+    let refused = |raw: &HttpResponse| {
+        (400..500).contains(&raw.status().as_u16()) && raw.status().as_u16() != 429
+    };
     let (code, transient) = match &e {
         SdkError::TimeoutError(_) => ("Timeout".to_string(), true),
         SdkError::DispatchFailure(_) => ("ConnectionError".to_string(), true),
@@ -65,38 +84,80 @@ where
         // or HTML error bodies where JSON is expected): take its code from the body.
         SdkError::ResponseError(re) if refused(re.raw()) => {
             let status = re.raw().status().as_u16();
-            (body_code(re.raw()).unwrap_or_else(|| if status == 403 { "AccessDenied".into() } else { format!("HTTP{status}") }), false)
+            (
+                body_code(re.raw()).unwrap_or_else(|| {
+                    if status == 403 {
+                        "AccessDenied".into()
+                    } else {
+                        format!("HTTP{status}")
+                    }
+                }),
+                false,
+            )
         }
         SdkError::ResponseError(_) => ("ResponseError".to_string(), true),
         SdkError::ConstructionFailure(_) => ("RequestConstruction".to_string(), false),
         SdkError::ServiceError(se) => {
             // Some endpoints answer in the EC2 error shape (<Errors><Error><Code>…), which the
             // query-protocol parser does not read; then the code comes from the body.
-            let code = se.err().code().map(str::to_string).or_else(|| body_code(se.raw())).unwrap_or_else(|| "Unknown".to_string());
+            let code = se
+                .err()
+                .code()
+                .map(str::to_string)
+                .or_else(|| body_code(se.raw()))
+                .unwrap_or_else(|| "Unknown".to_string());
             let status = se.raw().status().as_u16();
             let transient = status >= 500
                 || status == 429
-                || matches!(code.as_str(), "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "ServiceUnavailable" | "InternalFailure" | "InternalError");
+                || matches!(
+                    code.as_str(),
+                    "Throttling"
+                        | "ThrottlingException"
+                        | "TooManyRequestsException"
+                        | "RequestLimitExceeded"
+                        | "ServiceUnavailable"
+                        | "InternalFailure"
+                        | "InternalError"
+                );
             (code, transient)
         }
         _ => ("Unknown".to_string(), true),
     };
     let message = match &e {
         SdkError::ResponseError(re) if refused(re.raw()) => body_summary(re.raw()),
-        SdkError::ServiceError(se) => se.err().message().map(str::to_string).unwrap_or_else(|| body_summary(se.raw())),
+        SdkError::ServiceError(se) => se
+            .err()
+            .message()
+            .map(str::to_string)
+            .unwrap_or_else(|| body_summary(se.raw())),
         other => {
             // DisplayErrorContext walks the source chain (e.g. "connection refused").
-            let s = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other));
+            let s = format!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(other)
+            );
             scrub(&s)
         }
     };
-    AwsError { service, operation, code, message, transient }
+    AwsError {
+        service,
+        operation,
+        code,
+        message,
+        transient,
+    }
 }
 
 /// Removes anything that looks like a signed URL query or a key from a transport message.
 fn scrub(s: &str) -> String {
     s.split_whitespace()
-        .map(|w| if w.contains("X-Amz-") || w.contains("Signature=") || w.contains("Credential=") { "[redacted]" } else { w })
+        .map(|w| {
+            if w.contains("X-Amz-") || w.contains("Signature=") || w.contains("Credential=") {
+                "[redacted]"
+            } else {
+                w
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -105,29 +166,45 @@ fn scrub(s: &str) -> String {
 async fn observe<T, E>(
     service: &'static str,
     operation: &'static str,
-    fut: impl std::future::Future<Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>>,
+    fut: impl std::future::Future<
+        Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>,
+    >,
 ) -> Result<T, AwsError>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let t0 = std::time::Instant::now();
     let r = fut.await.map_err(|e| classify(service, operation, e));
-    crate::metrics::aws_call(service, operation, t0.elapsed().as_secs_f64(), r.as_ref().err().map(|e| e.code.as_str()));
+    crate::metrics::aws_call(
+        service,
+        operation,
+        t0.elapsed().as_secs_f64(),
+        r.as_ref().err().map(|e| e.code.as_str()),
+    );
     r
 }
 
-trait Observed<T, E>: std::future::Future<Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>> + Sized
+trait Observed<T, E>:
+    std::future::Future<
+        Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>,
+    > + Sized
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    fn observed(self, service: &'static str, operation: &'static str) -> impl std::future::Future<Output = Result<T, AwsError>> {
+    fn observed(
+        self,
+        service: &'static str,
+        operation: &'static str,
+    ) -> impl std::future::Future<Output = Result<T, AwsError>> {
         observe(service, operation, self)
     }
 }
 
 impl<T, E, F> Observed<T, E> for F
 where
-    F: std::future::Future<Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>>,
+    F: std::future::Future<
+        Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>>,
+    >,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
 }
@@ -162,7 +239,13 @@ pub struct MetricQuery<'a> {
 
 impl<'a> MetricQuery<'a> {
     pub fn of(c: &'a Check) -> Self {
-        MetricQuery { namespace: &c.namespace, metric: &c.metric, dimensions: &c.dimensions, statistic: &c.statistic, period: c.period }
+        MetricQuery {
+            namespace: &c.namespace,
+            metric: &c.metric,
+            dimensions: &c.dimensions,
+            statistic: &c.statistic,
+            period: c.period,
+        }
     }
 }
 
@@ -177,6 +260,147 @@ pub struct Aws {
     pub region: String,
 }
 
+/// What the control loop asks of AWS: read metrics, start and follow runs, read and set
+/// model packages, publish. `Aws` is the real one; the loop is generic over it so that a
+/// test can drive the real loop on paused time against an in-memory one. Only this module's
+/// `Aws` names `aws_sdk_*`.
+pub trait Cloud: Clone + Send + Sync + 'static {
+    /// Latest value of each query (`None`: no datapoints) and how many calls it took.
+    fn latest_values(
+        &self,
+        queries: &[MetricQuery<'_>],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = (Vec<Result<Option<f64>, AwsError>>, usize)> + Send;
+    fn start_pipeline(
+        &self,
+        pipeline_name: &str,
+        params: &BTreeMap<String, String>,
+        token: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn find_pipeline_execution(
+        &self,
+        pipeline_name: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+    fn pipeline_status(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<RunStatus, AwsError>> + Send;
+    fn start_build(
+        &self,
+        project: &str,
+        source_version: Option<&str>,
+        env: &BTreeMap<String, String>,
+        token: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn find_build(
+        &self,
+        project: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+    fn build_statuses(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, RunStatus>, AwsError>> + Send;
+    fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        body: &str,
+        attrs: &[(&str, &str)],
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn pending_packages(
+        &self,
+        group: &str,
+    ) -> impl Future<Output = Result<Vec<PendingPackage>, AwsError>> + Send;
+    fn read_s3(&self, uri: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn set_approval(
+        &self,
+        arn: &str,
+        approve: bool,
+        description: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+impl Cloud for Aws {
+    fn latest_values(
+        &self,
+        queries: &[MetricQuery<'_>],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = (Vec<Result<Option<f64>, AwsError>>, usize)> + Send {
+        Aws::latest_values(self, queries, now)
+    }
+    fn start_pipeline(
+        &self,
+        pipeline_name: &str,
+        params: &BTreeMap<String, String>,
+        token: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        Aws::start_pipeline(self, pipeline_name, params, token)
+    }
+    fn find_pipeline_execution(
+        &self,
+        pipeline_name: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send {
+        Aws::find_pipeline_execution(self, pipeline_name, token)
+    }
+    fn pipeline_status(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<RunStatus, AwsError>> + Send {
+        Aws::pipeline_status(self, arn)
+    }
+    fn start_build(
+        &self,
+        project: &str,
+        source_version: Option<&str>,
+        env: &BTreeMap<String, String>,
+        token: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        Aws::start_build(self, project, source_version, env, token)
+    }
+    fn find_build(
+        &self,
+        project: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send {
+        Aws::find_build(self, project, token)
+    }
+    fn build_statuses(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, RunStatus>, AwsError>> + Send {
+        Aws::build_statuses(self, ids)
+    }
+    fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        body: &str,
+        attrs: &[(&str, &str)],
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        Aws::publish(self, topic_arn, subject, body, attrs)
+    }
+    fn pending_packages(
+        &self,
+        group: &str,
+    ) -> impl Future<Output = Result<Vec<PendingPackage>, AwsError>> + Send {
+        Aws::pending_packages(self, group)
+    }
+    fn read_s3(&self, uri: &str) -> impl Future<Output = Result<String, AwsError>> + Send {
+        Aws::read_s3(self, uri)
+    }
+    fn set_approval(
+        &self,
+        arn: &str,
+        approve: bool,
+        description: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        Aws::set_approval(self, arn, approve, description)
+    }
+}
+
 /// CloudWatch's limits on one `GetMetricData` call.
 pub const MAX_QUERIES_PER_CALL: usize = 500;
 const MAX_DATAPOINTS_PER_CALL: u64 = 100_800;
@@ -186,14 +410,25 @@ pub async fn caller_account(cfg: &AwsConfig) -> Result<(String, String), AwsErro
     let sdk = sdk_config(cfg).await;
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
     let sts = aws_sdk_sts::Client::new(&sdk);
-    let r = sts.get_caller_identity().send().observed("sts", "GetCallerIdentity").await?;
-    let account = r.account().map(str::to_string).ok_or_else(|| missing("sts", "GetCallerIdentity", "Account"))?;
+    let r = sts
+        .get_caller_identity()
+        .send()
+        .observed("sts", "GetCallerIdentity")
+        .await?;
+    let account = r
+        .account()
+        .map(str::to_string)
+        .ok_or_else(|| missing("sts", "GetCallerIdentity", "Account"))?;
     Ok((account, region))
 }
 
 async fn sdk_config(cfg: &AwsConfig) -> aws_types::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts).with_initial_backoff(Duration::from_millis(200)))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(cfg.max_attempts)
+                .with_initial_backoff(Duration::from_millis(200)),
+        )
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -219,7 +454,9 @@ impl Aws {
     pub async fn new(cfg: &AwsConfig) -> Aws {
         let sdk = sdk_config(cfg).await;
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
-        let s3conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(cfg.endpoint_url.is_some()).build();
+        let s3conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(cfg.endpoint_url.is_some())
+            .build();
         Aws {
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
@@ -233,35 +470,71 @@ impl Aws {
     /// Latest value of each query over its recent window, in as few `GetMetricData` calls as
     /// the limits allow (500 queries and 100,800 datapoints a call). `None` = no datapoints.
     /// Also returns how many calls were made (pages included).
-    pub async fn latest_values(&self, queries: &[MetricQuery<'_>], now: DateTime<Utc>) -> (Vec<Result<Option<f64>, AwsError>>, usize) {
+    pub async fn latest_values(
+        &self,
+        queries: &[MetricQuery<'_>],
+        now: DateTime<Utc>,
+    ) -> (Vec<Result<Option<f64>, AwsError>>, usize) {
         let mut out: Vec<Result<Option<f64>, AwsError>> = vec![Ok(None); queries.len()];
         let mut calls = 0usize;
         for batch in plan_batches(queries) {
             let window = batch.window;
-            let start = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1));
+            let start = crate::clock::before(now, window).unwrap_or(DateTime::<Utc>::MIN_UTC);
             let mut req = self
                 .cloudwatch
                 .get_metric_data()
-                .start_time(aws_smithy_types::DateTime::from_millis(start.timestamp_millis()))
+                .start_time(aws_smithy_types::DateTime::from_millis(
+                    start.timestamp_millis(),
+                ))
                 // A minute past now: a datapoint stamped this very second is included even where
                 // the service rounds the end time down (CloudWatch returns nothing from the future).
-                .end_time(aws_smithy_types::DateTime::from_millis(now.timestamp_millis() + 60_000))
+                .end_time(aws_smithy_types::DateTime::from_millis(
+                    now.timestamp_millis() + 60_000,
+                ))
                 .scan_by(ScanBy::TimestampDescending);
             for &i in &batch.indices {
                 let q = &queries[i];
-                let dims = q.dimensions.iter().map(|(k, v)| Dimension::builder().name(k).value(v).build());
-                let metric = Metric::builder().namespace(q.namespace).metric_name(q.metric).set_dimensions(Some(dims.collect())).build();
-                let stat = MetricStat::builder().metric(metric).period(q.period.as_secs().max(1) as i32).stat(q.statistic).build();
-                req = req.metric_data_queries(MetricDataQuery::builder().id(format!("q{i}")).metric_stat(stat).return_data(true).build());
+                let dims = q
+                    .dimensions
+                    .iter()
+                    .map(|(k, v)| Dimension::builder().name(k).value(v).build());
+                let metric = Metric::builder()
+                    .namespace(q.namespace)
+                    .metric_name(q.metric)
+                    .set_dimensions(Some(dims.collect()))
+                    .build();
+                let stat = MetricStat::builder()
+                    .metric(metric)
+                    .period(q.period.as_secs().max(1) as i32)
+                    .stat(q.statistic)
+                    .build();
+                req = req.metric_data_queries(
+                    MetricDataQuery::builder()
+                        .id(format!("q{i}"))
+                        .metric_stat(stat)
+                        .return_data(true)
+                        .build(),
+                );
             }
             let mut token: Option<String> = None;
             let mut found: HashMap<usize, (i64, f64)> = HashMap::new();
             let result: Result<(), AwsError> = async {
                 loop {
                     calls += 1;
-                    let resp = req.clone().set_next_token(token.clone()).send().observed("cloudwatch", "GetMetricData").await?;
+                    let resp = req
+                        .clone()
+                        .set_next_token(token.clone())
+                        .send()
+                        .observed("cloudwatch", "GetMetricData")
+                        .await?;
                     for r in resp.metric_data_results() {
-                        let Some(idx) = r.id().and_then(|id| id.strip_prefix('q')).and_then(|n| n.parse::<usize>().ok()) else { continue };
+                        let Some(idx) = r
+                            .id()
+                            .and_then(|id| id.strip_prefix('q'))
+                            .and_then(|n| n.parse::<usize>().ok())
+                        else {
+                            continue;
+                        };
                         for (t, v) in r.timestamps().iter().zip(r.values()) {
                             let ms = t.to_millis().unwrap_or(0);
                             let e = found.entry(idx).or_insert((ms, *v));
@@ -290,8 +563,21 @@ impl Aws {
     /// Starts a SageMaker pipeline execution; `token` is the idempotency token and display name.
     /// One attempt only: the daemon retries a start itself, after looking for an execution the
     /// token already started, so never-twice does not depend on the service honouring tokens.
-    pub async fn start_pipeline(&self, pipeline_name: &str, params: &BTreeMap<String, String>, token: &str) -> Result<String, AwsError> {
-        let params = params.iter().map(|(k, v)| aws_sdk_sagemaker::types::Parameter::builder().name(k).value(v).build()).collect();
+    pub async fn start_pipeline(
+        &self,
+        pipeline_name: &str,
+        params: &BTreeMap<String, String>,
+        token: &str,
+    ) -> Result<String, AwsError> {
+        let params = params
+            .iter()
+            .map(|(k, v)| {
+                aws_sdk_sagemaker::types::Parameter::builder()
+                    .name(k)
+                    .value(v)
+                    .build()
+            })
+            .collect();
         let resp = self
             .sagemaker
             .start_pipeline_execution()
@@ -300,15 +586,29 @@ impl Aws {
             .client_request_token(token)
             .pipeline_execution_display_name(token)
             .customize()
-            .config_override(aws_sdk_sagemaker::config::Builder::default().retry_config(RetryConfig::disabled()))
+            .config_override(
+                aws_sdk_sagemaker::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
             .send()
             .observed("sagemaker", "StartPipelineExecution")
             .await?;
-        resp.pipeline_execution_arn().map(str::to_string).ok_or_else(|| missing("sagemaker", "StartPipelineExecution", "PipelineExecutionArn"))
+        resp.pipeline_execution_arn()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                missing(
+                    "sagemaker",
+                    "StartPipelineExecution",
+                    "PipelineExecutionArn",
+                )
+            })
     }
 
     /// Finds an execution this daemon started with `token` (its display name), if any.
-    pub async fn find_pipeline_execution(&self, pipeline_name: &str, token: &str) -> Result<Option<String>, AwsError> {
+    pub async fn find_pipeline_execution(
+        &self,
+        pipeline_name: &str,
+        token: &str,
+    ) -> Result<Option<String>, AwsError> {
         let resp = self
             .sagemaker
             .list_pipeline_executions()
@@ -337,7 +637,12 @@ impl Aws {
             .await?;
         Ok(match r.pipeline_execution_status() {
             Some(S::Succeeded) => RunStatus::Succeeded,
-            Some(S::Failed) => RunStatus::Failed(r.failure_reason().filter(|s| !s.is_empty()).unwrap_or("Failed").to_string()),
+            Some(S::Failed) => RunStatus::Failed(
+                r.failure_reason()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("Failed")
+                    .to_string(),
+            ),
             Some(S::Stopped) => RunStatus::Failed("Stopped".into()),
             Some(other) => RunStatus::Running(other.as_str().to_string()),
             None => RunStatus::Running("Unknown".into()),
@@ -355,13 +660,22 @@ impl Aws {
     ) -> Result<String, AwsError> {
         use aws_sdk_codebuild::types::{EnvironmentVariable, EnvironmentVariableType};
         let mut vars = Vec::new();
-        for (k, v) in env.iter().chain(std::iter::once((&"MLOPSD_IDEMPOTENCY_TOKEN".to_string(), &token.to_string()))) {
+        for (k, v) in env.iter().chain(std::iter::once((
+            &"MLOPSD_IDEMPOTENCY_TOKEN".to_string(),
+            &token.to_string(),
+        ))) {
             let var = EnvironmentVariable::builder()
                 .name(k)
                 .value(v)
                 .r#type(EnvironmentVariableType::Plaintext)
                 .build()
-                .map_err(|e| AwsError { service: "codebuild", operation: "StartBuild", code: "InvalidParameter".into(), message: e.to_string(), transient: false })?;
+                .map_err(|e| AwsError {
+                    service: "codebuild",
+                    operation: "StartBuild",
+                    code: "InvalidParameter".into(),
+                    message: e.to_string(),
+                    transient: false,
+                })?;
             vars.push(var);
         }
         let resp = self
@@ -372,11 +686,16 @@ impl Aws {
             .set_environment_variables_override(Some(vars))
             .idempotency_token(token)
             .customize()
-            .config_override(aws_sdk_codebuild::config::Builder::default().retry_config(RetryConfig::disabled()))
+            .config_override(
+                aws_sdk_codebuild::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
             .send()
             .observed("codebuild", "StartBuild")
             .await?;
-        resp.build_value().and_then(|b| b.id()).map(str::to_string).ok_or_else(|| missing("codebuild", "StartBuild", "build.id"))
+        resp.build_value()
+            .and_then(|b| b.id())
+            .map(str::to_string)
+            .ok_or_else(|| missing("codebuild", "StartBuild", "build.id"))
     }
 
     /// Finds a recent build of `project` that carries `token`, if any.
@@ -393,19 +712,32 @@ impl Aws {
         if ids.is_empty() {
             return Ok(None);
         }
-        let r = self.codebuild.batch_get_builds().set_ids(Some(ids)).send().observed("codebuild", "BatchGetBuilds").await?;
+        let r = self
+            .codebuild
+            .batch_get_builds()
+            .set_ids(Some(ids))
+            .send()
+            .observed("codebuild", "BatchGetBuilds")
+            .await?;
         Ok(r.builds()
             .iter()
             .find(|b| {
                 b.environment()
-                    .map(|e| e.environment_variables().iter().any(|v| v.name() == "MLOPSD_IDEMPOTENCY_TOKEN" && v.value() == token))
+                    .map(|e| {
+                        e.environment_variables()
+                            .iter()
+                            .any(|v| v.name() == "MLOPSD_IDEMPOTENCY_TOKEN" && v.value() == token)
+                    })
                     .unwrap_or(false)
             })
             .and_then(|b| b.id().map(str::to_string)))
     }
 
     /// Status of up to 100 builds per call (`BatchGetBuilds`).
-    pub async fn build_statuses(&self, ids: &[String]) -> Result<HashMap<String, RunStatus>, AwsError> {
+    pub async fn build_statuses(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, RunStatus>, AwsError> {
         use aws_sdk_codebuild::types::StatusType as S;
         let mut out = HashMap::new();
         for chunk in ids.chunks(100) {
@@ -426,23 +758,43 @@ impl Aws {
                 out.insert(id.to_string(), st);
             }
             for missing_id in r.builds_not_found() {
-                out.insert(missing_id.clone(), RunStatus::Failed("build not found".into()));
+                out.insert(
+                    missing_id.clone(),
+                    RunStatus::Failed("build not found".into()),
+                );
             }
         }
         Ok(out)
     }
 
     /// SNS `Publish` with message attributes; returns the message id.
-    pub async fn publish(&self, topic_arn: &str, subject: &str, body: &str, attrs: &[(&str, &str)]) -> Result<String, AwsError> {
+    pub async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        body: &str,
+        attrs: &[(&str, &str)],
+    ) -> Result<String, AwsError> {
         use aws_sdk_sns::types::MessageAttributeValue;
-        let mut req = self.sns.publish().topic_arn(topic_arn).subject(subject).message(body);
+        let mut req = self
+            .sns
+            .publish()
+            .topic_arn(topic_arn)
+            .subject(subject)
+            .message(body);
         for (k, v) in attrs {
             let v = if v.is_empty() { "-" } else { v };
             let a = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(v.to_string())
                 .build()
-                .map_err(|e| AwsError { service: "sns", operation: "Publish", code: "InvalidParameter".into(), message: e.to_string(), transient: false })?;
+                .map_err(|e| AwsError {
+                    service: "sns",
+                    operation: "Publish",
+                    code: "InvalidParameter".into(),
+                    message: e.to_string(),
+                    transient: false,
+                })?;
             req = req.message_attributes(*k, a);
         }
         let r = req.send().observed("sns", "Publish").await?;
@@ -458,13 +810,17 @@ impl Aws {
                 .sagemaker
                 .list_model_packages()
                 .model_package_group_name(group)
-                .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval)
+                .model_approval_status(
+                    aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval,
+                )
                 .set_next_token(token.clone())
                 .send()
                 .observed("sagemaker", "ListModelPackages")
                 .await?;
             for s in r.model_package_summary_list() {
-                if s.model_approval_status() == Some(&aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval) {
+                if s.model_approval_status()
+                    == Some(&aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval)
+                {
                     if let Some(a) = s.model_package_arn() {
                         arns.push(a.to_string());
                     }
@@ -485,7 +841,10 @@ impl Aws {
                 .observed("sagemaker", "DescribeModelPackage")
                 .await?;
             out.push(PendingPackage {
-                metadata: d.customer_metadata_properties().cloned().unwrap_or_default(),
+                metadata: d
+                    .customer_metadata_properties()
+                    .cloned()
+                    .unwrap_or_default(),
                 report_uri: d
                     .model_metrics()
                     .and_then(|m| m.model_quality())
@@ -503,8 +862,21 @@ impl Aws {
         let (bucket, key) = uri
             .strip_prefix("s3://")
             .and_then(|r| r.split_once('/'))
-            .ok_or_else(|| AwsError { service: "s3", operation: "GetObject", code: "InvalidUri".into(), message: format!("not an s3://bucket/key URI: {uri}"), transient: false })?;
-        let r = self.s3.get_object().bucket(bucket).key(key).send().observed("s3", "GetObject").await?;
+            .ok_or_else(|| AwsError {
+                service: "s3",
+                operation: "GetObject",
+                code: "InvalidUri".into(),
+                message: format!("not an s3://bucket/key URI: {uri}"),
+                transient: false,
+            })?;
+        let r = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .observed("s3", "GetObject")
+            .await?;
         let bytes = r.body.collect().await.map_err(|e| AwsError {
             service: "s3",
             operation: "GetObject",
@@ -522,7 +894,12 @@ impl Aws {
     }
 
     /// Sets a model package's approval status with the reason.
-    pub async fn set_approval(&self, arn: &str, approve: bool, description: &str) -> Result<(), AwsError> {
+    pub async fn set_approval(
+        &self,
+        arn: &str,
+        approve: bool,
+        description: &str,
+    ) -> Result<(), AwsError> {
         use aws_sdk_sagemaker::types::ModelApprovalStatus as M;
         self.sagemaker
             .update_model_package()
@@ -537,7 +914,13 @@ impl Aws {
 }
 
 fn missing(service: &'static str, operation: &'static str, field: &str) -> AwsError {
-    AwsError { service, operation, code: "MalformedResponse".into(), message: format!("response has no {field}"), transient: true }
+    AwsError {
+        service,
+        operation,
+        code: "MalformedResponse".into(),
+        message: format!("response has no {field}"),
+        transient: true,
+    }
 }
 
 /// A group of queries for one `GetMetricData` call, with the window they share.
@@ -562,7 +945,10 @@ pub fn plan_batches(queries: &[MetricQuery<'_>]) -> Vec<Batch> {
             b.indices.len() < MAX_QUERIES_PER_CALL && points + need <= MAX_DATAPOINTS_PER_CALL
         });
         if fits != Some(true) {
-            out.push(Batch { indices: Vec::new(), window: p * 2 });
+            out.push(Batch {
+                indices: Vec::new(),
+                window: p * 2,
+            });
             points = 0;
         }
         if let Some(b) = out.last_mut() {
@@ -578,7 +964,13 @@ mod tests {
     use super::*;
 
     fn q(period_s: u64) -> MetricQuery<'static> {
-        MetricQuery { namespace: "n", metric: "m", dimensions: &[], statistic: "Average", period: Duration::from_secs(period_s) }
+        MetricQuery {
+            namespace: "n",
+            metric: "m",
+            dimensions: &[],
+            statistic: "Average",
+            period: Duration::from_secs(period_s),
+        }
     }
 
     #[test]
@@ -594,13 +986,18 @@ mod tests {
     #[test]
     fn mixed_periods_share_calls_within_the_datapoint_limit() {
         // 1h and 1m periods: a 2h window gives 120 points per 1-minute query; 500 fit.
-        let qs: Vec<_> = (0..1000).map(|i| q(if i % 2 == 0 { 3600 } else { 60 })).collect();
+        let qs: Vec<_> = (0..1000)
+            .map(|i| q(if i % 2 == 0 { 3600 } else { 60 }))
+            .collect();
         let b = plan_batches(&qs);
         assert_eq!(b.len(), 2);
         // A 1-day period with 1-second periods cannot share: 172,800 points each.
         let qs = vec![q(86_400), q(1)];
         assert_eq!(plan_batches(&qs).len(), 2);
-        let mut seen: Vec<usize> = plan_batches(&qs).into_iter().flat_map(|b| b.indices).collect();
+        let mut seen: Vec<usize> = plan_batches(&qs)
+            .into_iter()
+            .flat_map(|b| b.indices)
+            .collect();
         seen.sort();
         assert_eq!(seen, [0, 1]);
     }

@@ -10,18 +10,43 @@ use crate::duration::format_duration;
 pub async fn run(cfg: &Config, name: &str) -> u8 {
     let Some(c) = cfg.checks.get(name) else {
         let known: Vec<&str> = cfg.checks.keys().map(String::as_str).collect();
-        eprintln!("no check named \"{name}\" (defined: {})", if known.is_empty() { "none".into() } else { known.join(", ") });
+        eprintln!(
+            "no check named \"{name}\" (defined: {})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        );
         return 2;
     };
     let aws = Aws::new(&cfg.aws).await;
     let q = MetricQuery::of(c);
-    let what = format!("{} of {}/{} over {}", c.statistic, c.namespace, c.metric, format_duration(c.period));
-    match aws.latest_values(std::slice::from_ref(&q), Utc::now()).await.0.pop() {
+    let what = format!(
+        "{} of {}/{} over {}",
+        c.statistic,
+        c.namespace,
+        c.metric,
+        format_duration(c.period)
+    );
+    match aws
+        .latest_values(std::slice::from_ref(&q), Utc::now())
+        .await
+        .0
+        .pop()
+    {
         Some(Ok(Some(v))) => {
             let breach = c.threshold.breached_by(v);
-            println!("check {name}: {v} ({what}) vs threshold {}: {}", c.threshold, if breach { "BREACHING" } else { "ok" });
+            println!(
+                "check {name}: {v} ({what}) vs threshold {}: {}",
+                c.threshold,
+                if breach { "BREACHING" } else { "ok" }
+            );
             if c.for_count > 1 && breach {
-                println!("(the daemon fires after {} consecutive breaching evaluations)", c.for_count);
+                println!(
+                    "(the daemon fires after {} consecutive breaching evaluations)",
+                    c.for_count
+                );
             }
             u8::from(breach)
         }
@@ -31,7 +56,10 @@ pub async fn run(cfg: &Config, name: &str) -> u8 {
                 MissingData::Ok => ("ok (missing_data = \"ok\")", 0),
                 MissingData::Breach => ("BREACHING (missing_data = \"breach\")", 1),
             };
-            println!("check {name}: no data ({what}) vs threshold {}: {verdict}", c.threshold);
+            println!(
+                "check {name}: no data ({what}) vs threshold {}: {verdict}",
+                c.threshold
+            );
             code
         }
         Some(Err(e)) => {

@@ -49,7 +49,12 @@ pub struct CheckOutcome {
 }
 
 /// One evaluation of a check, from its previous state and the value read (None: no data).
-pub fn evaluate_check(check: &Check, prev: &CheckState, value: Option<f64>, new_id: impl FnOnce() -> String) -> CheckOutcome {
+pub fn evaluate_check(
+    check: &Check,
+    prev: &CheckState,
+    value: Option<f64>,
+    new_id: impl FnOnce() -> String,
+) -> CheckOutcome {
     let verdict = match value {
         Some(v) if check.threshold.breached_by(v) => Verdict::Breach,
         Some(_) => Verdict::Ok,
@@ -91,7 +96,15 @@ pub fn evaluate_check(check: &Check, prev: &CheckState, value: Option<f64>, new_
             state.correlation_id = None;
         }
     }
-    CheckOutcome { verdict, value, state, entered_breach, recovered, firing, correlation_id }
+    CheckOutcome {
+        verdict,
+        value,
+        state,
+        entered_breach,
+        recovered,
+        firing,
+        correlation_id,
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -104,8 +117,14 @@ pub struct RuleState {
 /// Why a rule did not fire.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Suppressed {
-    Cooldown { until: DateTime<Utc> },
-    Concurrency { target: String, active: u32, max: u32 },
+    Cooldown {
+        until: DateTime<Utc>,
+    },
+    Concurrency {
+        target: String,
+        active: u32,
+        max: u32,
+    },
 }
 
 impl Suppressed {
@@ -117,15 +136,27 @@ impl Suppressed {
     }
     pub fn describe(&self) -> String {
         match self {
-            Suppressed::Cooldown { until } => format!("in cooldown until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            Suppressed::Concurrency { target, active, max } => format!("{target} has {active} active run(s), max_concurrent = {max}"),
+            Suppressed::Cooldown { until } => format!(
+                "in cooldown until {}",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            Suppressed::Concurrency {
+                target,
+                active,
+                max,
+            } => format!("{target} has {active} active run(s), max_concurrent = {max}"),
         }
     }
 }
 
 /// Whether a rule may fire now. `targets` gives (target, active runs, max_concurrent) for
 /// each start action of the rule.
-pub fn decide_rule(_rule: &Rule, state: &RuleState, targets: &[(String, u32, u32)], now: DateTime<Utc>) -> Result<(), Suppressed> {
+pub fn decide_rule(
+    _rule: &Rule,
+    state: &RuleState,
+    targets: &[(String, u32, u32)],
+    now: DateTime<Utc>,
+) -> Result<(), Suppressed> {
     if let Some(until) = state.cooldown_until {
         if now < until {
             return Err(Suppressed::Cooldown { until });
@@ -133,7 +164,11 @@ pub fn decide_rule(_rule: &Rule, state: &RuleState, targets: &[(String, u32, u32
     }
     for (t, active, max) in targets {
         if active >= max {
-            return Err(Suppressed::Concurrency { target: t.clone(), active: *active, max: *max });
+            return Err(Suppressed::Concurrency {
+                target: t.clone(),
+                active: *active,
+                max: *max,
+            });
         }
     }
     Ok(())
@@ -144,7 +179,10 @@ pub fn fired(rule: &Rule, state: &RuleState, now: DateTime<Utc>) -> RuleState {
     RuleState {
         firings: state.firings + 1,
         last_fired: Some(now),
-        cooldown_until: rule.cooldown.and_then(|c| chrono::Duration::from_std(c).ok()).map(|c| now + c),
+        cooldown_until: rule
+            .cooldown
+            .and_then(|c| chrono::Duration::from_std(c).ok())
+            .map(|c| now + c),
     }
 }
 
@@ -160,27 +198,45 @@ pub fn idempotency_token(store_id: &str, rule: &str, firing: u64, action: usize)
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum GateVerdict {
-    Approve { value: f64, reason: String },
-    Reject { value: f64, reason: String },
+    Approve {
+        value: f64,
+        reason: String,
+    },
+    Reject {
+        value: f64,
+        reason: String,
+    },
     /// No usable metric: the package stays pending.
-    NoMetric { reason: String },
+    NoMetric {
+        reason: String,
+    },
 }
 
 /// Compares a package's metric with the gate's bounds.
 pub fn decide_gate(gate: &Gate, metric_name: &str, value: Result<f64, String>) -> GateVerdict {
     let v = match value {
         Ok(v) if v.is_finite() => v,
-        Ok(v) => return GateVerdict::NoMetric { reason: format!("{metric_name} is {v}") },
+        Ok(v) => {
+            return GateVerdict::NoMetric {
+                reason: format!("{metric_name} is {v}"),
+            }
+        }
         Err(reason) => return GateVerdict::NoMetric { reason },
     };
     if let Some(min) = gate.min {
         if v < min {
-            return GateVerdict::Reject { value: v, reason: format!("mlopsd: {metric_name} {v} is below min {min}") };
+            return GateVerdict::Reject {
+                value: v,
+                reason: format!("mlopsd: {metric_name} {v} is below min {min}"),
+            };
         }
     }
     if let Some(max) = gate.max {
         if v > max {
-            return GateVerdict::Reject { value: v, reason: format!("mlopsd: {metric_name} {v} is above max {max}") };
+            return GateVerdict::Reject {
+                value: v,
+                reason: format!("mlopsd: {metric_name} {v} is above max {max}"),
+            };
         }
     }
     let bounds = match (gate.min, gate.max) {
@@ -189,18 +245,29 @@ pub fn decide_gate(gate: &Gate, metric_name: &str, value: Result<f64, String>) -
         (None, Some(b)) => format!("<= max {b}"),
         (None, None) => "unbounded".into(),
     };
-    GateVerdict::Approve { value: v, reason: format!("mlopsd: {metric_name} {v} {bounds}") }
+    GateVerdict::Approve {
+        value: v,
+        reason: format!("mlopsd: {metric_name} {v} {bounds}"),
+    }
 }
 
 /// A number from a metadata string.
-pub fn metadata_value(meta: &std::collections::HashMap<String, String>, key: &str) -> Result<f64, String> {
-    let s = meta.get(key).ok_or_else(|| format!("CustomerMetadataProperties has no key \"{key}\""))?;
-    s.trim().parse::<f64>().map_err(|_| format!("CustomerMetadataProperties[\"{key}\"] = \"{s}\" is not a number"))
+pub fn metadata_value(
+    meta: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<f64, String> {
+    let s = meta
+        .get(key)
+        .ok_or_else(|| format!("CustomerMetadataProperties has no key \"{key}\""))?;
+    s.trim()
+        .parse::<f64>()
+        .map_err(|_| format!("CustomerMetadataProperties[\"{key}\"] = \"{s}\" is not a number"))
 }
 
 /// A number at a dotted path (`a.b.0.c`) in a JSON report; numeric strings are accepted.
 pub fn report_value(report: &str, path: &str) -> Result<f64, String> {
-    let doc: Value = serde_json::from_str(report).map_err(|e| format!("evaluation report is not JSON: {e}"))?;
+    let doc: Value =
+        serde_json::from_str(report).map_err(|e| format!("evaluation report is not JSON: {e}"))?;
     let mut cur = &doc;
     for seg in path.split('.') {
         cur = match cur {
@@ -208,11 +275,18 @@ pub fn report_value(report: &str, path: &str) -> Result<f64, String> {
             Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
             _ => None,
         }
-        .ok_or_else(|| format!("evaluation report has nothing at \"{path}\" (stopped at \"{seg}\")"))?;
+        .ok_or_else(|| {
+            format!("evaluation report has nothing at \"{path}\" (stopped at \"{seg}\")")
+        })?;
     }
     match cur {
-        Value::Number(n) => n.as_f64().ok_or_else(|| format!("value at \"{path}\" is not a number")),
-        Value::String(s) => s.trim().parse().map_err(|_| format!("value at \"{path}\" is \"{s}\", not a number")),
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| format!("value at \"{path}\" is not a number")),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("value at \"{path}\" is \"{s}\", not a number")),
         other => Err(format!("value at \"{path}\" is {other}, not a number")),
     }
 }
@@ -226,7 +300,11 @@ mod tests {
 
     fn check(for_count: u32, missing: MissingData) -> Check {
         Check {
-            timed: Timed { expression: "every 1m".into(), schedule: Schedule::parse("every 1m").unwrap(), timezone: chrono_tz::UTC },
+            timed: Timed {
+                expression: "every 1m".into(),
+                schedule: Schedule::parse("every 1m").unwrap(),
+                timezone: chrono_tz::UTC,
+            },
             namespace: "n".into(),
             metric: "m".into(),
             dimensions: Vec::new(),
@@ -253,7 +331,15 @@ mod tests {
         let o4 = evaluate_check(&c, &o3.state, Some(0.05), || "x".into());
         assert!(o4.recovered && !o4.firing);
         assert_eq!(o4.correlation_id.as_deref(), Some("id1"));
-        assert_eq!(o4.state, CheckState { breach_count: 0, breaching: false, correlation_id: None, last_value: Some(0.05) });
+        assert_eq!(
+            o4.state,
+            CheckState {
+                breach_count: 0,
+                breaching: false,
+                correlation_id: None,
+                last_value: Some(0.05)
+            }
+        );
     }
 
     #[test]
@@ -268,7 +354,10 @@ mod tests {
 
     #[test]
     fn missing_data_modes() {
-        let prev = CheckState { breach_count: 1, ..Default::default() };
+        let prev = CheckState {
+            breach_count: 1,
+            ..Default::default()
+        };
         let o = evaluate_check(&check(2, MissingData::Ignore), &prev, None, || "a".into());
         assert_eq!(o.verdict, Verdict::Ignored);
         assert_eq!(o.state, prev);
@@ -305,10 +394,23 @@ mod tests {
         assert_eq!(s.firings, 1);
         let e = decide_rule(&r, &s, &[], now + chrono::Duration::minutes(59)).unwrap_err();
         assert_eq!(e.reason(), "cooldown");
-        assert!(e.describe().contains("until 2027-01-15T09:00:00Z"), "{}", e.describe());
+        assert!(
+            e.describe().contains("until 2027-01-15T09:00:00Z"),
+            "{}",
+            e.describe()
+        );
         assert!(decide_rule(&r, &s, &[], now + chrono::Duration::minutes(60)).is_ok());
-        let e = decide_rule(&r, &RuleState::default(), &[("pipeline:p".into(), 1, 1)], now).unwrap_err();
-        assert_eq!(e.describe(), "pipeline:p has 1 active run(s), max_concurrent = 1");
+        let e = decide_rule(
+            &r,
+            &RuleState::default(),
+            &[("pipeline:p".into(), 1, 1)],
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.describe(),
+            "pipeline:p has 1 active run(s), max_concurrent = 1"
+        );
     }
 
     #[test]
@@ -317,7 +419,11 @@ mod tests {
         assert_eq!(a, idempotency_token("s1", "retrain", 1, 0));
         assert_ne!(a, idempotency_token("s1", "retrain", 2, 0));
         assert_ne!(a, idempotency_token("s1", "retrain", 1, 1));
-        assert_ne!(a, idempotency_token("s2", "retrain", 1, 0), "a new store never reuses tokens");
+        assert_ne!(
+            a,
+            idempotency_token("s2", "retrain", 1, 0),
+            "a new store never reuses tokens"
+        );
         assert!(a.len() >= 32 && a.len() <= 128);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     }
@@ -326,26 +432,43 @@ mod tests {
     fn gate_verdicts() {
         let g = Gate {
             model_package_group: "g".into(),
-            timed: Timed { expression: "every 1m".into(), schedule: Schedule::parse("every 1m").unwrap(), timezone: chrono_tz::UTC },
+            timed: Timed {
+                expression: "every 1m".into(),
+                schedule: Schedule::parse("every 1m").unwrap(),
+                timezone: chrono_tz::UTC,
+            },
             metric: GateMetric::Metadata("accuracy".into()),
             min: Some(0.8),
             max: None,
             notify: vec![],
         };
-        assert!(matches!(decide_gate(&g, "accuracy", Ok(0.9)), GateVerdict::Approve { .. }));
+        assert!(matches!(
+            decide_gate(&g, "accuracy", Ok(0.9)),
+            GateVerdict::Approve { .. }
+        ));
         match decide_gate(&g, "accuracy", Ok(0.7)) {
-            GateVerdict::Reject { reason, .. } => assert_eq!(reason, "mlopsd: accuracy 0.7 is below min 0.8"),
+            GateVerdict::Reject { reason, .. } => {
+                assert_eq!(reason, "mlopsd: accuracy 0.7 is below min 0.8")
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decide_gate(&g, "accuracy", Err("none".into())), GateVerdict::NoMetric { .. }));
+        assert!(matches!(
+            decide_gate(&g, "accuracy", Err("none".into())),
+            GateVerdict::NoMetric { .. }
+        ));
     }
 
     #[test]
     fn report_paths() {
         let r = r#"{"classification_metrics": {"accuracy": {"value": 0.93}, "list": [1, "2.5"]}}"#;
-        assert_eq!(report_value(r, "classification_metrics.accuracy.value"), Ok(0.93));
+        assert_eq!(
+            report_value(r, "classification_metrics.accuracy.value"),
+            Ok(0.93)
+        );
         assert_eq!(report_value(r, "classification_metrics.list.1"), Ok(2.5));
-        assert!(report_value(r, "classification_metrics.f1.value").unwrap_err().contains("stopped at \"f1\""));
+        assert!(report_value(r, "classification_metrics.f1.value")
+            .unwrap_err()
+            .contains("stopped at \"f1\""));
         assert!(report_value("nope", "a").unwrap_err().contains("not JSON"));
     }
 }

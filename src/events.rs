@@ -1,16 +1,17 @@
-//! Operator events: every decision and lifecycle step is logged from here, one function per
-//! event, so log field names stay the same everywhere. Each line carries `event = NAME`.
+//! Operator events: every decision and lifecycle step is logged from here, so log field names
+//! stay the same everywhere. Each line carries `event = NAME`. A decision event is a struct
+//! whose `emit()` writes its log line and counts its metrics in one place, so logs and
+//! `/metrics` cannot disagree (vector's `internal_events` pattern).
 
 use std::path::Path;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
+use crate::aws::AwsError;
+use crate::clock::ts;
 use crate::config::diff::ConfigDiff;
-use crate::config::{Config, ConfigError};
-
-fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+use crate::config::{Config, ConfigError, Target};
+use crate::metrics;
 
 pub fn config_loaded(path: &Path, hash: &str, cfg: &Config) {
     tracing::info!(
@@ -24,7 +25,14 @@ pub fn config_loaded(path: &Path, hash: &str, cfg: &Config) {
     );
 }
 
-pub fn config_reload_accepted(path: &Path, hash: &str, trigger: &str, diff: &ConfigDiff, took: std::time::Duration, fast: bool) {
+pub fn config_reload_accepted(
+    path: &Path,
+    hash: &str,
+    trigger: &str,
+    diff: &ConfigDiff,
+    took: std::time::Duration,
+    fast: bool,
+) {
     let (added, changed, removed) = diff.counts();
     let restart_needed = diff.restart_needed.join(",");
     if !diff.restart_needed.is_empty() {
@@ -63,7 +71,11 @@ pub fn config_reload_unchanged(path: &Path, hash: &str, trigger: &str) {
 }
 
 pub fn config_reload_rejected(path: &Path, trigger: &str, err: &ConfigError) {
-    let first = err.errors.first().map(|(l, c, m)| format!("{}:{l}:{c}: {m}", path.display())).unwrap_or_default();
+    let first = err
+        .errors
+        .first()
+        .map(|(l, c, m)| format!("{}:{l}:{c}: {m}", path.display()))
+        .unwrap_or_default();
     tracing::error!(
         event = "config_reload_rejected",
         path = %path.display(),
@@ -76,14 +88,23 @@ pub fn config_reload_rejected(path: &Path, trigger: &str, err: &ConfigError) {
 }
 
 pub fn schedule_fired(kind: &str, name: &str, due: &DateTime<Utc>, now: &DateTime<Utc>) {
-    let lateness_ms = (*now - *due).num_milliseconds();
+    let late = *now - *due;
+    let lateness_ms = late.num_milliseconds();
+    metrics::get()
+        .schedule_lateness
+        .observe((late.num_microseconds().unwrap_or(0).max(0) as f64) / 1e6);
     tracing::debug!(event = "schedule_fired", kind, name, due = %ts(due), lateness_ms, "schedule fired");
 }
 
 pub fn schedule_next(kind: &str, name: &str, next: Option<&DateTime<Utc>>) {
     match next {
         Some(n) => tracing::debug!(event = "schedule_next", kind, name, next = %ts(n), "next fire"),
-        None => tracing::info!(event = "schedule_ended", kind, name, "schedule has no future fire times"),
+        None => tracing::info!(
+            event = "schedule_ended",
+            kind,
+            name,
+            "schedule has no future fire times"
+        ),
     }
 }
 
@@ -97,4 +118,375 @@ pub fn daemon_stopping(reason: &str) {
 
 pub fn daemon_stopped(clean: bool) {
     tracing::info!(event = "daemon_stopped", clean, "mlopsd stopped");
+}
+
+fn value_text(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "no data".into())
+}
+
+/// A state store operation failed: logged with what was being done, counted, and shown on
+/// `/healthz` until that operation succeeds again.
+pub struct StateError<'a> {
+    pub operation: &'static str,
+    pub item: &'a str,
+    pub error: &'a rusqlite::Error,
+    pub consequence: &'static str,
+}
+
+impl StateError<'_> {
+    pub fn emit(&self, health: &crate::health::Health, now: DateTime<Utc>) {
+        health.store_failed(self.operation, &self.error.to_string(), now);
+        tracing::error!(
+            event = "state_error", operation = self.operation, item = self.item, error = %self.error,
+            "state store: cannot {}{}{}; {}", self.operation, if self.item.is_empty() { "" } else { " for " }, self.item, self.consequence
+        );
+    }
+}
+
+pub struct CheckFailed<'a> {
+    pub check: &'a str,
+    pub error: &'a AwsError,
+}
+
+impl CheckFailed<'_> {
+    pub fn emit(&self) {
+        let e = self.error;
+        tracing::warn!(event = "check_failed", check = %self.check, error = %e, code = %e.code, transient = e.transient, "could not evaluate check; its state is unchanged");
+    }
+}
+
+pub struct CheckEvaluated<'a> {
+    pub check: &'a str,
+    pub value: Option<f64>,
+    pub threshold: &'a crate::config::Threshold,
+    pub decision: &'static str,
+    pub breached: bool,
+    pub breaching: bool,
+    pub breach_count: u32,
+    pub for_count: u32,
+    pub correlation_id: Option<&'a str>,
+}
+
+impl CheckEvaluated<'_> {
+    pub fn emit(&self) {
+        let m = metrics::get();
+        let l = metrics::check(self.check);
+        m.check_evaluations.get_or_create(&l).inc();
+        if let Some(v) = self.value {
+            m.check_value.get_or_create(&l).set(v);
+        }
+        if self.breached {
+            m.check_breaches.get_or_create(&l).inc();
+        }
+        m.check_breaching
+            .get_or_create(&l)
+            .set(i64::from(self.breaching));
+        tracing::info!(
+            event = "check_evaluated", check = %self.check, value = %value_text(self.value), threshold = %self.threshold,
+            decision = self.decision, breach_count = self.breach_count, r#for = self.for_count,
+            correlation_id = %self.correlation_id.unwrap_or_default(), "check evaluated"
+        );
+    }
+}
+
+/// `check_breached` (a new incident) or `check_recovered`.
+pub struct CheckIncident<'a> {
+    pub recovered: bool,
+    pub check: &'a str,
+    pub value: Option<f64>,
+    pub threshold: &'a crate::config::Threshold,
+    pub correlation_id: &'a str,
+}
+
+impl CheckIncident<'_> {
+    pub fn emit(&self) {
+        let (v, th, c) = (value_text(self.value), self.threshold, self.correlation_id);
+        if self.recovered {
+            tracing::info!(event = "check_recovered", check = %self.check, value = %v, threshold = %th, correlation_id = %c, "check recovered");
+        } else {
+            tracing::warn!(event = "check_breached", check = %self.check, value = %v, threshold = %th, correlation_id = %c, "check breached");
+        }
+    }
+}
+
+pub struct RuleSuppressed<'a> {
+    pub rule: &'a str,
+    pub check: Option<&'a str>,
+    pub reason: &'static str,
+    pub detail: &'a str,
+    pub correlation_id: &'a str,
+}
+
+impl RuleSuppressed<'_> {
+    pub fn emit(&self) {
+        metrics::get()
+            .rule_suppressions
+            .get_or_create(&metrics::SuppressL {
+                rule: self.rule.to_string(),
+                reason: self.reason.into(),
+            })
+            .inc();
+        tracing::info!(
+            event = "rule_suppressed", rule = %self.rule, check = %self.check.unwrap_or_default(), reason = self.reason,
+            detail = %self.detail, decision = "suppressed", correlation_id = %self.correlation_id,
+            "rule did not fire: {}", self.detail
+        );
+    }
+}
+
+/// A dry-run rule decided to fire: what it would start (one line each) and notify.
+pub struct RuleDryRun<'a> {
+    pub rule: &'a str,
+    pub check: Option<&'a str>,
+    pub correlation_id: &'a str,
+    pub starts: Vec<(String, serde_json::Value)>,
+    pub notify: &'a [String],
+}
+
+impl RuleDryRun<'_> {
+    pub fn emit(&self) {
+        metrics::get()
+            .rule_suppressions
+            .get_or_create(&metrics::SuppressL {
+                rule: self.rule.to_string(),
+                reason: "dry_run".into(),
+            })
+            .inc();
+        for (target, request) in &self.starts {
+            tracing::info!(
+                event = "rule_dry_run", rule = %self.rule, check = %self.check.unwrap_or_default(), decision = "dry_run",
+                correlation_id = %self.correlation_id, target = %target, request = %request, "dry run: would start {}", target
+            );
+        }
+        if !self.notify.is_empty() {
+            tracing::info!(event = "rule_dry_run", rule = %self.rule, decision = "dry_run", notify = %self.notify.join(","), "dry run: would notify");
+        }
+    }
+}
+
+/// A dry-run rule's notification that was not queued.
+pub fn dry_run_notification(rule: &str, notification: &str) {
+    tracing::info!(event = "rule_dry_run", rule = %rule, notification = %notification, decision = "dry_run", "dry run: would notify");
+}
+
+pub struct RuleFired<'a> {
+    pub rule: &'a str,
+    pub check: Option<&'a str>,
+    pub firing: u64,
+    pub correlation_id: &'a str,
+    pub starts: usize,
+    pub value: Option<Option<f64>>,
+}
+
+impl RuleFired<'_> {
+    pub fn emit(&self) {
+        metrics::get()
+            .rule_firings
+            .get_or_create(&metrics::rule(self.rule))
+            .inc();
+        tracing::info!(
+            event = "rule_fired", rule = %self.rule, check = %self.check.unwrap_or_default(), decision = "fire",
+            firing = self.firing, correlation_id = %self.correlation_id, starts = self.starts,
+            value = %self.value.map(value_text).unwrap_or_default(), "rule fired"
+        );
+    }
+}
+
+pub struct RunStarted<'a> {
+    pub rule: &'a str,
+    pub check: Option<&'a str>,
+    pub target: &'a Target,
+    pub arn: &'a str,
+    pub correlation_id: &'a str,
+    pub token: &'a str,
+}
+
+impl RunStarted<'_> {
+    pub fn emit(&self) {
+        metrics::get()
+            .runs_started
+            .get_or_create(&metrics::run(self.target.kind.as_str(), &self.target.name))
+            .inc();
+        tracing::info!(
+            event = "run_started", rule = %self.rule, check = %self.check.unwrap_or_default(), target = %self.target,
+            arn = %self.arn, correlation_id = %self.correlation_id, token = %self.token, decision = "started", "run started"
+        );
+    }
+}
+
+pub struct StartRetry<'a> {
+    pub rule: &'a str,
+    pub target: &'a Target,
+    pub error: &'a AwsError,
+    pub attempt: i64,
+    pub correlation_id: &'a str,
+}
+
+impl StartRetry<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = "start_retry", rule = %self.rule, target = %self.target, error = %self.error, code = %self.error.code,
+            attempt = self.attempt, correlation_id = %self.correlation_id,
+            "start failed transiently; retrying with the same token on the next poll"
+        );
+    }
+}
+
+/// A decided run that could not be started, for good (AWS refused it, or its stored request
+/// is unreadable): `run_failed` with `decision = "start_failed"`.
+pub struct StartFailed<'a> {
+    pub rule: &'a str,
+    pub check: Option<&'a str>,
+    pub target: &'a Target,
+    pub code: &'a str,
+    pub error: &'a str,
+    pub correlation_id: &'a str,
+}
+
+impl StartFailed<'_> {
+    pub fn emit(&self) {
+        metrics::get()
+            .runs_failed
+            .get_or_create(&metrics::run(self.target.kind.as_str(), &self.target.name))
+            .inc();
+        let item = self.target.config_item();
+        tracing::error!(
+            event = "run_failed", rule = %self.rule, check = %self.check.unwrap_or_default(), target = %self.target,
+            config_item = %item, error = %self.error, error_code = %self.code, correlation_id = %self.correlation_id, decision = "start_failed",
+            "could not start {} for rule {}: {}", item, self.rule, self.error
+        );
+    }
+}
+
+/// A followed run ended: `run_succeeded` or `run_failed`.
+pub struct RunEnded<'a> {
+    pub succeeded: bool,
+    pub rule: &'a str,
+    pub check: Option<&'a str>,
+    pub target: &'a Target,
+    pub arn: &'a str,
+    pub correlation_id: &'a str,
+    pub detail: &'a str,
+    pub duration_s: i64,
+}
+
+impl RunEnded<'_> {
+    pub fn emit(&self) {
+        let m = metrics::get();
+        let fam = if self.succeeded {
+            &m.runs_succeeded
+        } else {
+            &m.runs_failed
+        };
+        fam.get_or_create(&metrics::run(self.target.kind.as_str(), &self.target.name))
+            .inc();
+        let (rule, check, target, arn, corr, secs) = (
+            self.rule,
+            self.check.unwrap_or_default(),
+            self.target,
+            self.arn,
+            self.correlation_id,
+            self.duration_s,
+        );
+        if self.succeeded {
+            tracing::info!(event = "run_succeeded", rule = %rule, check = %check, target = %target, arn = %arn, correlation_id = %corr, duration_s = secs, decision = "ended", "run succeeded");
+        } else {
+            tracing::warn!(event = "run_failed", rule = %rule, check = %check, target = %target, arn = %arn, correlation_id = %corr, reason = %self.detail, duration_s = secs, decision = "ended", "run failed");
+        }
+    }
+}
+
+pub fn follow_failed(rule: &str, arn: &str, error: &AwsError) {
+    tracing::warn!(event = "follow_failed", rule = %rule, arn = %arn, error = %error, "could not poll run; trying again next poll");
+}
+
+pub fn gate_failed(gate: &str, group: &str, error: &AwsError) {
+    tracing::warn!(event = "gate_failed", gate = %gate, group = %group, error = %error, "could not read the model registry; trying again at the next fire");
+}
+
+pub struct GateDecided<'a> {
+    pub gate: &'a str,
+    pub arn: &'a str,
+    pub decision: crate::state::GateDecision,
+    pub value: Option<f64>,
+    pub reason: &'a str,
+}
+
+impl GateDecided<'_> {
+    pub fn emit(&self) {
+        let d = self.decision.as_str();
+        metrics::get()
+            .gate_decisions
+            .get_or_create(&metrics::GateL {
+                gate: self.gate.to_string(),
+                decision: d.into(),
+            })
+            .inc();
+        match self.value {
+            None => {
+                tracing::warn!(event = "gate_no_metric", gate = %self.gate, arn = %self.arn, reason = %self.reason, "model package has no usable metric; left pending (reported once)")
+            }
+            Some(value) => {
+                tracing::info!(event = "gate_decided", gate = %self.gate, arn = %self.arn, value, decision = d, reason = %self.reason, "gate decided")
+            }
+        }
+    }
+}
+
+/// The outcome of setting a package's approval status.
+pub fn gate_applied(gate: &str, arn: &str, approve: bool, result: &Result<(), AwsError>) {
+    match result {
+        Ok(()) => {
+            tracing::info!(event = "gate_applied", gate = %gate, arn = %arn, status = if approve { "Approved" } else { "Rejected" }, "model package status set")
+        }
+        Err(e) if e.transient => {
+            tracing::warn!(event = "gate_apply_retry", gate = %gate, arn = %arn, error = %e, "could not set model package status; retrying on the next poll")
+        }
+        Err(e) => {
+            tracing::error!(event = "gate_apply_failed", gate = %gate, arn = %arn, error = %e, "could not set model package status; giving up on this package")
+        }
+    }
+}
+
+pub fn notification_deduplicated(
+    notifier: &str,
+    rule: &str,
+    notification: &str,
+    correlation_id: &str,
+) {
+    metrics::get()
+        .notifications_deduplicated
+        .get_or_create(&metrics::notify(notifier, notification))
+        .inc();
+    tracing::info!(
+        event = "notification_deduplicated", notifier = %notifier, rule = %rule, notification = %notification, correlation_id = %correlation_id,
+        "not sent: the same (rule, event) went out within repeat_interval"
+    );
+}
+
+pub fn notification_sent(row: &crate::state::OutboxRow, message_id: &str) {
+    metrics::get()
+        .notifications_sent
+        .get_or_create(&metrics::notify(&row.notifier, &row.event))
+        .inc();
+    tracing::info!(
+        event = "notification_sent", notifier = %row.notifier, notification = %row.event, rule = %row.rule.clone().unwrap_or_default(),
+        check = %row.check.clone().unwrap_or_else(|| "-".into()), correlation_id = %row.correlation_id, message_id = %message_id, "notification sent"
+    );
+}
+
+pub fn notification_failed(
+    row: &crate::state::OutboxRow,
+    error: &AwsError,
+    retry_at: &DateTime<Utc>,
+) {
+    metrics::get()
+        .notifications_failed
+        .get_or_create(&metrics::notify(&row.notifier, &row.event))
+        .inc();
+    tracing::error!(
+        event = "notification_failed", notifier = %row.notifier, config_item = %format!("[notifiers.{}]", row.notifier), topic_arn = %row.topic_arn,
+        notification = %row.event, error = %error, error_code = %error.code, attempt = row.attempts + 1,
+        retry_at = %ts(retry_at), "could not publish notification; it stays queued"
+    );
 }

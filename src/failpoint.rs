@@ -9,7 +9,11 @@ use std::sync::OnceLock;
 
 pub fn hit(name: &str) {
     static FP: OnceLock<Option<String>> = OnceLock::new();
-    if FP.get_or_init(|| std::env::var("MLOPSD_FAILPOINT").ok()).as_deref() == Some(name) {
+    if FP
+        .get_or_init(|| std::env::var("MLOPSD_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+    {
         eprintln!("mlopsd: failpoint {name} reached; killing self (MLOPSD_FAILPOINT)");
         // SAFETY: sending SIGKILL to our own process.
         unsafe {

@@ -12,14 +12,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Threshold, Trigger};
+use crate::clock::{ts, Clock};
+use crate::config::{Config, RunKind, Target, Threshold, Trigger};
 use crate::duration::format_duration;
-use crate::state::Store;
+use crate::health::Health;
+use crate::state::{self, Store};
 
 /// What the control loop publishes for readers.
 #[derive(Debug, Clone)]
@@ -43,8 +45,11 @@ pub struct ReloadInfo {
 pub struct HttpState {
     pub view: watch::Receiver<Arc<View>>,
     pub store: Arc<Store>,
-    /// Unix ms of the control loop's last iteration.
+    /// Unix ms (on `clock`) of the control loop's last iteration.
     pub heartbeat: Arc<AtomicI64>,
+    /// Store operations failing now.
+    pub health: Arc<Health>,
+    pub clock: Clock,
 }
 
 /// The loop is considered stuck when it has not turned for this long.
@@ -62,45 +67,84 @@ pub fn router(state: HttpState) -> Router {
 /// Serves until `stop` is cancelled.
 pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, stop: CancellationToken) {
     let app = router(state);
-    let res = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
     if let Err(e) = res {
         tracing::error!(event = "http_failed", error = %e, "status server stopped");
     }
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 async fn metrics(State(s): State<HttpState>) -> Response {
     let m = crate::metrics::get();
-    if let Ok(counts) = s.store.active_run_counts() {
+    if let Ok(counts) = state::off_loop(&s.store, |st| st.active_run_counts()).await {
         let cfg = s.view.borrow().cfg.clone();
-        for name in cfg.pipelines.keys() {
-            let n = counts.get(&("pipeline".to_string(), name.clone())).copied().unwrap_or(0);
-            m.runs_active.get_or_create(&crate::metrics::run("pipeline", name)).set(n as i64);
-        }
-        for name in cfg.builds.keys() {
-            let n = counts.get(&("build".to_string(), name.clone())).copied().unwrap_or(0);
-            m.runs_active.get_or_create(&crate::metrics::run("build", name)).set(n as i64);
+        let names = cfg
+            .pipelines
+            .keys()
+            .map(|n| (RunKind::Pipeline, n))
+            .chain(cfg.builds.keys().map(|n| (RunKind::Build, n)));
+        for (kind, name) in names {
+            let n = counts
+                .get(&Target {
+                    kind,
+                    name: name.clone(),
+                })
+                .copied()
+                .unwrap_or(0);
+            m.runs_active
+                .get_or_create(&crate::metrics::run(kind.as_str(), name))
+                .set(n as i64);
         }
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
 }
 
 async fn healthz(State(s): State<HttpState>) -> Response {
-    let now = Utc::now().timestamp_millis();
+    let now = s.clock.now().timestamp_millis();
     let age = now - s.heartbeat.load(Ordering::Relaxed);
     if age > HEARTBEAT_STALE.as_millis() as i64 {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: the control loop has not run for {} s\n", age / 1000)).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "unhealthy: the control loop has not run for {} s\n",
+                age / 1000
+            ),
+        )
+            .into_response();
     }
-    let store = s.store.clone();
-    let probe = tokio::task::spawn_blocking(move || store.probe_write_within(Duration::from_secs(1))).await;
-    match probe {
-        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: the state store is not writable: {e}\n")).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {e}\n")).into_response(),
+    if let Err(e) =
+        state::off_loop(&s.store, |st| st.probe_write_within(Duration::from_secs(1))).await
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: the state store is not writable: {e}\n"),
+        )
+            .into_response();
     }
+    let faults = s.health.store_faults(s.clock.now());
+    if !faults.is_empty() {
+        let mut body = String::from("unhealthy: state store operations are failing:\n");
+        for f in faults {
+            let _ = writeln!(
+                body,
+                "- {}: {} (since {}, {} time(s))",
+                f.operation,
+                f.error,
+                ts(&f.since),
+                f.count
+            );
+        }
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -111,8 +155,12 @@ struct StatusQuery {
 async fn status(State(s): State<HttpState>, q: Query<StatusQuery>) -> Response {
     let view = s.view.borrow().clone();
     let store = s.store.clone();
-    let n = q.values.unwrap_or(50).min(crate::state::KEEP_VALUES as usize);
-    match tokio::task::spawn_blocking(move || status_json(&view, &store, Utc::now(), n)).await {
+    let n = q
+        .values
+        .unwrap_or(50)
+        .min(crate::state::KEEP_VALUES as usize);
+    let now = s.clock.now();
+    match tokio::task::spawn_blocking(move || status_json(&view, &store, now, n)).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -121,25 +169,28 @@ async fn status(State(s): State<HttpState>, q: Query<StatusQuery>) -> Response {
 async fn page(State(s): State<HttpState>) -> Response {
     let view = s.view.borrow().clone();
     let store = s.store.clone();
-    match tokio::task::spawn_blocking(move || render_page(&status_json(&view, &store, Utc::now(), 60))).await {
+    let now = s.clock.now();
+    match tokio::task::spawn_blocking(move || render_page(&status_json(&view, &store, now, 60)))
+        .await
+    {
         Ok(html) => Html(html).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
-/// `/status`: everything an operator asks "what is it doing and why".
+/// `/status`: everything an operator asks "what is it doing and why". A fixed number of
+/// store queries, however many checks and rules there are.
 pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize) -> Value {
     let cfg = &view.cfg;
     let states = store.check_states().unwrap_or_default();
+    let mut all_values = store.all_check_values(values).unwrap_or_default();
+    let rule_states = store.rule_states().unwrap_or_default();
     let checks: Vec<Value> = cfg
         .checks
         .iter()
         .map(|(name, c)| {
             let (st, last_eval) = states.get(name).cloned().unwrap_or_default();
-            let mut vals = store.check_values(name).unwrap_or_default();
-            if vals.len() > values {
-                vals.drain(..vals.len() - values);
-            }
+            let vals = all_values.remove(name).unwrap_or_default();
             let state = if st.breaching {
                 "breaching"
             } else if st.breach_count > 0 {
@@ -172,7 +223,7 @@ pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize
         .rules
         .iter()
         .map(|(name, r)| {
-            let st = store.rule_state(name).unwrap_or_default();
+            let st = rule_states.get(name).cloned().unwrap_or_default();
             let trigger = match &r.trigger {
                 Trigger::Check(c) => format!("on_check {c}"),
                 Trigger::Schedule(t) => format!("on_schedule \"{}\" ({})", t.expression, t.timezone),
@@ -188,7 +239,7 @@ pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize
                 .iter()
                 .map(|s| {
                     let t = s.target();
-                    json!({"target": t.to_string(), "active_runs": active.get(&(t.kind.as_str().to_string(), t.name.clone())).copied().unwrap_or(0)})
+                    json!({"target": t.to_string(), "active_runs": active.get(&t).copied().unwrap_or(0)})
                 })
                 .collect();
             json!({
@@ -214,8 +265,8 @@ pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize
             json!({
                 "id": r.id,
                 "rule": r.rule,
-                "target": format!("{}:{}", r.kind, r.target),
-                "status": r.status,
+                "target": r.target().to_string(),
+                "status": r.status.as_str(),
                 "arn": r.arn,
                 "detail": r.detail,
                 "correlation_id": r.correlation_id,
@@ -234,9 +285,9 @@ pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize
         .map(|(name, g)| {
             let last: Vec<Value> = decisions
                 .iter()
-                .filter(|d| &d.0 == name)
+                .filter(|d| &d.gate == name)
                 .take(10)
-                .map(|d| json!({"arn": d.1, "decision": d.2, "value": d.3, "reason": d.4, "at": d.5.map(|t| ts(&t))}))
+                .map(|d| json!({"arn": d.arn, "decision": d.decision.as_str(), "value": d.value, "reason": d.reason, "at": d.at.map(|t| ts(&t))}))
                 .collect();
             json!({
                 "name": name,
@@ -264,7 +315,10 @@ pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn fmt_num(v: f64) -> String {
@@ -279,8 +333,16 @@ fn fmt_num(v: f64) -> String {
 /// An inline SVG sparkline of a check's values with its threshold line and breach markers.
 pub fn sparkline(values: &[(Option<f64>, bool)], threshold: f64, label: &str) -> String {
     let (w, h, pad) = (240.0f64, 48.0f64, 4.0f64);
-    let nums: Vec<f64> = values.iter().filter_map(|(v, _)| *v).chain(std::iter::once(threshold)).collect();
-    let (mut lo, mut hi) = nums.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+    let nums: Vec<f64> = values
+        .iter()
+        .filter_map(|(v, _)| *v)
+        .chain(std::iter::once(threshold))
+        .collect();
+    let (mut lo, mut hi) = nums
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(*x), b.max(*x))
+        });
     if (hi - lo).abs() < f64::EPSILON {
         lo -= 1.0;
         hi += 1.0;
@@ -293,15 +355,27 @@ pub fn sparkline(values: &[(Option<f64>, bool)], threshold: f64, label: &str) ->
         esc(label),
         esc(label)
     );
-    let _ = write!(s, "<line class=\"threshold\" x1=\"0\" x2=\"{w}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\"/>", ty = y(threshold));
+    let _ = write!(
+        s,
+        "<line class=\"threshold\" x1=\"0\" x2=\"{w}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\"/>",
+        ty = y(threshold)
+    );
     // The value line, broken where there was no data.
     let mut seg: Vec<String> = Vec::new();
     let flush = |seg: &mut Vec<String>, s: &mut String| {
         if seg.len() > 1 {
-            let _ = write!(s, "<polyline class=\"values\" points=\"{}\"/>", seg.join(" "));
+            let _ = write!(
+                s,
+                "<polyline class=\"values\" points=\"{}\"/>",
+                seg.join(" ")
+            );
         } else if seg.len() == 1 {
             let p: Vec<&str> = seg[0].split(',').collect();
-            let _ = write!(s, "<circle class=\"point\" cx=\"{}\" cy=\"{}\" r=\"1.5\"/>", p[0], p[1]);
+            let _ = write!(
+                s,
+                "<circle class=\"point\" cx=\"{}\" cy=\"{}\" r=\"1.5\"/>",
+                p[0], p[1]
+            );
         }
         seg.clear();
     };
@@ -315,7 +389,11 @@ pub fn sparkline(values: &[(Option<f64>, bool)], threshold: f64, label: &str) ->
     for (i, (v, b)) in values.iter().enumerate() {
         if *b {
             let cy = v.map(y).unwrap_or(pad);
-            let _ = write!(s, "<circle class=\"breach\" cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"2.5\"/>", x(i));
+            let _ = write!(
+                s,
+                "<circle class=\"breach\" cx=\"{:.1}\" cy=\"{cy:.1}\" r=\"2.5\"/>",
+                x(i)
+            );
         }
     }
     s.push_str("</svg>");
@@ -336,7 +414,21 @@ svg .point{fill:#0969da}svg .breach{fill:#cf222e}code{font-size:.8rem}\
 
 fn badge(s: &str) -> String {
     let class = s.split_whitespace().next().unwrap_or("").to_string();
-    let class = if ["ok", "succeeded", "approved", "breaching", "failed", "start_failed", "rejected", "pending", "started", "decided", "no_metric"].contains(&class.as_str()) {
+    let class = if [
+        "ok",
+        "succeeded",
+        "approved",
+        "breaching",
+        "failed",
+        "start_failed",
+        "rejected",
+        "pending",
+        "started",
+        "decided",
+        "no_metric",
+    ]
+    .contains(&class.as_str())
+    {
         class
     } else {
         "none".into()
@@ -359,7 +451,13 @@ pub fn render_page(st: &Value) -> String {
 <meta http-equiv=\"refresh\" content=\"30\"><title>mlopsd status</title><style>{CSS}</style></head><body><header><h1>mlopsd</h1>"
     );
     let c = &st["config"];
-    let _ = write!(h, "<p class=\"meta\">config <code>{}</code> (hash {}) loaded {}</p>", esc(&s(&c["path"])), esc(&s(&c["hash"])), esc(&s(&c["loaded_at"])));
+    let _ = write!(
+        h,
+        "<p class=\"meta\">config <code>{}</code> (hash {}) loaded {}</p>",
+        esc(&s(&c["path"])),
+        esc(&s(&c["hash"])),
+        esc(&s(&c["loaded_at"]))
+    );
     match c["last_reload"].as_object() {
         Some(r) if r.get("ok").and_then(Value::as_bool) == Some(false) => {
             let _ = write!(
@@ -372,21 +470,53 @@ pub fn render_page(st: &Value) -> String {
             );
         }
         Some(r) => {
-            let _ = write!(h, "<p class=\"meta\">last reload at {}: {}</p>", esc(r.get("at").and_then(Value::as_str).unwrap_or("")), badge("ok"));
+            let _ = write!(
+                h,
+                "<p class=\"meta\">last reload at {}: {}</p>",
+                esc(r.get("at").and_then(Value::as_str).unwrap_or("")),
+                badge("ok")
+            );
         }
         None => h.push_str("<p class=\"meta\">no reload since start</p>"),
     }
-    let _ = write!(h, "<p class=\"meta\">generated {}</p></header>", esc(&s(&st["generated_at"])));
+    let _ = write!(
+        h,
+        "<p class=\"meta\">generated {}</p></header>",
+        esc(&s(&st["generated_at"]))
+    );
 
     h.push_str("<h2>Checks</h2><div class=\"wrap\"><table><thead><tr><th>check</th><th>recent values</th><th>last</th><th>threshold</th><th>state</th><th>next evaluation</th></tr></thead><tbody>");
     for ch in st["checks"].as_array().into_iter().flatten() {
-        let vals: Vec<(Option<f64>, bool)> =
-            ch["values"].as_array().into_iter().flatten().map(|v| (v["value"].as_f64(), v["breached"].as_bool().unwrap_or(false))).collect();
+        let vals: Vec<(Option<f64>, bool)> = ch["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                (
+                    v["value"].as_f64(),
+                    v["breached"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
         let th = ch["threshold"]["value"].as_f64().unwrap_or(0.0);
-        let op = if ch["threshold"]["op"] == "below" { "&lt;" } else { "&gt;" };
-        let label = format!("{}: {} values, threshold {} {}", s(&ch["name"]), vals.len(), if op == "&lt;" { "<" } else { ">" }, fmt_num(th));
+        let op = if ch["threshold"]["op"] == "below" {
+            "&lt;"
+        } else {
+            "&gt;"
+        };
+        let label = format!(
+            "{}: {} values, threshold {} {}",
+            s(&ch["name"]),
+            vals.len(),
+            if op == "&lt;" { "<" } else { ">" },
+            fmt_num(th)
+        );
         let state = s(&ch["state"]);
-        let state_txt = if state == "breaching" || state == "pending" { format!("{state} {}/{}", ch["breach_count"], ch["for"]) } else { state.clone() };
+        let state_txt = if state == "breaching" || state == "pending" {
+            format!("{state} {}/{}", ch["breach_count"], ch["for"])
+        } else {
+            state.clone()
+        };
         let _ = write!(
             h,
             "<tr class=\"check\"><td><strong>{}</strong><br><small>{} {}</small></td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{op} {}</td><td>{}</td><td><small>{}</small></td></tr>",
@@ -476,11 +606,24 @@ mod tests {
 
     #[test]
     fn sparkline_has_threshold_values_and_breach_markers() {
-        let svg = sparkline(&[(Some(0.05), false), (Some(0.2), true), (None, false), (Some(0.3), true)], 0.1, "drift");
+        let svg = sparkline(
+            &[
+                (Some(0.05), false),
+                (Some(0.2), true),
+                (None, false),
+                (Some(0.3), true),
+            ],
+            0.1,
+            "drift",
+        );
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("class=\"threshold\""));
         assert_eq!(svg.matches("class=\"breach\"").count(), 2);
-        assert_eq!(svg.matches("<polyline").count(), 1, "the gap splits the line: {svg}");
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            1,
+            "the gap splits the line: {svg}"
+        );
         assert!(svg.contains("<title>drift</title>"));
     }
 
@@ -494,7 +637,13 @@ mod tests {
 
     #[test]
     fn badge_class_is_the_state_word() {
-        assert_eq!(badge("breaching 2/2"), "<span class=\"badge breaching\">breaching 2/2</span>");
-        assert_eq!(badge("weird<"), "<span class=\"badge none\">weird&lt;</span>");
+        assert_eq!(
+            badge("breaching 2/2"),
+            "<span class=\"badge breaching\">breaching 2/2</span>"
+        );
+        assert_eq!(
+            badge("weird<"),
+            "<span class=\"badge none\">weird&lt;</span>"
+        );
     }
 }

@@ -16,7 +16,12 @@ fn sm(s: &str) -> String {
 
 /// The policy document for `cfg` in `region` and `account`. `report_buckets` are the S3 buckets
 /// holding evaluation reports, needed when a gate uses `report_path`.
-pub fn policy(cfg: &Config, region: &str, account: &str, report_buckets: &[String]) -> Result<Value, String> {
+pub fn policy(
+    cfg: &Config,
+    region: &str,
+    account: &str,
+    report_buckets: &[String],
+) -> Result<Value, String> {
     let partition = if region.starts_with("cn-") {
         "aws-cn"
     } else if region.starts_with("us-gov-") {
@@ -56,7 +61,15 @@ pub fn policy(cfg: &Config, region: &str, account: &str, report_buckets: &[Strin
         }
     }
     if !pipelines.is_empty() {
-        let arns: Vec<String> = pipelines.iter().map(|p| format!("arn:{partition}:sagemaker:{region}:{account}:pipeline/{}", sm(p))).collect();
+        let arns: Vec<String> = pipelines
+            .iter()
+            .map(|p| {
+                format!(
+                    "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
+                    sm(p)
+                )
+            })
+            .collect();
         let execs: Vec<String> = arns.iter().map(|a| format!("{a}/execution/*")).collect();
         st.push(json!({
             "Sid": "StartAndFindPipelineRuns",
@@ -72,7 +85,10 @@ pub fn policy(cfg: &Config, region: &str, account: &str, report_buckets: &[Strin
         }));
     }
     if !projects.is_empty() {
-        let arns: Vec<String> = projects.iter().map(|p| format!("arn:{partition}:codebuild:{region}:{account}:project/{p}")).collect();
+        let arns: Vec<String> = projects
+            .iter()
+            .map(|p| format!("arn:{partition}:codebuild:{region}:{account}:project/{p}"))
+            .collect();
         st.push(json!({
             "Sid": "StartFindAndFollowBuilds",
             "Effect": "Allow",
@@ -89,7 +105,11 @@ pub fn policy(cfg: &Config, region: &str, account: &str, report_buckets: &[Strin
     for g in cfg.gates.values() {
         used.extend(g.notify.iter().map(String::as_str));
     }
-    let topics: BTreeSet<String> = used.iter().filter_map(|n| cfg.notifiers.get(*n)).map(|n| n.topic_arn.clone()).collect();
+    let topics: BTreeSet<String> = used
+        .iter()
+        .filter_map(|n| cfg.notifiers.get(*n))
+        .map(|n| n.topic_arn.clone())
+        .collect();
     if !topics.is_empty() {
         st.push(json!({
             "Sid": "Notify",
@@ -100,7 +120,11 @@ pub fn policy(cfg: &Config, region: &str, account: &str, report_buckets: &[Strin
     }
 
     if !cfg.gates.is_empty() {
-        let groups: BTreeSet<String> = cfg.gates.values().map(|g| g.model_package_group.clone()).collect();
+        let groups: BTreeSet<String> = cfg
+            .gates
+            .values()
+            .map(|g| g.model_package_group.clone())
+            .collect();
         st.push(json!({
             "Sid": "ListPendingModelPackages",
             "Effect": "Allow",
@@ -113,7 +137,11 @@ pub fn policy(cfg: &Config, region: &str, account: &str, report_buckets: &[Strin
             "Action": ["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
             "Resource": groups.iter().map(|g| format!("arn:{partition}:sagemaker:{region}:{account}:model-package/{}/*", sm(g))).collect::<Vec<_>>()
         }));
-        if cfg.gates.values().any(|g| matches!(g.metric, GateMetric::Report(_))) {
+        if cfg
+            .gates
+            .values()
+            .any(|g| matches!(g.metric, GateMetric::Report(_)))
+        {
             if report_buckets.is_empty() {
                 return Err("a gate reads its metric from an evaluation report in S3 (`report_path`); name the bucket(s) that hold the reports with --report-bucket".into());
             }
@@ -147,21 +175,44 @@ mod tests {
     use std::path::Path;
 
     fn reference() -> Config {
-        crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mlops.toml")).unwrap()
+        crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mlops.toml"))
+            .unwrap()
     }
 
     #[test]
     fn reference_config_policy_is_scoped() {
         let p = policy(&reference(), "us-east-1", "123456789012", &[]).unwrap();
         let st = p["Statement"].as_array().unwrap();
-        let by = |sid: &str| st.iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("{sid} in {p:#}")).clone();
+        let by = |sid: &str| {
+            st.iter()
+                .find(|s| s["Sid"] == sid)
+                .unwrap_or_else(|| panic!("{sid} in {p:#}"))
+                .clone()
+        };
         assert_eq!(by("ReadCheckMetrics")["Resource"], "*");
-        assert_eq!(by("StartAndFindPipelineRuns")["Resource"], json!(["arn:aws:sagemaker:us-east-1:123456789012:pipeline/ml-training-pipeline"]));
+        assert_eq!(
+            by("StartAndFindPipelineRuns")["Resource"],
+            json!(["arn:aws:sagemaker:us-east-1:123456789012:pipeline/ml-training-pipeline"])
+        );
         assert_eq!(by("FollowPipelineRuns")["Resource"], json!(["arn:aws:sagemaker:us-east-1:123456789012:pipeline/ml-training-pipeline/execution/*"]));
-        assert_eq!(by("StartFindAndFollowBuilds")["Resource"], json!(["arn:aws:codebuild:us-east-1:123456789012:project/mlops-project-build"]));
-        assert_eq!(by("Notify")["Resource"], json!(["arn:aws:sns:us-east-1:123456789012:mlops-alerts"]));
-        assert_eq!(by("ReadAndApproveModelPackages")["Resource"], json!(["arn:aws:sagemaker:us-east-1:123456789012:model-package/ml-model-package-group/*"]));
-        assert!(st.iter().all(|s| s["Sid"] != "ReadEvaluationReports"), "no S3 without report_path");
+        assert_eq!(
+            by("StartFindAndFollowBuilds")["Resource"],
+            json!(["arn:aws:codebuild:us-east-1:123456789012:project/mlops-project-build"])
+        );
+        assert_eq!(
+            by("Notify")["Resource"],
+            json!(["arn:aws:sns:us-east-1:123456789012:mlops-alerts"])
+        );
+        assert_eq!(
+            by("ReadAndApproveModelPackages")["Resource"],
+            json!([
+                "arn:aws:sagemaker:us-east-1:123456789012:model-package/ml-model-package-group/*"
+            ])
+        );
+        assert!(
+            st.iter().all(|s| s["Sid"] != "ReadEvaluationReports"),
+            "no S3 without report_path"
+        );
     }
 
     #[test]
@@ -177,11 +228,18 @@ mod tests {
 
     #[test]
     fn report_gates_need_a_bucket() {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mlops.toml"))
-            .unwrap()
-            .replace("metric = \"accuracy\"               # CustomerMetadataProperties", "report_path = \"a.b\"               # CustomerMetadataProperties");
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mlops.toml"),
+        )
+        .unwrap()
+        .replace(
+            "metric = \"accuracy\"               # CustomerMetadataProperties",
+            "report_path = \"a.b\"               # CustomerMetadataProperties",
+        );
         let cfg = crate::config::parse(&text, Path::new("x")).unwrap();
-        assert!(policy(&cfg, "us-east-1", "1", &[]).unwrap_err().contains("--report-bucket"));
+        assert!(policy(&cfg, "us-east-1", "1", &[])
+            .unwrap_err()
+            .contains("--report-bucket"));
         let p = policy(&cfg, "us-east-1", "123456789012", &["reports".into()]).unwrap();
         assert!(p.to_string().contains("arn:aws:s3:::reports/*"));
     }

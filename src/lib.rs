@@ -16,12 +16,14 @@
 
 pub mod aws;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod engine;
 pub mod events;
 pub mod failpoint;
+pub mod health;
 pub mod http;
 pub mod iam;
 pub mod logging;

@@ -28,14 +28,30 @@ pub fn init(format: LogFormat) {
     let (filter, bad) = match std::env::var("MLOPSD_LOG") {
         Ok(s) => match EnvFilter::try_new(&s) {
             Ok(f) => (f, None),
-            Err(e) => (EnvFilter::new("info"), Some(format!("MLOPSD_LOG={s:?} is not a valid filter ({e}); using \"info\""))),
+            Err(e) => (
+                EnvFilter::new("info"),
+                Some(format!(
+                    "MLOPSD_LOG={s:?} is not a valid filter ({e}); using \"info\""
+                )),
+            ),
         },
         Err(_) => (EnvFilter::new("info"), None),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     let res = match format {
-        LogFormat::Json => builder.json().with_target(false).flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
-        LogFormat::Text => builder.with_target(false).with_ansi(std::io::stdout().is_terminal()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_target(false)
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
     };
     if res.is_ok() {
         if let Some(msg) = bad {

@@ -11,7 +11,11 @@ use mlopsd::config::{self, EX_CONFIG};
 use mlopsd::{daemon, logging, plan};
 
 #[derive(Parser)]
-#[command(name = "mlopsd", version, about = "Closes the MLOps loop on AWS from one declarative file")]
+#[command(
+    name = "mlopsd",
+    version,
+    about = "Closes the MLOps loop on AWS from one declarative file"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -98,7 +102,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_CONFIG as u8)
             }
         },
-        Cmd::Plan { config, count, from, json } => {
+        Cmd::Plan {
+            config,
+            count,
+            from,
+            json,
+        } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -118,7 +127,10 @@ fn main() -> ExitCode {
             };
             let p = plan::plan(&cfg, from, count);
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan::to_json(&cfg, &p)).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan::to_json(&cfg, &p)).unwrap_or_default()
+                );
             } else {
                 print!("{}", plan::to_text(&cfg, &p, from, count));
             }
@@ -132,7 +144,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG as u8);
                 }
             };
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the async runtime: {e}");
@@ -142,7 +157,11 @@ fn main() -> ExitCode {
             let code = rt.block_on(mlopsd::check::run(&cfg, &name));
             ExitCode::from(code)
         }
-        Cmd::IamPolicy { config, account_id, report_buckets } => {
+        Cmd::IamPolicy {
+            config,
+            account_id,
+            report_buckets,
+        } => {
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -151,13 +170,18 @@ fn main() -> ExitCode {
                 }
             };
             let (account, region) = match account_id {
-                Some(a) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => (a, cfg.aws.region.clone()),
+                Some(a) if a.len() == 12 && a.chars().all(|c| c.is_ascii_digit()) => {
+                    (a, cfg.aws.region.clone())
+                }
                 Some(a) => {
                     eprintln!("--account-id {a:?} is not a 12-digit AWS account id");
                     return ExitCode::from(64);
                 }
                 None => {
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
                         Ok(rt) => rt,
                         Err(e) => {
                             eprintln!("cannot start the async runtime: {e}");
@@ -165,7 +189,14 @@ fn main() -> ExitCode {
                         }
                     };
                     match rt.block_on(mlopsd::aws::caller_account(&cfg.aws)) {
-                        Ok((a, r)) => (a, if cfg.aws.region.is_empty() { r } else { cfg.aws.region.clone() }),
+                        Ok((a, r)) => (
+                            a,
+                            if cfg.aws.region.is_empty() {
+                                r
+                            } else {
+                                cfg.aws.region.clone()
+                            },
+                        ),
                         Err(e) => {
                             eprintln!("cannot find the account id (pass --account-id): {e}");
                             return ExitCode::from(2);
@@ -217,7 +248,10 @@ fn main() -> ExitCode {
         }
         Cmd::Run { config } => {
             logging::init(logging::LogFormat::from_env());
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the async runtime: {e}");

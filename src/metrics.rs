@@ -51,6 +51,10 @@ pub struct GateL {
     pub decision: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationL {
+    pub operation: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultL {
     pub result: String,
 }
@@ -88,6 +92,7 @@ pub struct Metrics {
     pub notifications_deduplicated: Family<NotifyL, Counter>,
     pub notifications_failed: Family<NotifyL, Counter>,
     pub gate_decisions: Family<GateL, Counter>,
+    pub state_errors: Family<OperationL, Counter>,
     pub schedule_lateness: Histogram,
     pub up_since: FGauge,
 }
@@ -117,33 +122,127 @@ impl Metrics {
             notifications_deduplicated: Family::default(),
             notifications_failed: Family::default(),
             gate_decisions: Family::default(),
+            state_errors: Family::default(),
             schedule_lateness: lateness(),
             up_since: FGauge::default(),
             registry: Registry::default(),
         };
-        r.register("mlopsd_config_reloads", "Config reloads by result (success, failure)", m.reloads.clone());
-        r.register("mlopsd_config_last_reload_successful", "1 if the last start or reload applied the config, 0 if it was rejected", m.last_reload_ok.clone());
-        r.register("mlopsd_config_last_reload_success_timestamp_seconds", "Unix time of the last successful load or reload", m.last_reload_success_ts.clone());
-        r.register("mlopsd_check_evaluations", "Check evaluations", m.check_evaluations.clone());
-        r.register("mlopsd_check_breaches", "Evaluations that breached the threshold", m.check_breaches.clone());
-        r.register("mlopsd_check_value", "Last value read for a check", m.check_value.clone());
-        r.register("mlopsd_check_threshold", "A check's threshold", m.check_threshold.clone());
-        r.register("mlopsd_check_breaching", "1 while a check is in a breach incident (for consecutive breaches reached)", m.check_breaching.clone());
-        r.register("mlopsd_rule_firings", "Rule firings", m.rule_firings.clone());
-        r.register("mlopsd_rule_suppressions", "Times a rule did not fire, by reason (cooldown, max_concurrent, dry_run)", m.rule_suppressions.clone());
-        r.register("mlopsd_runs_started", "Runs started", m.runs_started.clone());
-        r.register("mlopsd_runs_succeeded", "Runs that succeeded", m.runs_succeeded.clone());
-        r.register("mlopsd_runs_failed", "Runs that failed (or could not be started)", m.runs_failed.clone());
-        r.register("mlopsd_runs_active", "Runs decided or started and not yet ended", m.runs_active.clone());
-        r.register("mlopsd_aws_requests", "AWS API calls (after SDK retries), by service and operation", m.aws_requests.clone());
-        r.register("mlopsd_aws_errors", "AWS API calls that failed, by service, operation and error code", m.aws_errors.clone());
-        r.register("mlopsd_aws_request_duration_seconds", "AWS API call latency, SDK retries included", m.aws_latency.clone());
-        r.register("mlopsd_notifications_sent", "SNS messages published", m.notifications_sent.clone());
-        r.register("mlopsd_notifications_deduplicated", "Notifications not sent because of repeat_interval", m.notifications_deduplicated.clone());
-        r.register("mlopsd_notifications_failed", "SNS publish attempts that failed (the message stays queued)", m.notifications_failed.clone());
-        r.register("mlopsd_gate_decisions", "Gate decisions by result (approved, rejected, no_metric)", m.gate_decisions.clone());
-        r.register("mlopsd_schedule_lateness_seconds", "How long after its due instant a scheduled item started", m.schedule_lateness.clone());
-        r.register("mlopsd_start_time_seconds", "Unix time the daemon started", m.up_since.clone());
+        r.register(
+            "mlopsd_config_reloads",
+            "Config reloads by result (success, failure)",
+            m.reloads.clone(),
+        );
+        r.register(
+            "mlopsd_config_last_reload_successful",
+            "1 if the last start or reload applied the config, 0 if it was rejected",
+            m.last_reload_ok.clone(),
+        );
+        r.register(
+            "mlopsd_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful load or reload",
+            m.last_reload_success_ts.clone(),
+        );
+        r.register(
+            "mlopsd_check_evaluations",
+            "Check evaluations",
+            m.check_evaluations.clone(),
+        );
+        r.register(
+            "mlopsd_check_breaches",
+            "Evaluations that breached the threshold",
+            m.check_breaches.clone(),
+        );
+        r.register(
+            "mlopsd_check_value",
+            "Last value read for a check",
+            m.check_value.clone(),
+        );
+        r.register(
+            "mlopsd_check_threshold",
+            "A check's threshold",
+            m.check_threshold.clone(),
+        );
+        r.register(
+            "mlopsd_check_breaching",
+            "1 while a check is in a breach incident (for consecutive breaches reached)",
+            m.check_breaching.clone(),
+        );
+        r.register(
+            "mlopsd_rule_firings",
+            "Rule firings",
+            m.rule_firings.clone(),
+        );
+        r.register(
+            "mlopsd_rule_suppressions",
+            "Times a rule did not fire, by reason (cooldown, max_concurrent, dry_run)",
+            m.rule_suppressions.clone(),
+        );
+        r.register(
+            "mlopsd_runs_started",
+            "Runs started",
+            m.runs_started.clone(),
+        );
+        r.register(
+            "mlopsd_runs_succeeded",
+            "Runs that succeeded",
+            m.runs_succeeded.clone(),
+        );
+        r.register(
+            "mlopsd_runs_failed",
+            "Runs that failed (or could not be started)",
+            m.runs_failed.clone(),
+        );
+        r.register(
+            "mlopsd_runs_active",
+            "Runs decided or started and not yet ended",
+            m.runs_active.clone(),
+        );
+        r.register(
+            "mlopsd_aws_requests",
+            "AWS API calls (after SDK retries), by service and operation",
+            m.aws_requests.clone(),
+        );
+        r.register(
+            "mlopsd_aws_errors",
+            "AWS API calls that failed, by service, operation and error code",
+            m.aws_errors.clone(),
+        );
+        r.register(
+            "mlopsd_aws_request_duration_seconds",
+            "AWS API call latency, SDK retries included",
+            m.aws_latency.clone(),
+        );
+        r.register(
+            "mlopsd_notifications_sent",
+            "SNS messages published",
+            m.notifications_sent.clone(),
+        );
+        r.register(
+            "mlopsd_notifications_deduplicated",
+            "Notifications not sent because of repeat_interval",
+            m.notifications_deduplicated.clone(),
+        );
+        r.register(
+            "mlopsd_notifications_failed",
+            "SNS publish attempts that failed (the message stays queued)",
+            m.notifications_failed.clone(),
+        );
+        r.register(
+            "mlopsd_gate_decisions",
+            "Gate decisions by result (approved, rejected, no_metric)",
+            m.gate_decisions.clone(),
+        );
+        r.register("mlopsd_state_errors", "State store operations that failed, by operation (logged as state_error, shown on /healthz)", m.state_errors.clone());
+        r.register(
+            "mlopsd_schedule_lateness_seconds",
+            "How long after its due instant a scheduled item started",
+            m.schedule_lateness.clone(),
+        );
+        r.register(
+            "mlopsd_start_time_seconds",
+            "Unix time the daemon started",
+            m.up_since.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -163,29 +262,48 @@ pub fn get() -> &'static Metrics {
 }
 
 pub fn check(name: &str) -> CheckL {
-    CheckL { check: name.to_string() }
+    CheckL {
+        check: name.to_string(),
+    }
 }
 
 pub fn rule(name: &str) -> RuleL {
-    RuleL { rule: name.to_string() }
+    RuleL {
+        rule: name.to_string(),
+    }
 }
 
 pub fn run(kind: &str, target: &str) -> RunL {
-    RunL { kind: kind.to_string(), target: target.to_string() }
+    RunL {
+        kind: kind.to_string(),
+        target: target.to_string(),
+    }
 }
 
 pub fn notify(notifier: &str, event: &str) -> NotifyL {
-    NotifyL { notifier: notifier.to_string(), event: event.to_string() }
+    NotifyL {
+        notifier: notifier.to_string(),
+        event: event.to_string(),
+    }
 }
 
 /// Records one AWS call's outcome and latency.
 pub fn aws_call(service: &str, operation: &str, secs: f64, error_code: Option<&str>) {
     let m = get();
-    let l = AwsL { service: service.to_string(), operation: operation.to_string() };
+    let l = AwsL {
+        service: service.to_string(),
+        operation: operation.to_string(),
+    };
     m.aws_requests.get_or_create(&l).inc();
     m.aws_latency.get_or_create(&l).observe(secs);
     if let Some(code) = error_code {
-        m.aws_errors.get_or_create(&AwsErrL { service: service.to_string(), operation: operation.to_string(), code: code.to_string() }).inc();
+        m.aws_errors
+            .get_or_create(&AwsErrL {
+                service: service.to_string(),
+                operation: operation.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -194,12 +312,20 @@ mod tests {
     #[test]
     fn encodes_counters_with_total_suffix() {
         let m = super::get();
-        m.check_evaluations.get_or_create(&super::check("drift")).inc();
+        m.check_evaluations
+            .get_or_create(&super::check("drift"))
+            .inc();
         super::aws_call("sns", "Publish", 0.01, Some("NotFound"));
         let s = m.encode();
-        assert!(s.contains("mlopsd_check_evaluations_total{check=\"drift\"} 1"), "{s}");
+        assert!(
+            s.contains("mlopsd_check_evaluations_total{check=\"drift\"} 1"),
+            "{s}"
+        );
         assert!(s.contains("mlopsd_aws_errors_total{service=\"sns\",operation=\"Publish\",code=\"NotFound\"} 1"), "{s}");
-        assert!(s.contains("mlopsd_aws_request_duration_seconds_bucket"), "{s}");
+        assert!(
+            s.contains("mlopsd_aws_request_duration_seconds_bucket"),
+            "{s}"
+        );
         assert!(s.contains("# EOF"));
     }
 }

@@ -22,7 +22,13 @@ pub struct Message {
 
 impl Message {
     pub fn new(event: &str, rule: &str, check: Option<&str>, correlation_id: &str) -> Message {
-        Message { event: event.into(), rule: rule.into(), check: check.map(str::to_string), correlation_id: correlation_id.into(), fields: BTreeMap::new() }
+        Message {
+            event: event.into(),
+            rule: rule.into(),
+            check: check.map(str::to_string),
+            correlation_id: correlation_id.into(),
+            fields: BTreeMap::new(),
+        }
     }
 
     pub fn with(mut self, k: &str, v: impl ToString) -> Message {
@@ -74,7 +80,18 @@ pub fn render(n: &Notifier, m: &Message) -> (String, String) {
 
 /// SNS subject rules: printable ASCII, no line breaks, under 100 characters.
 pub fn sanitize_subject(s: &str) -> String {
-    let mut out: String = s.chars().map(|c| if c == '\n' || c == '\r' || c == '\t' { ' ' } else if (' '..='~').contains(&c) { c } else { '?' }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c == '\n' || c == '\r' || c == '\t' {
+                ' '
+            } else if (' '..='~').contains(&c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
     out = out.trim().to_string();
     if out.len() > MAX_SUBJECT {
         out.truncate(MAX_SUBJECT - 3);
@@ -102,15 +119,32 @@ mod tests {
     use std::time::Duration;
 
     fn notifier(subject: &str, format: MessageFormat) -> Notifier {
-        Notifier { topic_arn: "arn:aws:sns:us-east-1:1:t".into(), repeat_interval: Duration::from_secs(1), subject: subject.into(), format }
+        Notifier {
+            topic_arn: "arn:aws:sns:us-east-1:1:t".into(),
+            repeat_interval: Duration::from_secs(1),
+            subject: subject.into(),
+            format,
+        }
     }
 
     #[test]
     fn default_subject_and_text_body_carry_every_field() {
-        let m = Message::new("check_breached", "retrain", Some("drift"), "c-1").with("value", 0.3).with("threshold", "> 0.1");
-        let (s, b) = render(&notifier(crate::config::DEFAULT_SUBJECT, MessageFormat::Text), &m);
+        let m = Message::new("check_breached", "retrain", Some("drift"), "c-1")
+            .with("value", 0.3)
+            .with("threshold", "> 0.1");
+        let (s, b) = render(
+            &notifier(crate::config::DEFAULT_SUBJECT, MessageFormat::Text),
+            &m,
+        );
         assert_eq!(s, "[mlops] retrain: check_breached");
-        for needle in ["event: check_breached", "rule: retrain", "check: drift", "correlation_id: c-1", "value: 0.3", "threshold: > 0.1"] {
+        for needle in [
+            "event: check_breached",
+            "rule: retrain",
+            "check: drift",
+            "correlation_id: c-1",
+            "value: 0.3",
+            "threshold: > 0.1",
+        ] {
             assert!(b.contains(needle), "{needle} in {b}");
         }
     }

@@ -1,32 +1,33 @@
 //! `mlopsd plan`: every schedule's next fire times and what each rule would do. No AWS calls.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::config::{Config, RunKind, Start, Threshold, Timed, Trigger};
+use crate::clock::{ts, ts_in};
+use crate::config::{Config, ItemKind, RunKind, Start, Threshold, Timed, Trigger};
 use crate::duration::format_duration;
 
 /// One schedule in the plan.
 pub struct PlannedSchedule {
-    pub kind: &'static str,
+    pub kind: ItemKind,
     pub name: String,
     pub timed: Timed,
     pub next: Vec<DateTime<Utc>>,
 }
 
 /// Every scheduled item of the config: checks, `on_schedule` rules and gates.
-pub fn scheduled(cfg: &Config) -> Vec<(&'static str, &String, &Timed)> {
+pub fn scheduled(cfg: &Config) -> Vec<(ItemKind, &String, &Timed)> {
     let mut out = Vec::new();
     for (n, c) in &cfg.checks {
-        out.push(("check", n, &c.timed));
+        out.push((ItemKind::Check, n, &c.timed));
     }
     for (n, r) in &cfg.rules {
         if let Trigger::Schedule(t) = &r.trigger {
-            out.push(("rule", n, t));
+            out.push((ItemKind::Rule, n, t));
         }
     }
     for (n, g) in &cfg.gates {
-        out.push(("gate", n, &g.timed));
+        out.push((ItemKind::Gate, n, &g.timed));
     }
     out
 }
@@ -43,13 +44,11 @@ pub fn plan(cfg: &Config, from: DateTime<Utc>, count: usize) -> Vec<PlannedSched
         .collect()
 }
 
-fn rfc3339(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 /// A one-line account of what a rule does, for `plan` and logs.
 pub fn describe_rule(cfg: &Config, name: &str) -> String {
-    let Some(r) = cfg.rules.get(name) else { return String::new() };
+    let Some(r) = cfg.rules.get(name) else {
+        return String::new();
+    };
     let when = match &r.trigger {
         Trigger::Check(c) => match cfg.checks.get(c) {
             Some(ch) => {
@@ -57,7 +56,11 @@ pub fn describe_rule(cfg: &Config, name: &str) -> String {
                     Threshold::Above(v) => format!("{} {} > {v}", ch.statistic, ch.metric),
                     Threshold::Below(v) => format!("{} {} < {v}", ch.statistic, ch.metric),
                 };
-                let times = if ch.for_count == 1 { "once".to_string() } else { format!("{} consecutive evaluations", ch.for_count) };
+                let times = if ch.for_count == 1 {
+                    "once".to_string()
+                } else {
+                    format!("{} consecutive evaluations", ch.for_count)
+                };
                 format!("when check {c} breaches ({th}) {times}")
             }
             None => format!("when check {c} breaches"),
@@ -70,16 +73,37 @@ pub fn describe_rule(cfg: &Config, name: &str) -> String {
     for s in &r.start {
         match s {
             Start::Pipeline { name, parameters } => {
-                let real = cfg.pipelines.get(name).map(|p| p.pipeline_name.as_str()).unwrap_or("?");
-                let params: Vec<String> = parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                acts.push(format!("start pipeline {name} ({real}) with {{{}}}", params.join(", ")));
+                let real = cfg
+                    .pipelines
+                    .get(name)
+                    .map(|p| p.pipeline_name.as_str())
+                    .unwrap_or("?");
+                let params: Vec<String> =
+                    parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                acts.push(format!(
+                    "start pipeline {name} ({real}) with {{{}}}",
+                    params.join(", ")
+                ));
             }
-            Start::Build { name, source_version, environment } => {
-                let real = cfg.builds.get(name).map(|p| p.project_name.as_str()).unwrap_or("?");
-                let env: Vec<String> = environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            Start::Build {
+                name,
+                source_version,
+                environment,
+            } => {
+                let real = cfg
+                    .builds
+                    .get(name)
+                    .map(|p| p.project_name.as_str())
+                    .unwrap_or("?");
+                let env: Vec<String> = environment
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 acts.push(format!(
                     "start build {name} ({real}) at {} with env {{{}}}",
-                    source_version.as_deref().unwrap_or("the project's default source version"),
+                    source_version
+                        .as_deref()
+                        .unwrap_or("the project's default source version"),
                     env.join(", ")
                 ));
             }
@@ -113,12 +137,12 @@ pub fn to_json(cfg: &Config, plan: &[PlannedSchedule]) -> Value {
         .iter()
         .map(|p| {
             json!({
-                "kind": p.kind,
+                "kind": p.kind.as_str(),
                 "name": p.name,
                 "expression": p.timed.expression,
                 "timezone": p.timed.timezone.name(),
-                "next": p.next.iter().map(rfc3339).collect::<Vec<_>>(),
-                "next_local": p.next.iter().map(|t| t.with_timezone(&p.timed.timezone).to_rfc3339_opts(SecondsFormat::Secs, true)).collect::<Vec<_>>(),
+                "next": p.next.iter().map(ts).collect::<Vec<_>>(),
+                "next_local": p.next.iter().map(|t| ts_in(t, p.timed.timezone)).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -156,16 +180,32 @@ pub fn to_json(cfg: &Config, plan: &[PlannedSchedule]) -> Value {
     json!({ "schedules": schedules, "rules": rules })
 }
 
-pub fn to_text(cfg: &Config, plan: &[PlannedSchedule], from: DateTime<Utc>, count: usize) -> String {
-    let mut out = format!("Next {count} fire times after {}:\n", rfc3339(&from));
+pub fn to_text(
+    cfg: &Config,
+    plan: &[PlannedSchedule],
+    from: DateTime<Utc>,
+    count: usize,
+) -> String {
+    let mut out = format!("Next {count} fire times after {}:\n", ts(&from));
     for p in plan {
-        out.push_str(&format!("\n{} {}  \"{}\"  [{}]\n", p.kind, p.name, p.timed.expression, p.timed.timezone.name()));
+        out.push_str(&format!(
+            "\n{} {}  \"{}\"  [{}]\n",
+            p.kind,
+            p.name,
+            p.timed.expression,
+            p.timed.timezone.name()
+        ));
         if p.next.is_empty() {
             out.push_str("  (never fires again)\n");
         }
         for t in &p.next {
             let local = t.with_timezone(&p.timed.timezone);
-            out.push_str(&format!("  {}   {} {}\n", rfc3339(t), local.format("%Y-%m-%d %H:%M:%S"), local.format("%Z")));
+            out.push_str(&format!(
+                "  {}   {} {}\n",
+                ts(t),
+                local.format("%Y-%m-%d %H:%M:%S%.f"),
+                local.format("%Z")
+            ));
         }
     }
     if !cfg.rules.is_empty() {

@@ -3,7 +3,10 @@
 //!
 //! Nothing here reads the clock or sleeps; the daemon's timer calls `next_after` with `now`.
 
-use chrono::{DateTime, Datelike, Duration as ChronoDuration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, Duration as ChronoDuration, LocalResult, NaiveDate, NaiveDateTime,
+    TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 
 use crate::duration::parse_duration;
@@ -13,7 +16,9 @@ use crate::duration::parse_duration;
 pub enum Schedule {
     Cron(Box<Cron>),
     /// `rate(N unit)` or `every D`: fires at every multiple of `period_ms` since the Unix epoch.
-    Every { period_ms: i64 },
+    Every {
+        period_ms: i64,
+    },
 }
 
 /// Which cron dialect an expression was written in (only affects parsing and display).
@@ -86,8 +91,12 @@ impl Schedule {
         if let Some(inner) = strip_call(e, "rate") {
             return parse_rate(inner?);
         }
-        if let Some(rest) = e.strip_prefix("every ").or_else(|| e.strip_prefix("every\t")) {
-            let d = parse_duration(rest.trim()).map_err(|m| format!("bad `every` schedule: {m}"))?;
+        if let Some(rest) = e
+            .strip_prefix("every ")
+            .or_else(|| e.strip_prefix("every\t"))
+        {
+            let d =
+                parse_duration(rest.trim()).map_err(|m| format!("bad `every` schedule: {m}"))?;
             let ms = d.as_millis() as i64;
             if ms <= 0 {
                 return Err("`every` needs a duration greater than zero".into());
@@ -148,17 +157,26 @@ impl Schedule {
 fn strip_call<'a>(e: &'a str, name: &str) -> Option<Result<&'a str, String>> {
     let rest = e.strip_prefix(name)?.trim_start();
     let inner = rest.strip_prefix('(')?;
-    Some(inner.strip_suffix(')').ok_or_else(|| format!("bad {name}(): missing closing parenthesis")))
+    Some(
+        inner
+            .strip_suffix(')')
+            .ok_or_else(|| format!("bad {name}(): missing closing parenthesis")),
+    )
 }
 
 fn parse_rate(inner: &str) -> Result<Schedule, String> {
     let parts: Vec<&str> = inner.split_whitespace().collect();
     if parts.len() != 2 {
-        return Err(format!("bad rate(\"{inner}\"): expected rate(VALUE UNIT), e.g. rate(5 minutes)"));
+        return Err(format!(
+            "bad rate(\"{inner}\"): expected rate(VALUE UNIT), e.g. rate(5 minutes)"
+        ));
     }
-    let n: i64 = parts[0]
-        .parse()
-        .map_err(|_| format!("bad rate(): \"{}\" is not a positive whole number", parts[0]))?;
+    let n: i64 = parts[0].parse().map_err(|_| {
+        format!(
+            "bad rate(): \"{}\" is not a positive whole number",
+            parts[0]
+        )
+    })?;
     if n <= 0 {
         return Err("bad rate(): the value must be greater than zero".into());
     }
@@ -166,19 +184,37 @@ fn parse_rate(inner: &str) -> Result<Schedule, String> {
         "minute" | "minutes" => 60_000,
         "hour" | "hours" => 3_600_000,
         "day" | "days" => 86_400_000,
-        u => return Err(format!("bad rate(): unknown unit \"{u}\" (minute(s), hour(s), day(s))")),
+        u => {
+            return Err(format!(
+                "bad rate(): unknown unit \"{u}\" (minute(s), hour(s), day(s))"
+            ))
+        }
     };
     let singular = matches!(parts[1], "minute" | "hour" | "day");
     if n == 1 && !singular {
-        return Err(format!("bad rate(): a value of 1 takes the singular unit, e.g. rate(1 {})", parts[1].trim_end_matches('s')));
+        return Err(format!(
+            "bad rate(): a value of 1 takes the singular unit, e.g. rate(1 {})",
+            parts[1].trim_end_matches('s')
+        ));
     }
     if n != 1 && singular {
-        return Err(format!("bad rate(): a value above 1 takes the plural unit, e.g. rate({n} {}s)", parts[1]));
+        return Err(format!(
+            "bad rate(): a value above 1 takes the plural unit, e.g. rate({n} {}s)",
+            parts[1]
+        ));
     }
-    Ok(Schedule::Every { period_ms: n.checked_mul(unit_ms).ok_or("bad rate(): too large")? })
+    let period_ms = n
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms as u128 <= crate::duration::MAX_DURATION.as_millis());
+    Ok(Schedule::Every {
+        period_ms: period_ms
+            .ok_or("bad rate(): longer than 3650 days, the longest period mlopsd accepts")?,
+    })
 }
 
-const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
 #[derive(Clone, Copy)]
@@ -202,9 +238,18 @@ fn parse_num(tok: &str, f: &FieldDef) -> Result<u32, String> {
             return Ok(i as u32 + base);
         }
     }
-    let v: u32 = tok.parse().map_err(|_| format!("{} field: \"{tok}\" is not a number{}", f.name, name_hint(f)))?;
+    let v: u32 = tok.parse().map_err(|_| {
+        format!(
+            "{} field: \"{tok}\" is not a number{}",
+            f.name,
+            name_hint(f)
+        )
+    })?;
     if v < f.min || v > f.max {
-        return Err(format!("{} field: {v} is out of range {}-{}", f.name, f.min, f.max));
+        return Err(format!(
+            "{} field: {v} is out of range {}-{}",
+            f.name, f.min, f.max
+        ));
     }
     Ok(v)
 }
@@ -227,7 +272,9 @@ fn parse_plain(text: &str, f: &FieldDef, allow_question: bool) -> Result<Parsed,
         }
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => {
-                let st: u32 = s.parse().map_err(|_| format!("{} field: step \"{s}\" is not a number", f.name))?;
+                let st: u32 = s
+                    .parse()
+                    .map_err(|_| format!("{} field: step \"{s}\" is not a number", f.name))?;
                 if st == 0 {
                     return Err(format!("{} field: step must be greater than zero", f.name));
                 }
@@ -241,7 +288,10 @@ fn parse_plain(text: &str, f: &FieldDef, allow_question: bool) -> Result<Parsed,
             }
             (f.min, f.max)
         } else if range == "?" {
-            return Err(format!("{} field: \"?\" is only allowed in the day-of-month and day-of-week fields", f.name));
+            return Err(format!(
+                "{} field: \"?\" is only allowed in the day-of-month and day-of-week fields",
+                f.name
+            ));
         } else if let Some((a, b)) = range.split_once('-') {
             let a = parse_num(a, f)?;
             let b = parse_num(b, f)?;
@@ -293,10 +343,30 @@ impl Cron {
     }
 
     fn build(dialect: Dialect, sec: &str, f: &[&str], year: Option<&str>) -> Result<Cron, String> {
-        let fsec = FieldDef { name: "seconds", min: 0, max: 59, names: None };
-        let fmin = FieldDef { name: "minutes", min: 0, max: 59, names: None };
-        let fhour = FieldDef { name: "hours", min: 0, max: 23, names: None };
-        let fmon = FieldDef { name: "month", min: 1, max: 12, names: Some((&MONTHS, 1)) };
+        let fsec = FieldDef {
+            name: "seconds",
+            min: 0,
+            max: 59,
+            names: None,
+        };
+        let fmin = FieldDef {
+            name: "minutes",
+            min: 0,
+            max: 59,
+            names: None,
+        };
+        let fhour = FieldDef {
+            name: "hours",
+            min: 0,
+            max: 23,
+            names: None,
+        };
+        let fmon = FieldDef {
+            name: "month",
+            min: 1,
+            max: 12,
+            names: Some((&MONTHS, 1)),
+        };
         let seconds = mask64(&parse_plain(sec, &fsec, false)?.values);
         let minutes = mask64(&parse_plain(f[0], &fmin, false)?.values);
         let hours = mask64(&parse_plain(f[1], &fhour, false)?.values) as u32;
@@ -307,7 +377,12 @@ impl Cron {
         let years = match year {
             None => None,
             Some(y) => {
-                let fy = FieldDef { name: "year", min: YEAR_MIN as u32, max: YEAR_MAX as u32, names: None };
+                let fy = FieldDef {
+                    name: "year",
+                    min: YEAR_MIN as u32,
+                    max: YEAR_MAX as u32,
+                    names: None,
+                };
                 let p = parse_plain(y, &fy, false)?;
                 if p.star {
                     None
@@ -360,13 +435,21 @@ impl Cron {
             return true;
         }
         let last = days_in_month(d.year(), d.month());
-        if self.dom.last_offsets.iter().any(|&o| last > o as u32 && day == last - o as u32) {
+        if self
+            .dom
+            .last_offsets
+            .iter()
+            .any(|&o| last > o as u32 && day == last - o as u32)
+        {
             return true;
         }
         if self.dom.last_weekday && day == last_weekday_of_month(d.year(), d.month()) {
             return true;
         }
-        self.dom.nearest_weekday.iter().any(|&n| nearest_weekday(d.year(), d.month(), n as u32) == Some(day))
+        self.dom
+            .nearest_weekday
+            .iter()
+            .any(|&n| nearest_weekday(d.year(), d.month(), n as u32) == Some(day))
     }
 
     fn dow_matches(&self, d: NaiveDate) -> bool {
@@ -378,7 +461,10 @@ impl Cron {
         if self.dow.last & (1 << wd) != 0 && day + 7 > days_in_month(d.year(), d.month()) {
             return true;
         }
-        self.dow.nth.iter().any(|&(w, n)| w == wd && (day - 1) / 7 + 1 == n as u32)
+        self.dow
+            .nth
+            .iter()
+            .any(|&(w, n)| w == wd && (day - 1) / 7 + 1 == n as u32)
     }
 
     fn year_ok(&self, y: i32) -> bool {
@@ -397,7 +483,8 @@ impl Cron {
                 return None;
             }
             if !self.year_ok(date.year()) {
-                let y = (date.year() + 1..=limit.year().min(YEAR_MAX)).find(|y| self.year_ok(*y))?;
+                let y =
+                    (date.year() + 1..=limit.year().min(YEAR_MAX)).find(|y| self.year_ok(*y))?;
                 date = NaiveDate::from_ymd_opt(y, 1, 1)?;
                 (h, m, s) = (0, 0, 0);
                 continue;
@@ -474,7 +561,8 @@ impl Cron {
     fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         // Fires are on whole seconds: the first candidate is the next whole second.
         let start = DateTime::<Utc>::from_timestamp(after.timestamp() + 1, 0)?;
-        let limit = (start.with_timezone(&tz).date_naive()).with_year(start.year() + SEARCH_YEARS)
+        let limit = (start.with_timezone(&tz).date_naive())
+            .with_year(start.year() + SEARCH_YEARS)
             .or_else(|| NaiveDate::from_ymd_opt(start.year() + SEARCH_YEARS, 3, 1))?;
         let offset_at = |u: DateTime<Utc>| u.with_timezone(&tz).naive_local() - u.naive_utc();
 
@@ -538,7 +626,9 @@ fn gap_end(tz: Tz, w: NaiveDateTime) -> Option<DateTime<Utc>> {
             lo = mid;
         }
     }
-    tz.from_local_datetime(&hi).earliest().map(|x| x.with_timezone(&Utc))
+    tz.from_local_datetime(&hi)
+        .earliest()
+        .map(|x| x.with_timezone(&Utc))
 }
 
 fn next_bit(mask: u64, from: u32, max: u32) -> Option<u32> {
@@ -583,7 +673,12 @@ fn nearest_weekday(y: i32, m: u32, n: u32) -> Option<u32> {
 }
 
 fn parse_dom(text: &str) -> Result<(DomSpec, bool), String> {
-    let f = FieldDef { name: "day-of-month", min: 1, max: 31, names: None };
+    let f = FieldDef {
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        names: None,
+    };
     let mut spec = DomSpec::default();
     let mut plain = Vec::new();
     for item in text.split(',') {
@@ -593,9 +688,13 @@ fn parse_dom(text: &str) -> Result<(DomSpec, bool), String> {
         } else if up == "LW" || up == "WL" {
             spec.last_weekday = true;
         } else if let Some(n) = up.strip_prefix("L-") {
-            let n: u8 = n.parse().map_err(|_| format!("day-of-month field: bad \"{item}\" (expected L-N)"))?;
+            let n: u8 = n
+                .parse()
+                .map_err(|_| format!("day-of-month field: bad \"{item}\" (expected L-N)"))?;
             if n > 30 {
-                return Err(format!("day-of-month field: \"{item}\" is out of range (L-0 to L-30)"));
+                return Err(format!(
+                    "day-of-month field: \"{item}\" is out of range (L-0 to L-30)"
+                ));
             }
             spec.last_offsets.push(n);
         } else if let Some(n) = up.strip_suffix('W') {
@@ -617,8 +716,18 @@ fn parse_dom(text: &str) -> Result<(DomSpec, bool), String> {
 fn parse_dow(text: &str, dialect: Dialect) -> Result<(DowSpec, bool), String> {
     // Vixie numbering 0-7 (0 and 7 = Sunday); EventBridge 1-7 = SUN-SAT.
     let f = match dialect {
-        Dialect::EventBridge => FieldDef { name: "day-of-week", min: 1, max: 7, names: Some((&DAYS, 1)) },
-        _ => FieldDef { name: "day-of-week", min: 0, max: 7, names: Some((&DAYS, 0)) },
+        Dialect::EventBridge => FieldDef {
+            name: "day-of-week",
+            min: 1,
+            max: 7,
+            names: Some((&DAYS, 1)),
+        },
+        _ => FieldDef {
+            name: "day-of-week",
+            min: 0,
+            max: 7,
+            names: Some((&DAYS, 0)),
+        },
     };
     let to_wd = |v: u32| -> u8 {
         match dialect {
@@ -632,14 +741,21 @@ fn parse_dow(text: &str, dialect: Dialect) -> Result<(DowSpec, bool), String> {
         let up = item.to_ascii_uppercase();
         if let Some((w, n)) = up.split_once('#') {
             let wd = to_wd(parse_num(w, &f)?);
-            let n: u8 = n.parse().map_err(|_| format!("day-of-week field: bad \"{item}\" (expected DAY#N, N = 1-5)"))?;
+            let n: u8 = n.parse().map_err(|_| {
+                format!("day-of-week field: bad \"{item}\" (expected DAY#N, N = 1-5)")
+            })?;
             if !(1..=5).contains(&n) {
-                return Err(format!("day-of-week field: \"{item}\": N in DAY#N must be 1-5"));
+                return Err(format!(
+                    "day-of-week field: \"{item}\": N in DAY#N must be 1-5"
+                ));
             }
             spec.nth.push((wd, n));
         } else if up == "L" {
             return Err("day-of-week field: \"L\" needs a day, e.g. 6L (the last Friday in EventBridge numbering) or FRIL".into());
-        } else if let Some(w) = up.strip_suffix('L').filter(|w| !w.is_empty() && !w.contains('-') && !w.contains('/')) {
+        } else if let Some(w) = up
+            .strip_suffix('L')
+            .filter(|w| !w.is_empty() && !w.contains('-') && !w.contains('/'))
+        {
             let wd = to_wd(parse_num(w, &f)?);
             spec.last |= 1 << wd;
         } else {
@@ -668,28 +784,59 @@ mod tests {
     fn next_n(expr: &str, tz: &str, from: &str, n: usize) -> Vec<String> {
         let s = Schedule::parse(expr).unwrap();
         let tz: Tz = tz.parse().unwrap();
-        s.upcoming(tz, utc(from), n).iter().map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).collect()
+        s.upcoming(tz, utc(from), n)
+            .iter()
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .collect()
     }
 
     #[test]
     fn five_field_basics() {
         assert_eq!(
             next_n("*/15 * * * *", "UTC", "2026-01-01T00:00:00Z", 3),
-            ["2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z", "2026-01-01T00:45:00Z"]
+            [
+                "2026-01-01T00:15:00Z",
+                "2026-01-01T00:30:00Z",
+                "2026-01-01T00:45:00Z"
+            ]
         );
-        assert_eq!(next_n("0 2 * * *", "Asia/Tokyo", "2026-01-01T00:00:00Z", 2), ["2026-01-01T17:00:00Z", "2026-01-02T17:00:00Z"]);
+        assert_eq!(
+            next_n("0 2 * * *", "Asia/Tokyo", "2026-01-01T00:00:00Z", 2),
+            ["2026-01-01T17:00:00Z", "2026-01-02T17:00:00Z"]
+        );
         // 2026-01-01 is a Thursday; 7 and 0 are both Sunday.
-        assert_eq!(next_n("0 0 * * 7", "UTC", "2026-01-01T00:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
-        assert_eq!(next_n("0 0 * * 0", "UTC", "2026-01-01T00:00:00Z", 1), ["2026-01-04T00:00:00Z"]);
-        assert_eq!(next_n("0 0 * * mon-wed", "UTC", "2026-01-01T00:00:00Z", 2), ["2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z"]);
-        assert_eq!(next_n("0 0 1 jan,jul *", "UTC", "2026-01-01T00:00:00Z", 2), ["2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z"]);
-        assert_eq!(next_n("@daily", "UTC", "2026-01-01T00:00:00Z", 1), ["2026-01-02T00:00:00Z"]);
+        assert_eq!(
+            next_n("0 0 * * 7", "UTC", "2026-01-01T00:00:00Z", 1),
+            ["2026-01-04T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("0 0 * * 0", "UTC", "2026-01-01T00:00:00Z", 1),
+            ["2026-01-04T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("0 0 * * mon-wed", "UTC", "2026-01-01T00:00:00Z", 2),
+            ["2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("0 0 1 jan,jul *", "UTC", "2026-01-01T00:00:00Z", 2),
+            ["2026-07-01T00:00:00Z", "2027-01-01T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("@daily", "UTC", "2026-01-01T00:00:00Z", 1),
+            ["2026-01-02T00:00:00Z"]
+        );
     }
 
     #[test]
     fn strictly_after_from() {
-        assert_eq!(next_n("0 * * * *", "UTC", "2026-01-01T01:00:00Z", 1), ["2026-01-01T02:00:00Z"]);
-        assert_eq!(next_n("0 * * * *", "UTC", "2026-01-01T00:59:59.900Z", 1), ["2026-01-01T01:00:00Z"]);
+        assert_eq!(
+            next_n("0 * * * *", "UTC", "2026-01-01T01:00:00Z", 1),
+            ["2026-01-01T02:00:00Z"]
+        );
+        assert_eq!(
+            next_n("0 * * * *", "UTC", "2026-01-01T00:59:59.900Z", 1),
+            ["2026-01-01T01:00:00Z"]
+        );
     }
 
     #[test]
@@ -697,49 +844,118 @@ mod tests {
         // Both restricted: the 13th OR any Friday. 2026-02-06 is a Friday, 2026-02-13 too.
         assert_eq!(
             next_n("0 0 13 * 5", "UTC", "2026-02-01T00:00:00Z", 4),
-            ["2026-02-06T00:00:00Z", "2026-02-13T00:00:00Z", "2026-02-20T00:00:00Z", "2026-02-27T00:00:00Z"]
+            [
+                "2026-02-06T00:00:00Z",
+                "2026-02-13T00:00:00Z",
+                "2026-02-20T00:00:00Z",
+                "2026-02-27T00:00:00Z"
+            ]
         );
         // A field starting with `*` is unrestricted: */2 in dom AND Friday.
-        assert_eq!(next_n("0 0 */2 * 5", "UTC", "2026-02-01T00:00:00Z", 2), ["2026-02-13T00:00:00Z", "2026-02-27T00:00:00Z"]);
+        assert_eq!(
+            next_n("0 0 */2 * 5", "UTC", "2026-02-01T00:00:00Z", 2),
+            ["2026-02-13T00:00:00Z", "2026-02-27T00:00:00Z"]
+        );
     }
 
     #[test]
     fn six_field_seconds_first() {
         assert_eq!(
             next_n("*/20 * * * * *", "UTC", "2026-01-01T00:00:00Z", 3),
-            ["2026-01-01T00:00:20Z", "2026-01-01T00:00:40Z", "2026-01-01T00:01:00Z"]
+            [
+                "2026-01-01T00:00:20Z",
+                "2026-01-01T00:00:40Z",
+                "2026-01-01T00:01:00Z"
+            ]
         );
-        assert_eq!(next_n("30 0 12 * * *", "UTC", "2026-01-01T00:00:00Z", 1), ["2026-01-01T12:00:30Z"]);
+        assert_eq!(
+            next_n("30 0 12 * * *", "UTC", "2026-01-01T00:00:00Z", 1),
+            ["2026-01-01T12:00:30Z"]
+        );
     }
 
     #[test]
     fn eventbridge() {
-        assert_eq!(next_n("cron(0 * * * ? *)", "UTC", "2026-01-01T00:00:00Z", 2), ["2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"]);
+        assert_eq!(
+            next_n("cron(0 * * * ? *)", "UTC", "2026-01-01T00:00:00Z", 2),
+            ["2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"]
+        );
         // Day of week 1-7 = SUN-SAT: 2 = Monday.
-        assert_eq!(next_n("cron(0 9 ? * 2 *)", "UTC", "2026-01-01T00:00:00Z", 1), ["2026-01-05T09:00:00Z"]);
-        assert_eq!(next_n("cron(0 9 ? * MON-FRI *)", "UTC", "2026-01-02T10:00:00Z", 1), ["2026-01-05T09:00:00Z"]);
+        assert_eq!(
+            next_n("cron(0 9 ? * 2 *)", "UTC", "2026-01-01T00:00:00Z", 1),
+            ["2026-01-05T09:00:00Z"]
+        );
+        assert_eq!(
+            next_n("cron(0 9 ? * MON-FRI *)", "UTC", "2026-01-02T10:00:00Z", 1),
+            ["2026-01-05T09:00:00Z"]
+        );
         // Last day of month; last weekday; nearest weekday; 2nd Tuesday (3#2); last Friday (6L).
-        assert_eq!(next_n("cron(0 0 L * ? *)", "UTC", "2026-02-01T00:00:00Z", 2), ["2026-02-28T00:00:00Z", "2026-03-31T00:00:00Z"]);
+        assert_eq!(
+            next_n("cron(0 0 L * ? *)", "UTC", "2026-02-01T00:00:00Z", 2),
+            ["2026-02-28T00:00:00Z", "2026-03-31T00:00:00Z"]
+        );
         // May 2026: the 31st is a Sunday, so LW = Friday 29th.
-        assert_eq!(next_n("cron(0 0 LW * ? *)", "UTC", "2026-05-01T00:00:00Z", 1), ["2026-05-29T00:00:00Z"]);
+        assert_eq!(
+            next_n("cron(0 0 LW * ? *)", "UTC", "2026-05-01T00:00:00Z", 1),
+            ["2026-05-29T00:00:00Z"]
+        );
         // 2026-02-01 is a Sunday: 1W → Monday 2nd. 2026-08-01 is a Saturday: 1W → Monday 3rd (stays in month).
-        assert_eq!(next_n("cron(0 0 1W * ? *)", "UTC", "2026-01-15T00:00:00Z", 1), ["2026-02-02T00:00:00Z"]);
-        assert_eq!(next_n("cron(0 0 1W 8 ? *)", "UTC", "2026-01-15T00:00:00Z", 1), ["2026-08-03T00:00:00Z"]);
+        assert_eq!(
+            next_n("cron(0 0 1W * ? *)", "UTC", "2026-01-15T00:00:00Z", 1),
+            ["2026-02-02T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("cron(0 0 1W 8 ? *)", "UTC", "2026-01-15T00:00:00Z", 1),
+            ["2026-08-03T00:00:00Z"]
+        );
         // 15W with the 15th on a Saturday (2026-08-15) → Friday 14th.
-        assert_eq!(next_n("cron(0 0 15W 8 ? *)", "UTC", "2026-01-15T00:00:00Z", 1), ["2026-08-14T00:00:00Z"]);
-        assert_eq!(next_n("cron(0 0 ? * 3#2 *)", "UTC", "2026-01-01T00:00:00Z", 2), ["2026-01-13T00:00:00Z", "2026-02-10T00:00:00Z"]);
-        assert_eq!(next_n("cron(0 0 ? * 6L *)", "UTC", "2026-01-01T00:00:00Z", 2), ["2026-01-30T00:00:00Z", "2026-02-27T00:00:00Z"]);
+        assert_eq!(
+            next_n("cron(0 0 15W 8 ? *)", "UTC", "2026-01-15T00:00:00Z", 1),
+            ["2026-08-14T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("cron(0 0 ? * 3#2 *)", "UTC", "2026-01-01T00:00:00Z", 2),
+            ["2026-01-13T00:00:00Z", "2026-02-10T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("cron(0 0 ? * 6L *)", "UTC", "2026-01-01T00:00:00Z", 2),
+            ["2026-01-30T00:00:00Z", "2026-02-27T00:00:00Z"]
+        );
         // Year field: a past year never fires; a future one does.
         assert!(next_n("cron(0 0 1 1 ? 2020)", "UTC", "2026-01-01T00:00:00Z", 3).is_empty());
-        assert_eq!(next_n("cron(0 0 1 1 ? 2028-2029)", "UTC", "2026-01-01T00:00:00Z", 3), ["2028-01-01T00:00:00Z", "2029-01-01T00:00:00Z"]);
+        assert_eq!(
+            next_n(
+                "cron(0 0 1 1 ? 2028-2029)",
+                "UTC",
+                "2026-01-01T00:00:00Z",
+                3
+            ),
+            ["2028-01-01T00:00:00Z", "2029-01-01T00:00:00Z"]
+        );
     }
 
     #[test]
     fn rate_and_every_are_epoch_aligned() {
-        assert_eq!(next_n("every 30s", "Asia/Tokyo", "2026-01-01T00:00:10Z", 3), ["2026-01-01T00:00:30Z", "2026-01-01T00:01:00Z", "2026-01-01T00:01:30Z"]);
-        assert_eq!(next_n("rate(1 day)", "America/New_York", "2026-03-07T12:00:00Z", 2), ["2026-03-08T00:00:00Z", "2026-03-09T00:00:00Z"]);
-        assert_eq!(next_n("rate(5 minutes)", "UTC", "2026-01-01T00:05:00Z", 1), ["2026-01-01T00:10:00Z"]);
-        assert_eq!(next_n("every 7m", "UTC", "1970-01-01T00:00:00Z", 2), ["1970-01-01T00:07:00Z", "1970-01-01T00:14:00Z"]);
+        assert_eq!(
+            next_n("every 30s", "Asia/Tokyo", "2026-01-01T00:00:10Z", 3),
+            [
+                "2026-01-01T00:00:30Z",
+                "2026-01-01T00:01:00Z",
+                "2026-01-01T00:01:30Z"
+            ]
+        );
+        assert_eq!(
+            next_n("rate(1 day)", "America/New_York", "2026-03-07T12:00:00Z", 2),
+            ["2026-03-08T00:00:00Z", "2026-03-09T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("rate(5 minutes)", "UTC", "2026-01-01T00:05:00Z", 1),
+            ["2026-01-01T00:10:00Z"]
+        );
+        assert_eq!(
+            next_n("every 7m", "UTC", "1970-01-01T00:00:00Z", 2),
+            ["1970-01-01T00:07:00Z", "1970-01-01T00:14:00Z"]
+        );
     }
 
     #[test]

@@ -17,41 +17,75 @@ pub enum StatusError {
 
 /// GET `path` from `addr`; returns (status code, body).
 pub fn get(addr: &str, path: &str) -> Result<(u16, String), StatusError> {
-    let not_running = |reason: String| StatusError::NotRunning { addr: addr.to_string(), reason };
+    let not_running = |reason: String| StatusError::NotRunning {
+        addr: addr.to_string(),
+        reason,
+    };
     let sa: SocketAddr = addr
         .to_socket_addrs()
         .map_err(|e| not_running(e.to_string()))?
         .next()
         .ok_or_else(|| not_running("address does not resolve".into()))?;
-    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(3)).map_err(|e| not_running(e.to_string()))?;
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(3))
+        .map_err(|e| not_running(e.to_string()))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n").map_err(|e| not_running(e.to_string()))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
+    )
+    .map_err(|e| not_running(e.to_string()))?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| not_running(e.to_string()))?;
+    s.read_to_end(&mut buf)
+        .map_err(|e| not_running(e.to_string()))?;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| StatusError::BadAnswer { addr: addr.into(), reason: "no HTTP header".into() })?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| StatusError::BadAnswer {
+            addr: addr.into(),
+            reason: "no HTTP header".into(),
+        })?;
     let code = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| StatusError::BadAnswer { addr: addr.into(), reason: "no status code".into() })?;
+        .ok_or_else(|| StatusError::BadAnswer {
+            addr: addr.into(),
+            reason: "no status code".into(),
+        })?;
     Ok((code, body.to_string()))
 }
 
 pub fn fetch(addr: &str) -> Result<Value, StatusError> {
     let (code, body) = get(addr, "/status")?;
     if code != 200 {
-        return Err(StatusError::BadAnswer { addr: addr.into(), reason: format!("HTTP {code}") });
+        return Err(StatusError::BadAnswer {
+            addr: addr.into(),
+            reason: format!("HTTP {code}"),
+        });
     }
-    serde_json::from_str(&body).map_err(|e| StatusError::BadAnswer { addr: addr.into(), reason: format!("not JSON: {e}") })
+    serde_json::from_str(&body).map_err(|e| StatusError::BadAnswer {
+        addr: addr.into(),
+        reason: format!("not JSON: {e}"),
+    })
 }
 
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r.get(c).map(|x| x.chars().count()).unwrap_or(0)).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map(|x| x.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, x)| format!("{x:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, x)| format!("{x:<w$}", w = widths[i]))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -69,17 +103,38 @@ fn s(v: &Value) -> String {
 /// The human view of `/status`.
 pub fn render(addr: &str, st: &Value) -> String {
     let c = &st["config"];
-    let mut out = format!("mlopsd {} at {addr}: config {} (hash {}) loaded {}\n", s(&st["version"]), s(&c["path"]), s(&c["hash"]), s(&c["loaded_at"]));
+    let mut out = format!(
+        "mlopsd {} at {addr}: config {} (hash {}) loaded {}\n",
+        s(&st["version"]),
+        s(&c["path"]),
+        s(&c["hash"]),
+        s(&c["loaded_at"])
+    );
     if let Some(r) = c["last_reload"].as_object() {
         if r.get("ok").and_then(Value::as_bool) == Some(false) {
-            out.push_str(&format!("last reload FAILED at {} (previous config keeps running):\n  {}\n", s(&r["at"]), s(&r["error"]).replace('\n', "\n  ")));
+            out.push_str(&format!(
+                "last reload FAILED at {} (previous config keeps running):\n  {}\n",
+                s(&r["at"]),
+                s(&r["error"]).replace('\n', "\n  ")
+            ));
         } else {
             out.push_str(&format!("last reload ok at {}\n", s(&r["at"])));
         }
     }
-    let mut rows = vec![vec!["CHECK".into(), "STATE".into(), "LAST".into(), "THRESHOLD".into(), "BREACHES".into(), "NEXT".into()]];
+    let mut rows = vec![vec![
+        "CHECK".into(),
+        "STATE".into(),
+        "LAST".into(),
+        "THRESHOLD".into(),
+        "BREACHES".into(),
+        "NEXT".into(),
+    ]];
     for ch in st["checks"].as_array().into_iter().flatten() {
-        let op = if ch["threshold"]["op"] == "below" { "<" } else { ">" };
+        let op = if ch["threshold"]["op"] == "below" {
+            "<"
+        } else {
+            ">"
+        };
         rows.push(vec![
             s(&ch["name"]),
             s(&ch["state"]),
@@ -91,21 +146,50 @@ pub fn render(addr: &str, st: &Value) -> String {
     }
     out.push('\n');
     out.push_str(&table(&rows));
-    let mut rows = vec![vec!["RULE".into(), "TRIGGER".into(), "FIRINGS".into(), "LAST FIRED".into(), "COOLDOWN UNTIL".into(), "ACTIVE".into()]];
+    let mut rows = vec![vec![
+        "RULE".into(),
+        "TRIGGER".into(),
+        "FIRINGS".into(),
+        "LAST FIRED".into(),
+        "COOLDOWN UNTIL".into(),
+        "ACTIVE".into(),
+    ]];
     for r in st["rules"].as_array().into_iter().flatten() {
-        let active: Vec<String> = r["targets"].as_array().into_iter().flatten().map(|t| format!("{}={}", s(&t["target"]), s(&t["active_runs"]))).collect();
+        let active: Vec<String> = r["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| format!("{}={}", s(&t["target"]), s(&t["active_runs"])))
+            .collect();
         rows.push(vec![
-            s(&r["name"]) + if r["dry_run"] == true { " (dry run)" } else { "" },
+            s(&r["name"])
+                + if r["dry_run"] == true {
+                    " (dry run)"
+                } else {
+                    ""
+                },
             s(&r["trigger"]),
             s(&r["firings"]),
             s(&r["last_fired"]),
             s(&r["cooldown_until"]),
-            if active.is_empty() { "-".into() } else { active.join(",") },
+            if active.is_empty() {
+                "-".into()
+            } else {
+                active.join(",")
+            },
         ]);
     }
     out.push('\n');
     out.push_str(&table(&rows));
-    let mut rows = vec![vec!["RUN".into(), "RULE".into(), "TARGET".into(), "STATUS".into(), "STARTED".into(), "DURATION".into(), "CORRELATION".into()]];
+    let mut rows = vec![vec![
+        "RUN".into(),
+        "RULE".into(),
+        "TARGET".into(),
+        "STATUS".into(),
+        "STARTED".into(),
+        "DURATION".into(),
+        "CORRELATION".into(),
+    ]];
     for r in st["runs"].as_array().into_iter().flatten().take(10) {
         rows.push(vec![
             s(&r["id"]),
@@ -113,7 +197,10 @@ pub fn render(addr: &str, st: &Value) -> String {
             s(&r["target"]),
             s(&r["status"]),
             s(&r["started"]),
-            r["duration_s"].as_i64().map(|d| format!("{d}s")).unwrap_or_else(|| "-".into()),
+            r["duration_s"]
+                .as_i64()
+                .map(|d| format!("{d}s"))
+                .unwrap_or_else(|| "-".into()),
             s(&r["correlation_id"]),
         ]);
     }
@@ -121,10 +208,20 @@ pub fn render(addr: &str, st: &Value) -> String {
     out.push_str(&table(&rows));
     let gates = st["gates"].as_array().cloned().unwrap_or_default();
     if !gates.is_empty() {
-        let mut rows = vec![vec!["GATE".into(), "PACKAGE".into(), "DECISION".into(), "VALUE".into()]];
+        let mut rows = vec![vec![
+            "GATE".into(),
+            "PACKAGE".into(),
+            "DECISION".into(),
+            "VALUE".into(),
+        ]];
         for g in &gates {
             for d in g["decisions"].as_array().into_iter().flatten().take(5) {
-                rows.push(vec![s(&g["name"]), s(&d["arn"]), s(&d["decision"]), s(&d["value"])]);
+                rows.push(vec![
+                    s(&g["name"]),
+                    s(&d["arn"]),
+                    s(&d["decision"]),
+                    s(&d["value"]),
+                ]);
             }
         }
         out.push('\n');

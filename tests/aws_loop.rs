@@ -29,7 +29,13 @@ fn setup(prefix: &str) -> Setup {
     let project = aws.create_project("ci");
     let topic = aws.create_topic("alerts");
     let ns = format!("{}/drift", aws.prefix);
-    Setup { aws, pipeline, project, topic, ns }
+    Setup {
+        aws,
+        pipeline,
+        project,
+        topic,
+        ns,
+    }
 }
 
 /// A config for this test's resources; `extra` holds checks, rules and gates.
@@ -100,8 +106,14 @@ parameters = { InputData = "s3://bucket/retrain/" }
 cooldown = "1h"
 notify = ["ops"]
 "#;
-    let text = config(dir.path(), &s, &s.aws.endpoint, &(drift_check(&s.ns, 2, "Minimum") + rules));
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.3);
+    let text = config(
+        dir.path(),
+        &s,
+        &s.aws.endpoint,
+        &(drift_check(&s.ns, 2, "Minimum") + rules),
+    );
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.3);
     let r = Running::start(dir.path(), &text, env());
     let started = r.wait_event("run_started", 1, T);
     let ok = r.wait_event("run_succeeded", 1, T);
@@ -124,24 +136,58 @@ notify = ["ops"]
     let params = s
         .aws
         .rt
-        .block_on(s.aws.sm.list_pipeline_parameters_for_execution().pipeline_execution_arn(&ex[0].0).send())
+        .block_on(
+            s.aws
+                .sm
+                .list_pipeline_parameters_for_execution()
+                .pipeline_execution_arn(&ex[0].0)
+                .send(),
+        )
         .expect("parameters");
-    let mut p: Vec<(String, String)> =
-        params.pipeline_parameters().iter().map(|x| (x.name().unwrap_or_default().to_string(), x.value().unwrap_or_default().to_string())).collect();
+    let mut p: Vec<(String, String)> = params
+        .pipeline_parameters()
+        .iter()
+        .map(|x| {
+            (
+                x.name().unwrap_or_default().to_string(),
+                x.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
     p.sort();
-    assert_eq!(p, [("InputData".to_string(), "s3://bucket/retrain/".to_string()), ("Threshold".to_string(), "0.85".to_string())]);
+    assert_eq!(
+        p,
+        [
+            ("InputData".to_string(), "s3://bucket/retrain/".to_string()),
+            ("Threshold".to_string(), "0.85".to_string())
+        ]
+    );
 
     // The breach keeps going: suppressed by cooldown, with the reason in the log.
     let sup = r.wait_event("rule_suppressed", 1, T);
     assert_eq!(sup["reason"], "cooldown");
-    assert!(sup["detail"].as_str().unwrap().starts_with("in cooldown until "), "{sup}");
+    assert!(
+        sup["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("in cooldown until "),
+        "{sup}"
+    );
 
     // Recovery: Minimum drops below the threshold.
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.01);
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.01);
     let rec = r.wait_event("check_recovered", 1, T);
 
     let notes = s.aws.notes_until(T, |n| {
-        ["check_breached", "run_started", "run_succeeded", "check_recovered"].iter().all(|e| n.iter().any(|x| x.event() == *e))
+        [
+            "check_breached",
+            "run_started",
+            "run_succeeded",
+            "check_recovered",
+        ]
+        .iter()
+        .all(|e| n.iter().any(|x| x.event() == *e))
     });
     let corr = &events_named(&notes, "check_breached")[0].attrs["correlation_id"];
     assert!(corr.starts_with("c-"));
@@ -153,9 +199,21 @@ notify = ["ops"]
         assert_eq!(n.attrs["check"], "drift");
         assert!(n.subject.len() <= 100);
     }
-    assert_eq!(events_named(&notes, "run_started")[0].subject, "[mlops] retrain: run_started");
-    assert!(events_named(&notes, "run_succeeded")[0].body.contains(&ex[0].0), "body carries the arn");
-    assert_eq!(s.aws.executions(&s.pipeline).len(), 1, "cooldown: still one execution");
+    assert_eq!(
+        events_named(&notes, "run_started")[0].subject,
+        "[mlops] retrain: run_started"
+    );
+    assert!(
+        events_named(&notes, "run_succeeded")[0]
+            .body
+            .contains(&ex[0].0),
+        "body carries the arn"
+    );
+    assert_eq!(
+        s.aws.executions(&s.pipeline).len(),
+        1,
+        "cooldown: still one execution"
+    );
     assert_no_credentials(&r);
     for n in &notes {
         assert!(!n.body.contains(SECRET) && !n.body.contains(SESSION));
@@ -184,21 +242,44 @@ on_failure = "pipeline:train"
 notify = ["ops"]
 "#;
     // The pipeline run fails (moto cannot do that; the proxy rewrites the status).
-    proxy.fault_every("DescribePipelineExecution", Fault::Rewrite("\"Succeeded\"".into(), "\"Failed\"".into()), 1);
+    proxy.fault_every(
+        "DescribePipelineExecution",
+        Fault::Rewrite("\"Succeeded\"".into(), "\"Failed\"".into()),
+        1,
+    );
     let text = config(dir.path(), &s, &proxy.url, rules);
     let r = Running::start(dir.path(), &text, env());
     let b = r.wait_event("run_started", 1, T);
     assert_eq!(b["target"], "build:ci");
-    r.wait_for("the build to succeed", T, |l| l.iter().any(|v| v["event"] == "run_succeeded" && v["target"] == "build:ci"));
-    r.wait_for("the chained pipeline to start", T, |l| l.iter().any(|v| v["event"] == "run_started" && v["target"] == "pipeline:train"));
-    r.wait_for("the pipeline to fail", T, |l| l.iter().any(|v| v["event"] == "run_failed" && v["target"] == "pipeline:train"));
-    let notes = s.aws.notes_until(T, |n| n.iter().any(|x| x.event() == "run_failed" && x.attrs["rule"] == "page"));
+    r.wait_for("the build to succeed", T, |l| {
+        l.iter()
+            .any(|v| v["event"] == "run_succeeded" && v["target"] == "build:ci")
+    });
+    r.wait_for("the chained pipeline to start", T, |l| {
+        l.iter()
+            .any(|v| v["event"] == "run_started" && v["target"] == "pipeline:train")
+    });
+    r.wait_for("the pipeline to fail", T, |l| {
+        l.iter()
+            .any(|v| v["event"] == "run_failed" && v["target"] == "pipeline:train")
+    });
+    let notes = s.aws.notes_until(T, |n| {
+        n.iter()
+            .any(|x| x.event() == "run_failed" && x.attrs["rule"] == "page")
+    });
     let builds = s.aws.builds(&s.project);
     assert_eq!(builds.len(), 1, "cooldown 1h: one build");
     assert_eq!(s.aws.executions(&s.pipeline).len(), 1);
     // One correlation id from the scheduled build through the chained pipeline's failure.
-    let corr = &notes.iter().find(|n| n.event() == "run_started" && n.attrs["rule"] == "nightly").unwrap().attrs["correlation_id"];
-    let page = notes.iter().find(|n| n.event() == "run_failed" && n.attrs["rule"] == "page").unwrap();
+    let corr = &notes
+        .iter()
+        .find(|n| n.event() == "run_started" && n.attrs["rule"] == "nightly")
+        .unwrap()
+        .attrs["correlation_id"];
+    let page = notes
+        .iter()
+        .find(|n| n.event() == "run_failed" && n.attrs["rule"] == "page")
+        .unwrap();
     assert_eq!(&page.attrs["correlation_id"], corr);
     assert!(page.body.contains("status: Failed"), "{}", page.body);
     // The build was started with the merged environment and the token (moto does not echo
@@ -209,8 +290,26 @@ notify = ["ops"]
     assert_eq!(req["sourceVersion"], "main");
     let token = req["idempotencyToken"].as_str().unwrap().to_string();
     assert!(token.starts_with("mlopsd-"));
-    let envs: Vec<String> = req["environmentVariablesOverride"].as_array().unwrap().iter().map(|v| format!("{}={}", v["name"].as_str().unwrap(), v["value"].as_str().unwrap())).collect();
-    assert_eq!(envs, ["EXTRA=1".to_string(), "STAGE=test".to_string(), format!("MLOPSD_IDEMPOTENCY_TOKEN={token}")]);
+    let envs: Vec<String> = req["environmentVariablesOverride"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            format!(
+                "{}={}",
+                v["name"].as_str().unwrap(),
+                v["value"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        envs,
+        [
+            "EXTRA=1".to_string(),
+            "STAGE=test".to_string(),
+            format!("MLOPSD_IDEMPOTENCY_TOKEN={token}")
+        ]
+    );
     assert!(proxy.count("BatchGetBuilds") >= 1);
 }
 
@@ -219,13 +318,25 @@ fn dry_run_changes_nothing_on_aws_or_sns() {
     let s = setup("dry");
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\ndry_run = true\n";
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
-    let text = config(dir.path(), &s, &s.aws.endpoint, &(drift_check(&s.ns, 1, "Average") + rules));
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let text = config(
+        dir.path(),
+        &s,
+        &s.aws.endpoint,
+        &(drift_check(&s.ns, 1, "Average") + rules),
+    );
     let r = Running::start(dir.path(), &text, env());
-    r.wait_for("a dry-run decision", T, |l| l.iter().any(|v| v["event"] == "rule_dry_run" && v["target"] == "pipeline:train"));
+    r.wait_for("a dry-run decision", T, |l| {
+        l.iter()
+            .any(|v| v["event"] == "rule_dry_run" && v["target"] == "pipeline:train")
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert!(s.aws.executions(&s.pipeline).is_empty());
-    assert!(s.aws.drain(Duration::from_secs(2)).is_empty(), "dry run sends no SNS");
+    assert!(
+        s.aws.drain(Duration::from_secs(2)).is_empty(),
+        "dry run sends no SNS"
+    );
     assert!(r.events("run_started").is_empty());
 }
 
@@ -234,19 +345,37 @@ fn max_concurrent_suppresses_a_second_run_while_one_is_active() {
     let s = setup("conc");
     let proxy = Proxy::start(&s.aws.endpoint);
     // Keep the execution "Executing" so it stays active.
-    proxy.fault_every("DescribePipelineExecution", Fault::Rewrite("\"Succeeded\"".into(), "\"Executing\"".into()), 1);
+    proxy.fault_every(
+        "DescribePipelineExecution",
+        Fault::Rewrite("\"Succeeded\"".into(), "\"Executing\"".into()),
+        1,
+    );
     let dir = tempfile::tempdir().unwrap();
-    let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\n";
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
-    let text = config(dir.path(), &s, &proxy.url, &(drift_check(&s.ns, 1, "Average") + rules));
+    let rules =
+        "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\n";
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let text = config(
+        dir.path(),
+        &s,
+        &proxy.url,
+        &(drift_check(&s.ns, 1, "Average") + rules),
+    );
     let r = Running::start(dir.path(), &text, env());
     r.wait_event("run_started", 1, T);
     let sup = r.wait_event("rule_suppressed", 1, T);
     assert_eq!(sup["reason"], "max_concurrent");
-    assert_eq!(sup["detail"], "pipeline:train has 1 active run(s), max_concurrent = 1");
+    assert_eq!(
+        sup["detail"],
+        "pipeline:train has 1 active run(s), max_concurrent = 1"
+    );
     assert_eq!(s.aws.executions(&s.pipeline).len(), 1);
-    let notes = s.aws.notes_until(T, |n| n.iter().any(|x| x.event() == "rule_suppressed"));
-    assert!(events_named(&notes, "rule_suppressed")[0].body.contains("max_concurrent = 1"));
+    let notes = s
+        .aws
+        .notes_until(T, |n| n.iter().any(|x| x.event() == "rule_suppressed"));
+    assert!(events_named(&notes, "rule_suppressed")[0]
+        .body
+        .contains("max_concurrent = 1"));
 }
 
 #[test]
@@ -255,11 +384,29 @@ fn gates_approve_reject_read_reports_and_leave_unknown_pending() {
     let group = s.aws.name("models");
     let bucket = s.aws.name("reports");
     let aws = &s.aws;
-    aws.rt.block_on(aws.sm.create_model_package_group().model_package_group_name(&group).send()).unwrap();
-    aws.rt.block_on(aws.s3.create_bucket().bucket(&bucket).send()).unwrap();
+    aws.rt
+        .block_on(
+            aws.sm
+                .create_model_package_group()
+                .model_package_group_name(&group)
+                .send(),
+        )
+        .unwrap();
+    aws.rt
+        .block_on(aws.s3.create_bucket().bucket(&bucket).send())
+        .unwrap();
     let put = |key: &str, acc: f64| {
         let body = format!(r#"{{"classification_metrics": {{"accuracy": {{"value": {acc}}}}}}}"#);
-        aws.rt.block_on(aws.s3.put_object().bucket(&bucket).key(key).body(body.into_bytes().into()).send()).unwrap();
+        aws.rt
+            .block_on(
+                aws.s3
+                    .put_object()
+                    .bucket(&bucket)
+                    .key(key)
+                    .body(body.into_bytes().into())
+                    .send(),
+            )
+            .unwrap();
     };
     put("good.json", 0.93);
     put("bad.json", 0.55);
@@ -272,7 +419,11 @@ fn gates_approve_reject_read_reports_and_leave_unknown_pending() {
             .model_approval_status(ModelApprovalStatus::PendingManualApproval)
             .inference_specification(
                 InferenceSpecification::builder()
-                    .containers(ModelPackageContainerDefinition::builder().image("img").build())
+                    .containers(
+                        ModelPackageContainerDefinition::builder()
+                            .image("img")
+                            .build(),
+                    )
                     .supported_content_types("text/csv")
                     .supported_response_mime_types("text/csv")
                     .build(),
@@ -283,34 +434,84 @@ fn gates_approve_reject_read_reports_and_leave_unknown_pending() {
         if let Some(k) = report {
             req = req.model_metrics(
                 ModelMetrics::builder()
-                    .model_quality(ModelQuality::builder().statistics(MetricsSource::builder().content_type("application/json").s3_uri(format!("s3://{bucket}/{k}")).build()).build())
+                    .model_quality(
+                        ModelQuality::builder()
+                            .statistics(
+                                MetricsSource::builder()
+                                    .content_type("application/json")
+                                    .s3_uri(format!("s3://{bucket}/{k}"))
+                                    .build(),
+                            )
+                            .build(),
+                    )
                     .build(),
             );
         }
-        aws.rt.block_on(req.send()).unwrap().model_package_arn().unwrap().to_string()
+        aws.rt
+            .block_on(req.send())
+            .unwrap()
+            .model_package_arn()
+            .unwrap()
+            .to_string()
     };
     let good = mk(Some("0.91"), Some("good.json"));
     let bad = mk(Some("0.42"), Some("bad.json"));
     let none = mk(None, None);
     let status = |arn: &str| {
-        let d = aws.rt.block_on(aws.sm.describe_model_package().model_package_name(arn).send()).unwrap();
-        (d.model_approval_status().map(|s| s.as_str().to_string()).unwrap_or_default(), d.approval_description().unwrap_or_default().to_string())
+        let d = aws
+            .rt
+            .block_on(
+                aws.sm
+                    .describe_model_package()
+                    .model_package_name(arn)
+                    .send(),
+            )
+            .unwrap();
+        (
+            d.model_approval_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            d.approval_description().unwrap_or_default().to_string(),
+        )
     };
     let dir = tempfile::tempdir().unwrap();
     let gates = format!(
         "[gates.by-metadata]\nmodel_package_group = \"{group}\"\nschedule = \"every 1s\"\nmetric = \"accuracy\"\nmin = 0.8\nnotify = [\"ops\"]\n"
     );
-    let r = Running::start(dir.path(), &config(dir.path(), &s, &aws.endpoint, &gates), env());
-    r.wait_for("two gate decisions", T, |l| l.iter().filter(|v| v["event"] == "gate_applied").count() >= 2);
-    assert_eq!(status(&good), ("Approved".to_string(), "mlopsd: accuracy 0.91 >= min 0.8".to_string()));
-    assert_eq!(status(&bad), ("Rejected".to_string(), "mlopsd: accuracy 0.42 is below min 0.8".to_string()));
+    let r = Running::start(
+        dir.path(),
+        &config(dir.path(), &s, &aws.endpoint, &gates),
+        env(),
+    );
+    r.wait_for("two gate decisions", T, |l| {
+        l.iter().filter(|v| v["event"] == "gate_applied").count() >= 2
+    });
+    assert_eq!(
+        status(&good),
+        (
+            "Approved".to_string(),
+            "mlopsd: accuracy 0.91 >= min 0.8".to_string()
+        )
+    );
+    assert_eq!(
+        status(&bad),
+        (
+            "Rejected".to_string(),
+            "mlopsd: accuracy 0.42 is below min 0.8".to_string()
+        )
+    );
     assert_eq!(status(&none).0, "PendingManualApproval");
     std::thread::sleep(Duration::from_secs(3));
     let reported = r.events("gate_no_metric");
     assert_eq!(reported.len(), 1, "reported once: {reported:?}");
     assert_eq!(reported[0]["arn"], Value::String(none.clone()));
-    let notes = s.aws.notes_until(T, |n| n.iter().any(|x| x.event() == "gate_approved") && n.iter().any(|x| x.event() == "gate_rejected"));
-    assert!(events_named(&notes, "gate_approved")[0].body.contains(&good));
+    let notes = s.aws.notes_until(T, |n| {
+        n.iter().any(|x| x.event() == "gate_approved")
+            && n.iter().any(|x| x.event() == "gate_rejected")
+    });
+    assert!(events_named(&notes, "gate_approved")[0]
+        .body
+        .contains(&good));
     drop(r);
 
     // The same packages, judged from the evaluation report in S3 instead (two new ones).
@@ -320,10 +521,22 @@ fn gates_approve_reject_read_reports_and_leave_unknown_pending() {
     let gates = format!(
         "[gates.by-report]\nmodel_package_group = \"{group}\"\nschedule = \"every 1s\"\nreport_path = \"classification_metrics.accuracy.value\"\nmin = 0.9\nnotify = [\"ops\"]\n"
     );
-    let r = Running::start(dir2.path(), &config(dir2.path(), &s, &s.aws.endpoint, &gates), env());
-    r.wait_for("report-based decisions", T, |l| l.iter().filter(|v| v["event"] == "gate_applied").count() >= 2);
+    let r = Running::start(
+        dir2.path(),
+        &config(dir2.path(), &s, &s.aws.endpoint, &gates),
+        env(),
+    );
+    r.wait_for("report-based decisions", T, |l| {
+        l.iter().filter(|v| v["event"] == "gate_applied").count() >= 2
+    });
     assert_eq!(status(&good2).0, "Approved");
-    assert_eq!(status(&bad2), ("Rejected".to_string(), "mlopsd: classification_metrics.accuracy.value 0.55 is below min 0.9".to_string()));
+    assert_eq!(
+        status(&bad2),
+        (
+            "Rejected".to_string(),
+            "mlopsd: classification_metrics.accuracy.value 0.55 is below min 0.9".to_string()
+        )
+    );
 }
 
 #[test]
@@ -332,15 +545,30 @@ fn sigkill_after_decision_then_restart_starts_exactly_once() {
         let s = setup(&format!("kill-{}", point.replace('_', "-")));
         let dir = tempfile::tempdir().unwrap();
         let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
-        s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
-        let text = config(dir.path(), &s, &s.aws.endpoint, &(drift_check(&s.ns, 1, "Average") + rules));
+        s.aws
+            .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        let text = config(
+            dir.path(),
+            &s,
+            &s.aws.endpoint,
+            &(drift_check(&s.ns, 1, "Average") + rules),
+        );
         let mut opts = env();
         opts.env.push(("MLOPSD_FAILPOINT", point.into()));
         let mut r = Running::start(dir.path(), &text, opts);
         let st = r.wait_exit(T);
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9), "{point}: {}", r.raw_output());
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(9),
+            "{point}: {}",
+            r.raw_output()
+        );
         let before = s.aws.executions(&s.pipeline).len();
-        assert_eq!(before, if point == "after_decision" { 0 } else { 1 }, "{point}");
+        assert_eq!(
+            before,
+            if point == "after_decision" { 0 } else { 1 },
+            "{point}"
+        );
         drop(r);
         let r = Running::start(dir.path(), &text, env());
         let ended = r.wait_event("run_succeeded", 1, T);
@@ -348,12 +576,24 @@ fn sigkill_after_decision_then_restart_starts_exactly_once() {
         let ex = s.aws.executions(&s.pipeline);
         assert_eq!(ex.len(), 1, "{point}: started exactly once: {ex:?}");
         assert_eq!(Value::String(ex[0].0.clone()), ended["arn"]);
-        assert_eq!(r.events("run_succeeded").len(), 1, "{point}: its end handled once");
-        assert!(r.events("rule_fired").is_empty(), "{point}: the restart resumed the stored decision, it did not decide again");
+        assert_eq!(
+            r.events("run_succeeded").len(),
+            1,
+            "{point}: its end handled once"
+        );
+        assert!(
+            r.events("rule_fired").is_empty(),
+            "{point}: the restart resumed the stored decision, it did not decide again"
+        );
         // Nothing lost on the SNS side: the incident's start and end were both told.
-        let notes = s.aws.notes_until(T, |n| n.iter().any(|x| x.event() == "run_succeeded"));
+        let notes = s
+            .aws
+            .notes_until(T, |n| n.iter().any(|x| x.event() == "run_succeeded"));
         let corr = &events_named(&notes, "check_breached")[0].attrs["correlation_id"];
-        assert!(notes.iter().all(|n| &n.attrs["correlation_id"] == corr), "{point}: {notes:?}");
+        assert!(
+            notes.iter().all(|n| &n.attrs["correlation_id"] == corr),
+            "{point}: {notes:?}"
+        );
         assert!(!events_named(&notes, "run_started").is_empty(), "{point}");
     }
 }
@@ -363,8 +603,14 @@ fn sigkill_after_publish_resends_with_the_same_correlation_id() {
     let s = setup("kill-publish");
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nnotify = [\"ops\"]\n";
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
-    let text = config(dir.path(), &s, &s.aws.endpoint, &(drift_check(&s.ns, 1, "Average") + rules));
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let text = config(
+        dir.path(),
+        &s,
+        &s.aws.endpoint,
+        &(drift_check(&s.ns, 1, "Average") + rules),
+    );
     let mut opts = env();
     opts.env.push(("MLOPSD_FAILPOINT", "after_publish".into()));
     let mut r = Running::start(dir.path(), &text, opts);
@@ -376,7 +622,10 @@ fn sigkill_after_publish_resends_with_the_same_correlation_id() {
     // At least once: the unmarked message goes out again, with the same correlation id.
     let again = s.aws.notes_until(T, |n| !n.is_empty());
     assert_eq!(again[0].event(), "check_breached");
-    assert_eq!(again[0].attrs["correlation_id"], first[0].attrs["correlation_id"]);
+    assert_eq!(
+        again[0].attrs["correlation_id"],
+        first[0].attrs["correlation_id"]
+    );
 }
 
 #[test]
@@ -385,13 +634,27 @@ fn throttling_and_5xx_on_start_are_retried_with_the_same_token_and_start_once() 
     let proxy = Proxy::start(&s.aws.endpoint);
     let throttle = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
     // More failures than one round of SDK attempts (max_attempts = 2): the daemon retries later.
-    proxy.fault("StartPipelineExecution", Fault::Status(400, throttle.into()), 3);
-    proxy.fault("StartPipelineExecution", Fault::Status(503, "unavailable".into()), 1);
+    proxy.fault(
+        "StartPipelineExecution",
+        Fault::Status(400, throttle.into()),
+        3,
+    );
+    proxy.fault(
+        "StartPipelineExecution",
+        Fault::Status(503, "unavailable".into()),
+        1,
+    );
     proxy.fault("StartPipelineExecution", Fault::Reset, 1);
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
-    let text = config(dir.path(), &s, &proxy.url, &(drift_check(&s.ns, 1, "Average") + rules));
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let text = config(
+        dir.path(),
+        &s,
+        &proxy.url,
+        &(drift_check(&s.ns, 1, "Average") + rules),
+    );
     let r = Running::start(dir.path(), &text, env());
     r.wait_event("run_succeeded", 1, Duration::from_secs(60));
     assert!(!r.events("start_retry").is_empty(), "a retry was logged");
@@ -405,12 +668,25 @@ fn start_timeouts_are_retried_and_start_once() {
     let s = setup("timeout");
     let proxy = Proxy::start(&s.aws.endpoint);
     // Both SDK attempts of the first round hang beyond `attempt_timeout`.
-    proxy.fault("StartPipelineExecution", Fault::Hang(Duration::from_secs(3)), 2);
+    proxy.fault(
+        "StartPipelineExecution",
+        Fault::Hang(Duration::from_secs(3)),
+        2,
+    );
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
-    let text = config(dir.path(), &s, &proxy.url, &(drift_check(&s.ns, 1, "Average") + rules))
-        .replace("max_attempts = 2", "max_attempts = 2\nattempt_timeout = \"1s\"");
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let text = config(
+        dir.path(),
+        &s,
+        &proxy.url,
+        &(drift_check(&s.ns, 1, "Average") + rules),
+    )
+    .replace(
+        "max_attempts = 2",
+        "max_attempts = 2\nattempt_timeout = \"1s\"",
+    );
     let r = Running::start(dir.path(), &text, env());
     let retry = r.wait_event("start_retry", 1, T);
     assert_eq!(retry["code"], "Timeout", "{retry}");
@@ -424,25 +700,53 @@ fn unknown_pipeline_is_a_clear_run_failed_and_the_rule_can_fire_again() {
     let s = setup("unknown");
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"missing\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
-    let extra = format!("[pipelines.missing]\npipeline_name = \"{}\"\n\n{}{}", s.aws.name("no-such-pipeline"), drift_check(&s.ns, 1, "Average"), rules);
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
-    let r = Running::start(dir.path(), &config(dir.path(), &s, &s.aws.endpoint, &extra), env());
+    let extra = format!(
+        "[pipelines.missing]\npipeline_name = \"{}\"\n\n{}{}",
+        s.aws.name("no-such-pipeline"),
+        drift_check(&s.ns, 1, "Average"),
+        rules
+    );
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let r = Running::start(
+        dir.path(),
+        &config(dir.path(), &s, &s.aws.endpoint, &extra),
+        env(),
+    );
     let f = r.wait_event("run_failed", 1, T);
     assert_eq!(f["config_item"], "[pipelines.missing]");
     assert_eq!(f["error_code"], "ValidationException");
-    assert!(f["error"].as_str().unwrap().contains("StartPipelineExecution"), "{f}");
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap()
+            .contains("StartPipelineExecution"),
+        "{f}"
+    );
     // Cooldown was cleared: the next breaching evaluation decides again.
     r.wait_event("run_failed", 2, T);
-    let notes = s.aws.notes_until(T, |n| n.iter().any(|x| x.event() == "run_failed"));
-    assert!(events_named(&notes, "run_failed")[0].body.contains("error_code: ValidationException"));
+    let notes = s
+        .aws
+        .notes_until(T, |n| n.iter().any(|x| x.event() == "run_failed"));
+    assert!(events_named(&notes, "run_failed")[0]
+        .body
+        .contains("error_code: ValidationException"));
 }
 
 #[test]
 fn unknown_topic_is_a_clear_error_naming_the_notifier() {
     let s = setup("notopic");
     let dir = tempfile::tempdir().unwrap();
-    let text = config(dir.path(), &s, &s.aws.endpoint, "[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\n")
-        .replace(&s.topic, "arn:aws:sns:us-east-1:123456789012:notopic-does-not-exist");
+    let text = config(
+        dir.path(),
+        &s,
+        &s.aws.endpoint,
+        "[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\n",
+    )
+    .replace(
+        &s.topic,
+        "arn:aws:sns:us-east-1:123456789012:notopic-does-not-exist",
+    );
     let r = Running::start(dir.path(), &text, env());
     let e = r.wait_event("notification_failed", 1, T);
     assert_eq!(e["config_item"], "[notifiers.ops]");
@@ -463,19 +767,44 @@ fn all_checks_due_together_are_batched_500_per_call_and_evaluated_in_slices() {
         ));
     }
     // All on the same epoch-aligned schedule: due at the same instant.
-    let text = config(dir.path(), &s, &proxy.url, &checks.replace("every 1h", "every 5s"));
+    let text = config(
+        dir.path(),
+        &s,
+        &proxy.url,
+        &checks.replace("every 1h", "every 5s"),
+    );
     let r = Running::start(dir.path(), &text, env());
     let fetched = r.wait_event("metrics_fetched", 1, T);
     assert_eq!(fetched["checks"], 1200);
     assert_eq!(fetched["calls"], 3, "ceil(1200 / 500) GetMetricData calls");
-    r.wait_for("1200 evaluations", T, |l| l.iter().filter(|v| v["event"] == "check_evaluated").count() >= 1200);
+    r.wait_for("1200 evaluations", T, |l| {
+        l.iter().filter(|v| v["event"] == "check_evaluated").count() >= 1200
+    });
     // The loop took the batch in two turns (1,000 then 200), and no check was lost or doubled
     // between them.
-    let slices: Vec<(u64, u64)> = r.events("check_results_taken").iter().take(2).map(|e| (e["checks"].as_u64().unwrap(), e["remaining"].as_u64().unwrap())).collect();
+    let slices: Vec<(u64, u64)> = r
+        .events("check_results_taken")
+        .iter()
+        .take(2)
+        .map(|e| {
+            (
+                e["checks"].as_u64().unwrap(),
+                e["remaining"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(slices, [(1000, 200), (200, 0)]);
-    let first: std::collections::BTreeSet<String> =
-        r.events("check_evaluated").iter().take(1200).map(|e| e["check"].as_str().unwrap().to_string()).collect();
-    assert_eq!(first.len(), 1200, "every check evaluated once in the first batch");
+    let first: std::collections::BTreeSet<String> = r
+        .events("check_evaluated")
+        .iter()
+        .take(1200)
+        .map(|e| e["check"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        first.len(),
+        1200,
+        "every check evaluated once in the first batch"
+    );
     assert!(proxy.count("GetMetricData") >= 3);
 }
 
@@ -483,8 +812,14 @@ fn all_checks_due_together_are_batched_500_per_call_and_evaluated_in_slices() {
 fn check_command_exit_codes() {
     let s = setup("cmd");
     let dir = tempfile::tempdir().unwrap();
-    s.aws.put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
-    let mut text = config(dir.path(), &s, &s.aws.endpoint, &drift_check(&s.ns, 1, "Average"));
+    s.aws
+        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+    let mut text = config(
+        dir.path(),
+        &s,
+        &s.aws.endpoint,
+        &drift_check(&s.ns, 1, "Average"),
+    );
     text.push_str(&format!(
         "[checks.quiet]\nschedule = \"every 1m\"\nnamespace = \"{}\"\nmetric = \"nothing\"\nabove = 1\nmissing_data = \"breach\"\n",
         s.ns
@@ -500,16 +835,25 @@ fn check_command_exit_codes() {
     assert!(out.contains("vs threshold > 0.1: BREACHING"), "{out}");
     let (code, out, _) = mlopsd(&["check", "quiet", "--config", p]);
     assert_eq!(code, 1);
-    assert!(out.contains("no data") && out.contains("missing_data = \"breach\""), "{out}");
+    assert!(
+        out.contains("no data") && out.contains("missing_data = \"breach\""),
+        "{out}"
+    );
     let (code, _, err) = mlopsd(&["check", "nope", "--config", p]);
     assert_eq!(code, 2);
-    assert!(err.contains("no check named \"nope\" (defined: drift, quiet)"), "{err}");
+    assert!(
+        err.contains("no check named \"nope\" (defined: drift, quiet)"),
+        "{err}"
+    );
     // An endpoint that refuses connections: could not evaluate.
     let dead = text.replace(&s.aws.endpoint, "http://127.0.0.1:9");
     std::fs::write(&path, dead).unwrap();
     let (code, _, err) = mlopsd(&["check", "drift", "--config", p]);
     assert_eq!(code, 2);
-    assert!(err.contains("could not evaluate") && err.contains("ConnectionError"), "{err}");
+    assert!(
+        err.contains("could not evaluate") && err.contains("ConnectionError"),
+        "{err}"
+    );
     // Nothing changed on AWS.
     assert!(s.aws.executions(&s.pipeline).is_empty());
 }

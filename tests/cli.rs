@@ -18,11 +18,15 @@ fn reference_config_validates() {
 fn reference_config_is_specs() {
     // config/mlops.toml must hold SPEC's reference config verbatim.
     let spec_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/SPEC.md");
-    let spec = std::fs::read_to_string(&spec_path).unwrap_or_else(|e| panic!("read {}: {e}", spec_path.display()));
+    let spec = std::fs::read_to_string(&spec_path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", spec_path.display()));
     let start = spec.find("```toml\n").expect("toml block") + "```toml\n".len();
     let block = &spec[start..start + spec[start..].find("```").expect("end of block")];
     let ours = std::fs::read_to_string(repo("config/mlops.toml")).expect("read config");
-    assert_eq!(ours, block, "config/mlops.toml differs from SPEC.md's reference config");
+    assert_eq!(
+        ours, block,
+        "config/mlops.toml differs from SPEC.md's reference config"
+    );
 }
 
 #[test]
@@ -41,8 +45,10 @@ fn invalid_config_exits_78_with_every_error_located() {
     assert_eq!(
         lines,
         [
-            format!("{p}:2:12: bad schedule in `schedule`: minutes field: 61 is out of range 0-59").as_str(),
-            format!("{p}:6:9: set either `above` or `below`, not both (use two checks for a band)").as_str(),
+            format!("{p}:2:12: bad schedule in `schedule`: minutes field: 61 is out of range 0-59")
+                .as_str(),
+            format!("{p}:6:9: set either `above` or `below`, not both (use two checks for a band)")
+                .as_str(),
             format!("{p}:9:12: unknown check \"nope\" (defined: c)").as_str(),
             format!("{p}:10:11: unknown notifier \"ops\" (no [notifiers.*] is defined)").as_str(),
             format!("{p}: 4 error(s)").as_str(),
@@ -56,7 +62,10 @@ fn missing_file_and_directory_are_clear_errors() {
     let missing = dir.path().join("nope.toml");
     let (code, _, err) = mlopsd(&["validate", "--config", missing.to_str().unwrap()]);
     assert_eq!(code, 78);
-    assert!(err.contains(":1:1: cannot read config: No such file or directory"), "{err}");
+    assert!(
+        err.contains(":1:1: cannot read config: No such file or directory"),
+        "{err}"
+    );
     let (code, _, err) = mlopsd(&["validate", "--config", dir.path().to_str().unwrap()]);
     assert_eq!(code, 78);
     assert!(err.contains("it is a directory"), "{err}");
@@ -64,7 +73,16 @@ fn missing_file_and_directory_are_clear_errors() {
 
 #[test]
 fn plan_json_has_specs_shape_and_local_times() {
-    let (code, out, err) = mlopsd(&["plan", "--config", &repo("config/mlops.toml"), "--count", "2", "--from", "2026-03-07T00:00:00Z", "--json"]);
+    let (code, out, err) = mlopsd(&[
+        "plan",
+        "--config",
+        &repo("config/mlops.toml"),
+        "--count",
+        "2",
+        "--from",
+        "2026-03-07T00:00:00Z",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let s = v["schedules"].as_array().expect("schedules");
@@ -74,29 +92,58 @@ fn plan_json_has_specs_shape_and_local_times() {
     assert_eq!(drift["kind"], "check");
     assert_eq!(drift["expression"], "cron(0 * * * ? *)");
     assert_eq!(drift["timezone"], "UTC");
-    assert_eq!(drift["next"], serde_json::json!(["2026-03-07T01:00:00Z", "2026-03-07T02:00:00Z"]));
+    assert_eq!(
+        drift["next"],
+        serde_json::json!(["2026-03-07T01:00:00Z", "2026-03-07T02:00:00Z"])
+    );
     let nightly = by("nightly-build");
     assert_eq!(nightly["kind"], "rule");
     assert_eq!(nightly["timezone"], "Asia/Tokyo");
-    assert_eq!(nightly["next"], serde_json::json!(["2026-03-07T17:00:00Z", "2026-03-08T17:00:00Z"]));
+    assert_eq!(
+        nightly["next"],
+        serde_json::json!(["2026-03-07T17:00:00Z", "2026-03-08T17:00:00Z"])
+    );
     assert_eq!(nightly["next_local"][0], "2026-03-08T02:00:00+09:00");
     let gate = by("churn-approval");
     assert_eq!(gate["kind"], "gate");
-    assert_eq!(gate["next"], serde_json::json!(["2026-03-07T00:05:00Z", "2026-03-07T00:10:00Z"]));
+    assert_eq!(
+        gate["next"],
+        serde_json::json!(["2026-03-07T00:05:00Z", "2026-03-07T00:10:00Z"])
+    );
     let rules = v["rules"].as_array().expect("rules");
     assert_eq!(rules.len(), 4);
-    let retrain = rules.iter().find(|r| r["name"] == "retrain-on-drift").unwrap();
+    let retrain = rules
+        .iter()
+        .find(|r| r["name"] == "retrain-on-drift")
+        .unwrap();
     assert_eq!(retrain["trigger"]["on_check"], "feature-drift");
-    assert_eq!(retrain["actions"][0]["parameters"]["InputData"], "s3://ml-bucket/retrain-data/");
-    assert_eq!(retrain["actions"][0]["parameters"]["AccuracyThreshold"], "0.85");
+    assert_eq!(
+        retrain["actions"][0]["parameters"]["InputData"],
+        "s3://ml-bucket/retrain-data/"
+    );
+    assert_eq!(
+        retrain["actions"][0]["parameters"]["AccuracyThreshold"],
+        "0.85"
+    );
     assert_eq!(retrain["cooldown"], "6h");
 }
 
 #[test]
 fn plan_text_shows_utc_and_local_and_what_rules_do() {
-    let (code, out, _) = mlopsd(&["plan", "--config", &repo("config/mlops.toml"), "--count", "1", "--from", "2026-03-07T00:00:00Z"]);
+    let (code, out, _) = mlopsd(&[
+        "plan",
+        "--config",
+        &repo("config/mlops.toml"),
+        "--count",
+        "1",
+        "--from",
+        "2026-03-07T00:00:00Z",
+    ]);
     assert_eq!(code, 0);
-    assert!(out.contains("2026-03-07T17:00:00Z   2026-03-08 02:00:00 JST"), "{out}");
+    assert!(
+        out.contains("2026-03-07T17:00:00Z   2026-03-08 02:00:00 JST"),
+        "{out}"
+    );
     assert!(out.contains("retrain-on-drift: when check feature-drift breaches (Average feature_baseline_drift_distance > 0.1) 2 consecutive evaluations: start pipeline churn-training"), "{out}");
 }
 
@@ -109,17 +156,93 @@ fn plan_lists_fewer_times_where_fewer_exist() {
         "[rules.past]\non_schedule = \"cron(0 0 1 1 ? 2020)\"\nnotify = [\"n\"]\n[rules.two]\non_schedule = \"cron(0 0 1 1 ? 2027-2028)\"\nnotify = [\"n\"]\n[notifiers.n]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n",
     )
     .unwrap();
-    let (code, out, _) = mlopsd(&["plan", "--config", path.to_str().unwrap(), "--count", "5", "--from", "2026-01-01T00:00:00Z", "--json"]);
+    let (code, out, _) = mlopsd(&[
+        "plan",
+        "--config",
+        path.to_str().unwrap(),
+        "--count",
+        "5",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--json",
+    ]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let next = |n: &str| v["schedules"].as_array().unwrap().iter().find(|x| x["name"] == n).unwrap()["next"].clone();
+    let next = |n: &str| {
+        v["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["next"]
+            .clone()
+    };
     assert_eq!(next("past"), serde_json::json!([]));
-    assert_eq!(next("two"), serde_json::json!(["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"]));
+    assert_eq!(
+        next("two"),
+        serde_json::json!(["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"])
+    );
+}
+
+#[test]
+fn plan_prints_sub_second_instants_with_their_fraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[rules.fast]\non_schedule = \"every 1500ms\"\nnotify = [\"n\"]\n[notifiers.n]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n").unwrap();
+    let from = "2026-01-01T00:00:00.250Z";
+    let (code, out, err) = mlopsd(&[
+        "plan",
+        "--config",
+        path.to_str().unwrap(),
+        "--count",
+        "3",
+        "--from",
+        from,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["schedules"][0]["next"],
+        serde_json::json!([
+            "2026-01-01T00:00:01.500Z",
+            "2026-01-01T00:00:03Z",
+            "2026-01-01T00:00:04.500Z"
+        ])
+    );
+    let (code, out, _) = mlopsd(&[
+        "plan",
+        "--config",
+        path.to_str().unwrap(),
+        "--count",
+        "2",
+        "--from",
+        from,
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("Next 2 fire times after 2026-01-01T00:00:00.250Z:"),
+        "--from is echoed with its fraction: {out}"
+    );
+    assert!(
+        out.contains("2026-01-01T00:00:01.500Z   2026-01-01 00:00:01.500 UTC"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2026-01-01T00:00:03Z   2026-01-01 00:00:03 UTC"),
+        "{out}"
+    );
 }
 
 #[test]
 fn plan_rejects_bad_from() {
-    let (code, _, err) = mlopsd(&["plan", "--config", &repo("config/mlops.toml"), "--from", "yesterday"]);
+    let (code, _, err) = mlopsd(&[
+        "plan",
+        "--config",
+        &repo("config/mlops.toml"),
+        "--from",
+        "yesterday",
+    ]);
     assert_eq!(code, 64);
     assert!(err.contains("not an RFC 3339 time"), "{err}");
 }
@@ -137,10 +260,18 @@ fn env_references_expand_without_echoing_values() {
     let out = std::process::Command::new(common::bin())
         .args(["validate", "--config", p])
         .env("MLOPSD_T_ENDPOINT", "http://127.0.0.1:4566")
-        .env("MLOPSD_T_TOPIC", "arn:aws:sns:us-east-1:123456789012:secret-topic-name")
+        .env(
+            "MLOPSD_T_TOPIC",
+            "arn:aws:sns:us-east-1:123456789012:secret-topic-name",
+        )
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Unset: a located error that names the variable, not a value.
     let out = std::process::Command::new(common::bin())
         .args(["validate", "--config", p])

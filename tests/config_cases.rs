@@ -7,30 +7,55 @@ use std::path::Path;
 fn expected(path: &Path) -> Vec<String> {
     let exp = path.with_extension("expected");
     let text = std::fs::read_to_string(&exp).unwrap_or_else(|e| panic!("{}: {e}", exp.display()));
-    text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
 fn every_case_reports_exactly_its_errors() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_cases");
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("cases dir").filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("cases dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
     entries.sort();
-    assert!(entries.len() >= 10, "expected the case files in {}", dir.display());
+    assert!(
+        entries.len() >= 10,
+        "expected the case files in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
-    for path in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+    for path in entries
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
         let text = std::fs::read_to_string(path).expect("read case");
         let got: Vec<String> = match mlopsd::config::parse(&text, path) {
             Ok(_) => vec![],
-            Err(e) => e.errors.iter().map(|(l, c, m)| format!("{l}:{c}: {m}")).collect(),
+            Err(e) => e
+                .errors
+                .iter()
+                .map(|(l, c, m)| format!("{l}:{c}: {m}"))
+                .collect(),
         };
         if std::env::var("MLOPSD_BLESS").is_ok() {
             let mut out = got.join("\n");
             out.push('\n');
-            std::fs::write(path.with_extension("expected"), if got.is_empty() { String::new() } else { out }).expect("bless");
+            std::fs::write(
+                path.with_extension("expected"),
+                if got.is_empty() { String::new() } else { out },
+            )
+            .expect("bless");
         }
         let want = expected(path);
         if got != want {
-            failures.push(format!("{}:\n  want: {want:#?}\n  got:  {got:#?}", path.display()));
+            failures.push(format!(
+                "{}:\n  want: {want:#?}\n  got:  {got:#?}",
+                path.display()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -8,8 +8,14 @@ use std::path::Path;
 use std::process::Command;
 
 fn run(cmd: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[test]
@@ -33,26 +39,45 @@ fn deb_installs_validates_and_removes_cleanly() {
     let deb = deb.to_str().unwrap();
     let (code, info) = run("dpkg-deb", &["-I", deb]);
     assert_eq!(code, 0, "{info}");
-    assert!(info.contains("Package: mlopsd") && info.contains("conffiles"), "{info}");
+    assert!(
+        info.contains("Package: mlopsd") && info.contains("conffiles"),
+        "{info}"
+    );
 
     let _ = run("dpkg", &["-P", "mlopsd"]);
     let (code, out) = run("dpkg", &["-i", deb]);
     assert_eq!(code, 0, "dpkg -i: {out}");
-    let (code, out) = run("/usr/bin/mlopsd", &["validate", "--config", "/etc/mlopsd/mlops.toml"]);
+    let (code, out) = run(
+        "/usr/bin/mlopsd",
+        &["validate", "--config", "/etc/mlopsd/mlops.toml"],
+    );
     assert_eq!(code, 0, "{out}");
     let (code, out) = run("getent", &["passwd", "mlopsd"]);
     assert_eq!(code, 0, "the system user exists: {out}");
     let (_, conf) = run("dpkg-query", &["-W", "-f=${Conffiles}", "mlopsd"]);
     assert!(conf.contains("/etc/mlopsd/mlops.toml"), "{conf}");
-    let (code, out) = run("systemd-analyze", &["verify", "/lib/systemd/system/mlopsd.service"]);
+    let (code, out) = run(
+        "systemd-analyze",
+        &["verify", "/lib/systemd/system/mlopsd.service"],
+    );
     assert_eq!(code, 0, "systemd-analyze verify: {out}");
 
     let (code, out) = run("dpkg", &["-r", "mlopsd"]);
     assert_eq!(code, 0, "{out}");
     assert!(!Path::new("/usr/bin/mlopsd").exists());
-    assert!(Path::new("/etc/mlopsd/mlops.toml").exists(), "remove keeps the conffile");
+    assert!(
+        Path::new("/etc/mlopsd/mlops.toml").exists(),
+        "remove keeps the conffile"
+    );
     let (code, out) = run("dpkg", &["-P", "mlopsd"]);
     assert_eq!(code, 0, "{out}");
-    assert!(!Path::new("/etc/mlopsd").exists(), "purge removes the config");
-    assert_ne!(run("getent", &["passwd", "mlopsd"]).0, 0, "purge removes the user");
+    assert!(
+        !Path::new("/etc/mlopsd").exists(),
+        "purge removes the config"
+    );
+    assert_ne!(
+        run("getent", &["passwd", "mlopsd"]).0,
+        0,
+        "purge removes the user"
+    );
 }

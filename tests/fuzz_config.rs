@@ -32,23 +32,42 @@ fn check(text: &str) -> Option<String> {
     let took = start.elapsed();
     let lines = text.split('\n').count();
     match res {
-        Err(p) => Some(format!("panic: {:?}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())))),
+        Err(p) => Some(format!(
+            "panic: {:?}",
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        )),
         Ok(_) if took > Duration::from_secs(2) => Some(format!("took {took:?}")),
         // Block-wise loading must never accept what the whole-file parse would not, nor build
         // anything else.
-        Ok(r) if std::panic::catch_unwind(|| mlopsd::config::parse_full(text, Path::new("fuzz.toml"))).ok().map(|f| f.ok()) != Some(r.as_ref().ok().cloned()) => {
+        Ok(r)
+            if std::panic::catch_unwind(|| {
+                mlopsd::config::parse_full(text, Path::new("fuzz.toml"))
+            })
+            .ok()
+            .map(|f| f.ok())
+                != Some(r.as_ref().ok().cloned()) =>
+        {
             Some("block-wise loading and the whole-file parse disagree".into())
         }
         Ok(Ok(_)) => None,
         Ok(Err(e)) if e.errors.is_empty() => Some("rejected without any error".into()),
-        Ok(Err(e)) => e.errors.iter().find(|(l, c, m)| *l == 0 || *c == 0 || *l > lines + 1 || m.is_empty()).map(|x| format!("bad location {x:?}")),
+        Ok(Err(e)) => e
+            .errors
+            .iter()
+            .find(|(l, c, m)| *l == 0 || *c == 0 || *l > lines + 1 || m.is_empty())
+            .map(|x| format!("bad location {x:?}")),
     }
 }
 
 fn save_failure(text: &str, why: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-failures");
     std::fs::create_dir_all(&dir).ok();
-    let p = dir.join(format!("failure-{}.toml", mlopsd::config::content_hash(text)));
+    let p = dir.join(format!(
+        "failure-{}.toml",
+        mlopsd::config::content_hash(text)
+    ));
     std::fs::write(&p, text).ok();
     eprintln!("fuzz failure ({why}) saved to {}", p.display());
     p
@@ -82,10 +101,61 @@ impl Rng {
 }
 
 const TOKENS: &[&str] = &[
-    "[", "]", "[[", "]]", "=", "\"", "'", "'''", "\"\"\"", "{", "}", ",", ".", "#", "\n", " ", "\\", "\\u", "-", "+", "0", "1e400",
-    "nan", "inf", "true", "1979-05-27T07:32:00Z", "ü", "\u{0}", "\r", "above", "below", "schedule", "on_check", "start_pipeline",
-    "notify", "cron(", ")", "?", "L", "W", "#", "*/", "rate(", "every ", "${", "}", "[checks.x]", "[rules.y]", "for = ", "timezone = \"",
-    "Europe/Berlin", "\"1h\"", "\"0s\"", "-9223372036854775808", "99999999999999999999",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "=",
+    "\"",
+    "'",
+    "'''",
+    "\"\"\"",
+    "{",
+    "}",
+    ",",
+    ".",
+    "#",
+    "\n",
+    " ",
+    "\\",
+    "\\u",
+    "-",
+    "+",
+    "0",
+    "1e400",
+    "nan",
+    "inf",
+    "true",
+    "1979-05-27T07:32:00Z",
+    "ü",
+    "\u{0}",
+    "\r",
+    "above",
+    "below",
+    "schedule",
+    "on_check",
+    "start_pipeline",
+    "notify",
+    "cron(",
+    ")",
+    "?",
+    "L",
+    "W",
+    "#",
+    "*/",
+    "rate(",
+    "every ",
+    "${",
+    "}",
+    "[checks.x]",
+    "[rules.y]",
+    "for = ",
+    "timezone = \"",
+    "Europe/Berlin",
+    "\"1h\"",
+    "\"0s\"",
+    "-9223372036854775808",
+    "99999999999999999999",
 ];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
@@ -130,8 +200,13 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
 #[test]
 fn mutated_configs_never_panic_and_every_rejection_is_located() {
     let seeds = corpus();
-    let secs: Option<u64> = std::env::var("MLOPSD_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok());
-    let mut rng = Rng(std::env::var("MLOPSD_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x9E37_79B9_7F4A_7C15));
+    let secs: Option<u64> = std::env::var("MLOPSD_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let mut rng = Rng(std::env::var("MLOPSD_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9E37_79B9_7F4A_7C15));
     let start = Instant::now();
     let (mut n, mut valid) = (0u64, 0u64);
     loop {

@@ -15,7 +15,13 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(40);
 
 fn env() -> Opts<'static> {
-    Opts { env: vec![("AWS_ACCESS_KEY_ID", "testing".into()), ("AWS_SECRET_ACCESS_KEY", "testing".into())], notify: true }
+    Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ],
+        notify: true,
+    }
 }
 
 /// Plain HTTP GET: (status, content-type, body).
@@ -25,7 +31,11 @@ fn get(addr: &str, path: &str) -> (u16, String, String) {
     let raw = raw_get(addr, path);
     let ct = raw
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
         .unwrap_or_default();
     (code, ct, body)
 }
@@ -92,8 +102,15 @@ min = 0.8
     let r = Running::start(dir.path(), &text, env());
     let addr = r.http_addr();
     r.wait_event("run_succeeded", 1, T);
-    r.wait_for("several evaluations", T, |l| l.iter().filter(|v| v["event"] == "check_evaluated").count() >= 8);
-    World { _dir: dir, r, addr, aws }
+    r.wait_for("several evaluations", T, |l| {
+        l.iter().filter(|v| v["event"] == "check_evaluated").count() >= 8
+    });
+    World {
+        _dir: dir,
+        r,
+        addr,
+        aws,
+    }
 }
 
 #[test]
@@ -131,7 +148,10 @@ fn metrics_healthz_status_and_page() {
     assert_eq!(code, 200);
     assert!(ct.starts_with("application/json"), "{ct}");
     let st: Value = serde_json::from_str(&body).unwrap();
-    assert!(st["config"]["path"].as_str().unwrap().ends_with("mlops.toml"));
+    assert!(st["config"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("mlops.toml"));
     assert_eq!(st["config"]["hash"].as_str().unwrap().len(), 16);
     let checks = st["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 2);
@@ -143,7 +163,10 @@ fn metrics_healthz_status_and_page() {
     assert_eq!(drift["values"][0]["breached"], true);
     let latency = checks.iter().find(|c| c["name"] == "latency").unwrap();
     assert_eq!(latency["state"], "ok");
-    assert_eq!(latency["threshold"], serde_json::json!({"op": "below", "value": 25.0}));
+    assert_eq!(
+        latency["threshold"],
+        serde_json::json!({"op": "below", "value": 25.0})
+    );
     let rule = &st["rules"][0];
     assert_eq!(rule["name"], "retrain");
     assert_eq!(rule["firings"], 1);
@@ -158,19 +181,42 @@ fn metrics_healthz_status_and_page() {
     let (code, ct, html) = get(&w.addr, "/");
     assert_eq!(code, 200);
     assert!(ct.starts_with("text/html"), "{ct}");
-    assert_eq!(html.matches("<tr class=\"check\">").count(), 2, "one row per check");
-    assert_eq!(html.matches("<svg class=\"spark\"").count(), 2, "one sparkline per check");
-    assert_eq!(html.matches("class=\"threshold\"").count(), 2, "a threshold line per check");
+    assert_eq!(
+        html.matches("<tr class=\"check\">").count(),
+        2,
+        "one row per check"
+    );
+    assert_eq!(
+        html.matches("<svg class=\"spark\"").count(),
+        2,
+        "one sparkline per check"
+    );
+    assert_eq!(
+        html.matches("class=\"threshold\"").count(),
+        2,
+        "a threshold line per check"
+    );
     assert!(html.contains("class=\"breach\""), "breach markers");
     assert!(html.contains("succeeded"), "recent run");
     assert!(!html.contains("<script"), "no JavaScript");
-    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
 
     // mlopsd status, for humans and for machines.
     let (code, out, err) = mlopsd(&["status", "--addr", &w.addr]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.lines().any(|l| l.starts_with("drift") && l.contains("breaching") && l.contains("> 0.1")), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("latency") && l.contains("ok") && l.contains("< 25")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("drift") && l.contains("breaching") && l.contains("> 0.1")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("latency") && l.contains("ok") && l.contains("< 25")),
+        "{out}"
+    );
     assert!(out.contains("RULE") && out.contains("retrain"), "{out}");
     assert!(out.contains("succeeded"), "{out}");
     let (code, out, _) = mlopsd(&["status", "--addr", &w.addr, "--json"]);
@@ -187,18 +233,33 @@ fn a_rejected_reload_shows_on_metrics_and_status() {
     std::fs::write(&w.r.config, text.replace("every 1h", "every hour")).unwrap();
     w.r.wait_event("config_reload_rejected", 1, T);
     let (_, _, body) = get(&w.addr, "/metrics");
-    assert!(body.contains("mlopsd_config_last_reload_successful 0"), "{body}");
-    assert!(body.contains("mlopsd_config_reloads_total{result=\"failure\"} 1"), "{body}");
+    assert!(
+        body.contains("mlopsd_config_last_reload_successful 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("mlopsd_config_reloads_total{result=\"failure\"} 1"),
+        "{body}"
+    );
     let (_, _, st) = get(&w.addr, "/status");
     let st: Value = serde_json::from_str(&st).unwrap();
     assert_eq!(st["config"]["last_reload"]["ok"], false);
-    assert!(st["config"]["last_reload"]["error"].as_str().unwrap().contains("mlops.toml:"), "{st}");
+    assert!(
+        st["config"]["last_reload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mlops.toml:"),
+        "{st}"
+    );
     let (_, _, html) = get(&w.addr, "/");
     assert!(html.contains("the previous config keeps running"));
     std::fs::write(&w.r.config, text).unwrap();
     w.r.wait_event("config_reload_unchanged", 1, T);
     let (_, _, body) = get(&w.addr, "/metrics");
-    assert!(body.contains("mlopsd_config_last_reload_successful 1"), "{body}");
+    assert!(
+        body.contains("mlopsd_config_last_reload_successful 1"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -216,7 +277,10 @@ fn healthz_turns_503_when_the_state_store_is_not_writable() {
     c.execute_batch("BEGIN EXCLUSIVE; INSERT INTO meta (key, value) VALUES ('lock', 'x') ON CONFLICT (key) DO UPDATE SET value = 'y';").unwrap();
     let (code, _, body) = get(&addr, "/healthz");
     assert_eq!(code, 503, "{body}");
-    assert!(body.starts_with("unhealthy: the state store is not writable"), "{body}");
+    assert!(
+        body.starts_with("unhealthy: the state store is not writable"),
+        "{body}"
+    );
     assert_eq!(body.lines().count(), 1);
     c.execute_batch("ROLLBACK;").unwrap();
     assert_eq!(get(&addr, "/healthz").0, 200);
@@ -229,7 +293,10 @@ fn status_command_says_clearly_when_no_daemon_runs() {
     drop(l);
     let (code, _, err) = mlopsd(&["status", "--addr", &addr]);
     assert_eq!(code, 69);
-    assert!(err.contains(&format!("mlopsd is not running at {addr}")), "{err}");
+    assert!(
+        err.contains(&format!("mlopsd is not running at {addr}")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -237,14 +304,26 @@ fn port_in_use_is_a_clear_error() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let text = format!("[daemon]\nstate_dir = \"{}\"\nlisten = \"{addr}\"\n", dir.path().join("state").display());
+    let text = format!(
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"{addr}\"\n",
+        dir.path().join("state").display()
+    );
     let mut r = Running::start(dir.path(), &text, env());
     assert_eq!(r.wait_exit(T).code(), Some(69));
-    assert!(r.raw_output().contains(&format!("cannot serve HTTP on {addr} (daemon.listen)")), "{}", r.raw_output());
+    assert!(
+        r.raw_output()
+            .contains(&format!("cannot serve HTTP on {addr} (daemon.listen)")),
+        "{}",
+        r.raw_output()
+    );
 }
 
 fn chromium() -> String {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] {
+    for c in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
         if Path::new(c).exists() {
             return c.to_string();
         }
@@ -275,7 +354,12 @@ fn status_page_renders_in_headless_chromium() {
         .arg(format!("http://{}/", w.addr))
         .output()
         .expect("run chromium");
-    assert!(shot.exists(), "no screenshot after {:?}: {}", start.elapsed(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        shot.exists(),
+        "no screenshot after {:?}: {}",
+        start.elapsed(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
     let mut reader = decoder.read_info().expect("a PNG");
     let mut buf = vec![0; reader.output_buffer_size().expect("size")];
@@ -288,10 +372,21 @@ fn status_page_renders_in_headless_chromium() {
     }
     let total = (info.width * info.height) as usize;
     let top = colors.values().max().copied().unwrap_or(0);
-    assert!(colors.len() > 50, "only {} colors: blank page?", colors.len());
-    assert!(top < total * 97 / 100, "one color covers {}% of the page", top * 100 / total);
+    assert!(
+        colors.len() > 50,
+        "only {} colors: blank page?",
+        colors.len()
+    );
+    assert!(
+        top < total * 97 / 100,
+        "one color covers {}% of the page",
+        top * 100 / total
+    );
     // The red of the threshold lines and breach markers is on the screen.
-    let red = colors.keys().filter(|c| c[0] > 180 && c[1] < 90 && c[2] < 90).count();
+    let red = colors
+        .keys()
+        .filter(|c| c[0] > 180 && c[1] < 90 && c[2] < 90)
+        .count();
     assert!(red > 0, "no red threshold/breach pixels");
     std::fs::copy(&shot, std::env::temp_dir().join("mlopsd-status-page.png")).ok();
 }

@@ -40,7 +40,11 @@ impl Drop for Moto {
 
 /// A moto server of our own that authenticates every request after the first `free` ones.
 fn moto_with_auth(free: usize) -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(venv_bin("moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())
@@ -51,7 +55,10 @@ fn moto_with_auth(free: usize) -> Moto {
     let url = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "moto_server did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto_server did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Moto(child, url)
@@ -65,11 +72,20 @@ fn keys(aws: &TestAws, user: &str, policy: &Value) -> (String, String) {
             .load(),
     );
     let iam = aws_sdk_iam_client(&iam_conf);
-    let _ = aws.rt.block_on(iam.create_user().user_name(user).send()).expect("create user");
+    let _ = aws
+        .rt
+        .block_on(iam.create_user().user_name(user).send())
+        .expect("create user");
     set_policy(aws, user, policy);
-    let k = aws.rt.block_on(iam.create_access_key().user_name(user).send()).expect("access key");
+    let k = aws
+        .rt
+        .block_on(iam.create_access_key().user_name(user).send())
+        .expect("access key");
     let k = k.access_key().unwrap();
-    (k.access_key_id().to_string(), k.secret_access_key().to_string())
+    (
+        k.access_key_id().to_string(),
+        k.secret_access_key().to_string(),
+    )
 }
 
 fn aws_sdk_iam_client(conf: &aws_types::SdkConfig) -> aws_sdk_iam::Client {
@@ -85,7 +101,13 @@ fn set_policy(aws: &TestAws, user: &str, policy: &Value) {
     );
     let iam = aws_sdk_iam_client(&conf);
     aws.rt
-        .block_on(iam.put_user_policy().user_name(user).policy_name("mlopsd").policy_document(policy.to_string()).send())
+        .block_on(
+            iam.put_user_policy()
+                .user_name(user)
+                .policy_name("mlopsd")
+                .policy_document(policy.to_string())
+                .send(),
+        )
         .expect("put user policy");
 }
 
@@ -104,11 +126,23 @@ fn widened(policy: &Value, drop_action: Option<&str>) -> Value {
         }
         s["Action"] = json!(acts);
         if let Some(d) = drop_action {
-            let acts: Vec<Value> = s["Action"].as_array().unwrap().iter().filter(|a| a.as_str() != Some(d)).cloned().collect();
+            let acts: Vec<Value> = s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a.as_str() != Some(d))
+                .cloned()
+                .collect();
             s["Action"] = json!(acts);
         }
     }
-    p["Statement"] = json!(p["Statement"].as_array().unwrap().iter().filter(|s| !s["Action"].as_array().unwrap().is_empty()).cloned().collect::<Vec<_>>());
+    p["Statement"] = json!(p["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["Action"].as_array().unwrap().is_empty())
+        .cloned()
+        .collect::<Vec<_>>());
     p
 }
 
@@ -122,7 +156,14 @@ fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
     let project = aws.create_project("ci"); // 2
     let topic = aws.create_topic("alerts"); // 3-6: topic, queue, queue attributes, subscribe
     let group = aws.name("models");
-    aws.rt.block_on(aws.sm.create_model_package_group().model_package_group_name(&group).send()).unwrap(); // 7
+    aws.rt
+        .block_on(
+            aws.sm
+                .create_model_package_group()
+                .model_package_group_name(&group)
+                .send(),
+        )
+        .unwrap(); // 7
     {
         use aws_sdk_sagemaker::types::*;
         aws.rt
@@ -134,7 +175,11 @@ fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
                     .customer_metadata_properties("accuracy", "0.93")
                     .inference_specification(
                         InferenceSpecification::builder()
-                            .containers(ModelPackageContainerDefinition::builder().image("img").build())
+                            .containers(
+                                ModelPackageContainerDefinition::builder()
+                                    .image("img")
+                                    .build(),
+                            )
                             .supported_content_types("text/csv")
                             .supported_response_mime_types("text/csv")
                             .build(),
@@ -186,23 +231,48 @@ notify = ["ops"]
         );
     let path = dir.path().join("mlops.toml");
     std::fs::write(&path, &text).unwrap();
-    let (code, out, err) = mlopsd(&["iam-policy", "--config", path.to_str().unwrap(), "--account-id", "123456789012"]);
+    let (code, out, err) = mlopsd(&[
+        "iam-policy",
+        "--config",
+        path.to_str().unwrap(),
+        "--account-id",
+        "123456789012",
+    ]);
     assert_eq!(code, 0, "{err}");
     let policy: Value = serde_json::from_str(&out).unwrap();
     let actions = mlopsd::iam::actions(&policy);
-    for a in ["cloudwatch:GetMetricData", "sagemaker:StartPipelineExecution", "sagemaker:DescribePipelineExecution", "codebuild:StartBuild", "codebuild:BatchGetBuilds", "sns:Publish", "sagemaker:ListModelPackages", "sagemaker:UpdateModelPackage"] {
-        assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
+    for a in [
+        "cloudwatch:GetMetricData",
+        "sagemaker:StartPipelineExecution",
+        "sagemaker:DescribePipelineExecution",
+        "codebuild:StartBuild",
+        "codebuild:BatchGetBuilds",
+        "sns:Publish",
+        "sagemaker:ListModelPackages",
+        "sagemaker:UpdateModelPackage",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
     }
 
     // The daemon's user (exact actions) and an observer for the test's own reads.
     let (daemon_key, daemon_secret) = keys(&aws, "mlopsd", &widened(&policy, None)); // 10-12
-    let (obs_key, obs_secret) = keys(&aws, "observer", &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})); // 13-15
-    // 16-17: spare requests moto counts for the IAM client setup; enforcement is on from here.
+    let (obs_key, obs_secret) = keys(
+        &aws,
+        "observer",
+        &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+    ); // 13-15
+       // 16-17: spare requests moto counts for the IAM client setup; enforcement is on from here.
     let probe = TestAws::with_endpoint("iam-probe", &moto.1);
     let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
     let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
     let denied = probe.rt.block_on(probe.sm.list_pipelines().send());
-    assert!(denied.is_err(), "IAM enforcement is not on: the setup count is off");
+    assert!(
+        denied.is_err(),
+        "IAM enforcement is not on: the setup count is off"
+    );
 
     std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
@@ -210,20 +280,34 @@ notify = ["ops"]
     let mut obs = obs;
     obs.queue_url = aws.queue_url.clone();
 
-    let opts = Opts { env: vec![("AWS_ACCESS_KEY_ID", daemon_key.clone()), ("AWS_SECRET_ACCESS_KEY", daemon_secret.clone())], notify: true };
+    let opts = Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", daemon_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", daemon_secret.clone()),
+        ],
+        notify: true,
+    };
     let r = Running::start(dir.path(), &text, opts);
     r.wait_for("pipeline and build runs to succeed", T, |l| {
-        l.iter().any(|v| v["event"] == "run_succeeded" && v["target"] == "pipeline:train")
-            && l.iter().any(|v| v["event"] == "run_succeeded" && v["target"] == "build:ci")
+        l.iter()
+            .any(|v| v["event"] == "run_succeeded" && v["target"] == "pipeline:train")
+            && l.iter()
+                .any(|v| v["event"] == "run_succeeded" && v["target"] == "build:ci")
     });
     r.wait_event("gate_applied", 1, T);
     let out = r.raw_output();
-    assert!(!out.contains("AccessDenied") && !out.contains("not authorized"), "a call was denied with the generated policy:\n{out}");
+    assert!(
+        !out.contains("AccessDenied") && !out.contains("not authorized"),
+        "a call was denied with the generated policy:\n{out}"
+    );
     // SNS: moto checks SigV4 on query-protocol bodies by re-encoding the form its own way,
     // which differs from the Rust SDK's encoding of a message body, so moto answers
     // SignatureDoesNotMatch before it looks at permissions. Any other failure (AccessDenied
     // above all) fails the test; sns:Publish's presence is checked above and by parliament.
-    r.wait_for("a publish attempt", T, |l| l.iter().any(|v| v["event"] == "notification_failed" || v["event"] == "notification_sent"));
+    r.wait_for("a publish attempt", T, |l| {
+        l.iter()
+            .any(|v| v["event"] == "notification_failed" || v["event"] == "notification_sent")
+    });
     for f in r.events("notification_failed") {
         assert_eq!(f["error_code"], "SignatureDoesNotMatch", "{f}");
     }
@@ -232,16 +316,35 @@ notify = ["ops"]
     drop(r);
 
     // One generated action removed: the daemon names the denial and the config item.
-    set_policy(&obs, "mlopsd", &widened(&policy, Some("sagemaker:StartPipelineExecution")));
+    set_policy(
+        &obs,
+        "mlopsd",
+        &widened(&policy, Some("sagemaker:StartPipelineExecution")),
+    );
     obs.put_metric(&ns, "drift", &[], 0.4);
     let dir2 = tempfile::tempdir().unwrap();
-    let text2 = text.replace(&dir.path().join("state").display().to_string(), &dir2.path().join("state").display().to_string());
-    let opts = Opts { env: vec![("AWS_ACCESS_KEY_ID", daemon_key), ("AWS_SECRET_ACCESS_KEY", daemon_secret)], notify: true };
+    let text2 = text.replace(
+        &dir.path().join("state").display().to_string(),
+        &dir2.path().join("state").display().to_string(),
+    );
+    let opts = Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", daemon_key),
+            ("AWS_SECRET_ACCESS_KEY", daemon_secret),
+        ],
+        notify: true,
+    };
     let r = Running::start(dir2.path(), &text2, opts);
     let f = r.wait_for_event_where("run_failed", T, |v| v["target"] == "pipeline:train");
     assert_eq!(f["config_item"], "[pipelines.train]");
     assert_eq!(f["error_code"], "AccessDenied", "{f}");
-    assert!(f["error"].as_str().unwrap().contains("sagemaker:StartPipelineExecution"), "the denial names the action: {f}");
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap()
+            .contains("sagemaker:StartPipelineExecution"),
+        "the denial names the action: {f}"
+    );
 }
 
 #[test]
@@ -249,28 +352,64 @@ fn policy_passes_the_parliament_linter() {
     for cfg in ["config/mlops.toml", "tests/fuzz_corpus/demo.toml"] {
         let path = format!("{}/{cfg}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new(common::bin())
-            .args(["iam-policy", "--config", &path, "--account-id", "123456789012", "--report-bucket", "ml-reports"])
+            .args([
+                "iam-policy",
+                "--config",
+                &path,
+                "--account-id",
+                "123456789012",
+                "--report-bucket",
+                "ml-reports",
+            ])
             .env("MLOPSD_DEMO_STATE", "/tmp/x")
             .env("MLOPSD_DEMO_ENDPOINT", "http://127.0.0.1:1")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let policy = String::from_utf8(out.stdout).unwrap();
-        let lint = Command::new(venv_bin("parliament")).args(["--string", &policy]).stdin(Stdio::null()).output().expect("run parliament");
-        let findings = String::from_utf8_lossy(&lint.stdout).to_string() + &String::from_utf8_lossy(&lint.stderr);
-        assert!(lint.status.success() && findings.trim().is_empty(), "{cfg}: parliament findings:\n{findings}\npolicy:\n{policy}");
+        let lint = Command::new(venv_bin("parliament"))
+            .args(["--string", &policy])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run parliament");
+        let findings = String::from_utf8_lossy(&lint.stdout).to_string()
+            + &String::from_utf8_lossy(&lint.stderr);
+        assert!(
+            lint.status.success() && findings.trim().is_empty(),
+            "{cfg}: parliament findings:\n{findings}\npolicy:\n{policy}"
+        );
     }
     // The linter is not a rubber stamp: a mismatched resource type is a finding.
     let bad = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["codebuild:StartBuild"],"Resource":["arn:aws:sns:us-east-1:123456789012:t"]}]}"#;
-    let lint = Command::new(venv_bin("parliament")).args(["--string", bad]).stdin(Stdio::null()).output().unwrap();
+    let lint = Command::new(venv_bin("parliament"))
+        .args(["--string", bad])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(!lint.status.success());
 }
 
 #[test]
 fn cloudformation_template_passes_cfn_lint() {
-    let t = format!("{}/deploy/cloudformation/mlopsd.yaml", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(venv_bin("cfn-lint")).arg(&t).stdin(Stdio::null()).output().expect("run cfn-lint");
-    assert!(out.status.success(), "cfn-lint:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let t = format!(
+        "{}/deploy/cloudformation/mlopsd.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new(venv_bin("cfn-lint"))
+        .arg(&t)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cfn-lint");
+    assert!(
+        out.status.success(),
+        "cfn-lint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -291,11 +430,25 @@ fn account_id_comes_from_sts_when_not_given() {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let p: Value = serde_json::from_slice(&out.stdout).unwrap();
     // moto's account; SageMaker names are lowercased in ARNs.
-    assert!(p.to_string().contains("arn:aws:sagemaker:eu-west-1:123456789012:pipeline/train"), "{p}");
-    let (code, _, err) = mlopsd(&["iam-policy", "--config", path.to_str().unwrap(), "--account-id", "12345"]);
+    assert!(
+        p.to_string()
+            .contains("arn:aws:sagemaker:eu-west-1:123456789012:pipeline/train"),
+        "{p}"
+    );
+    let (code, _, err) = mlopsd(&[
+        "iam-policy",
+        "--config",
+        path.to_str().unwrap(),
+        "--account-id",
+        "12345",
+    ]);
     assert_eq!(code, 64);
     assert!(err.contains("not a 12-digit AWS account id"), "{err}");
 }

@@ -12,7 +12,13 @@ use common::{replace_by_rename, Opts, Running};
 const T: Duration = Duration::from_secs(60);
 
 fn env() -> Opts<'static> {
-    Opts { env: vec![("AWS_ACCESS_KEY_ID", "testing".into()), ("AWS_SECRET_ACCESS_KEY", "testing".into())], notify: true }
+    Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ],
+        notify: true,
+    }
 }
 
 fn head(dir: &std::path::Path, endpoint: &str, extra_aws: &str) -> String {
@@ -26,7 +32,10 @@ fn head(dir: &std::path::Path, endpoint: &str, extra_aws: &str) -> String {
 /// every decided start happens exactly once, every run is followed to its end.
 #[test]
 fn faults_over_many_firings_start_each_exactly_once() {
-    let pipelines_n: usize = std::env::var("MLOPSD_SOAK_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let pipelines_n: usize = std::env::var("MLOPSD_SOAK_PIPELINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     const BUILDS: usize = 4;
     let mut aws = TestAws::new("soak");
     let topic = aws.create_topic("alerts");
@@ -34,7 +43,9 @@ fn faults_over_many_firings_start_each_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let ns = format!("{}/soak", aws.prefix);
     let mut text = head(dir.path(), &proxy.url, "");
-    text.push_str(&format!("[notifiers.ops]\ntopic_arn = \"{topic}\"\nrepeat_interval = \"0s\"\n\n"));
+    text.push_str(&format!(
+        "[notifiers.ops]\ntopic_arn = \"{topic}\"\nrepeat_interval = \"0s\"\n\n"
+    ));
     let mut pipelines = Vec::new();
     for i in 0..pipelines_n {
         let p = aws.create_pipeline(&format!("p{i}"));
@@ -61,7 +72,11 @@ fn faults_over_many_firings_start_each_exactly_once() {
     proxy.fault_every_except(Fault::Status(500, "internal error".into()), 13, &[]);
     proxy.fault_every_except(Fault::Reset, 17, &[]);
     proxy.fault_every_except(Fault::Truncate, 23, &["StartBuild"]);
-    proxy.fault_every_except(Fault::Delay(Duration::from_millis(1500)), 29, &["StartBuild", "StartPipelineExecution"]);
+    proxy.fault_every_except(
+        Fault::Delay(Duration::from_millis(1500)),
+        29,
+        &["StartBuild", "StartPipelineExecution"],
+    );
     proxy.fault_every_except(Fault::Hang(Duration::from_millis(1500)), 31, &[]);
 
     let r = Running::start(dir.path(), &text, env());
@@ -108,9 +123,15 @@ fn sigterm_during_an_in_flight_call_exits_0_within_grace() {
     let text = head(dir.path(), &proxy.url, "")
         + &format!("[checks.c]\nschedule = \"every 1s\"\nnamespace = \"{}/t\"\nmetric = \"m\"\nabove = 1\n", aws.prefix);
     // A call that would outlast the 2 s grace: the daemon abandons it and still exits 0.
-    proxy.fault("GetMetricData", Fault::Hang(Duration::from_secs(20)), usize::MAX);
+    proxy.fault(
+        "GetMetricData",
+        Fault::Hang(Duration::from_secs(20)),
+        usize::MAX,
+    );
     let mut r = Running::start(dir.path(), &text, env());
-    r.wait_for("a GetMetricData call in flight", T, |_| proxy.count("GetMetricData") >= 1);
+    r.wait_for("a GetMetricData call in flight", T, |_| {
+        proxy.count("GetMetricData") >= 1
+    });
     r.signal(libc::SIGTERM);
     let st = r.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0), "{}", r.raw_output());
@@ -120,13 +141,24 @@ fn sigterm_during_an_in_flight_call_exits_0_within_grace() {
 
     // A call that finishes within the grace: a clean stop.
     proxy.clear();
-    proxy.fault("GetMetricData", Fault::Delay(Duration::from_millis(800)), usize::MAX);
+    proxy.fault(
+        "GetMetricData",
+        Fault::Delay(Duration::from_millis(800)),
+        usize::MAX,
+    );
     let before = proxy.count("GetMetricData");
     let mut r = Running::start(dir.path(), &text, env());
-    r.wait_for("a GetMetricData call in flight", T, |_| proxy.count("GetMetricData") > before);
+    r.wait_for("a GetMetricData call in flight", T, |_| {
+        proxy.count("GetMetricData") > before
+    });
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait_exit(Duration::from_secs(15)).code(), Some(0));
-    assert_eq!(r.events("daemon_stopped")[0]["clean"], true, "{}", r.raw_output());
+    assert_eq!(
+        r.events("daemon_stopped")[0]["clean"],
+        true,
+        "{}",
+        r.raw_output()
+    );
     assert!(r.notes().iter().any(|n| n == "STOPPING=1"));
 }
 
@@ -134,7 +166,9 @@ fn sigterm_during_an_in_flight_call_exits_0_within_grace() {
 fn sighup_storm_leaves_one_consistent_config() {
     let dir = tempfile::tempdir().unwrap();
     let base = head(dir.path(), "http://127.0.0.1:9", "");
-    let cfg = |n: usize| format!("{base}[checks.c{n}]\nschedule = \"every 1h\"\nnamespace = \"ns\"\nmetric = \"m\"\nabove = {n}\n");
+    let cfg = |n: usize| {
+        format!("{base}[checks.c{n}]\nschedule = \"every 1h\"\nnamespace = \"ns\"\nmetric = \"m\"\nabove = {n}\n")
+    };
     let r = Running::start(dir.path(), &cfg(0), env());
     r.wait_event("daemon_ready", 1, T);
     for i in 1..=100 {
@@ -149,28 +183,51 @@ fn sighup_storm_leaves_one_consistent_config() {
     std::fs::write(&r.config, &last).unwrap();
     r.signal(libc::SIGHUP);
     r.wait_for("the final config applied", T, |l| {
-        l.iter().any(|v| (v["event"] == "config_reload_accepted" || v["event"] == "config_reload_unchanged") && v["hash"] == want.as_str())
+        l.iter().any(|v| {
+            (v["event"] == "config_reload_accepted" || v["event"] == "config_reload_unchanged")
+                && v["hash"] == want.as_str()
+        })
     });
     let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
-    let names: Vec<&str> = st["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = st["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["c100"]);
     assert_eq!(st["config"]["hash"], want.as_str());
-    assert!(r.events("config_reload_rejected").is_empty(), "only valid files were written");
-    let reloads = r.logs().iter().filter(|v| v["event"].as_str().is_some_and(|e| e.starts_with("config_reload"))).count();
+    assert!(
+        r.events("config_reload_rejected").is_empty(),
+        "only valid files were written"
+    );
+    let reloads = r
+        .logs()
+        .iter()
+        .filter(|v| {
+            v["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("config_reload"))
+        })
+        .count();
     println!("RELIABILITY sighup-storm: 101 SIGHUPs in ~1 s → {reloads} reloads, final config c100 (hash {want}), no rejection");
 }
 
 #[test]
 fn bad_files_keep_the_old_config_running() {
     let dir = tempfile::tempdir().unwrap();
-    let good = head(dir.path(), "http://127.0.0.1:9", "") + "[checks.a]\nschedule = \"every 1h\"\nnamespace = \"ns\"\nmetric = \"m\"\nabove = 1\n";
+    let good = head(dir.path(), "http://127.0.0.1:9", "")
+        + "[checks.a]\nschedule = \"every 1h\"\nnamespace = \"ns\"\nmetric = \"m\"\nabove = 1\n";
     let r = Running::start(dir.path(), &good, env());
     r.wait_event("daemon_ready", 1, T);
     let mut n = 0;
     let mut rejected = |what: &str, needle: &str| {
         n += 1;
         let ev = r.wait_event("config_reload_rejected", n, T);
-        assert!(ev["errors"].as_str().unwrap().contains(needle), "{what}: {ev}");
+        assert!(
+            ev["errors"].as_str().unwrap().contains(needle),
+            "{what}: {ev}"
+        );
     };
     std::fs::write(&r.config, "").unwrap();
     rejected("emptied", "the config is empty");
@@ -198,11 +255,15 @@ fn older_schema_is_migrated_and_its_data_kept() {
     // A version-0 file: an SQLite database this build has never written to.
     {
         let c = rusqlite::Connection::open(state.join("mlopsd.db")).unwrap();
-        c.execute_batch("CREATE TABLE keepme (x INTEGER); INSERT INTO keepme VALUES (42);").unwrap();
+        c.execute_batch("CREATE TABLE keepme (x INTEGER); INSERT INTO keepme VALUES (42);")
+            .unwrap();
     }
     let s = mlopsd::state::Store::open(&state).unwrap();
     assert_eq!(s.schema_version().unwrap(), mlopsd::state::SCHEMA_VERSION);
-    let x: i64 = s.conn().query_row("SELECT x FROM keepme", [], |r| r.get(0)).unwrap();
+    let c = rusqlite::Connection::open(state.join("mlopsd.db")).unwrap();
+    let x: i64 = c
+        .query_row("SELECT x FROM keepme", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(x, 42);
 }
 
@@ -216,7 +277,11 @@ impl Tmpfs {
             .arg(dir)
             .output()
             .expect("run mount");
-        assert!(out.status.success(), "mounting a tmpfs for the full-disk test needs root: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs for the full-disk test needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Tmpfs(dir.to_path_buf())
     }
 
@@ -234,7 +299,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -252,10 +320,15 @@ fn full_disk_is_reported_and_recovered_from() {
     let addr = r.http_addr();
     assert_eq!(mlopsd::status::get(&addr, "/healthz").unwrap().0, 200);
     let filler = fs.fill();
-    r.wait_for("a state write to fail", T, |l| l.iter().any(|v| v["event"] == "state_error"));
+    r.wait_for("a state write to fail", T, |l| {
+        l.iter().any(|v| v["event"] == "state_error")
+    });
     let (code, body) = mlopsd::status::get(&addr, "/healthz").unwrap();
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("not writable") && body.contains("full"), "{body}");
+    assert!(
+        body.contains("not writable") && body.contains("full"),
+        "{body}"
+    );
     std::fs::remove_file(&filler).unwrap();
     let start = Instant::now();
     while mlopsd::status::get(&addr, "/healthz").unwrap().0 != 200 {
@@ -266,7 +339,10 @@ fn full_disk_is_reported_and_recovered_from() {
     drop(r);
 
     // Starting on a full disk: a clear error and exit code, no panic.
-    let text2 = text.replace(&mnt.join("state").display().to_string(), &mnt.join("state2").display().to_string());
+    let text2 = text.replace(
+        &mnt.join("state").display().to_string(),
+        &mnt.join("state2").display().to_string(),
+    );
     let _filler = fs.fill();
     let d2 = dir.path().join("second");
     std::fs::create_dir(&d2).unwrap();
@@ -274,6 +350,9 @@ fn full_disk_is_reported_and_recovered_from() {
     let st = r.wait_exit(T);
     let out = r.raw_output();
     assert_eq!(st.code(), Some(74), "{out}");
-    assert!(out.contains("state store") && (out.contains("full") || out.contains("No space")), "{out}");
+    assert!(
+        out.contains("state store") && (out.contains("full") || out.contains("No space")),
+        "{out}"
+    );
     assert!(!out.contains("panicked"), "{out}");
 }

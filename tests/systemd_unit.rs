@@ -4,7 +4,11 @@
 use std::process::Command;
 
 fn unit() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/mlopsd.service")).expect("read unit")
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/mlopsd.service"
+    ))
+    .expect("read unit")
 }
 
 #[test]
@@ -24,11 +28,20 @@ fn unit_has_the_contracted_directives() {
         "ProtectHome=yes",
         "PrivateTmp=yes",
     ] {
-        assert!(lines.contains(&want), "missing `{want}` in systemd/mlopsd.service");
+        assert!(
+            lines.contains(&want),
+            "missing `{want}` in systemd/mlopsd.service"
+        );
     }
-    assert!(lines.iter().any(|l| l.starts_with("WatchdogSec=")), "WatchdogSec");
+    assert!(
+        lines.iter().any(|l| l.starts_with("WatchdogSec=")),
+        "WatchdogSec"
+    );
     // The stop timeout leaves room for the default shutdown_grace (30s).
-    let stop = lines.iter().find_map(|l| l.strip_prefix("TimeoutStopSec=")).expect("TimeoutStopSec");
+    let stop = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .expect("TimeoutStopSec");
     assert!(stop.trim_end_matches('s').parse::<u32>().unwrap() > 30);
 }
 
@@ -38,10 +51,21 @@ fn offline_security_assessment_is_ok_or_better() {
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=yes", path])
         .output()
-        .expect("systemd-analyze is needed for this test (Debian package systemd; .ci/run installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let line = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("no verdict in: {text}"));
-    let score: f64 = line.split(':').nth(1).and_then(|r| r.split_whitespace().next()).and_then(|s| s.parse().ok()).expect("score");
+        .expect(
+            "systemd-analyze is needed for this test (Debian package systemd; .ci/run installs it)",
+        );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no verdict in: {text}"));
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("score");
     println!("systemd-analyze security: {line}");
     assert!(score <= 4.0, "exposure {score} is worse than OK: {line}");
     assert!(line.contains("OK") || line.contains("SAFE"), "{line}");

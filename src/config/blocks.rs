@@ -27,7 +27,11 @@ fn header(line: &str) -> Option<&str> {
     let t = line.trim();
     let t = t.split_once('#').map(|(a, _)| a.trim_end()).unwrap_or(t);
     let inner = t.strip_prefix('[')?.strip_suffix(']')?.trim();
-    if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
+    if inner.is_empty()
+        || !inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
         return None;
     }
     Some(inner)
@@ -41,7 +45,9 @@ fn header(line: &str) -> Option<&str> {
 /// it): at 10,000 checks a line-by-line walk cost more than everything else of a reload.
 fn blocks(text: &str) -> Option<Vec<(&str, &str)>> {
     use memchr::memmem;
-    if memmem::find(text.as_bytes(), b"\"\"\"").is_some() || memmem::find(text.as_bytes(), b"'''").is_some() {
+    if memmem::find(text.as_bytes(), b"\"\"\"").is_some()
+        || memmem::find(text.as_bytes(), b"'''").is_some()
+    {
         return None;
     }
     let bytes = text.as_bytes();
@@ -50,14 +56,21 @@ fn blocks(text: &str) -> Option<Vec<(&str, &str)>> {
         if bytes.get(i + 1) == Some(&b'[') {
             return None;
         }
-        let line_start = bytes[..i].iter().rposition(|b| !matches!(b, b' ' | b'\t')).map(|p| (bytes[p] == b'\n').then_some(p + 1)).unwrap_or(Some(0));
+        let line_start = bytes[..i]
+            .iter()
+            .rposition(|b| !matches!(b, b' ' | b'\t'))
+            .map(|p| (bytes[p] == b'\n').then_some(p + 1))
+            .unwrap_or(Some(0));
         if let Some(ls) = line_start {
             starts.push(ls);
         }
     }
     // Before the first header: only blank lines and comments.
     let first = starts.first().copied().unwrap_or(text.len());
-    if !text[..first].lines().all(|l| matches!(l.trim_start().chars().next(), None | Some('#'))) {
+    if !text[..first]
+        .lines()
+        .all(|l| matches!(l.trim_start().chars().next(), None | Some('#')))
+    {
         return None;
     }
     let mut out = Vec::with_capacity(starts.len());
@@ -73,7 +86,8 @@ fn blocks(text: &str) -> Option<Vec<(&str, &str)>> {
 /// A `[section.name]` header of one of the per-item sections, split.
 fn item_header(h: &str) -> Option<(&str, &str)> {
     let (section, name) = h.split_once('.')?;
-    (!name.contains('.') && matches!(section, "checks" | "rules" | "gates")).then_some((section, name))
+    (!name.contains('.') && matches!(section, "checks" | "rules" | "gates"))
+        .then_some((section, name))
 }
 
 fn hash(s: &str) -> u64 {
@@ -90,7 +104,12 @@ pub struct Index(Vec<(u64, u64)>);
 impl Index {
     /// `None` for a file the block split cannot be sure of: its reloads are always full.
     pub fn of(text: &str) -> Option<Index> {
-        Some(Index(blocks(text)?.iter().map(|(h, t)| (hash(h), hash(t))).collect()))
+        Some(Index(
+            blocks(text)?
+                .iter()
+                .map(|(h, t)| (hash(h), hash(t)))
+                .collect(),
+        ))
     }
 }
 
@@ -133,7 +152,9 @@ pub fn parse_blockwise_sharing(text: &str, prev: Option<&Config>) -> Option<Conf
             return None;
         }
         if let Some((section, name)) = item_header(h) {
-            let i = ["checks", "gates", "rules"].iter().position(|s| *s == section)?;
+            let i = ["checks", "gates", "rules"]
+                .iter()
+                .position(|s| *s == section)?;
             items[i].push((name, t));
             continue;
         }
@@ -157,9 +178,27 @@ pub fn parse_blockwise_sharing(text: &str, prev: Option<&Config>) -> Option<Conf
     for (i, section) in ["checks", "gates", "rules"].iter().enumerate() {
         for (name, t) in &items[i] {
             match read_block(section, name, t, &cfg)? {
-                Item::Check(c) => put(&mut cfg.checks, name, c, prev.and_then(|p| p.checks.get(*name)), None),
-                Item::Gate(g) => put(&mut cfg.gates, name, g, prev.and_then(|p| p.gates.get(*name)), None),
-                Item::Rule(r) => put(&mut cfg.rules, name, r, prev.and_then(|p| p.rules.get(*name)), None),
+                Item::Check(c) => put(
+                    &mut cfg.checks,
+                    name,
+                    c,
+                    prev.and_then(|p| p.checks.get(*name)),
+                    None,
+                ),
+                Item::Gate(g) => put(
+                    &mut cfg.gates,
+                    name,
+                    g,
+                    prev.and_then(|p| p.gates.get(*name)),
+                    None,
+                ),
+                Item::Rule(r) => put(
+                    &mut cfg.rules,
+                    name,
+                    r,
+                    prev.and_then(|p| p.rules.get(*name)),
+                    None,
+                ),
             }
         }
     }
@@ -168,7 +207,13 @@ pub fn parse_blockwise_sharing(text: &str, prev: Option<&Config>) -> Option<Conf
 
 /// Puts `item` into `map` as `name`: `prev`'s `Arc` when the two are equal (the copy just read
 /// is dropped at once), else a new one, whose name then goes into `changed`.
-fn put<T: PartialEq>(map: &mut BTreeMap<String, Arc<T>>, name: &str, item: T, prev: Option<&Arc<T>>, changed: Option<&mut Vec<String>>) {
+fn put<T: PartialEq>(
+    map: &mut BTreeMap<String, Arc<T>>,
+    name: &str,
+    item: T,
+    prev: Option<&Arc<T>>,
+    changed: Option<&mut Vec<String>>,
+) {
     let value = match prev {
         Some(p) if **p == item => p.clone(),
         _ => {
@@ -216,12 +261,34 @@ pub fn reparse(old: &Config, old_index: &Index, new_text: &str) -> Option<Repars
     for (h, text) in changed {
         let (section, name) = item_header(h)?;
         match read_block(section, name, text, old)? {
-            Item::Check(c) => put(&mut cfg.checks, name, c, old.checks.get(name), Some(&mut diff.checks.changed)),
-            Item::Rule(r) => put(&mut cfg.rules, name, r, old.rules.get(name), Some(&mut diff.rules.changed)),
-            Item::Gate(g) => put(&mut cfg.gates, name, g, old.gates.get(name), Some(&mut diff.gates.changed)),
+            Item::Check(c) => put(
+                &mut cfg.checks,
+                name,
+                c,
+                old.checks.get(name),
+                Some(&mut diff.checks.changed),
+            ),
+            Item::Rule(r) => put(
+                &mut cfg.rules,
+                name,
+                r,
+                old.rules.get(name),
+                Some(&mut diff.rules.changed),
+            ),
+            Item::Gate(g) => put(
+                &mut cfg.gates,
+                name,
+                g,
+                old.gates.get(name),
+                Some(&mut diff.gates.changed),
+            ),
         }
     }
-    Some(Reparsed { cfg, diff, index: Index(index) })
+    Some(Reparsed {
+        cfg,
+        diff,
+        index: Index(index),
+    })
 }
 
 #[cfg(test)]
@@ -244,10 +311,19 @@ mod tests {
     const EDITS: &[(&str, &str)] = &[
         ("above = 0.51", "above = 0.75"),
         ("for = 1\n\n[rules.r3]", "for = 3\n\n[rules.r3]"),
-        ("schedule = \"*/5 * * * *\"\nnamespace = \"ns\"\nmetric = \"m7\"", "schedule = \"cron(0 * * * ? *)\"\nnamespace = \"ns\"\nmetric = \"m7\""),
-        ("parameters = { B = \"9\" }", "parameters = { B = \"nine\", A = \"2\" }"),
+        (
+            "schedule = \"*/5 * * * *\"\nnamespace = \"ns\"\nmetric = \"m7\"",
+            "schedule = \"cron(0 * * * ? *)\"\nnamespace = \"ns\"\nmetric = \"m7\"",
+        ),
+        (
+            "parameters = { B = \"9\" }",
+            "parameters = { B = \"nine\", A = \"2\" }",
+        ),
         ("min = 0.8", "max = 0.99"),
-        ("cooldown = \"1h\"\nnotify = [\"ops\"]\n\n[checks.c12]", "cooldown = \"2h\"\ndry_run = true\nnotify = [\"ops\"]\n\n[checks.c12]"),
+        (
+            "cooldown = \"1h\"\nnotify = [\"ops\"]\n\n[checks.c12]",
+            "cooldown = \"2h\"\ndry_run = true\nnotify = [\"ops\"]\n\n[checks.c12]",
+        ),
         ("above = 0.41", "above   =   0.41 # same value, other text"),
         // Problems: the fast path must step aside so the full parse reports them.
         ("above = 0.21", "above = \"high\""),
@@ -257,14 +333,23 @@ mod tests {
         ("above = 0.81", "above = 0.81\nbelow = 0.1"),
         ("pipeline_name = \"p\"", "pipeline_name = \"q\""),
         ("timezone = \"Europe/Berlin\"", "timezone = \"Asia/Tokyo\""),
-        ("schedule = \"rate(5 minutes)\"", "schedule = \"rate(5 minute)\""),
+        (
+            "schedule = \"rate(5 minutes)\"",
+            "schedule = \"rate(5 minute)\"",
+        ),
         ("[rules.r2]", "[[rules.r2]]"),
-        ("namespace = \"ns\"\nmetric = \"m8\"", "namespace = '''ns'''\nmetric = \"m8\""),
+        (
+            "namespace = \"ns\"\nmetric = \"m8\"",
+            "namespace = '''ns'''\nmetric = \"m8\"",
+        ),
         ("[checks.c9]", "[checks.c1]"),
         ("[rules.r9]", "[checks.r9]"),
         ("[gates.g]", "[gates]"),
         ("[pipelines.p]", "[pipelines.p.x]"),
-        ("for = 2\n\n[rules.r10]", "for = 2\n[checks.c10.dims]\n\n[rules.r10]"),
+        (
+            "for = 2\n\n[rules.r10]",
+            "for = 2\n[checks.c10.dims]\n\n[rules.r10]",
+        ),
         ("[daemon]", "[daemon]\nchecks.c0.schedule = \"x\""),
         ("above = 0.11", "above = 0.11\n[checks]"),
     ];
@@ -280,25 +365,52 @@ mod tests {
         let idx = Index::of(&old_text).unwrap();
         let mut fast = 0;
         for (i, (from, to)) in EDITS.iter().enumerate() {
-            assert!(old_text.contains(from), "edit {i}: {from:?} not in the base config");
+            assert!(
+                old_text.contains(from),
+                "edit {i}: {from:?} not in the base config"
+            );
             let new_text = old_text.replacen(from, to, 1);
             let full_cfg = full(&new_text);
             if let Some(r) = reparse(&old, &idx, &new_text) {
                 fast += 1;
-                assert_eq!(Some(&r.cfg), full_cfg.as_ref().ok(), "edit {i}: the fast path disagrees with a full parse");
+                assert_eq!(
+                    Some(&r.cfg),
+                    full_cfg.as_ref().ok(),
+                    "edit {i}: the fast path disagrees with a full parse"
+                );
                 let full_diff = ConfigDiff::new(&old, &r.cfg);
                 assert_eq!(r.diff.counts(), full_diff.counts(), "edit {i}: diff");
                 assert_eq!(
-                    (&r.diff.checks.changed, &r.diff.rules.changed, &r.diff.gates.changed),
-                    (&full_diff.checks.changed, &full_diff.rules.changed, &full_diff.gates.changed)
+                    (
+                        &r.diff.checks.changed,
+                        &r.diff.rules.changed,
+                        &r.diff.gates.changed
+                    ),
+                    (
+                        &full_diff.checks.changed,
+                        &full_diff.rules.changed,
+                        &full_diff.gates.changed
+                    )
                 );
-                assert_eq!(Some(r.index), Index::of(&new_text), "edit {i}: the new index");
+                assert_eq!(
+                    Some(r.index),
+                    Index::of(&new_text),
+                    "edit {i}: the new index"
+                );
             }
         }
-        assert!(fast >= 7, "the fast path took only {fast} of the valid edits");
+        assert!(
+            fast >= 7,
+            "the fast path took only {fast} of the valid edits"
+        );
         // Several blocks at once, and an unchanged file.
-        let two = old_text.replacen("above = 0.11", "above = 0.12", 1).replacen("cooldown = \"1h\"", "cooldown = \"3h\"", 1);
-        assert_eq!(reparse(&old, &idx, &two).map(|r| r.cfg).as_ref(), full(&two).ok().as_ref());
+        let two = old_text
+            .replacen("above = 0.11", "above = 0.12", 1)
+            .replacen("cooldown = \"1h\"", "cooldown = \"3h\"", 1);
+        assert_eq!(
+            reparse(&old, &idx, &two).map(|r| r.cfg).as_ref(),
+            full(&two).ok().as_ref()
+        );
         let same = reparse(&old, &idx, &old_text).unwrap();
         assert_eq!((same.cfg, same.diff.is_empty()), (old, true));
     }
@@ -306,28 +418,44 @@ mod tests {
     #[test]
     fn blockwise_loading_always_agrees_with_a_full_parse() {
         let base = base();
-        let mut texts: Vec<(String, String)> = EDITS.iter().map(|(f, t)| (format!("edit {f:?}"), base.replacen(f, t, 1))).collect();
+        let mut texts: Vec<(String, String)> = EDITS
+            .iter()
+            .map(|(f, t)| (format!("edit {f:?}"), base.replacen(f, t, 1)))
+            .collect();
         texts.push(("base".into(), base.clone()));
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         for dir in ["config", "tests/config_cases", "tests/fuzz_corpus"] {
             for e in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
                 if e.path().extension().is_some_and(|x| x == "toml") {
-                    texts.push((e.path().display().to_string(), String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned()));
+                    texts.push((
+                        e.path().display().to_string(),
+                        String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned(),
+                    ));
                 }
             }
         }
         let mut taken = Vec::new();
         for (what, text) in &texts {
             if let Some(cfg) = parse_blockwise(text) {
-                assert_eq!(Some(&cfg), full(text).as_ref().ok(), "{what}: block-wise loading disagrees with a full parse");
+                assert_eq!(
+                    Some(&cfg),
+                    full(text).as_ref().ok(),
+                    "{what}: block-wise loading disagrees with a full parse"
+                );
                 taken.push(what.as_str());
             }
         }
         // It must be the path plain files take, the reference config included.
         assert!(taken.contains(&"base"), "{taken:?}");
-        assert!(taken.iter().any(|w| w.ends_with("config/mlops.toml")), "{taken:?}");
+        assert!(
+            taken.iter().any(|w| w.ends_with("config/mlops.toml")),
+            "{taken:?}"
+        );
         assert!(taken.len() >= 10, "block-wise loading took only {taken:?}");
-        assert!(parse_blockwise("# only a comment\n").is_none(), "an empty file is the full parse's to reject");
+        assert!(
+            parse_blockwise("# only a comment\n").is_none(),
+            "an empty file is the full parse's to reject"
+        );
     }
 
     #[test]
@@ -339,15 +467,27 @@ mod tests {
         assert!(reparse(&old, &Index::of(&old_text).unwrap(), &new_text).is_none());
         let new = parse_blockwise_sharing(&new_text, Some(&old)).unwrap();
         assert_eq!(Some(&new), full(&new_text).as_ref().ok());
-        assert!(Arc::ptr_eq(&new.checks["c0"], &old.checks["c0"]), "an unchanged check is shared");
-        assert!(Arc::ptr_eq(&new.rules["r5"], &old.rules["r5"]), "an unchanged rule is shared");
-        assert!(!Arc::ptr_eq(&new.checks["c5"], &old.checks["c5"]), "a changed check is new");
+        assert!(
+            Arc::ptr_eq(&new.checks["c0"], &old.checks["c0"]),
+            "an unchanged check is shared"
+        );
+        assert!(
+            Arc::ptr_eq(&new.rules["r5"], &old.rules["r5"]),
+            "an unchanged rule is shared"
+        );
+        assert!(
+            !Arc::ptr_eq(&new.checks["c5"], &old.checks["c5"]),
+            "a changed check is new"
+        );
         assert_ne!(new.checks["c5"], old.checks["c5"]);
     }
 
     #[test]
     fn splits_only_plain_files() {
-        assert!(blocks("a = 1\n[x.y]\nb = 2\n").is_none(), "keys before the first header");
+        assert!(
+            blocks("a = 1\n[x.y]\nb = 2\n").is_none(),
+            "keys before the first header"
+        );
         assert!(blocks("[x]\nv = \"\"\"\n[y]\n\"\"\"\n").is_none());
         assert!(blocks("[x.\"quoted\"]\n").is_none());
         let b = blocks("# c\n\n[x.a] # note\nk = 1\n[x.b]\nk = [\n 1,\n]\n").unwrap();
@@ -357,7 +497,10 @@ mod tests {
         let b = blocks("[x.a]\nk = [\"v\"] # [x.c]\n \t[x.b]\nk = 2\n").unwrap();
         assert_eq!(b.iter().map(|x| x.0).collect::<Vec<_>>(), ["x.a", "x.b"]);
         assert!(blocks("[x.a]\nk = [[1], [2]]\n").is_none(), "`[[` anywhere");
-        assert!(blocks("[x.a]\nk = [\n  [1],\n]\n").is_none(), "a line that starts with `[` but is no header");
+        assert!(
+            blocks("[x.a]\nk = [\n  [1],\n]\n").is_none(),
+            "a line that starts with `[` but is no header"
+        );
         assert!(blocks("# c\n  # d\n\n[x]\n").is_some());
         assert_eq!(blocks("").map(|b| b.len()), Some(0));
     }

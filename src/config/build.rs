@@ -33,7 +33,10 @@ fn parse_doc(text: &str, path: &Path, empty_ok: bool) -> Result<Config, ConfigEr
     let cfg = match DeTable::parse(text) {
         Ok(doc) if doc.get_ref().is_empty() && !empty_ok => {
             // An emptied file (an editor mid-save, a truncated copy) must not remove everything.
-            d.push(0..0, "the config is empty: it defines no [daemon], [aws], [checks], [rules] or [gates]");
+            d.push(
+                0..0,
+                "the config is empty: it defines no [daemon], [aws], [checks], [rules] or [gates]",
+            );
             None
         }
         Ok(doc) => build(&mut d, doc.get_ref(), 0..0),
@@ -53,20 +56,22 @@ fn parse_doc(text: &str, path: &Path, empty_ok: bool) -> Result<Config, ConfigEr
             return Ok(c);
         }
     }
-    let mut errors: Vec<(usize, usize, String)> = d
-        .0
-        .into_iter()
-        .map(|x| {
-            let (l, c) = line_col(text, x.span.start);
-            (l, c, x.message)
-        })
-        .collect();
+    let mut errors: Vec<(usize, usize, String)> =
+        d.0.into_iter()
+            .map(|x| {
+                let (l, c) = line_col(text, x.span.start);
+                (l, c, x.message)
+            })
+            .collect();
     errors.sort_by_key(|a| (a.0, a.1));
     errors.dedup();
     if errors.is_empty() {
         errors.push((1, 1, "config could not be built".into()));
     }
-    Err(ConfigError { path: path.to_path_buf(), errors })
+    Err(ConfigError {
+        path: path.to_path_buf(),
+        errors,
+    })
 }
 
 fn duration(d: &mut Diags, v: Option<Sp<String>>, key: &str, nonzero: bool) -> Option<Duration> {
@@ -104,7 +109,12 @@ fn schedule(d: &mut Diags, v: &Sp<String>, key: &str) -> Option<Schedule> {
     }
 }
 
-fn timed(d: &mut Diags, t: &mut Table<'_, '_>, key: &'static str, default_tz: Option<Tz>) -> Option<Timed> {
+fn timed(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+    default_tz: Option<Tz>,
+) -> Option<Timed> {
     let expr = t.req_string(d, key);
     let tzv = t.string(d, "timezone");
     let tz = match &tzv {
@@ -113,10 +123,19 @@ fn timed(d: &mut Diags, t: &mut Table<'_, '_>, key: &'static str, default_tz: Op
     };
     let expr = expr?;
     let sched = schedule(d, &expr, key)?;
-    Some(Timed { expression: expr.v, schedule: sched, timezone: tz? })
+    Some(Timed {
+        expression: expr.v,
+        schedule: sched,
+        timezone: tz?,
+    })
 }
 
-fn positive_u32(d: &mut Diags, t: &mut Table<'_, '_>, key: &'static str, default: u32) -> Option<u32> {
+fn positive_u32(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+    default: u32,
+) -> Option<u32> {
     match t.int_in(d, key, 1, u32::MAX as i64) {
         Some(v) => Some(v.v as u32),
         None if t.has(key) => None,
@@ -124,21 +143,63 @@ fn positive_u32(d: &mut Diags, t: &mut Table<'_, '_>, key: &'static str, default
     }
 }
 
-pub(super) const CHECK_KEYS: &[&str] =
-    &["schedule", "timezone", "namespace", "metric", "dimensions", "statistic", "period", "above", "below", "for", "missing_data"];
-pub(super) const RULE_KEYS: &[&str] = &[
-    "on_check", "on_schedule", "on_success", "on_failure", "timezone", "start_pipeline", "start_build", "parameters", "environment",
-    "source_version", "notify", "cooldown", "dry_run", "catch_up",
+pub(super) const CHECK_KEYS: &[&str] = &[
+    "schedule",
+    "timezone",
+    "namespace",
+    "metric",
+    "dimensions",
+    "statistic",
+    "period",
+    "above",
+    "below",
+    "for",
+    "missing_data",
 ];
-pub(super) const GATE_KEYS: &[&str] = &["model_package_group", "schedule", "timezone", "metric", "report_path", "min", "max", "notify"];
+pub(super) const RULE_KEYS: &[&str] = &[
+    "on_check",
+    "on_schedule",
+    "on_success",
+    "on_failure",
+    "timezone",
+    "start_pipeline",
+    "start_build",
+    "parameters",
+    "environment",
+    "source_version",
+    "notify",
+    "cooldown",
+    "dry_run",
+    "catch_up",
+];
+pub(super) const GATE_KEYS: &[&str] = &[
+    "model_package_group",
+    "schedule",
+    "timezone",
+    "metric",
+    "report_path",
+    "min",
+    "max",
+    "notify",
+];
 
 /// Reads one `[checks.NAME]`, `[rules.NAME]` or `[gates.NAME]` table against an existing
 /// config (for its pipelines, builds, default zone and the names items may reference).
 /// `None` when the table has any problem: the caller then parses the whole file, which
 /// reports it with its proper location.
-pub(super) fn read_item(section: &str, name: &str, tbl: &DeTable<'_>, cfg: &Config) -> Option<Item> {
+pub(super) fn read_item(
+    section: &str,
+    name: &str,
+    tbl: &DeTable<'_>,
+    cfg: &Config,
+) -> Option<Item> {
     let mut d = Diags::default();
-    let mut refs = Refs { checks: vec![], pipelines: vec![], builds: vec![], notifiers: vec![] };
+    let mut refs = Refs {
+        checks: vec![],
+        pipelines: vec![],
+        builds: vec![],
+        notifiers: vec![],
+    };
     let mut t = Table::new(format!("{section}.{name}"), tbl, 0..0);
     let tz = Some(cfg.daemon.timezone);
     let item = match section {
@@ -160,9 +221,15 @@ pub(super) fn read_item(section: &str, name: &str, tbl: &DeTable<'_>, cfg: &Conf
         _ => None,
     };
     let known = refs.checks.iter().all(|r| cfg.checks.contains_key(&r.v))
-        && refs.pipelines.iter().all(|r| cfg.pipelines.contains_key(&r.v))
+        && refs
+            .pipelines
+            .iter()
+            .all(|r| cfg.pipelines.contains_key(&r.v))
         && refs.builds.iter().all(|r| cfg.builds.contains_key(&r.v))
-        && refs.notifiers.iter().all(|r| cfg.notifiers.contains_key(&r.v));
+        && refs
+            .notifiers
+            .iter()
+            .all(|r| cfg.notifiers.contains_key(&r.v));
     if !d.0.is_empty() || !known || !super::reader::valid_name(name) {
         return None;
     }
@@ -185,7 +252,12 @@ struct Refs {
 
 fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config> {
     let mut top = Table::new("", doc, span);
-    let mut refs = Refs { checks: vec![], pipelines: vec![], builds: vec![], notifiers: vec![] };
+    let mut refs = Refs {
+        checks: vec![],
+        pipelines: vec![],
+        builds: vec![],
+        notifiers: vec![],
+    };
 
     let daemon = read_daemon(d, &mut top);
     let default_tz = daemon.as_ref().map(|x| x.timezone);
@@ -202,10 +274,21 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     let mut pipelines = BTreeMap::new();
     for (name, mut t) in top.named_tables(d, "pipelines") {
         let pipeline_name = t.req_string(d, "pipeline_name");
-        let parameters = Arc::new(t.string_map(d, "parameters").map(|x| x.v).unwrap_or_default());
+        let parameters = Arc::new(
+            t.string_map(d, "parameters")
+                .map(|x| x.v)
+                .unwrap_or_default(),
+        );
         let max_concurrent = positive_u32(d, &mut t, "max_concurrent", 1);
         if let (Some(p), Some(m)) = (pipeline_name, max_concurrent) {
-            pipelines.insert(name.v.clone(), Pipeline { pipeline_name: p.v, parameters, max_concurrent: m });
+            pipelines.insert(
+                name.v.clone(),
+                Pipeline {
+                    pipeline_name: p.v,
+                    parameters,
+                    max_concurrent: m,
+                },
+            );
         }
         t.finish(d, &["pipeline_name", "parameters", "max_concurrent"]);
     }
@@ -214,12 +297,32 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     for (name, mut t) in top.named_tables(d, "builds") {
         let project_name = t.req_string(d, "project_name");
         let source_version = t.string(d, "source_version").map(|x| x.v);
-        let environment = Arc::new(t.string_map(d, "environment").map(|x| x.v).unwrap_or_default());
+        let environment = Arc::new(
+            t.string_map(d, "environment")
+                .map(|x| x.v)
+                .unwrap_or_default(),
+        );
         let max_concurrent = positive_u32(d, &mut t, "max_concurrent", 1);
         if let (Some(p), Some(m)) = (project_name, max_concurrent) {
-            builds.insert(name.v.clone(), Build { project_name: p.v, source_version, environment, max_concurrent: m });
+            builds.insert(
+                name.v.clone(),
+                Build {
+                    project_name: p.v,
+                    source_version,
+                    environment,
+                    max_concurrent: m,
+                },
+            );
         }
-        t.finish(d, &["project_name", "source_version", "environment", "max_concurrent"]);
+        t.finish(
+            d,
+            &[
+                "project_name",
+                "source_version",
+                "environment",
+                "max_concurrent",
+            ],
+        );
     }
 
     let mut checks = BTreeMap::new();
@@ -247,14 +350,28 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
         t.finish(d, GATE_KEYS);
     }
 
-    top.finish(d, &["daemon", "aws", "notifiers", "pipelines", "builds", "checks", "rules", "gates"]);
+    top.finish(
+        d,
+        &[
+            "daemon",
+            "aws",
+            "notifiers",
+            "pipelines",
+            "builds",
+            "checks",
+            "rules",
+            "gates",
+        ],
+    );
 
     // References: every name must exist (an item that failed to build still counts as known,
     // so one mistake is reported once, where it is).
     let known = |section: &str| -> Vec<String> {
         doc.get(section)
             .and_then(|v| match v.get_ref() {
-                toml::de::DeValue::Table(t) => Some(t.iter().map(|(k, _)| k.get_ref().to_string()).collect()),
+                toml::de::DeValue::Table(t) => {
+                    Some(t.iter().map(|(k, _)| k.get_ref().to_string()).collect())
+                }
                 _ => None,
             })
             .unwrap_or_default()
@@ -275,12 +392,24 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
                 } else {
                     format!("defined: {}", names.join(", "))
                 };
-                d.push(r.span.clone(), format!("unknown {what} \"{}\" ({hint})", r.v));
+                d.push(
+                    r.span.clone(),
+                    format!("unknown {what} \"{}\" ({hint})", r.v),
+                );
             }
         }
     }
 
-    Some(Config { daemon: daemon?, aws: aws?, notifiers, pipelines, builds, checks, rules, gates })
+    Some(Config {
+        daemon: daemon?,
+        aws: aws?,
+        notifiers,
+        pipelines,
+        builds,
+        checks,
+        rules,
+        gates,
+    })
 }
 
 fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
@@ -304,7 +433,10 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             cfg.state_dir = PathBuf::from(s.v);
         }
     }
-    let allow = t.boolean(d, "allow_remote_listen").map(|x| x.v).unwrap_or(false);
+    let allow = t
+        .boolean(d, "allow_remote_listen")
+        .map(|x| x.v)
+        .unwrap_or(false);
     cfg.allow_remote_listen = allow;
     if let Some(s) = t.string(d, "listen") {
         match s.v.parse::<SocketAddr>() {
@@ -317,7 +449,13 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             }
             Ok(a) => cfg.listen = a,
             Err(_) => {
-                d.push(s.span.clone(), format!("`listen` must be an address and port such as \"127.0.0.1:9464\", found {}", d.show(&s)));
+                d.push(
+                    s.span.clone(),
+                    format!(
+                        "`listen` must be an address and port such as \"127.0.0.1:9464\", found {}",
+                        d.show(&s)
+                    ),
+                );
                 ok = false;
             }
         }
@@ -342,12 +480,28 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             None => ok = false,
         }
     }
-    t.finish(d, &["state_dir", "listen", "allow_remote_listen", "timezone", "shutdown_grace", "poll_interval"]);
+    t.finish(
+        d,
+        &[
+            "state_dir",
+            "listen",
+            "allow_remote_listen",
+            "timezone",
+            "shutdown_grace",
+            "poll_interval",
+        ],
+    );
     ok.then_some(cfg)
 }
 
 fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
-    let mut cfg = AwsConfig { region: String::new(), profile: None, endpoint_url: None, max_attempts: 5, attempt_timeout: Duration::from_secs(20) };
+    let mut cfg = AwsConfig {
+        region: String::new(),
+        profile: None,
+        endpoint_url: None,
+        max_attempts: 5,
+        attempt_timeout: Duration::from_secs(20),
+    };
     let Some(mut t) = top.table(d, "aws") else {
         if !top.has("aws") {
             // The region may come from the environment (AWS_REGION) like any AWS tool.
@@ -358,7 +512,13 @@ fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
     let mut ok = true;
     if let Some(r) = t.string(d, "region") {
         if r.v.is_empty() || !r.v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            d.push(r.span.clone(), format!("`region` must be an AWS region name such as \"us-east-1\", found {}", d.show(&r)));
+            d.push(
+                r.span.clone(),
+                format!(
+                    "`region` must be an AWS region name such as \"us-east-1\", found {}",
+                    d.show(&r)
+                ),
+            );
             ok = false;
         } else {
             cfg.region = r.v;
@@ -367,7 +527,13 @@ fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
     cfg.profile = t.string(d, "profile").map(|x| x.v);
     if let Some(u) = t.string(d, "endpoint_url") {
         if !(u.v.starts_with("http://") || u.v.starts_with("https://")) || u.v.len() < 10 {
-            d.push(u.span.clone(), format!("`endpoint_url` must be an http:// or https:// URL, found {}", d.show(&u)));
+            d.push(
+                u.span.clone(),
+                format!(
+                    "`endpoint_url` must be an http:// or https:// URL, found {}",
+                    d.show(&u)
+                ),
+            );
             ok = false;
         } else {
             cfg.endpoint_url = Some(u.v);
@@ -385,7 +551,16 @@ fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {
             None => ok = false,
         }
     }
-    t.finish(d, &["region", "profile", "endpoint_url", "max_attempts", "attempt_timeout"]);
+    t.finish(
+        d,
+        &[
+            "region",
+            "profile",
+            "endpoint_url",
+            "max_attempts",
+            "attempt_timeout",
+        ],
+    );
     ok.then_some(cfg)
 }
 
@@ -397,7 +572,10 @@ fn read_notifier(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<Notifier> {
         }
     }
     let repeat = if t.has("repeat_interval") {
-        { let v = t.duration_text(d, "repeat_interval"); duration(d, v, "repeat_interval", false) }
+        {
+            let v = t.duration_text(d, "repeat_interval");
+            duration(d, v, "repeat_interval", false)
+        }
     } else {
         Some(Duration::from_secs(4 * 3600))
     };
@@ -416,7 +594,10 @@ fn read_notifier(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<Notifier> {
             "text" => Some(MessageFormat::Text),
             "json" => Some(MessageFormat::Json),
             other => {
-                d.push(f.span, format!("`format` must be \"text\" or \"json\", found \"{other}\""));
+                d.push(
+                    f.span,
+                    format!("`format` must be \"text\" or \"json\", found \"{other}\""),
+                );
                 None
             }
         },
@@ -426,23 +607,36 @@ fn read_notifier(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<Notifier> {
     if !topic.v.starts_with("arn:") {
         return None;
     }
-    Some(Notifier { topic_arn: topic.v, repeat_interval: repeat?, subject: subject?, format: format? })
+    Some(Notifier {
+        topic_arn: topic.v,
+        repeat_interval: repeat?,
+        subject: subject?,
+        format: format?,
+    })
 }
 
 /// Compiles a subject template, so a bad template is a validate-time error.
 pub fn check_template(src: &str) -> Result<(), String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
-    env.add_template("subject", src).map_err(|e| e.to_string()).map(|_| ())
+    env.add_template("subject", src)
+        .map_err(|e| e.to_string())
+        .map(|_| ())
 }
 
 fn read_check(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>) -> Option<Check> {
     let timed = timed(d, t, "schedule", default_tz);
     let namespace = t.req_string(d, "namespace");
     let metric = t.req_string(d, "metric");
-    let dimensions: Dimensions = t.string_map(d, "dimensions").map(|x| x.v.into_iter().collect()).unwrap_or_default();
+    let dimensions: Dimensions = t
+        .string_map(d, "dimensions")
+        .map(|x| x.v.into_iter().collect())
+        .unwrap_or_default();
     if dimensions.len() > 30 {
-        d.push(t.span.clone(), "CloudWatch allows at most 30 dimensions per metric");
+        d.push(
+            t.span.clone(),
+            "CloudWatch allows at most 30 dimensions per metric",
+        );
     }
     let statistic = match t.string(d, "statistic") {
         Some(s) => match valid_statistic(&s.v) {
@@ -456,10 +650,16 @@ fn read_check(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>) -> O
     };
     let period = if t.has("period") {
         let span = t.raw("period").map(|v| v.span());
-        let p = { let v = t.duration_text(d, "period"); duration(d, v, "period", true) };
+        let p = {
+            let v = t.duration_text(d, "period");
+            duration(d, v, "period", true)
+        };
         match p {
             Some(p) if !valid_period(p) => {
-                d.push(span.unwrap_or(0..0), "`period` must be 1s, 5s, 10s, 30s or a multiple of 60s (CloudWatch periods)");
+                d.push(
+                    span.unwrap_or(0..0),
+                    "`period` must be 1s, 5s, 10s, 30s or a multiple of 60s (CloudWatch periods)",
+                );
                 None
             }
             other => other,
@@ -473,12 +673,18 @@ fn read_check(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>) -> O
         (Some(a), None) => Some(Threshold::Above(a.v)),
         (None, Some(b)) => Some(Threshold::Below(b.v)),
         (Some(_), Some(b)) => {
-            d.push(b.span, "set either `above` or `below`, not both (use two checks for a band)");
+            d.push(
+                b.span,
+                "set either `above` or `below`, not both (use two checks for a band)",
+            );
             None
         }
         (None, None) => {
             if !t.has("above") && !t.has("below") {
-                d.push(t.span.clone(), format!("[{}] needs a threshold: `above = N` or `below = N`", t.path));
+                d.push(
+                    t.span.clone(),
+                    format!("[{}] needs a threshold: `above = N` or `below = N`", t.path),
+                );
             }
             None
         }
@@ -530,21 +736,41 @@ fn valid_period(p: Duration) -> bool {
 
 fn parse_target(d: &mut Diags, v: &Sp<String>, key: &str, refs: &mut Refs) -> Option<Target> {
     let Some((kind, name)) = v.v.split_once(':') else {
-        d.push(v.span.clone(), format!("`{key}` must be \"pipeline:NAME\" or \"build:NAME\", found {}", d.show(v)));
+        d.push(
+            v.span.clone(),
+            format!(
+                "`{key}` must be \"pipeline:NAME\" or \"build:NAME\", found {}",
+                d.show(v)
+            ),
+        );
         return None;
     };
-    let r = Sp { v: name.to_string(), span: v.span.clone() };
+    let r = Sp {
+        v: name.to_string(),
+        span: v.span.clone(),
+    };
     match kind {
         "pipeline" => {
             refs.pipelines.push(r);
-            Some(Target { kind: RunKind::Pipeline, name: name.to_string() })
+            Some(Target {
+                kind: RunKind::Pipeline,
+                name: name.to_string(),
+            })
         }
         "build" => {
             refs.builds.push(r);
-            Some(Target { kind: RunKind::Build, name: name.to_string() })
+            Some(Target {
+                kind: RunKind::Build,
+                name: name.to_string(),
+            })
         }
         other => {
-            d.push(v.span.clone(), format!("`{key}`: unknown kind \"{other}\"; use \"pipeline:NAME\" or \"build:NAME\""));
+            d.push(
+                v.span.clone(),
+                format!(
+                    "`{key}`: unknown kind \"{other}\"; use \"pipeline:NAME\" or \"build:NAME\""
+                ),
+            );
             None
         }
     }
@@ -571,14 +797,24 @@ fn read_rule(
     builds: &BTreeMap<String, Build>,
     refs: &mut Refs,
 ) -> Option<Rule> {
-    let triggers: Vec<&str> = ["on_check", "on_schedule", "on_success", "on_failure"].into_iter().filter(|k| t.has(k)).collect();
+    let triggers: Vec<&str> = ["on_check", "on_schedule", "on_success", "on_failure"]
+        .into_iter()
+        .filter(|k| t.has(k))
+        .collect();
     let mut ok = true;
     if triggers.is_empty() {
         d.push(t.span.clone(), format!("[{}] needs a trigger: one of `on_check`, `on_schedule`, `on_success`, `on_failure`", t.path));
         ok = false;
     } else if triggers.len() > 1 {
         let second = t.key_span(triggers[1]).unwrap_or(t.span.clone());
-        d.push(second, format!("[{}] has more than one trigger ({}); a rule has exactly one", t.path, triggers.join(", ")));
+        d.push(
+            second,
+            format!(
+                "[{}] has more than one trigger ({}); a rule has exactly one",
+                t.path,
+                triggers.join(", ")
+            ),
+        );
         ok = false;
     }
     let trigger = match triggers.first().copied() {
@@ -587,8 +823,14 @@ fn read_rule(
             Trigger::Check(c.v)
         }),
         Some("on_schedule") => timed(d, t, "on_schedule", default_tz).map(Trigger::Schedule),
-        Some("on_success") => t.string(d, "on_success").and_then(|v| parse_target(d, &v, "on_success", refs)).map(Trigger::Success),
-        Some("on_failure") => t.string(d, "on_failure").and_then(|v| parse_target(d, &v, "on_failure", refs)).map(Trigger::Failure),
+        Some("on_success") => t
+            .string(d, "on_success")
+            .and_then(|v| parse_target(d, &v, "on_success", refs))
+            .map(Trigger::Success),
+        Some("on_failure") => t
+            .string(d, "on_failure")
+            .and_then(|v| parse_target(d, &v, "on_failure", refs))
+            .map(Trigger::Failure),
         _ => None,
     };
     // Read (and so type-check) the other triggers too, so they are not also "unknown keys".
@@ -597,7 +839,10 @@ fn read_rule(
     }
     if !triggers.contains(&"on_schedule") {
         if let Some(z) = t.string(d, "timezone") {
-            d.push(z.span, "`timezone` only applies to a rule with `on_schedule`");
+            d.push(
+                z.span,
+                "`timezone` only applies to a rule with `on_schedule`",
+            );
             ok = false;
         }
     }
@@ -613,16 +858,34 @@ fn read_rule(
             refs.notifiers.push(x.clone());
         }
     }
-    if start_pipeline.is_none() && start_build.is_none() && notify.as_ref().is_none_or(|n| n.v.is_empty()) {
-        d.push(t.span.clone(), format!("[{}] needs at least one action: `start_pipeline`, `start_build` or `notify`", t.path));
+    if start_pipeline.is_none()
+        && start_build.is_none()
+        && notify.as_ref().is_none_or(|n| n.v.is_empty())
+    {
+        d.push(
+            t.span.clone(),
+            format!(
+                "[{}] needs at least one action: `start_pipeline`, `start_build` or `notify`",
+                t.path
+            ),
+        );
         ok = false;
     }
     if let (None, Some(p)) = (&start_pipeline, &parameters) {
-        d.push(p.span.clone(), "`parameters` needs `start_pipeline` (they are merged over that pipeline's)");
+        d.push(
+            p.span.clone(),
+            "`parameters` needs `start_pipeline` (they are merged over that pipeline's)",
+        );
         ok = false;
     }
     if start_build.is_none() {
-        for (k, v) in [("environment", environment.as_ref().map(|x| x.span.clone())), ("source_version", source_version.as_ref().map(|x| x.span.clone()))] {
+        for (k, v) in [
+            ("environment", environment.as_ref().map(|x| x.span.clone())),
+            (
+                "source_version",
+                source_version.as_ref().map(|x| x.span.clone()),
+            ),
+        ] {
             if let Some(span) = v {
                 d.push(span, format!("`{k}` needs `start_build`"));
                 ok = false;
@@ -634,7 +897,10 @@ fn read_rule(
     if let Some(p) = start_pipeline {
         refs.pipelines.push(p.clone());
         if let Some(pl) = pipelines.get(&p.v) {
-            start.push(Start::Pipeline { name: p.v, parameters: merged(&pl.parameters, parameters.as_ref().map(|o| &o.v)) });
+            start.push(Start::Pipeline {
+                name: p.v,
+                parameters: merged(&pl.parameters, parameters.as_ref().map(|o| &o.v)),
+            });
         } else {
             ok = false;
         }
@@ -644,7 +910,9 @@ fn read_rule(
         if let Some(bl) = builds.get(&b.v) {
             start.push(Start::Build {
                 name: b.v,
-                source_version: source_version.map(|s| s.v).or_else(|| bl.source_version.clone()),
+                source_version: source_version
+                    .map(|s| s.v)
+                    .or_else(|| bl.source_version.clone()),
                 environment: merged(&bl.environment, environment.as_ref().map(|o| &o.v)),
             });
         } else {
@@ -653,7 +921,10 @@ fn read_rule(
     }
 
     let cooldown = if t.has("cooldown") {
-        let c = { let v = t.duration_text(d, "cooldown"); duration(d, v, "cooldown", false) };
+        let c = {
+            let v = t.duration_text(d, "cooldown");
+            duration(d, v, "cooldown", false)
+        };
         if c.is_none() {
             ok = false;
         }
@@ -674,13 +945,19 @@ fn read_rule(
             "none" => CatchUp::None,
             "once" => {
                 if !triggers.contains(&"on_schedule") {
-                    d.push(c.span, "`catch_up` only applies to a rule with `on_schedule`");
+                    d.push(
+                        c.span,
+                        "`catch_up` only applies to a rule with `on_schedule`",
+                    );
                     ok = false;
                 }
                 CatchUp::Once
             }
             other => {
-                d.push(c.span, format!("`catch_up` must be \"none\" or \"once\", found \"{other}\""));
+                d.push(
+                    c.span,
+                    format!("`catch_up` must be \"none\" or \"once\", found \"{other}\""),
+                );
                 ok = false;
                 CatchUp::None
             }
@@ -695,14 +972,21 @@ fn read_rule(
     Some(Rule {
         trigger,
         start,
-        notify: notify.map(|n| n.v.into_iter().map(|x| x.v).collect()).unwrap_or_default(),
+        notify: notify
+            .map(|n| n.v.into_iter().map(|x| x.v).collect())
+            .unwrap_or_default(),
         cooldown,
         dry_run,
         catch_up,
     })
 }
 
-fn read_gate(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>, refs: &mut Refs) -> Option<Gate> {
+fn read_gate(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    default_tz: Option<Tz>,
+    refs: &mut Refs,
+) -> Option<Gate> {
     let group = t.req_string(d, "model_package_group");
     let timed = timed(d, t, "schedule", default_tz);
     let metric = t.string(d, "metric");
@@ -711,12 +995,21 @@ fn read_gate(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>, refs:
         (Some(m), None) => Some(GateMetric::Metadata(m.v)),
         (None, Some(r)) => Some(GateMetric::Report(r.v)),
         (Some(_), Some(r)) => {
-            d.push(r.span, "set either `metric` (a CustomerMetadataProperties key) or `report_path`, not both");
+            d.push(
+                r.span,
+                "set either `metric` (a CustomerMetadataProperties key) or `report_path`, not both",
+            );
             None
         }
         (None, None) => {
             if !t.has("metric") && !t.has("report_path") {
-                d.push(t.span.clone(), format!("[{}] needs `metric` (a CustomerMetadataProperties key) or `report_path`", t.path));
+                d.push(
+                    t.span.clone(),
+                    format!(
+                        "[{}] needs `metric` (a CustomerMetadataProperties key) or `report_path`",
+                        t.path
+                    ),
+                );
             }
             None
         }
@@ -726,11 +1019,17 @@ fn read_gate(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>, refs:
     let mut ok = !(t.has("min") && min.is_none() || t.has("max") && max.is_none());
     match (&min, &max) {
         (None, None) if ok => {
-            d.push(t.span.clone(), format!("[{}] needs `min`, `max` or both", t.path));
+            d.push(
+                t.span.clone(),
+                format!("[{}] needs `min`, `max` or both", t.path),
+            );
             ok = false;
         }
         (Some(a), Some(b)) if a.v > b.v => {
-            d.push(b.span.clone(), format!("`max` ({}) is below `min` ({})", b.v, a.v));
+            d.push(
+                b.span.clone(),
+                format!("`max` ({}) is below `min` ({})", b.v, a.v),
+            );
             ok = false;
         }
         _ => {}
@@ -750,6 +1049,8 @@ fn read_gate(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>, refs:
         metric: metric?,
         min: min.map(|x| x.v),
         max: max.map(|x| x.v),
-        notify: notify.map(|n| n.v.into_iter().map(|x| x.v).collect()).unwrap_or_default(),
+        notify: notify
+            .map(|n| n.v.into_iter().map(|x| x.v).collect())
+            .unwrap_or_default(),
     })
 }

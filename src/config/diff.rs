@@ -22,7 +22,11 @@ impl SectionDiff {
                 Some(_) => d.changed.push(k.clone()),
             }
         }
-        d.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+        d.removed = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
         d
     }
 
@@ -52,7 +56,9 @@ impl ConfigDiff {
         if old.daemon.state_dir != new.daemon.state_dir {
             restart_needed.push("daemon.state_dir");
         }
-        if old.daemon.listen != new.daemon.listen || old.daemon.allow_remote_listen != new.daemon.allow_remote_listen {
+        if old.daemon.listen != new.daemon.listen
+            || old.daemon.allow_remote_listen != new.daemon.allow_remote_listen
+        {
             restart_needed.push("daemon.listen");
         }
         ConfigDiff {
@@ -67,13 +73,29 @@ impl ConfigDiff {
     }
 
     pub fn is_empty(&self) -> bool {
-        [&self.checks, &self.rules, &self.gates, &self.pipelines, &self.builds, &self.notifiers].iter().all(|s| s.is_empty())
+        [
+            &self.checks,
+            &self.rules,
+            &self.gates,
+            &self.pipelines,
+            &self.builds,
+            &self.notifiers,
+        ]
+        .iter()
+        .all(|s| s.is_empty())
             && self.restart_needed.is_empty()
     }
 
     /// (added, changed, removed) counts over all sections, for the reload event.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let all = [&self.checks, &self.rules, &self.gates, &self.pipelines, &self.builds, &self.notifiers];
+        let all = [
+            &self.checks,
+            &self.rules,
+            &self.gates,
+            &self.pipelines,
+            &self.builds,
+            &self.notifiers,
+        ];
         (
             all.iter().map(|s| s.added.len()).sum(),
             all.iter().map(|s| s.changed.len()).sum(),
@@ -108,7 +130,12 @@ topic_arn = "arn:aws:sns:us-east-1:123456789012:t"
     #[test]
     fn diff_by_name() {
         let old = crate::config::parse(BASE, Path::new("x")).unwrap();
-        let newer = BASE.replace("[checks.b]\nschedule = \"every 1m\"", "[checks.c]\nschedule = \"every 1m\"").replace("above = 1\n[rules", "above = 2\n[rules");
+        let newer = BASE
+            .replace(
+                "[checks.b]\nschedule = \"every 1m\"",
+                "[checks.c]\nschedule = \"every 1m\"",
+            )
+            .replace("above = 1\n[rules", "above = 2\n[rules");
         let new = crate::config::parse(&newer, Path::new("x")).unwrap();
         let d = ConfigDiff::new(&old, &new);
         assert_eq!(d.checks.added, ["c"]);

@@ -4,9 +4,9 @@
 //! keys), `build` turns what it read into these types (durations, schedules, zones, templates)
 //! and resolves references between items. Every problem of every stage is collected.
 
-pub mod diff;
 pub mod blocks;
 mod build;
+pub mod diff;
 pub mod reader;
 
 use std::collections::BTreeMap;
@@ -31,7 +31,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
 /// As `parse`, for a reload of the running config `prev`: items equal to the running ones
 /// share their memory with them (block-wise loading only).
-pub fn parse_reusing(text: &str, path: &Path, prev: Option<&Config>) -> Result<Config, ConfigError> {
+pub fn parse_reusing(
+    text: &str,
+    path: &Path,
+    prev: Option<&Config>,
+) -> Result<Config, ConfigError> {
     match blocks::parse_blockwise_sharing(text, prev) {
         Some(cfg) => Ok(cfg),
         None => parse_full(text, path),
@@ -187,6 +191,65 @@ impl RunKind {
             RunKind::Build => "build",
         }
     }
+    pub fn parse(s: &str) -> Option<RunKind> {
+        match s {
+            "pipeline" => Some(RunKind::Pipeline),
+            "build" => Some(RunKind::Build),
+            _ => None,
+        }
+    }
+    /// The config section its targets are declared in (`pipelines`, `builds`).
+    pub fn section(&self) -> &'static str {
+        match self {
+            RunKind::Pipeline => "pipelines",
+            RunKind::Build => "builds",
+        }
+    }
+}
+
+impl fmt::Display for RunKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kinds of scheduled item: a check, an `on_schedule` rule, a gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ItemKind {
+    Check,
+    Rule,
+    Gate,
+}
+
+impl ItemKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ItemKind::Check => "check",
+            ItemKind::Rule => "rule",
+            ItemKind::Gate => "gate",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ItemKind> {
+        match s {
+            "check" => Some(ItemKind::Check),
+            "rule" => Some(ItemKind::Rule),
+            "gate" => Some(ItemKind::Gate),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ItemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Target {
+    /// The config item that declares this target, as `[pipelines.NAME]`.
+    pub fn config_item(&self) -> String {
+        format!("[{}.{}]", self.kind.section(), self.name)
+    }
 }
 
 /// `pipeline:NAME` or `build:NAME`.
@@ -221,14 +284,24 @@ pub enum Start {
     /// Parameters already merged: the pipeline's, overridden by the rule's.
     Pipeline { name: String, parameters: Params },
     /// Environment merged the same way; source version the rule's, else the build's.
-    Build { name: String, source_version: Option<String>, environment: Params },
+    Build {
+        name: String,
+        source_version: Option<String>,
+        environment: Params,
+    },
 }
 
 impl Start {
     pub fn target(&self) -> Target {
         match self {
-            Start::Pipeline { name, .. } => Target { kind: RunKind::Pipeline, name: name.clone() },
-            Start::Build { name, .. } => Target { kind: RunKind::Build, name: name.clone() },
+            Start::Pipeline { name, .. } => Target {
+                kind: RunKind::Pipeline,
+                name: name.clone(),
+            },
+            Start::Build { name, .. } => Target {
+                kind: RunKind::Build,
+                name: name.clone(),
+            },
         }
     }
 }
@@ -285,7 +358,10 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     fn io(path: &Path, msg: String) -> Self {
-        ConfigError { path: path.to_path_buf(), errors: vec![(1, 1, msg)] }
+        ConfigError {
+            path: path.to_path_buf(),
+            errors: vec![(1, 1, msg)],
+        }
     }
 }
 
@@ -303,14 +379,25 @@ pub fn load_with_hash(path: &Path) -> Result<(Config, String), ConfigError> {
 
 /// Reads a config file as UTF-8 text, with located errors.
 pub fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| ConfigError::io(path, format!("cannot read config: {e}")))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::io(path, format!("cannot read config: {e}")))?;
     if meta.is_dir() {
-        return Err(ConfigError::io(path, "cannot read config: it is a directory, not a file".into()));
+        return Err(ConfigError::io(
+            path,
+            "cannot read config: it is a directory, not a file".into(),
+        ));
     }
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::io(path, format!("cannot read config: {e}")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError::io(path, format!("cannot read config: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        let (line, col) = reader::line_col(&String::from_utf8_lossy(e.as_bytes()), e.utf8_error().valid_up_to());
-        ConfigError { path: path.to_path_buf(), errors: vec![(line, col, "config is not valid UTF-8".into())] }
+        let (line, col) = reader::line_col(
+            &String::from_utf8_lossy(e.as_bytes()),
+            e.utf8_error().valid_up_to(),
+        );
+        ConfigError {
+            path: path.to_path_buf(),
+            errors: vec![(line, col, "config is not valid UTF-8".into())],
+        }
     })?;
     Ok(text)
 }

@@ -23,7 +23,10 @@ pub struct Diags(pub Vec<Diag>, Vec<Range<usize>>);
 
 impl Diags {
     pub fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.0.push(Diag { span, message: message.into() });
+        self.0.push(Diag {
+            span,
+            message: message.into(),
+        });
     }
 
     /// Remembers that the string at `span` came from `${ENV}` expansion.
@@ -102,7 +105,12 @@ pub struct Table<'a, 'i> {
 
 impl<'a, 'i> Table<'a, 'i> {
     pub fn new(path: impl Into<String>, tbl: &'a DeTable<'i>, span: Range<usize>) -> Self {
-        Table { path: path.into(), span, tbl, taken: Vec::new() }
+        Table {
+            path: path.into(),
+            span,
+            tbl,
+            taken: Vec::new(),
+        }
     }
 
     /// The header span for "missing key" messages.
@@ -121,7 +129,10 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     pub fn key_span(&self, key: &str) -> Option<Range<usize>> {
-        self.tbl.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(k, _)| k.span())
+        self.tbl
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| k.span())
     }
 
     fn expect<T>(
@@ -133,9 +144,15 @@ impl<'a, 'i> Table<'a, 'i> {
     ) -> Option<Sp<T>> {
         let v = self.raw(key)?;
         match f(v.get_ref()) {
-            Some(x) => Some(Sp { v: x, span: v.span() }),
+            Some(x) => Some(Sp {
+                v: x,
+                span: v.span(),
+            }),
             None => {
-                d.push(v.span(), format!("`{key}` must be {what}, found {}", type_name(v.get_ref())));
+                d.push(
+                    v.span(),
+                    format!("`{key}` must be {what}, found {}", type_name(v.get_ref())),
+                );
                 None
             }
         }
@@ -163,15 +180,23 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// A duration written as a string (`"30s"`); the type message says so.
     pub fn duration_text(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
-        self.expect(d, key, "a duration string such as \"30s\" or \"1h30m\"", |v| match v {
-            DeValue::String(s) => Some(s.to_string()),
-            _ => None,
-        })
+        self.expect(
+            d,
+            key,
+            "a duration string such as \"30s\" or \"1h30m\"",
+            |v| match v {
+                DeValue::String(s) => Some(s.to_string()),
+                _ => None,
+            },
+        )
     }
 
     pub fn req_string(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
         if !self.has(key) {
-            d.push(self.where_(), format!("[{}] is missing required key `{key}`", self.path));
+            d.push(
+                self.where_(),
+                format!("[{}] is missing required key `{key}`", self.path),
+            );
             return None;
         }
         let s = self.string(d, key)?;
@@ -199,11 +224,17 @@ impl<'a, 'i> Table<'a, 'i> {
     pub fn int_in(&mut self, d: &mut Diags, key: &'a str, min: i64, max: i64) -> Option<Sp<i64>> {
         let r = self.int(d, key)?;
         if r.v < min && max >= u32::MAX as i64 {
-            d.push(r.span.clone(), format!("`{key}` must be at least {min}, found {}", r.v));
+            d.push(
+                r.span.clone(),
+                format!("`{key}` must be at least {min}, found {}", r.v),
+            );
             return None;
         }
         if r.v < min || r.v > max {
-            d.push(r.span.clone(), format!("`{key}` must be between {min} and {max}, found {}", r.v));
+            d.push(
+                r.span.clone(),
+                format!("`{key}` must be between {min} and {max}, found {}", r.v),
+            );
             return None;
         }
         Some(r)
@@ -218,10 +249,20 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// A table of string values (`{ K = "v" }`); numbers and booleans are taken as their text,
     /// since SageMaker parameters and CodeBuild environment values are strings on the wire.
-    pub fn string_map(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<BTreeMap<String, String>>> {
+    pub fn string_map(
+        &mut self,
+        d: &mut Diags,
+        key: &'a str,
+    ) -> Option<Sp<BTreeMap<String, String>>> {
         let v = self.raw(key)?;
         let DeValue::Table(t) = v.get_ref() else {
-            d.push(v.span(), format!("`{key}` must be a table of strings, e.g. {{ Name = \"value\" }}, found {}", type_name(v.get_ref())));
+            d.push(
+                v.span(),
+                format!(
+                    "`{key}` must be a table of strings, e.g. {{ Name = \"value\" }}, found {}",
+                    type_name(v.get_ref())
+                ),
+            );
             return None;
         };
         let mut out = BTreeMap::new();
@@ -240,30 +281,61 @@ impl<'a, 'i> Table<'a, 'i> {
                 }
                 None => {
                     ok = false;
-                    d.push(val.span(), format!("`{key}.{}` must be a string, found {}", k.get_ref(), type_name(val.get_ref())));
+                    d.push(
+                        val.span(),
+                        format!(
+                            "`{key}.{}` must be a string, found {}",
+                            k.get_ref(),
+                            type_name(val.get_ref())
+                        ),
+                    );
                 }
             }
         }
-        ok.then_some(Sp { v: out, span: v.span() })
+        ok.then_some(Sp {
+            v: out,
+            span: v.span(),
+        })
     }
 
     /// An array of strings, or a single string taken as a one-element list.
     pub fn string_list(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<Vec<Sp<String>>>> {
         let v = self.raw(key)?;
         match v.get_ref() {
-            DeValue::String(s) => Some(Sp { v: vec![Sp { v: s.to_string(), span: v.span() }], span: v.span() }),
+            DeValue::String(s) => Some(Sp {
+                v: vec![Sp {
+                    v: s.to_string(),
+                    span: v.span(),
+                }],
+                span: v.span(),
+            }),
             DeValue::Array(items) => {
                 let mut out = Vec::new();
                 for it in items.iter() {
                     match it.get_ref() {
-                        DeValue::String(s) => out.push(Sp { v: s.to_string(), span: it.span() }),
-                        other => d.push(it.span(), format!("`{key}` items must be strings, found {}", type_name(other))),
+                        DeValue::String(s) => out.push(Sp {
+                            v: s.to_string(),
+                            span: it.span(),
+                        }),
+                        other => d.push(
+                            it.span(),
+                            format!("`{key}` items must be strings, found {}", type_name(other)),
+                        ),
                     }
                 }
-                Some(Sp { v: out, span: v.span() })
+                Some(Sp {
+                    v: out,
+                    span: v.span(),
+                })
             }
             other => {
-                d.push(v.span(), format!("`{key}` must be an array of strings, found {}", type_name(other)));
+                d.push(
+                    v.span(),
+                    format!(
+                        "`{key}` must be an array of strings, found {}",
+                        type_name(other)
+                    ),
+                );
                 None
             }
         }
@@ -274,20 +346,33 @@ impl<'a, 'i> Table<'a, 'i> {
         let v = self.raw(key)?;
         match v.get_ref() {
             DeValue::Table(t) => {
-                let path = if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) };
+                let path = if self.path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
                 let span = self.key_span(key).unwrap_or_else(|| v.span());
                 Some(Table::new(path, t, span))
             }
             other => {
-                d.push(v.span(), format!("`{key}` must be a table, found {}", type_name(other)));
+                d.push(
+                    v.span(),
+                    format!("`{key}` must be a table, found {}", type_name(other)),
+                );
                 None
             }
         }
     }
 
     /// The named entries of a section such as `[checks.NAME]`, each as a table.
-    pub fn named_tables(&mut self, d: &mut Diags, key: &'a str) -> Vec<(Sp<String>, Table<'a, 'i>)> {
-        let Some(section) = self.table(d, key) else { return Vec::new() };
+    pub fn named_tables(
+        &mut self,
+        d: &mut Diags,
+        key: &'a str,
+    ) -> Vec<(Sp<String>, Table<'a, 'i>)> {
+        let Some(section) = self.table(d, key) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for (k, v) in section.tbl.iter() {
             let name = k.get_ref().to_string();
@@ -296,11 +381,20 @@ impl<'a, 'i> Table<'a, 'i> {
                     if !valid_name(&name) {
                         d.push(k.span(), format!("name \"{name}\" in [{key}] may only hold letters, digits, '-', '_' and '.'"));
                     }
-                    out.push((Sp { v: name.clone(), span: k.span() }, Table::new(format!("{key}.{name}"), t, k.span())));
+                    out.push((
+                        Sp {
+                            v: name.clone(),
+                            span: k.span(),
+                        },
+                        Table::new(format!("{key}.{name}"), t, k.span()),
+                    ));
                 }
                 other => d.push(
                     v.span(),
-                    format!("`{key}.{name}` must be a table ([{key}.{name}]), found {}", type_name(other)),
+                    format!(
+                        "`{key}.{name}` must be a table ([{key}.{name}]), found {}",
+                        type_name(other)
+                    ),
                 ),
             }
         }
@@ -314,7 +408,11 @@ impl<'a, 'i> Table<'a, 'i> {
             if self.taken.contains(&key) {
                 continue;
             }
-            let where_ = if self.path.is_empty() { "at the top level".to_string() } else { format!("in [{}]", self.path) };
+            let where_ = if self.path.is_empty() {
+                "at the top level".to_string()
+            } else {
+                format!("in [{}]", self.path)
+            };
             let hint = match closest(key, allowed) {
                 Some(c) => format!("; did you mean `{c}`?"),
                 None => format!("; expected one of: {}", allowed.join(", ")),
@@ -341,12 +439,18 @@ pub fn expand_env(s: &str) -> Result<String, String> {
         }
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
-        let end = after.find('}').ok_or_else(|| "unclosed `${` (write `${NAME}`, or `$${` for a literal)".to_string())?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unclosed `${` (write `${NAME}`, or `$${` for a literal)".to_string())?;
         let name = &after[..end];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+            return Err(format!(
+                "`${{{name}}}` is not a valid environment variable reference"
+            ));
         }
-        let val = std::env::var(name).map_err(|_| format!("environment variable {name} is not set (referenced as ${{{name}}})"))?;
+        let val = std::env::var(name).map_err(|_| {
+            format!("environment variable {name} is not set (referenced as ${{{name}}})")
+        })?;
         out.push_str(&val);
         rest = &after[end + 1..];
     }
@@ -355,7 +459,9 @@ pub fn expand_env(s: &str) -> Result<String, String> {
 }
 
 pub fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn closest<'x>(key: &str, allowed: &[&'x str]) -> Option<&'x str> {
@@ -373,7 +479,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -385,7 +493,12 @@ pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
     let before = &src[..floor_char_boundary(src, offset)];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -411,15 +524,23 @@ mod tests {
     #[test]
     fn env_expansion() {
         std::env::set_var("MLOPSD_TEST_EXPAND", "http://127.0.0.1:5000");
-        assert_eq!(expand_env("${MLOPSD_TEST_EXPAND}/x").unwrap(), "http://127.0.0.1:5000/x");
+        assert_eq!(
+            expand_env("${MLOPSD_TEST_EXPAND}/x").unwrap(),
+            "http://127.0.0.1:5000/x"
+        );
         assert_eq!(expand_env("a $${LITERAL} b").unwrap(), "a ${LITERAL} b");
-        assert!(expand_env("${MLOPSD_TEST_SURELY_UNSET}").unwrap_err().contains("MLOPSD_TEST_SURELY_UNSET is not set"));
+        assert!(expand_env("${MLOPSD_TEST_SURELY_UNSET}")
+            .unwrap_err()
+            .contains("MLOPSD_TEST_SURELY_UNSET is not set"));
         assert!(expand_env("${oops").unwrap_err().contains("unclosed"));
     }
 
     #[test]
     fn suggestion_for_typo() {
-        assert_eq!(closest("shedule", &["schedule", "metric"]), Some("schedule"));
+        assert_eq!(
+            closest("shedule", &["schedule", "metric"]),
+            Some("schedule")
+        );
         assert_eq!(closest("zzz", &["schedule", "metric"]), None);
     }
 }

@@ -1,7 +1,12 @@
 //! The daemon: one control loop over a closed set of events (timer due, config changed,
 //! SIGHUP, shutdown). It owns the config, the timer table and the state store handle.
 
+mod checks;
+mod gates;
+mod notices;
 mod outbox;
+mod rules;
+mod runs;
 pub mod systemd;
 pub mod timer;
 pub mod watch;
@@ -17,15 +22,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::aws::Aws;
+use crate::aws::{Aws, Cloud};
+use crate::clock::{ts, Clock};
 use crate::config::diff::ConfigDiff;
-use crate::config::{self, CatchUp, Config, ConfigError, Trigger, EX_CONFIG};
+use crate::config::{self, CatchUp, Config, ConfigError, ItemKind, Trigger, EX_CONFIG};
 use crate::events;
+use crate::health::Health;
 use crate::http;
 use crate::plan::scheduled;
 use crate::state::{StateError, Store};
-use timer::{ItemKind, Key, Timer};
-use work::{Cause, Msg, Work};
+use timer::Timer;
+use work::{Cause, Msg, Parts, Work};
 
 /// Why `run` returned with an error, and the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +67,7 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Wait after a close-after-write or rename, to fold a burst of events into one reload.
 const SETTLE: Duration = Duration::from_millis(5);
 
-struct Daemon {
+struct Daemon<C> {
     path: PathBuf,
     cfg: Arc<Config>,
     /// Block hashes of the text `cfg` was loaded from, for fast reloads of small edits
@@ -70,29 +77,54 @@ struct Daemon {
     store: Arc<Store>,
     timer: Timer,
     tracker: TaskTracker,
-    work: Work,
+    clock: Clock,
+    work: Work<C>,
     view: tokio::sync::watch::Sender<Arc<http::View>>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled or SIGTERM/SIGINT arrives.
 pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunError> {
+    let connect = |cfg: config::AwsConfig| async move {
+        let aws = Aws::new(&cfg).await;
+        tracing::info!(event = "aws_configured", region = %aws.region, endpoint = %cfg.endpoint_url.clone().unwrap_or_else(|| "default".into()), max_attempts = cfg.max_attempts, "AWS clients ready");
+        aws
+    };
+    run_with(path, Clock::System, connect, shutdown).await
+}
+
+/// `run` with the clock and the AWS side given (`connect` gets `[aws]` once the config is
+/// loaded): a test drives the real loop on paused time against an in-memory `Cloud`.
+pub async fn run_with<C, F, Fut>(
+    path: PathBuf,
+    clock: Clock,
+    connect: F,
+    shutdown: CancellationToken,
+) -> Result<(), RunError>
+where
+    C: Cloud,
+    F: FnOnce(config::AwsConfig) -> Fut,
+    Fut: std::future::Future<Output = C>,
+{
     let text = config::read_text(&path).map_err(RunError::Config)?;
     let hash = config::content_hash(&text);
     let cfg = config::parse(&text, &path).map_err(RunError::Config)?;
     events::config_loaded(&path, &hash, &cfg);
     let store = Arc::new(Store::open(&cfg.daemon.state_dir)?);
-    let aws = Aws::new(&cfg.aws).await;
-    tracing::info!(event = "aws_configured", region = %aws.region, endpoint = %cfg.aws.endpoint_url.clone().unwrap_or_else(|| "default".into()), max_attempts = cfg.aws.max_attempts, "AWS clients ready");
+    let cloud = connect(cfg.aws.clone()).await;
 
     let listener = tokio::net::TcpListener::bind(cfg.daemon.listen).await.map_err(|e| {
         RunError::Listen(format!("cannot serve HTTP on {} (daemon.listen): {e}; change `listen` or stop what holds the port", cfg.daemon.listen))
     })?;
-    let http_addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let http_addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
 
     let m = crate::metrics::get();
-    let now = Utc::now();
+    let now = clock.now();
     m.last_reload_ok.set(1);
-    m.last_reload_success_ts.set(now.timestamp_millis() as f64 / 1000.0);
+    m.last_reload_success_ts
+        .set(now.timestamp_millis() as f64 / 1000.0);
     m.up_since.set(now.timestamp_millis() as f64 / 1000.0);
     set_threshold_gauges(&cfg);
 
@@ -105,31 +137,62 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
         last_reload: None,
     }));
     let heartbeat = Arc::new(std::sync::atomic::AtomicI64::new(now.timestamp_millis()));
+    let health = Arc::new(Health::default());
     let tracker = TaskTracker::new();
     let stop_http = CancellationToken::new();
-    tracker.spawn(http::serve(listener, http::HttpState { view: view_rx, store: store.clone(), heartbeat: heartbeat.clone() }, stop_http.clone()));
+    let hs = http::HttpState {
+        view: view_rx,
+        store: store.clone(),
+        heartbeat: heartbeat.clone(),
+        health: health.clone(),
+        clock,
+    };
+    tracker.spawn(http::serve(listener, hs, stop_http.clone()));
     tracing::info!(event = "http_listening", addr = %http_addr, "status server listening (/, /status, /metrics, /healthz)");
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
-    let work = Work {
+    let store_id = store.store_id().map_err(|e| {
+        RunError::State(StateError::Sqlite {
+            path: store.path().to_path_buf(),
+            source: e,
+        })
+    })?;
+    let work = Work::new(Parts {
         cfg: cfg.clone(),
         store: store.clone(),
-        aws: aws.clone(),
+        cloud: cloud.clone(),
+        clock,
         tx,
         tracker: tracker.clone(),
         outbox_wake: outbox_wake.clone(),
-        starting: Default::default(),
-        following: false,
-        applying: Default::default(),
-        store_id: store.store_id().map_err(|e| RunError::State(StateError::Sqlite { path: store.path().to_path_buf(), source: e }))?,
-    };
+        health: health.clone(),
+        store_id,
+    });
     let index = config::blocks::Index::of(&text);
     drop(text);
-    let mut d = Daemon { path: path.clone(), cfg, index, hash, store: store.clone(), timer: Timer::default(), tracker: tracker.clone(), work, view };
-    d.schedule_start(Utc::now());
+    let mut d = Daemon {
+        path: path.clone(),
+        cfg,
+        index,
+        hash,
+        store: store.clone(),
+        timer: Timer::default(),
+        tracker: tracker.clone(),
+        clock,
+        work,
+        view,
+    };
+    d.schedule_start(clock.now());
     release_memory();
     let stop_sender = CancellationToken::new();
-    tracker.spawn(outbox::run(store.clone(), aws.clone(), outbox_wake.clone(), stop_sender.clone()));
+    let sender = outbox::Outbox {
+        store: store.clone(),
+        cloud,
+        clock,
+        health,
+        wake: outbox_wake.clone(),
+    };
+    tracker.spawn(sender.run(stop_sender.clone()));
     // Resume what a previous run left: decided starts, followed runs, unapplied gates.
     d.work.follow_tick();
     outbox_wake.notify_one();
@@ -145,9 +208,12 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
             None
         }
     };
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| RunError::Other(format!("cannot handle SIGHUP: {e}")))?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| RunError::Other(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| RunError::Other(format!("cannot handle SIGINT: {e}")))?;
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| RunError::Other(format!("cannot handle SIGHUP: {e}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| RunError::Other(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| RunError::Other(format!("cannot handle SIGINT: {e}")))?;
 
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -159,7 +225,7 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
     let mut reload_at: Option<tokio::time::Instant> = None;
     let mut heartbeat_tick = tokio::time::interval(Duration::from_secs(5));
     let reason = loop {
-        let now = Utc::now();
+        let now = clock.now();
         heartbeat.store(now.timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
         let sleep_for = d
             .timer
@@ -193,7 +259,7 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
             _ = poll.tick() => d.work.follow_tick(),
             _ = heartbeat_tick.tick() => {}
             Some(msg) = rx.recv() => d.handle(msg, false),
-            _ = tokio::time::sleep(sleep_for) => d.fire_due(Utc::now()),
+            _ = tokio::time::sleep(sleep_for) => d.fire_due(clock.now()),
         }
         if poll.period() != d.cfg.daemon.poll_interval {
             poll = tokio::time::interval(d.cfg.daemon.poll_interval);
@@ -229,41 +295,43 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
     if !clean {
         tracing::warn!(event = "shutdown_grace_exceeded", grace_ms = grace.as_millis() as u64, "in-flight work did not finish within shutdown_grace; it is abandoned and resumes from the state store on the next start");
     }
-    if let Err(e) = d.store.conn().execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+    if let Err(e) = d.store.checkpoint() {
         tracing::warn!(error = %e, "state store checkpoint at shutdown failed (the WAL keeps the data)");
     }
     events::daemon_stopped(clean);
     Ok(())
 }
 
-fn key_of(kind: &str, name: &str) -> Key {
-    (ItemKind::parse(kind).unwrap_or(ItemKind::Check), name.to_string())
-}
-
-impl Daemon {
+impl<C: Cloud> Daemon<C> {
     /// Puts every scheduled item on the timer at startup, with one catch-up fire for
     /// `catch_up = "once"` rules that missed a fire while the daemon was down.
     fn schedule_start(&mut self, now: DateTime<Utc>) {
         let cfg = self.cfg.clone();
         for (kind, name, timed) in scheduled(&cfg) {
-            let key = key_of(kind, name);
+            let key = (kind, name.clone());
             let mut next = timed.schedule.next_after(timed.timezone, now);
-            if kind == "rule" {
+            if kind == ItemKind::Rule {
                 let catch_up = cfg.rules.get(name).map(|r| r.catch_up) == Some(CatchUp::Once);
                 if catch_up {
                     match self.store.last_fire(kind, name) {
                         Ok(Some(last)) => {
-                            if let Some(missed) = timed.schedule.next_after(timed.timezone, last).filter(|m| *m <= now) {
-                                tracing::info!(event = "catch_up", rule = %name, missed = %missed.to_rfc3339(), "rule missed a fire while mlopsd was down; catching up once");
+                            if let Some(missed) = timed
+                                .schedule
+                                .next_after(timed.timezone, last)
+                                .filter(|m| *m <= now)
+                            {
+                                tracing::info!(event = "catch_up", rule = %name, missed = %ts(&missed), "rule missed a fire while mlopsd was down; catching up once");
                                 next = Some(now);
                             }
                         }
                         Ok(None) => {}
-                        Err(e) => tracing::warn!(rule = %name, error = %e, "cannot read last fire; no catch-up"),
+                        Err(e) => {
+                            tracing::warn!(rule = %name, error = %e, "cannot read last fire; no catch-up")
+                        }
                     }
                 }
             }
-            events::schedule_next(kind, name, next.as_ref());
+            events::schedule_next(kind.as_str(), name, next.as_ref());
             self.timer.set(key, next);
         }
     }
@@ -278,21 +346,34 @@ impl Daemon {
                 }
                 self.work.on_start_done(run_id, result)
             }
-            Msg::GateApplied { gate, arn, approve, result } => self.work.on_gate_applied(gate, arn, approve, result),
+            Msg::GateApplied {
+                gate,
+                arn,
+                approve,
+                result,
+            } => self.work.on_gate_applied(gate, arn, approve, result),
             _ if shutting_down => {}
-            Msg::CheckResults { at, mut results, large } => {
+            Msg::CheckResults {
+                at,
+                mut results,
+                large,
+            } => {
                 // A big batch is taken a slice per turn of the loop: due items, reloads and
                 // other answers wait for one slice, not for 10,000 evaluations.
                 let rest = (results.len() > CHECK_SLICE).then(|| results.split_off(CHECK_SLICE));
                 tracing::debug!(
-                    event = "check_results_taken", checks = results.len(), remaining = rest.as_ref().map_or(0, Vec::len),
+                    event = "check_results_taken",
+                    checks = results.len(),
+                    remaining = rest.as_ref().map_or(0, Vec::len),
                     "evaluating a slice of a batch"
                 );
                 self.work.on_check_results(at, results);
                 match rest {
-                    Some(rest) => {
-                        let _ = self.work.tx.send(Msg::CheckResults { at, results: rest, large });
-                    }
+                    Some(rest) => self.work.requeue(Msg::CheckResults {
+                        at,
+                        results: rest,
+                        large,
+                    }),
                     // A big batch leaves many freed pages behind; give them back.
                     None if large => release_memory(),
                     None => {}
@@ -313,7 +394,6 @@ impl Daemon {
         let mut checks = Vec::new();
         for ((kind, name), at) in &due {
             events::schedule_fired(kind.as_str(), name, at, &now);
-            crate::metrics::get().schedule_lateness.observe(((now - *at).num_microseconds().unwrap_or(0).max(0) as f64) / 1e6);
             match kind {
                 ItemKind::Rule => rule_fires.push((name.clone(), *at)),
                 ItemKind::Check => checks.push(name.clone()),
@@ -323,7 +403,9 @@ impl Daemon {
         let (first, last) = (due.first().map(|d| d.1), due.last().map(|d| d.1));
         if let (Some(first), Some(last)) = (first, last) {
             tracing::debug!(
-                event = "schedule_batch", items = due.len(), checks = checks.len(),
+                event = "schedule_batch",
+                items = due.len(),
+                checks = checks.len(),
                 lateness_ms_max = (now - first).num_microseconds().unwrap_or(0) as f64 / 1000.0,
                 lateness_ms_min = (now - last).num_microseconds().unwrap_or(0) as f64 / 1000.0,
                 "due items popped"
@@ -332,9 +414,13 @@ impl Daemon {
         // All checks due now go out in one batched evaluation.
         self.work.evaluate_checks(checks, now);
         if !rule_fires.is_empty() {
-            if let Err(e) = self.store.record_fires("rule", &rule_fires) {
-                tracing::error!(event = "state_error", error = %e, "cannot record rule fires in the state store");
-            }
+            let r = self.store.record_fires(ItemKind::Rule, &rule_fires);
+            self.work.db(
+                "record rule fires",
+                "",
+                "a catch_up = \"once\" rule may catch up a fire it had",
+                r,
+            );
             for (name, _) in &rule_fires {
                 self.work.fire_rule(name, Cause::Schedule);
             }
@@ -354,23 +440,37 @@ impl Daemon {
         let t0 = std::time::Instant::now();
         systemd::reloading();
         let m = crate::metrics::get();
-        let now = Utc::now();
+        let now = self.clock.now();
         // Small edits of checks, rules or gates re-read only the changed blocks; anything else
         // (and any problem) is a full parse and validation of the file.
         let loaded = config::read_text(&self.path).and_then(|text| {
             let hash = config::content_hash(&text);
-            match self.index.as_ref().and_then(|idx| config::blocks::reparse(&self.cfg, idx, &text)) {
+            match self
+                .index
+                .as_ref()
+                .and_then(|idx| config::blocks::reparse(&self.cfg, idx, &text))
+            {
                 Some(r) => Ok((r.cfg, hash, Some(r.index), Some(r.diff))),
-                None => config::parse_reusing(&text, &self.path, Some(&self.cfg)).map(|cfg| (cfg, hash, config::blocks::Index::of(&text), None)),
+                None => config::parse_reusing(&text, &self.path, Some(&self.cfg))
+                    .map(|cfg| (cfg, hash, config::blocks::Index::of(&text), None)),
             }
         });
         let fast_path = matches!(&loaded, Ok((_, _, _, Some(_))));
         let info = match loaded {
             Err(e) => {
                 events::config_reload_rejected(&self.path, trigger, &e);
-                m.reloads.get_or_create(&crate::metrics::ResultL { result: "failure".into() }).inc();
+                m.reloads
+                    .get_or_create(&crate::metrics::ResultL {
+                        result: "failure".into(),
+                    })
+                    .inc();
                 m.last_reload_ok.set(0);
-                http::ReloadInfo { at: now, ok: false, trigger: trigger.into(), error: Some(e.to_string()) }
+                http::ReloadInfo {
+                    at: now,
+                    ok: false,
+                    trigger: trigger.into(),
+                    error: Some(e.to_string()),
+                }
             }
             Ok((new, hash, index, fast_diff)) => {
                 let fast = fast_diff.is_some();
@@ -383,7 +483,9 @@ impl Daemon {
                     if fast {
                         for name in &diff.checks.changed {
                             if let Some(c) = new.checks.get(name) {
-                                m.check_threshold.get_or_create(&crate::metrics::check(name)).set(c.threshold.value());
+                                m.check_threshold
+                                    .get_or_create(&crate::metrics::check(name))
+                                    .set(c.threshold.value());
                             }
                         }
                     } else {
@@ -391,18 +493,41 @@ impl Daemon {
                     }
                     self.apply(new, &diff, now);
                     self.hash = hash;
-                    events::config_reload_accepted(&self.path, &self.hash, trigger, &diff, t0.elapsed(), fast);
+                    events::config_reload_accepted(
+                        &self.path,
+                        &self.hash,
+                        trigger,
+                        &diff,
+                        t0.elapsed(),
+                        fast,
+                    );
                 }
-                m.reloads.get_or_create(&crate::metrics::ResultL { result: "success".into() }).inc();
+                m.reloads
+                    .get_or_create(&crate::metrics::ResultL {
+                        result: "success".into(),
+                    })
+                    .inc();
                 m.last_reload_ok.set(1);
-                m.last_reload_success_ts.set(now.timestamp_millis() as f64 / 1000.0);
-                http::ReloadInfo { at: now, ok: true, trigger: trigger.into(), error: None }
+                m.last_reload_success_ts
+                    .set(now.timestamp_millis() as f64 / 1000.0);
+                http::ReloadInfo {
+                    at: now,
+                    ok: true,
+                    trigger: trigger.into(),
+                    error: None,
+                }
             }
         };
         let (cfg, hash) = (self.cfg.clone(), self.hash.clone());
         self.view.send_modify(|v| {
             let loaded = if info.ok { now } else { v.loaded_at };
-            *v = Arc::new(http::View { cfg, path: v.path.clone(), hash, loaded_at: loaded, last_reload: Some(info) });
+            *v = Arc::new(http::View {
+                cfg,
+                path: v.path.clone(),
+                hash,
+                loaded_at: loaded,
+                last_reload: Some(info),
+            });
         });
         if !fast_path {
             // A full parse leaves its tree behind; a fast reload barely allocates.
@@ -416,8 +541,12 @@ impl Daemon {
     /// other item keeps its next fire time.
     fn apply(&mut self, new: Config, diff: &ConfigDiff, now: DateTime<Utc>) {
         let old = std::mem::replace(&mut self.cfg, Arc::new(new));
-        self.work.cfg = self.cfg.clone();
-        for (kind, section) in [(ItemKind::Check, &diff.checks), (ItemKind::Rule, &diff.rules), (ItemKind::Gate, &diff.gates)] {
+        self.work.set_config(self.cfg.clone());
+        for (kind, section) in [
+            (ItemKind::Check, &diff.checks),
+            (ItemKind::Rule, &diff.rules),
+            (ItemKind::Gate, &diff.gates),
+        ] {
             for name in &section.removed {
                 self.timer.remove(&(kind, name.clone()));
             }
@@ -425,7 +554,8 @@ impl Daemon {
                 let key = (kind, name.clone());
                 match timed_of(&self.cfg, kind, name) {
                     None => self.timer.remove(&key),
-                    Some(t) if timed_of(&old, kind, name) == Some(t) && self.timer.contains(&key) => {}
+                    Some(t)
+                        if timed_of(&old, kind, name) == Some(t) && self.timer.contains(&key) => {}
                     Some(t) => {
                         let next = t.schedule.next_after(t.timezone, now);
                         events::schedule_next(kind.as_str(), name, next.as_ref());
@@ -462,7 +592,9 @@ pub fn release_memory() {
 fn set_threshold_gauges(cfg: &Config) {
     let m = crate::metrics::get();
     for (name, c) in &cfg.checks {
-        m.check_threshold.get_or_create(&crate::metrics::check(name)).set(c.threshold.value());
+        m.check_threshold
+            .get_or_create(&crate::metrics::check(name))
+            .set(c.threshold.value());
     }
 }
 

@@ -15,7 +15,9 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 fn send(states: &[NotifyState<'_>]) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let mut msg = String::new();
     for s in states {
         let _ = writeln!(msg, "{s}");
@@ -41,7 +43,10 @@ fn send_to(path: &OsStr, msg: &[u8]) -> io::Result<()> {
         None => sock.send_to(msg, path)?,
     };
     if sent != msg.len() {
-        return Err(io::Error::new(io::ErrorKind::WriteZero, "incomplete notification"));
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "incomplete notification",
+        ));
     }
     Ok(())
 }
@@ -99,12 +104,19 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let p = path.clone();
         std::thread::spawn(move || {
-            let results: Vec<io::Result<()>> = (0..64).map(|_| send_to(p.as_os_str(), b"WATCHDOG=1\n")).collect();
+            let results: Vec<io::Result<()>> = (0..64)
+                .map(|_| send_to(p.as_os_str(), b"WATCHDOG=1\n"))
+                .collect();
             let _ = tx.send(results);
         });
-        let results = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("a send to a full queue blocked");
+        let results = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a send to a full queue blocked");
         assert!(results[0].is_ok());
-        let full = results.iter().find_map(|r| r.as_ref().err()).expect("a queue nobody reads fills up");
+        let full = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("a queue nobody reads fills up");
         assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
     }
 }

@@ -5,30 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ItemKind {
-    Check,
-    Rule,
-    Gate,
-}
-
-impl ItemKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ItemKind::Check => "check",
-            ItemKind::Rule => "rule",
-            ItemKind::Gate => "gate",
-        }
-    }
-    pub fn parse(s: &str) -> Option<ItemKind> {
-        match s {
-            "check" => Some(ItemKind::Check),
-            "rule" => Some(ItemKind::Rule),
-            "gate" => Some(ItemKind::Gate),
-            _ => None,
-        }
-    }
-}
+pub use crate::config::ItemKind;
 
 pub type Key = (ItemKind, String);
 
@@ -113,7 +90,10 @@ mod tests {
         tm.set((ItemKind::Gate, "g".into()), Some(t(30)));
         assert_eq!(tm.peek(), Some(t(10)));
         let due = tm.pop_due(t(20));
-        assert_eq!(due.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            due.iter().map(|(k, _)| k.1.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert_eq!(tm.len(), 1);
         tm.set((ItemKind::Gate, "g".into()), Some(t(5)));
         assert_eq!(tm.peek(), Some(t(5)));

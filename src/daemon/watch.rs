@@ -22,7 +22,9 @@ pub fn classify(kind: &EventKind) -> Option<Change> {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Settled),
         EventKind::Access(_) => None,
-        EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => Some(Change::Settled),
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => {
+            Some(Change::Settled)
+        }
         _ => Some(Change::Busy),
     }
 }
@@ -30,12 +32,21 @@ pub fn classify(kind: &EventKind) -> Option<Change> {
 /// Starts watching; every relevant change is sent to the loop.
 pub fn watch(path: &Path, tx: mpsc::Sender<Change>) -> notify::Result<RecommendedWatcher> {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let name = abs.file_name().map(|n| n.to_os_string());
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(ev) => {
-            let Some(change) = classify(&ev.kind) else { return };
-            if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+            let Some(change) = classify(&ev.kind) else {
+                return;
+            };
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            {
                 let _ = tx.try_send(change);
             }
         }
@@ -52,10 +63,25 @@ mod tests {
 
     #[test]
     fn close_and_rename_settle_data_changes_wait() {
-        assert_eq!(classify(&EventKind::Access(AccessKind::Close(AccessMode::Write))), Some(Change::Settled));
-        assert_eq!(classify(&EventKind::Modify(ModifyKind::Name(RenameMode::To))), Some(Change::Settled));
-        assert_eq!(classify(&EventKind::Create(CreateKind::File)), Some(Change::Settled));
-        assert_eq!(classify(&EventKind::Modify(ModifyKind::Data(DataChange::Content))), Some(Change::Busy));
-        assert_eq!(classify(&EventKind::Access(AccessKind::Open(AccessMode::Read))), None);
+        assert_eq!(
+            classify(&EventKind::Access(AccessKind::Close(AccessMode::Write))),
+            Some(Change::Settled)
+        );
+        assert_eq!(
+            classify(&EventKind::Modify(ModifyKind::Name(RenameMode::To))),
+            Some(Change::Settled)
+        );
+        assert_eq!(
+            classify(&EventKind::Create(CreateKind::File)),
+            Some(Change::Settled)
+        );
+        assert_eq!(
+            classify(&EventKind::Modify(ModifyKind::Data(DataChange::Content))),
+            Some(Change::Busy)
+        );
+        assert_eq!(
+            classify(&EventKind::Access(AccessKind::Open(AccessMode::Read))),
+            None
+        );
     }
 }

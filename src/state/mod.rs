@@ -4,15 +4,20 @@
 //! loss the store holds each decision whole or not at all.
 
 mod ops;
-pub use ops::{CheckEval, NewRun, OutboxRow, Outgoing, RunRow, KEEP_VALUES};
+pub use ops::{
+    CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, RunRow, RunState,
+    KEEP_VALUES,
+};
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::config::ItemKind;
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -22,15 +27,25 @@ const LOCK_FILE: &str = "mlopsd.lock";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state store {path}: cannot create or open: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state store {path} is corrupt ({detail}); move it aside to start with empty state, or restore it from a backup")]
     Corrupt { path: PathBuf, detail: String },
     #[error("state store {path} has schema version {found}, newer than this mlopsd supports ({supported}); run the newer mlopsd or restore an older copy")]
-    Newer { path: PathBuf, found: i64, supported: i64 },
+    Newer {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("state store {path} is in use by another mlopsd process (lock held on {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
     #[error("state store {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
 }
 
 impl StateError {
@@ -39,7 +54,7 @@ impl StateError {
         match self {
             StateError::Corrupt { .. } | StateError::Newer { .. } => 65, // EX_DATAERR
             StateError::Io { .. } | StateError::Sqlite { .. } => 74,     // EX_IOERR
-            StateError::Locked { .. } => 75,                            // EX_TEMPFAIL
+            StateError::Locked { .. } => 75,                             // EX_TEMPFAIL
         }
     }
 }
@@ -76,6 +91,22 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The one seam where async code (HTTP handlers, the outbox sender) reaches the store: the
+/// call runs on tokio's blocking pool, never on an async worker. A panic inside it becomes a
+/// store error.
+pub async fn off_loop<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, rusqlite::Error> + Send + 'static,
+) -> Result<T, rusqlite::Error> {
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || f(&s)).await {
+        Ok(r) => r,
+        Err(e) => Err(rusqlite::Error::ToSqlConversionFailure(
+            format!("state store call failed: {e}").into(),
+        )),
+    }
+}
+
 /// The embedded store. Cheap to share behind an `Arc`; calls are short transactions.
 pub struct Store {
     path: PathBuf,
@@ -94,39 +125,64 @@ fn classify(path: &Path, e: rusqlite::Error) -> StateError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         match f.code {
             NotADatabase | DatabaseCorrupt => {
-                return StateError::Corrupt { path: path.to_path_buf(), detail: msg.clone().unwrap_or_else(|| f.to_string()) }
+                return StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: msg.clone().unwrap_or_else(|| f.to_string()),
+                }
             }
             CannotOpen | ReadOnly | PermissionDenied | DiskFull | SystemIoFailure => {
-                return StateError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+                return StateError::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(e.to_string()),
+                }
             }
             DatabaseBusy | DatabaseLocked => {
-                return StateError::Locked { path: path.to_path_buf(), lock: path.to_path_buf() };
+                return StateError::Locked {
+                    path: path.to_path_buf(),
+                    lock: path.to_path_buf(),
+                };
             }
             _ => {}
         }
     }
-    StateError::Sqlite { path: path.to_path_buf(), source: e }
+    StateError::Sqlite {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`, migrating an older schema.
     pub fn open(dir: &Path) -> Result<Store, StateError> {
-        std::fs::create_dir_all(dir).map_err(|e| StateError::Io { path: dir.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| StateError::Io { path: lock_path.clone(), source: e })?;
+            .map_err(|e| StateError::Io {
+                path: lock_path.clone(),
+                source: e,
+            })?;
         // SAFETY: flock on a file descriptor we own; no memory is shared.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         let path = dir.join(DB_FILE);
         if rc != 0 {
-            return Err(StateError::Locked { path, lock: lock_path });
+            return Err(StateError::Locked {
+                path,
+                lock: lock_path,
+            });
         }
         let conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
-        let store = Store { path: path.clone(), conn: Mutex::new(conn), _lock: lock };
+        let store = Store {
+            path: path.clone(),
+            conn: Mutex::new(conn),
+            _lock: lock,
+        };
         store.init().map_err(|e| match e {
             InitError::Sql(e) => classify(&path, e),
             InitError::State(s) => s,
@@ -140,11 +196,18 @@ impl Store {
         // Reading the header first: a file that is not SQLite fails here.
         let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(InitError::State(StateError::Newer { path: self.path.clone(), found: version, supported: SCHEMA_VERSION }));
+            return Err(InitError::State(StateError::Newer {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            }));
         }
         let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
-            return Err(InitError::State(StateError::Corrupt { path: self.path.clone(), detail: check }));
+            return Err(InitError::State(StateError::Corrupt {
+                path: self.path.clone(),
+                detail: check,
+            }));
         }
         let mode: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if mode.to_lowercase() != "wal" {
@@ -171,38 +234,68 @@ impl Store {
     /// a new store (state wiped or moved) never reuses an old store's tokens for new decisions.
     pub fn store_id(&self) -> Result<String, rusqlite::Error> {
         let c = self.conn();
-        if let Some(id) = c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get::<_, String>(0)).optional()? {
+        if let Some(id) = c
+            .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        {
             return Ok(id);
         }
         use sha2::{Digest, Sha256};
-        let seed = format!("{}-{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or(0), self.path.display());
-        let id: String = Sha256::digest(seed.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect();
-        c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)", params![id])?;
-        c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0))
+        let seed = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or(0),
+            self.path.display()
+        );
+        let id: String = Sha256::digest(seed.as_bytes())
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        c.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
+            params![id],
+        )?;
+        c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
+            r.get(0)
+        })
     }
 
-    /// The connection; a poisoned lock (a panic elsewhere mid-call) still yields it, since
-    /// SQLite transactions keep the data consistent by themselves.
-    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+    /// The connection, private to the store's own queries; a poisoned lock (a panic
+    /// elsewhere mid-call) still yields it, since SQLite transactions keep the data
+    /// consistent by themselves.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn schema_version(&self) -> Result<i64, rusqlite::Error> {
-        self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))
+        self.conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
     }
 
     /// Records that a scheduled item fired at `at`.
-    pub fn record_fire(&self, kind: &str, name: &str, at: DateTime<Utc>) -> Result<(), rusqlite::Error> {
+    pub fn record_fire(
+        &self,
+        kind: ItemKind,
+        name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), rusqlite::Error> {
         self.conn().execute(
             "INSERT INTO schedule_state (kind, name, last_fire_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (kind, name) DO UPDATE SET last_fire_ms = excluded.last_fire_ms",
-            params![kind, name, at.timestamp_millis()],
+            params![kind.as_str(), name, at.timestamp_millis()],
         )?;
         Ok(())
     }
 
     /// Records several fires in one transaction.
-    pub fn record_fires(&self, kind: &str, fires: &[(String, DateTime<Utc>)]) -> Result<(), rusqlite::Error> {
+    pub fn record_fires(
+        &self,
+        kind: ItemKind,
+        fires: &[(String, DateTime<Utc>)],
+    ) -> Result<(), rusqlite::Error> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         {
@@ -211,18 +304,32 @@ impl Store {
                  ON CONFLICT (kind, name) DO UPDATE SET last_fire_ms = excluded.last_fire_ms",
             )?;
             for (name, at) in fires {
-                st.execute(params![kind, name, at.timestamp_millis()])?;
+                st.execute(params![kind.as_str(), name, at.timestamp_millis()])?;
             }
         }
         tx.commit()
     }
 
-    pub fn last_fire(&self, kind: &str, name: &str) -> Result<Option<DateTime<Utc>>, rusqlite::Error> {
+    pub fn last_fire(
+        &self,
+        kind: ItemKind,
+        name: &str,
+    ) -> Result<Option<DateTime<Utc>>, rusqlite::Error> {
         let ms: Option<i64> = self
             .conn()
-            .query_row("SELECT last_fire_ms FROM schedule_state WHERE kind = ?1 AND name = ?2", params![kind, name], |r| r.get(0))
+            .query_row(
+                "SELECT last_fire_ms FROM schedule_state WHERE kind = ?1 AND name = ?2",
+                params![kind.as_str(), name],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(ms.and_then(DateTime::<Utc>::from_timestamp_millis))
+    }
+
+    /// Moves the WAL into the database file (at shutdown; the WAL keeps the data either way).
+    pub fn checkpoint(&self) -> Result<(), rusqlite::Error> {
+        self.conn()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
     }
 
     /// Checks that the store is writable now, waiting at most `wait` for a lock (health checks).
@@ -269,11 +376,14 @@ mod tests {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
             let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
-            s.record_fire("check", "a", t).unwrap();
+            s.record_fire(ItemKind::Check, "a", t).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.last_fire("check", "a").unwrap(), DateTime::<Utc>::from_timestamp(1_800_000_000, 0));
-        assert_eq!(s.last_fire("check", "b").unwrap(), None);
+        assert_eq!(
+            s.last_fire(ItemKind::Check, "a").unwrap(),
+            DateTime::<Utc>::from_timestamp(1_800_000_000, 0)
+        );
+        assert_eq!(s.last_fire(ItemKind::Check, "b").unwrap(), None);
     }
 
     #[test]
@@ -288,7 +398,11 @@ mod tests {
     #[test]
     fn garbage_file_is_corrupt_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(DB_FILE), b"this is not a database, it is a text file\n".repeat(200)).unwrap();
+        std::fs::write(
+            dir.path().join(DB_FILE),
+            b"this is not a database, it is a text file\n".repeat(200),
+        )
+        .unwrap();
         let e = Store::open(dir.path()).unwrap_err();
         assert!(matches!(e, StateError::Corrupt { .. }), "{e:?}");
         assert_eq!(e.exit_code(), 65);

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
 use super::Store;
+use crate::config::{RunKind, Target};
 use crate::engine::{CheckState, RuleState};
 
 type R<T> = Result<T, rusqlite::Error>;
@@ -13,8 +14,102 @@ type R<T> = Result<T, rusqlite::Error>;
 pub type StateAt = (CheckState, Option<DateTime<Utc>>);
 /// One stored value of a check: (at, value, breached).
 pub type ValueAt = (DateTime<Utc>, Option<f64>, bool);
-/// One gate decision: (gate, arn, decision, value, reason, at).
-pub type GateDecisionRow = (String, String, String, Option<f64>, String, Option<DateTime<Utc>>);
+
+/// Where a decided run is: `Decided` (stored, start not confirmed) → `Started` (AWS gave an
+/// ARN or build id) → `Succeeded` | `Failed`; or `StartFailed` when AWS refused the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunState {
+    Decided,
+    Started,
+    Succeeded,
+    Failed,
+    StartFailed,
+}
+
+impl RunState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunState::Decided => "decided",
+            RunState::Started => "started",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::StartFailed => "start_failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<RunState> {
+        [
+            RunState::Decided,
+            RunState::Started,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::StartFailed,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+    /// Decided or started: counts against `max_concurrent`.
+    pub fn is_active(&self) -> bool {
+        matches!(self, RunState::Decided | RunState::Started)
+    }
+}
+
+/// A gate's verdict on one model package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GateDecision {
+    Approved,
+    Rejected,
+    /// The package has no usable metric; it stays pending (reported once).
+    NoMetric,
+}
+
+impl GateDecision {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GateDecision::Approved => "approved",
+            GateDecision::Rejected => "rejected",
+            GateDecision::NoMetric => "no_metric",
+        }
+    }
+    pub fn parse(s: &str) -> Option<GateDecision> {
+        [
+            GateDecision::Approved,
+            GateDecision::Rejected,
+            GateDecision::NoMetric,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// One stored gate decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateDecisionRow {
+    pub gate: String,
+    pub arn: String,
+    pub decision: GateDecision,
+    pub value: Option<f64>,
+    pub reason: String,
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// A value read from a column that does not parse as its type: the store is damaged.
+fn bad_column(col: usize, what: &str, found: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        col,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} {found:?} in the state store").into(),
+    )
+}
+
+fn run_kind(r: &rusqlite::Row<'_>, col: usize) -> R<RunKind> {
+    let s: String = r.get(col)?;
+    RunKind::parse(&s).ok_or_else(|| bad_column(col, "run kind", &s))
+}
+
+fn gate_decision(r: &rusqlite::Row<'_>, col: usize) -> R<GateDecision> {
+    let s: String = r.get(col)?;
+    GateDecision::parse(&s).ok_or_else(|| bad_column(col, "gate decision", &s))
+}
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -39,7 +134,7 @@ pub struct CheckEval<'a> {
 /// A decided start, before AWS is called.
 #[derive(Debug, Clone)]
 pub struct NewRun {
-    pub kind: String,
+    pub kind: RunKind,
     pub target: String,
     pub token: String,
     pub request: String,
@@ -52,13 +147,13 @@ pub struct RunRow {
     pub id: i64,
     pub rule: String,
     pub firing: i64,
-    pub kind: String,
+    pub kind: RunKind,
     pub target: String,
     pub token: String,
     pub request: String,
     pub correlation_id: String,
     pub check: Option<String>,
-    pub status: String,
+    pub status: RunState,
     pub arn: Option<String>,
     pub detail: Option<String>,
     pub decided: Option<DateTime<Utc>>,
@@ -97,24 +192,47 @@ pub struct Outgoing<'a> {
 
 const RUN_COLS: &str = "id, rule, firing, kind, target, token, request, correlation_id, check_name, status, arn, detail, decided_ms, started_ms, ended_ms, attempts";
 
+impl RunRow {
+    pub fn target(&self) -> Target {
+        Target {
+            kind: self.kind,
+            name: self.target.clone(),
+        }
+    }
+}
+
 fn run_row(r: &rusqlite::Row<'_>) -> R<RunRow> {
+    let status: String = r.get(9)?;
     Ok(RunRow {
         id: r.get(0)?,
         rule: r.get(1)?,
         firing: r.get(2)?,
-        kind: r.get(3)?,
+        kind: run_kind(r, 3)?,
         target: r.get(4)?,
         token: r.get(5)?,
         request: r.get(6)?,
         correlation_id: r.get(7)?,
         check: r.get(8)?,
-        status: r.get(9)?,
+        status: RunState::parse(&status).ok_or_else(|| bad_column(9, "run status", &status))?,
         arn: r.get(10)?,
         detail: r.get(11)?,
         decided: from_ms(r.get(12)?),
         started: from_ms(r.get(13)?),
         ended: from_ms(r.get(14)?),
         attempts: r.get(15)?,
+    })
+}
+
+const GATE_COLS: &str = "gate, package_arn, decision, value, reason, decided_ms";
+
+fn gate_row(r: &rusqlite::Row<'_>) -> R<GateDecisionRow> {
+    Ok(GateDecisionRow {
+        gate: r.get(0)?,
+        arn: r.get(1)?,
+        decision: gate_decision(r, 2)?,
+        value: r.get(3)?,
+        reason: r.get(4)?,
+        at: from_ms(r.get(5)?),
     })
 }
 
@@ -137,7 +255,12 @@ impl Store {
             Ok((
                 r.get::<_, String>(0)?,
                 (
-                    CheckState { breach_count: r.get::<_, i64>(1)? as u32, breaching: r.get::<_, i64>(2)? != 0, correlation_id: r.get(3)?, last_value: r.get(4)? },
+                    CheckState {
+                        breach_count: r.get::<_, i64>(1)? as u32,
+                        breaching: r.get::<_, i64>(2)? != 0,
+                        correlation_id: r.get(3)?,
+                        last_value: r.get(4)?,
+                    },
                     from_ms(r.get(5)?),
                 ),
             ))
@@ -145,11 +268,19 @@ impl Store {
         rows.collect()
     }
 
-    /// Active (decided or started) runs by (kind, target).
-    pub fn active_run_counts(&self) -> R<std::collections::HashMap<(String, String), u32>> {
+    /// Active (decided or started) runs by target.
+    pub fn active_run_counts(&self) -> R<std::collections::HashMap<Target, u32>> {
         let c = self.conn();
         let mut st = c.prepare_cached("SELECT kind, target, COUNT(*) FROM runs WHERE status IN ('decided', 'started') GROUP BY kind, target")?;
-        let rows = st.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, i64>(2)? as u32)))?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                Target {
+                    kind: run_kind(r, 0)?,
+                    name: r.get(1)?,
+                },
+                r.get::<_, i64>(2)? as u32,
+            ))
+        })?;
         rows.collect()
     }
 
@@ -168,7 +299,14 @@ impl Store {
                 "DELETE FROM check_values WHERE name = ?1 AND at_ms <= (SELECT at_ms FROM check_values WHERE name = ?1 ORDER BY at_ms DESC LIMIT 1 OFFSET ?2)",
             )?;
             for e in evals {
-                up.execute(params![e.name, e.state.breach_count as i64, e.state.breaching as i64, e.state.correlation_id, e.state.last_value, ms(e.at)])?;
+                up.execute(params![
+                    e.name,
+                    e.state.breach_count as i64,
+                    e.state.breaching as i64,
+                    e.state.correlation_id,
+                    e.state.last_value,
+                    ms(e.at)
+                ])?;
                 val.execute(params![e.name, ms(e.at), e.value, e.breached as i64])?;
                 prune.execute(params![e.name, KEEP_VALUES])?;
             }
@@ -179,8 +317,16 @@ impl Store {
     /// Recent (time, value, breached) of a check, oldest first.
     pub fn check_values(&self, name: &str) -> R<Vec<ValueAt>> {
         let c = self.conn();
-        let mut st = c.prepare_cached("SELECT at_ms, value, breached FROM check_values WHERE name = ?1 ORDER BY at_ms ASC")?;
-        let rows = st.query_map(params![name], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<f64>>(1)?, r.get::<_, i64>(2)? != 0)))?;
+        let mut st = c.prepare_cached(
+            "SELECT at_ms, value, breached FROM check_values WHERE name = ?1 ORDER BY at_ms ASC",
+        )?;
+        let rows = st.query_map(params![name], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<f64>>(1)?,
+                r.get::<_, i64>(2)? != 0,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (t, v, b) = row?;
@@ -191,12 +337,70 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest `limit` values of every check, oldest first per check: one query for the
+    /// status page however many checks there are.
+    pub fn all_check_values(
+        &self,
+        limit: usize,
+    ) -> R<std::collections::HashMap<String, Vec<ValueAt>>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT name, at_ms, value, breached FROM (
+               SELECT name, at_ms, value, breached, ROW_NUMBER() OVER (PARTITION BY name ORDER BY at_ms DESC) AS rn FROM check_values)
+             WHERE rn <= ?1 ORDER BY name, at_ms ASC",
+        )?;
+        let rows = st.query_map(params![limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<f64>>(2)?,
+                r.get::<_, i64>(3)? != 0,
+            ))
+        })?;
+        let mut out: std::collections::HashMap<String, Vec<ValueAt>> =
+            std::collections::HashMap::new();
+        for row in rows {
+            let (n, t, v, b) = row?;
+            if let Some(t) = DateTime::<Utc>::from_timestamp_millis(t) {
+                out.entry(n).or_default().push((t, v, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every rule's stored state.
+    pub fn rule_states(&self) -> R<std::collections::HashMap<String, RuleState>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT name, firings, last_fired_ms, cooldown_until_ms FROM rule_state",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                RuleState {
+                    firings: r.get::<_, i64>(1)? as u64,
+                    last_fired: from_ms(r.get(2)?),
+                    cooldown_until: from_ms(r.get(3)?),
+                },
+            ))
+        })?;
+        rows.collect()
+    }
+
     pub fn rule_state(&self, name: &str) -> R<RuleState> {
         let row = self
             .conn()
-            .query_row("SELECT firings, last_fired_ms, cooldown_until_ms FROM rule_state WHERE name = ?1", params![name], |r| {
-                Ok(RuleState { firings: r.get::<_, i64>(0)? as u64, last_fired: from_ms(r.get(1)?), cooldown_until: from_ms(r.get(2)?) })
-            })
+            .query_row(
+                "SELECT firings, last_fired_ms, cooldown_until_ms FROM rule_state WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(RuleState {
+                        firings: r.get::<_, i64>(0)? as u64,
+                        last_fired: from_ms(r.get(1)?),
+                        cooldown_until: from_ms(r.get(2)?),
+                    })
+                },
+            )
             .optional()?;
         Ok(row.unwrap_or_default())
     }
@@ -212,7 +416,13 @@ impl Store {
 
     /// Writes a rule's new state and its decided runs in one transaction, before any AWS
     /// call. Returns the run ids.
-    pub fn record_firing(&self, rule: &str, state: &RuleState, runs: &[NewRun], now: DateTime<Utc>) -> R<Vec<i64>> {
+    pub fn record_firing(
+        &self,
+        rule: &str,
+        state: &RuleState,
+        runs: &[NewRun],
+        now: DateTime<Utc>,
+    ) -> R<Vec<i64>> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         Self::put_rule_state(&tx, rule, state)?;
@@ -221,7 +431,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO runs (rule, firing, kind, target, token, request, correlation_id, check_name, status, decided_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'decided', ?9)",
-                params![rule, state.firings as i64, r.kind, r.target, r.token, r.request, r.correlation_id, r.check, ms(now)],
+                params![rule, state.firings as i64, r.kind.as_str(), r.target, r.token, r.request, r.correlation_id, r.check, ms(now)],
             )?;
             ids.push(tx.last_insert_rowid());
         }
@@ -239,40 +449,56 @@ impl Store {
 
     /// Lets a rule fire again (after a start that failed for good).
     pub fn clear_cooldown(&self, rule: &str) -> R<()> {
-        self.conn().execute("UPDATE rule_state SET cooldown_until_ms = NULL WHERE name = ?1", params![rule])?;
+        self.conn().execute(
+            "UPDATE rule_state SET cooldown_until_ms = NULL WHERE name = ?1",
+            params![rule],
+        )?;
         Ok(())
     }
 
-    /// Runs of `kind:target` that are decided or started (not yet ended).
-    pub fn active_runs(&self, kind: &str, target: &str) -> R<u32> {
+    /// Runs of a target that are decided or started (not yet ended).
+    pub fn active_runs(&self, t: &Target) -> R<u32> {
         self.conn().query_row(
             "SELECT COUNT(*) FROM runs WHERE kind = ?1 AND target = ?2 AND status IN ('decided', 'started')",
-            params![kind, target],
+            params![t.kind.as_str(), t.name],
             |r| r.get::<_, i64>(0).map(|n| n as u32),
         )
     }
 
-    pub fn runs_with_status(&self, status: &str) -> R<Vec<RunRow>> {
+    pub fn runs_with_status(&self, status: RunState) -> R<Vec<RunRow>> {
         let c = self.conn();
-        let mut st = c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE status = ?1 ORDER BY id"))?;
-        let rows = st.query_map(params![status], run_row)?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {RUN_COLS} FROM runs WHERE status = ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![status.as_str()], run_row)?;
         rows.collect()
     }
 
     pub fn run(&self, id: i64) -> R<Option<RunRow>> {
-        self.conn().query_row(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"), params![id], run_row).optional()
+        self.conn()
+            .query_row(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
+                params![id],
+                run_row,
+            )
+            .optional()
     }
 
     /// The most recent runs, newest first.
     pub fn recent_runs(&self, limit: i64) -> R<Vec<RunRow>> {
         let c = self.conn();
-        let mut st = c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs ORDER BY id DESC LIMIT ?1"))?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {RUN_COLS} FROM runs ORDER BY id DESC LIMIT ?1"
+        ))?;
         let rows = st.query_map(params![limit], run_row)?;
         rows.collect()
     }
 
     pub fn note_start_attempt(&self, id: i64) -> R<()> {
-        self.conn().execute("UPDATE runs SET attempts = attempts + 1 WHERE id = ?1", params![id])?;
+        self.conn().execute(
+            "UPDATE runs SET attempts = attempts + 1 WHERE id = ?1",
+            params![id],
+        )?;
         Ok(())
     }
 
@@ -284,12 +510,14 @@ impl Store {
         Ok(())
     }
 
-    pub fn mark_start_failed(&self, id: i64, detail: &str, at: DateTime<Utc>) -> R<()> {
-        self.conn().execute(
+    /// Records that AWS refused a decided run's start; returns false if the run was no
+    /// longer `decided` (so a start failure chains and notifies once, like `mark_ended`).
+    pub fn mark_start_failed(&self, id: i64, detail: &str, at: DateTime<Utc>) -> R<bool> {
+        let n = self.conn().execute(
             "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3 WHERE id = ?1 AND status = 'decided'",
             params![id, detail, ms(at)],
         )?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Marks a run ended; returns false if it had already ended (so its end is handled once).
@@ -357,11 +585,18 @@ impl Store {
     }
 
     pub fn outbox_unsent(&self) -> R<i64> {
-        self.conn().query_row("SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL", [], |r| r.get(0))
+        self.conn().query_row(
+            "SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )
     }
 
     pub fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> R<()> {
-        self.conn().execute("UPDATE outbox SET sent_ms = ?2, attempts = attempts + 1 WHERE id = ?1", params![id, ms(at)])?;
+        self.conn().execute(
+            "UPDATE outbox SET sent_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
+            params![id, ms(at)],
+        )?;
         Ok(())
     }
 
@@ -374,48 +609,57 @@ impl Store {
     }
 
     /// The gate's recorded decision on a package, if any: (decision, applied).
-    pub fn gate_decision(&self, gate: &str, arn: &str) -> R<Option<(String, bool)>> {
+    pub fn gate_decision(&self, gate: &str, arn: &str) -> R<Option<(GateDecision, bool)>> {
         self.conn()
             .query_row(
                 "SELECT decision, applied FROM gate_decisions WHERE gate = ?1 AND package_arn = ?2",
                 params![gate, arn],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
+                |r| Ok((gate_decision(r, 0)?, r.get::<_, i64>(1)? != 0)),
             )
             .optional()
     }
 
-    pub fn record_gate_decision(&self, gate: &str, arn: &str, decision: &str, value: Option<f64>, reason: &str, at: DateTime<Utc>) -> R<()> {
+    pub fn record_gate_decision(
+        &self,
+        gate: &str,
+        arn: &str,
+        decision: GateDecision,
+        value: Option<f64>,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> R<()> {
         self.conn().execute(
             "INSERT INTO gate_decisions (gate, package_arn, decision, value, reason, decided_ms, applied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
              ON CONFLICT (gate, package_arn) DO UPDATE SET decision = excluded.decision, value = excluded.value, reason = excluded.reason,
                decided_ms = excluded.decided_ms, applied = 0",
-            params![gate, arn, decision, value, reason, ms(at)],
+            params![gate, arn, decision.as_str(), value, reason, ms(at)],
         )?;
         Ok(())
     }
 
     pub fn mark_gate_applied(&self, gate: &str, arn: &str) -> R<()> {
-        self.conn().execute("UPDATE gate_decisions SET applied = 1 WHERE gate = ?1 AND package_arn = ?2", params![gate, arn])?;
+        self.conn().execute(
+            "UPDATE gate_decisions SET applied = 1 WHERE gate = ?1 AND package_arn = ?2",
+            params![gate, arn],
+        )?;
         Ok(())
     }
 
-    /// Decisions stored but not yet applied to AWS: (gate, arn, decision, reason).
-    pub fn unapplied_gate_decisions(&self) -> R<Vec<(String, String, String, String)>> {
+    /// Approvals and rejections stored but not yet applied to AWS.
+    pub fn unapplied_gate_decisions(&self) -> R<Vec<GateDecisionRow>> {
         let c = self.conn();
-        let mut st = c.prepare_cached(
-            "SELECT gate, package_arn, decision, reason FROM gate_decisions WHERE applied = 0 AND decision IN ('approved', 'rejected')",
-        )?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let mut st = c.prepare_cached(&format!("SELECT {GATE_COLS} FROM gate_decisions WHERE applied = 0 AND decision IN ('approved', 'rejected')"))?;
+        let rows = st.query_map([], gate_row)?;
         rows.collect()
     }
 
-    /// Recent gate decisions, newest first: (gate, arn, decision, value, reason, at).
+    /// Recent gate decisions, newest first.
     pub fn recent_gate_decisions(&self, limit: i64) -> R<Vec<GateDecisionRow>> {
         let c = self.conn();
-        let mut st = c.prepare_cached(
-            "SELECT gate, package_arn, decision, value, reason, decided_ms FROM gate_decisions ORDER BY decided_ms DESC LIMIT ?1",
-        )?;
-        let rows = st.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, from_ms(r.get(5)?))))?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {GATE_COLS} FROM gate_decisions ORDER BY decided_ms DESC LIMIT ?1"
+        ))?;
+        let rows = st.query_map(params![limit], gate_row)?;
         rows.collect()
     }
 }
@@ -444,14 +688,37 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
         assert!(s.enqueue(&out("run_started", 3600), t0).unwrap());
-        assert!(!s.enqueue(&out("run_started", 3600), t0 + chrono::Duration::minutes(59)).unwrap());
-        assert!(s.enqueue(&out("run_failed", 3600), t0 + chrono::Duration::minutes(59)).unwrap(), "another event");
-        assert!(s.enqueue(&out("run_started", 3600), t0 + chrono::Duration::minutes(60)).unwrap());
+        assert!(!s
+            .enqueue(
+                &out("run_started", 3600),
+                t0 + chrono::Duration::minutes(59)
+            )
+            .unwrap());
+        assert!(
+            s.enqueue(&out("run_failed", 3600), t0 + chrono::Duration::minutes(59))
+                .unwrap(),
+            "another event"
+        );
+        assert!(s
+            .enqueue(
+                &out("run_started", 3600),
+                t0 + chrono::Duration::minutes(60)
+            )
+            .unwrap());
         assert_eq!(s.outbox_unsent().unwrap(), 3);
-        let rows = s.pending_outbox(t0 + chrono::Duration::hours(2), 10).unwrap();
+        let rows = s
+            .pending_outbox(t0 + chrono::Duration::hours(2), 10)
+            .unwrap();
         s.mark_sent(rows[0].id, t0).unwrap();
-        s.mark_send_failed(rows[1].id, "boom", t0 + chrono::Duration::days(1)).unwrap();
-        assert_eq!(s.pending_outbox(t0 + chrono::Duration::hours(2), 10).unwrap().len(), 1, "sent and backed-off rows are not pending");
+        s.mark_send_failed(rows[1].id, "boom", t0 + chrono::Duration::days(1))
+            .unwrap();
+        assert_eq!(
+            s.pending_outbox(t0 + chrono::Duration::hours(2), 10)
+                .unwrap()
+                .len(),
+            1,
+            "sent and backed-off rows are not pending"
+        );
     }
 
     #[test]
@@ -461,12 +728,22 @@ mod tests {
         let st = CheckState::default();
         let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
         for i in 0..(KEEP_VALUES + 50) {
-            let e = CheckEval { name: "c", state: &st, value: Some(i as f64), breached: false, at: t0 + chrono::Duration::seconds(i) };
+            let e = CheckEval {
+                name: "c",
+                state: &st,
+                value: Some(i as f64),
+                breached: false,
+                at: t0 + chrono::Duration::seconds(i),
+            };
             s.save_check_evals(&[e]).unwrap();
         }
         let v = s.check_values("c").unwrap();
         assert_eq!(v.len() as i64, KEEP_VALUES);
-        assert_eq!(v.last().unwrap().1, Some((KEEP_VALUES + 49) as f64), "the newest are kept");
+        assert_eq!(
+            v.last().unwrap().1,
+            Some((KEEP_VALUES + 49) as f64),
+            "the newest are kept"
+        );
     }
 
     #[test]
@@ -474,14 +751,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
-        let st = RuleState { firings: 1, last_fired: Some(now), cooldown_until: None };
-        let run = NewRun { kind: "pipeline".into(), target: "p".into(), token: "mlopsd-x".into(), request: "{}".into(), correlation_id: "c".into(), check: None };
+        let st = RuleState {
+            firings: 1,
+            last_fired: Some(now),
+            cooldown_until: None,
+        };
+        let run = NewRun {
+            kind: RunKind::Pipeline,
+            target: "p".into(),
+            token: "mlopsd-x".into(),
+            request: "{}".into(),
+            correlation_id: "c".into(),
+            check: None,
+        };
         let ids = s.record_firing("r", &st, &[run], now).unwrap();
-        assert_eq!(s.active_runs("pipeline", "p").unwrap(), 1);
+        let t = Target {
+            kind: RunKind::Pipeline,
+            name: "p".into(),
+        };
+        assert_eq!(s.active_runs(&t).unwrap(), 1);
         assert_eq!(s.rule_state("r").unwrap(), st);
         s.mark_started(ids[0], "arn:1", now).unwrap();
         assert!(s.mark_ended(ids[0], true, "Succeeded", now).unwrap());
-        assert!(!s.mark_ended(ids[0], true, "Succeeded", now).unwrap(), "the end is handled once");
-        assert_eq!(s.active_runs("pipeline", "p").unwrap(), 0);
+        assert!(
+            !s.mark_ended(ids[0], true, "Succeeded", now).unwrap(),
+            "the end is handled once"
+        );
+        assert_eq!(s.active_runs(&t).unwrap(), 0);
+        assert_eq!(s.run(ids[0]).unwrap().unwrap().status, RunState::Succeeded);
     }
 }

@@ -59,11 +59,20 @@ impl TestAws {
             std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
             std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
         }
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let conf = rt.block_on(
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new("us-east-1")).endpoint_url(endpoint).load(),
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url(endpoint)
+                .load(),
         );
-        let s3conf = aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build();
+        let s3conf = aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(true)
+            .build();
         TestAws {
             sm: aws_sdk_sagemaker::Client::new(&conf),
             cb: aws_sdk_codebuild::Client::new(&conf),
@@ -74,7 +83,14 @@ impl TestAws {
             rt,
             endpoint: endpoint.to_string(),
             // Unique per process too, so re-runs against one moto server do not collide.
-            prefix: format!("{prefix}-{:x}", std::process::id() as u64 * 1000 + (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_millis()).unwrap_or(0) as u64)),
+            prefix: format!(
+                "{prefix}-{:x}",
+                std::process::id() as u64 * 1000
+                    + (std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.subsec_millis())
+                        .unwrap_or(0) as u64)
+            ),
             queue_url: None,
         }
     }
@@ -87,7 +103,15 @@ impl TestAws {
         let name = self.name(base);
         let def = r#"{"Version":"2020-12-01","Parameters":[{"Name":"InputData","Type":"String"}],"Steps":[]}"#;
         self.rt
-            .block_on(self.sm.create_pipeline().pipeline_name(&name).pipeline_definition(def).role_arn(ROLE).client_request_token(format!("{name}-create-token-0000000000000")).send())
+            .block_on(
+                self.sm
+                    .create_pipeline()
+                    .pipeline_name(&name)
+                    .pipeline_definition(def)
+                    .role_arn(ROLE)
+                    .client_request_token(format!("{name}-create-token-0000000000000"))
+                    .send(),
+            )
             .expect("create pipeline");
         name
     }
@@ -100,8 +124,19 @@ impl TestAws {
                 self.cb
                     .create_project()
                     .name(&name)
-                    .source(ProjectSource::builder().r#type(SourceType::S3).location("bucket/src.zip").build().unwrap())
-                    .artifacts(ProjectArtifacts::builder().r#type(ArtifactsType::NoArtifacts).build().unwrap())
+                    .source(
+                        ProjectSource::builder()
+                            .r#type(SourceType::S3)
+                            .location("bucket/src.zip")
+                            .build()
+                            .unwrap(),
+                    )
+                    .artifacts(
+                        ProjectArtifacts::builder()
+                            .r#type(ArtifactsType::NoArtifacts)
+                            .build()
+                            .unwrap(),
+                    )
                     .environment(
                         ProjectEnvironment::builder()
                             .r#type(EnvironmentType::LinuxContainer)
@@ -120,47 +155,115 @@ impl TestAws {
     /// A topic with an SQS queue subscribed, so published messages can be read back.
     pub fn create_topic(&mut self, base: &str) -> String {
         let name = self.name(base);
-        let topic = self.rt.block_on(self.sns.create_topic().name(&name).send()).expect("create topic").topic_arn().unwrap().to_string();
-        let q = self.rt.block_on(self.sqs.create_queue().queue_name(format!("{name}-inbox")).send()).expect("create queue");
+        let topic = self
+            .rt
+            .block_on(self.sns.create_topic().name(&name).send())
+            .expect("create topic")
+            .topic_arn()
+            .unwrap()
+            .to_string();
+        let q = self
+            .rt
+            .block_on(
+                self.sqs
+                    .create_queue()
+                    .queue_name(format!("{name}-inbox"))
+                    .send(),
+            )
+            .expect("create queue");
         let url = q.queue_url().unwrap().to_string();
         let attrs = self
             .rt
-            .block_on(self.sqs.get_queue_attributes().queue_url(&url).attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn).send())
+            .block_on(
+                self.sqs
+                    .get_queue_attributes()
+                    .queue_url(&url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .send(),
+            )
             .unwrap();
-        let qarn = attrs.attributes().unwrap().get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).unwrap().clone();
-        self.rt.block_on(self.sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(qarn).send()).expect("subscribe");
+        let qarn = attrs
+            .attributes()
+            .unwrap()
+            .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .unwrap()
+            .clone();
+        self.rt
+            .block_on(
+                self.sns
+                    .subscribe()
+                    .topic_arn(&topic)
+                    .protocol("sqs")
+                    .endpoint(qarn)
+                    .send(),
+            )
+            .expect("subscribe");
         self.queue_url = Some(url);
         topic
     }
 
     pub fn put_metric(&self, namespace: &str, metric: &str, dims: &[(&str, &str)], value: f64) {
-        let d: Vec<Dimension> = dims.iter().map(|(k, v)| Dimension::builder().name(*k).value(*v).build()).collect();
+        let d: Vec<Dimension> = dims
+            .iter()
+            .map(|(k, v)| Dimension::builder().name(*k).value(*v).build())
+            .collect();
         let datum = MetricDatum::builder()
             .metric_name(metric)
             .set_dimensions(Some(d))
             .value(value)
-            .timestamp(aws_smithy_types::DateTime::from(std::time::SystemTime::now()))
+            .timestamp(aws_smithy_types::DateTime::from(
+                std::time::SystemTime::now(),
+            ))
             .build();
-        self.rt.block_on(self.cw.put_metric_data().namespace(namespace).metric_data(datum).send()).expect("put metric");
+        self.rt
+            .block_on(
+                self.cw
+                    .put_metric_data()
+                    .namespace(namespace)
+                    .metric_data(datum)
+                    .send(),
+            )
+            .expect("put metric");
     }
 
     /// (arn, display name, status) of a pipeline's executions.
     pub fn executions(&self, pipeline: &str) -> Vec<(String, String, String)> {
-        let r = self.rt.block_on(self.sm.list_pipeline_executions().pipeline_name(pipeline).max_results(100).send()).expect("list executions");
+        let r = self
+            .rt
+            .block_on(
+                self.sm
+                    .list_pipeline_executions()
+                    .pipeline_name(pipeline)
+                    .max_results(100)
+                    .send(),
+            )
+            .expect("list executions");
         r.pipeline_execution_summaries()
             .iter()
             .map(|s| {
                 (
                     s.pipeline_execution_arn().unwrap_or_default().to_string(),
-                    s.pipeline_execution_display_name().unwrap_or_default().to_string(),
-                    s.pipeline_execution_status().map(|x| x.as_str().to_string()).unwrap_or_default(),
+                    s.pipeline_execution_display_name()
+                        .unwrap_or_default()
+                        .to_string(),
+                    s.pipeline_execution_status()
+                        .map(|x| x.as_str().to_string())
+                        .unwrap_or_default(),
                 )
             })
             .collect()
     }
 
     pub fn builds(&self, project: &str) -> Vec<String> {
-        let r = self.rt.block_on(self.cb.list_builds_for_project().project_name(project).send()).expect("list builds");
+        let r = self
+            .rt
+            .block_on(
+                self.cb
+                    .list_builds_for_project()
+                    .project_name(project)
+                    .send(),
+            )
+            .expect("list builds");
         r.ids().to_vec()
     }
 
@@ -170,21 +273,50 @@ impl TestAws {
         let mut out = Vec::new();
         let start = Instant::now();
         while start.elapsed() < wait {
-            let r = self.rt.block_on(self.sqs.receive_message().queue_url(&url).max_number_of_messages(10).send()).expect("receive");
+            let r = self
+                .rt
+                .block_on(
+                    self.sqs
+                        .receive_message()
+                        .queue_url(&url)
+                        .max_number_of_messages(10)
+                        .send(),
+                )
+                .expect("receive");
             let msgs = r.messages();
             if msgs.is_empty() {
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
             }
             for m in msgs {
-                let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or_default();
+                let body: serde_json::Value =
+                    serde_json::from_str(m.body().unwrap_or("{}")).unwrap_or_default();
                 let attrs = body["MessageAttributes"]
                     .as_object()
-                    .map(|o| o.iter().map(|(k, v)| (k.clone(), v["Value"].as_str().unwrap_or_default().to_string())).collect())
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    v["Value"].as_str().unwrap_or_default().to_string(),
+                                )
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
-                out.push(Note { subject: body["Subject"].as_str().unwrap_or_default().into(), body: body["Message"].as_str().unwrap_or_default().into(), attrs });
+                out.push(Note {
+                    subject: body["Subject"].as_str().unwrap_or_default().into(),
+                    body: body["Message"].as_str().unwrap_or_default().into(),
+                    attrs,
+                });
                 if let Some(h) = m.receipt_handle() {
-                    let _ = self.rt.block_on(self.sqs.delete_message().queue_url(&url).receipt_handle(h).send());
+                    let _ = self.rt.block_on(
+                        self.sqs
+                            .delete_message()
+                            .queue_url(&url)
+                            .receipt_handle(h)
+                            .send(),
+                    );
                 }
             }
         }

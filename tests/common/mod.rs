@@ -21,7 +21,11 @@ pub fn bin() -> PathBuf {
 /// Runs `mlopsd ARGS` to completion: (exit code, stdout, stderr).
 pub fn mlopsd(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).output().expect("run mlopsd");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 pub struct Running {
@@ -41,7 +45,10 @@ pub struct Opts<'a> {
 
 impl Default for Opts<'_> {
     fn default() -> Self {
-        Opts { env: vec![], notify: true }
+        Opts {
+            env: vec![],
+            notify: true,
+        }
     }
 }
 
@@ -52,9 +59,16 @@ impl Running {
         std::fs::write(&config, config_text).expect("write config");
         let notes = Arc::new(Mutex::new(Vec::new()));
         let mut cmd = Command::new(bin());
-        cmd.args(["run", "--config"]).arg(&config).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        cmd.env("MLOPSD_LOG_FORMAT", "json").env("MLOPSD_LOG", "info,mlopsd=debug");
-        cmd.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC").env_remove("WATCHDOG_PID");
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        cmd.env("MLOPSD_LOG_FORMAT", "json")
+            .env("MLOPSD_LOG", "info,mlopsd=debug");
+        cmd.env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
         let mut sock = None;
         if opts.notify {
             let path = dir.join("notify.sock");
@@ -72,7 +86,10 @@ impl Running {
                                 n2.lock().unwrap().push(line.to_string());
                             }
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut =>
+                        {
                             if Arc::strong_count(&s2) == 1 {
                                 return;
                             }
@@ -107,7 +124,15 @@ impl Running {
                 r3.lock().unwrap().push(format!("stderr: {line}"));
             }
         });
-        Running { child, dir: dir.to_path_buf(), config, logs, raw, notes, _notify: sock }
+        Running {
+            child,
+            dir: dir.to_path_buf(),
+            config,
+            logs,
+            raw,
+            notes,
+            _notify: sock,
+        }
     }
 
     pub fn logs(&self) -> Vec<Value> {
@@ -123,7 +148,10 @@ impl Running {
     }
 
     pub fn events(&self, name: &str) -> Vec<Value> {
-        self.logs().into_iter().filter(|v| v["event"] == name).collect()
+        self.logs()
+            .into_iter()
+            .filter(|v| v["event"] == name)
+            .collect()
     }
 
     /// Waits until `pred` holds for the log lines seen so far; panics with the output otherwise.
@@ -135,19 +163,34 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("timed out waiting for {what}; output so far:\n{}", self.raw_output());
+        panic!(
+            "timed out waiting for {what}; output so far:\n{}",
+            self.raw_output()
+        );
     }
 
     /// Waits for the `n`th (1-based) log event named `name` and returns it.
     pub fn wait_event(&self, name: &str, n: usize, timeout: Duration) -> Value {
-        self.wait_for(&format!("{n} x event {name}"), timeout, |l| l.iter().filter(|v| v["event"] == name).count() >= n);
+        self.wait_for(&format!("{n} x event {name}"), timeout, |l| {
+            l.iter().filter(|v| v["event"] == name).count() >= n
+        });
         self.events(name)[n - 1].clone()
     }
 
     /// Waits for the first event named `name` that satisfies `pred`, and returns it.
-    pub fn wait_for_event_where(&self, name: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for(&format!("event {name} matching"), timeout, |l| l.iter().any(|v| v["event"] == name && pred(v)));
-        self.events(name).into_iter().find(|v| pred(v)).unwrap_or_default()
+    pub fn wait_for_event_where(
+        &self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.wait_for(&format!("event {name} matching"), timeout, |l| {
+            l.iter().any(|v| v["event"] == name && pred(v))
+        });
+        self.events(name)
+            .into_iter()
+            .find(|v| pred(v))
+            .unwrap_or_default()
     }
 
     /// The address the status server listens on (from its `http_listening` event).
@@ -164,7 +207,11 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("timed out waiting for notify {note} x{n}; got {:?}\noutput:\n{}", self.notes(), self.raw_output());
+        panic!(
+            "timed out waiting for notify {note} x{n}; got {:?}\noutput:\n{}",
+            self.notes(),
+            self.raw_output()
+        );
     }
 
     pub fn signal(&self, sig: i32) {
@@ -185,7 +232,10 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
-        panic!("mlopsd did not exit within {timeout:?}; output:\n{}", self.raw_output());
+        panic!(
+            "mlopsd did not exit within {timeout:?}; output:\n{}",
+            self.raw_output()
+        );
     }
 }
 

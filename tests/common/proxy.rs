@@ -54,7 +54,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(upstream: &str) -> Proxy {
-        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Mutex::new(Shared::default()));
@@ -73,18 +76,39 @@ impl Proxy {
 
     /// Applies `fault` to the next `times` requests of operation `op` (e.g. "StartPipelineExecution").
     pub fn fault(&self, op: &str, fault: Fault, times: usize) {
-        self.shared.lock().unwrap().rules.push(Rule { op: op.into(), fault, times, every: 1, seen: 0, except: vec![] });
+        self.shared.lock().unwrap().rules.push(Rule {
+            op: op.into(),
+            fault,
+            times,
+            every: 1,
+            seen: 0,
+            except: vec![],
+        });
     }
 
     /// Applies `fault` to every `every`th request of `op`, indefinitely.
     pub fn fault_every(&self, op: &str, fault: Fault, every: usize) {
-        self.shared.lock().unwrap().rules.push(Rule { op: op.into(), fault, times: usize::MAX, every, seen: 0, except: vec![] });
+        self.shared.lock().unwrap().rules.push(Rule {
+            op: op.into(),
+            fault,
+            times: usize::MAX,
+            every,
+            seen: 0,
+            except: vec![],
+        });
     }
 
     /// Applies `fault` to every `every`th request of any operation but those in `except`.
     pub fn fault_every_except(&self, fault: Fault, every: usize, except: &[&str]) {
         let except = except.iter().map(|s| s.to_string()).collect();
-        self.shared.lock().unwrap().rules.push(Rule { op: "*".into(), fault, times: usize::MAX, every, seen: 0, except });
+        self.shared.lock().unwrap().rules.push(Rule {
+            op: "*".into(),
+            fault,
+            times: usize::MAX,
+            every,
+            seen: 0,
+            except,
+        });
     }
 
     /// Requests seen in all.
@@ -102,16 +126,34 @@ impl Proxy {
     }
 
     pub fn count(&self, op: &str) -> usize {
-        self.shared.lock().unwrap().counts.get(op).copied().unwrap_or(0)
+        self.shared
+            .lock()
+            .unwrap()
+            .counts
+            .get(op)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The request bodies seen for `op`, in order.
     pub fn bodies(&self, op: &str) -> Vec<String> {
-        self.shared.lock().unwrap().bodies.get(op).cloned().unwrap_or_default()
+        self.shared
+            .lock()
+            .unwrap()
+            .bodies
+            .get(op)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn faults(&self, op: &str) -> usize {
-        self.shared.lock().unwrap().faults.get(op).copied().unwrap_or(0)
+        self.shared
+            .lock()
+            .unwrap()
+            .faults
+            .get(op)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -121,7 +163,10 @@ fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn operation(head: &str, body: &[u8]) -> String {
     for line in head.lines() {
-        if let Some(v) = line.strip_prefix("x-amz-target:").or_else(|| line.strip_prefix("X-Amz-Target:")) {
+        if let Some(v) = line
+            .strip_prefix("x-amz-target:")
+            .or_else(|| line.strip_prefix("X-Amz-Target:"))
+        {
             return v.trim().rsplit('.').next().unwrap_or("").to_string();
         }
     }
@@ -132,7 +177,13 @@ fn operation(head: &str, body: &[u8]) -> String {
         }
     }
     // REST (S3): method + path
-    head.lines().next().unwrap_or("").split(' ').take(2).collect::<Vec<_>>().join(" ")
+    head.lines()
+        .next()
+        .unwrap_or("")
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io::Result<()> {
@@ -152,7 +203,11 @@ fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io:
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0);
     while buf.len() < head_end + len {
         let n = c.read(&mut tmp)?;
@@ -166,7 +221,10 @@ fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io:
     let fault = {
         let mut s = sh.lock().unwrap();
         *s.counts.entry(op.clone()).or_default() += 1;
-        s.bodies.entry(op.clone()).or_default().push(String::from_utf8_lossy(&body).into_owned());
+        s.bodies
+            .entry(op.clone())
+            .or_default()
+            .push(String::from_utf8_lossy(&body).into_owned());
         let mut chosen = None;
         for r in s.rules.iter_mut() {
             let applies = r.op == op || (r.op == "*" && !r.except.contains(&op));
@@ -211,7 +269,8 @@ fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io:
         .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
         .collect::<Vec<_>>()
         .join("\r\n");
-    let fixed_head = fixed_head.trim_end_matches("\r\n").to_string() + "\r\nConnection: close\r\n\r\n";
+    let fixed_head =
+        fixed_head.trim_end_matches("\r\n").to_string() + "\r\nConnection: close\r\n\r\n";
     up.write_all(fixed_head.as_bytes())?;
     up.write_all(&body)?;
     let mut resp = Vec::new();
@@ -223,7 +282,9 @@ fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io:
     let rhead = String::from_utf8_lossy(&resp[..rh]).to_string();
     match &fault {
         Some(Fault::Rewrite(from, to)) => {
-            rbody = String::from_utf8_lossy(&rbody).replace(from.as_str(), to.as_str()).into_bytes();
+            rbody = String::from_utf8_lossy(&rbody)
+                .replace(from.as_str(), to.as_str())
+                .into_bytes();
         }
         Some(Fault::Truncate) => {
             // Claim the full length, send half, hang up.
@@ -236,7 +297,13 @@ fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io:
     }
     let new_head: Vec<String> = rhead
         .split("\r\n")
-        .map(|l| if l.to_ascii_lowercase().starts_with("content-length:") { format!("Content-Length: {}", rbody.len()) } else { l.to_string() })
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {}", rbody.len())
+            } else {
+                l.to_string()
+            }
+        })
         .collect();
     c.write_all(new_head.join("\r\n").as_bytes())?;
     c.write_all(&rbody)?;

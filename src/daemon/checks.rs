@@ -1,0 +1,178 @@
+//! Room: checks. Evaluates due checks in one batched `GetMetricData` task, stores each
+//! evaluation, tells of new incidents and recoveries, and hands firing checks to their rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::work::{new_correlation_id, Cause, Msg, Work};
+use crate::aws::{AwsError, Cloud, MetricQuery};
+use crate::config::{Check, Trigger};
+use crate::engine::{self, CheckOutcome, Verdict};
+use crate::events;
+use crate::notify::Message;
+use crate::state::CheckEval;
+
+fn value_text(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "no data".into())
+}
+
+impl<C: Cloud> Work<C> {
+    /// Evaluates every due check in one batched task.
+    pub fn evaluate_checks(&self, names: Vec<String>, at: DateTime<Utc>) {
+        let due: Vec<(String, Arc<Check>)> = names
+            .into_iter()
+            .filter_map(|n| {
+                let c = self.cfg.checks.get(&n)?.clone();
+                Some((n, c))
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let (cloud, tx, clock) = (self.cloud.clone(), self.tx.clone(), self.clock);
+        self.tracker.spawn(async move {
+            let qs: Vec<MetricQuery<'_>> = due.iter().map(|(_, c)| MetricQuery::of(c)).collect();
+            let (values, calls) = cloud.latest_values(&qs, clock.now()).await;
+            tracing::debug!(
+                event = "metrics_fetched",
+                checks = qs.len(),
+                calls,
+                "GetMetricData for due checks"
+            );
+            drop(qs);
+            let results: Vec<_> = due.into_iter().map(|(n, _)| n).zip(values).collect();
+            let large = results.len() >= 1000;
+            // The loop is gone only when shutting down; the answer is then not needed.
+            let _ = tx.send(Msg::CheckResults { at, results, large });
+        });
+    }
+
+    pub fn on_check_results(
+        &mut self,
+        at: DateTime<Utc>,
+        results: Vec<(String, Result<Option<f64>, AwsError>)>,
+    ) {
+        let cfg = self.cfg.clone();
+        let now = self.now();
+        let mut outcomes: Vec<(String, CheckOutcome)> = Vec::new();
+        for (name, res) in results {
+            let Some(check) = cfg.checks.get(&name) else {
+                continue;
+            };
+            match res {
+                Err(e) => events::CheckFailed {
+                    check: &name,
+                    error: &e,
+                }
+                .emit(),
+                Ok(value) => {
+                    let r = self.store.check_state(&name);
+                    let Some(prev) = self.db("read check state", &name, "evaluation skipped", r)
+                    else {
+                        continue;
+                    };
+                    let o = engine::evaluate_check(check, &prev, value, || new_correlation_id(now));
+                    events::CheckEvaluated {
+                        check: &name,
+                        value,
+                        threshold: &check.threshold,
+                        decision: o.verdict.as_str(),
+                        breached: o.verdict == Verdict::Breach,
+                        breaching: o.state.breaching,
+                        breach_count: o.state.breach_count,
+                        for_count: check.for_count,
+                        correlation_id: o.correlation_id.as_deref(),
+                    }
+                    .emit();
+                    outcomes.push((name, o));
+                }
+            }
+        }
+        let evals: Vec<CheckEval<'_>> = outcomes
+            .iter()
+            .filter(|(_, o)| o.verdict != Verdict::Ignored)
+            .map(|(n, o)| CheckEval {
+                name: n,
+                state: &o.state,
+                value: o.value,
+                breached: o.verdict == Verdict::Breach,
+                at,
+            })
+            .collect();
+        // Not stored → not acted on: the next evaluation decides again from stored state.
+        let r = self.store.save_check_evals(&evals);
+        drop(evals);
+        if self
+            .db("store check evaluations", "", "no rule fires on them", r)
+            .is_none()
+        {
+            return;
+        }
+        let mut on_check: Option<HashMap<&str, Vec<String>>> = None;
+        for (name, o) in outcomes {
+            let Some(check) = cfg.checks.get(&name) else {
+                continue;
+            };
+            let corr = o.correlation_id.clone().unwrap_or_default();
+            if !(o.entered_breach || o.recovered || o.firing) {
+                continue;
+            }
+            // The rules on this check, from an index built once per batch: 10,000 checks
+            // must not each scan 10,000 rules.
+            let on_check = on_check.get_or_insert_with(|| {
+                let mut m: HashMap<&str, Vec<String>> = HashMap::new();
+                for (n, r) in &cfg.rules {
+                    if let Trigger::Check(c) = &r.trigger {
+                        m.entry(c.as_str()).or_default().push(n.clone());
+                    }
+                }
+                m
+            });
+            let rules: Vec<String> = on_check.get(name.as_str()).cloned().unwrap_or_default();
+            if o.entered_breach || o.recovered {
+                events::CheckIncident {
+                    recovered: o.recovered,
+                    check: &name,
+                    value: o.value,
+                    threshold: &check.threshold,
+                    correlation_id: &corr,
+                }
+                .emit();
+            }
+            if o.entered_breach {
+                for r in &rules {
+                    let m = Message::new("check_breached", r, Some(&name), &corr)
+                        .with("value", value_text(o.value))
+                        .with("threshold", check.threshold.to_string())
+                        .with(
+                            "metric",
+                            format!("{}/{} {}", check.namespace, check.metric, check.statistic),
+                        );
+                    self.notify_rule(r, m);
+                }
+            }
+            if o.recovered {
+                for r in &rules {
+                    let m = Message::new("check_recovered", r, Some(&name), &corr)
+                        .with("value", value_text(o.value))
+                        .with("threshold", check.threshold.to_string());
+                    self.notify_rule(r, m);
+                }
+            }
+            if o.firing {
+                for r in rules {
+                    self.fire_rule(
+                        &r,
+                        Cause::Check {
+                            check: name.clone(),
+                            correlation_id: corr.clone(),
+                            value: o.value,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Room: rules. Considers a rule now: suppressed (logged with why), dry run (logged), or
+//! fired: the decision and its runs are stored in one transaction, then the starts go out.
+
+use super::work::{Cause, Work};
+use crate::aws::Cloud;
+use crate::config::{Config, RunKind, Start, Target};
+use crate::engine;
+use crate::events;
+use crate::notify::Message;
+use crate::state::NewRun;
+
+impl<C: Cloud> Work<C> {
+    pub fn fire_rule(&mut self, name: &str, cause: Cause) {
+        let cfg = self.cfg.clone();
+        let Some(rule) = cfg.rules.get(name) else {
+            return;
+        };
+        let now = self.now();
+        let corr = cause.correlation_id(now);
+        let check = cause.check().map(str::to_string);
+        let r = self.store.rule_state(name);
+        let Some(state) = self.db("read rule state", name, "the rule does not fire", r) else {
+            return;
+        };
+        let mut targets = Vec::new();
+        for s in &rule.start {
+            let t = s.target();
+            let max = max_concurrent(&cfg, &t);
+            // An unknown count is not "no room" and not "room": the rule does not fire now.
+            let r = self.store.active_runs(&t);
+            let Some(active) = self.db("count active runs", name, "the rule does not fire", r)
+            else {
+                return;
+            };
+            targets.push((t.to_string(), active, max));
+        }
+        if let Err(why) = engine::decide_rule(rule, &state, &targets, now) {
+            let detail = why.describe();
+            events::RuleSuppressed {
+                rule: name,
+                check: check.as_deref(),
+                reason: why.reason(),
+                detail: &detail,
+                correlation_id: &corr,
+            }
+            .emit();
+            if !rule.dry_run {
+                let m = Message::new("rule_suppressed", name, check.as_deref(), &corr)
+                    .with("reason", detail);
+                self.notify_rule(name, m);
+            }
+            return;
+        }
+        let new_state = engine::fired(rule, &state, now);
+        if rule.dry_run {
+            let starts = rule
+                .start
+                .iter()
+                .map(|s| (s.target().to_string(), request_json(&cfg, s)))
+                .collect();
+            events::RuleDryRun {
+                rule: name,
+                check: check.as_deref(),
+                correlation_id: &corr,
+                starts,
+                notify: &rule.notify,
+            }
+            .emit();
+            let r = self.store.record_rule_state(name, &new_state);
+            self.db(
+                "store dry-run state",
+                name,
+                "its cooldown is not recorded",
+                r,
+            );
+            return;
+        }
+        let runs: Vec<NewRun> = rule
+            .start
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let t = s.target();
+                NewRun {
+                    kind: t.kind,
+                    target: t.name.clone(),
+                    token: engine::idempotency_token(&self.store_id, name, new_state.firings, i),
+                    request: request_json(&cfg, s).to_string(),
+                    correlation_id: corr.clone(),
+                    check: check.clone(),
+                }
+            })
+            .collect();
+        let r = self.store.record_firing(name, &new_state, &runs, now);
+        let Some(ids) = self.db("store the firing", name, "nothing is started", r) else {
+            return;
+        };
+        let value = match &cause {
+            Cause::Check { value, .. } => Some(*value),
+            _ => None,
+        };
+        events::RuleFired {
+            rule: name,
+            check: check.as_deref(),
+            firing: new_state.firings,
+            correlation_id: &corr,
+            starts: runs.len(),
+            value,
+        }
+        .emit();
+        crate::failpoint::hit("after_decision");
+        if rule.start.is_empty() {
+            // A notify-only rule tells what triggered it.
+            let m = match &cause {
+                Cause::Check { .. } => None, // check_breached was already sent to it
+                Cause::Schedule => Some(Message::new("schedule_fired", name, None, &corr)),
+                Cause::RunEnded { run, succeeded } => Some(super::runs::run_message(
+                    if *succeeded {
+                        "run_succeeded"
+                    } else {
+                        "run_failed"
+                    },
+                    name,
+                    run,
+                )),
+            };
+            if let Some(m) = m {
+                self.notify_rule(name, m);
+            }
+        }
+        for id in ids {
+            // Unreadable now: the run is decided and stored, so the next poll re-drives it.
+            let r = self.store.run(id);
+            if let Some(Some(run)) = self.db(
+                "read a decided run",
+                name,
+                "it is started at the next poll",
+                r,
+            ) {
+                self.start_run(run);
+            }
+        }
+    }
+}
+
+pub(super) fn max_concurrent(cfg: &Config, t: &Target) -> u32 {
+    match t.kind {
+        RunKind::Pipeline => cfg
+            .pipelines
+            .get(&t.name)
+            .map(|p| p.max_concurrent)
+            .unwrap_or(1),
+        RunKind::Build => cfg
+            .builds
+            .get(&t.name)
+            .map(|b| b.max_concurrent)
+            .unwrap_or(1),
+    }
+}
+
+/// What a start sends, stored with the decision so a restart re-sends exactly it.
+fn request_json(cfg: &Config, s: &Start) -> serde_json::Value {
+    let req = match s {
+        Start::Pipeline { name, parameters } => super::runs::StartRequest {
+            name: cfg
+                .pipelines
+                .get(name)
+                .map(|p| p.pipeline_name.clone())
+                .unwrap_or_default(),
+            parameters: Some(
+                parameters
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            source_version: None,
+            environment: None,
+        },
+        Start::Build {
+            name,
+            source_version,
+            environment,
+        } => super::runs::StartRequest {
+            name: cfg
+                .builds
+                .get(name)
+                .map(|b| b.project_name.clone())
+                .unwrap_or_default(),
+            parameters: None,
+            source_version: source_version.clone(),
+            environment: Some(
+                environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+        },
+    };
+    serde_json::to_value(&req).unwrap_or_default()
+}

@@ -1,0 +1,108 @@
+//! What `/healthz` reports beyond the loop's heartbeat: state store operations that failed
+//! and have not succeeded since (nor failed again for `FAULT_MEMORY`: an operation that is
+//! never retried does not hold the daemon unhealthy for ever). Written by the loop and the
+//! outbox, read by HTTP.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+/// One failing store operation: what was being done, the error, since when, how often.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreFault {
+    pub operation: &'static str,
+    pub error: String,
+    pub since: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+    pub count: u64,
+}
+
+/// How long a failure that did not recur (and was not followed by a success) is shown.
+pub const FAULT_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+
+#[derive(Debug, Default)]
+pub struct Health {
+    any: AtomicBool,
+    faults: Mutex<BTreeMap<&'static str, StoreFault>>,
+}
+
+impl Health {
+    /// Records that `operation` failed (logged by the caller).
+    pub fn store_failed(&self, operation: &'static str, error: &str, at: DateTime<Utc>) {
+        let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let e = f.entry(operation).or_insert_with(|| StoreFault {
+            operation,
+            error: String::new(),
+            since: at,
+            last: at,
+            count: 0,
+        });
+        e.error = error.to_string();
+        e.last = at;
+        e.count += 1;
+        self.any.store(true, Ordering::Release);
+        crate::metrics::get()
+            .state_errors
+            .get_or_create(&crate::metrics::OperationL {
+                operation: operation.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records that `operation` succeeded: a fault it had is over.
+    pub fn store_ok(&self, operation: &'static str) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        f.remove(operation);
+        self.any.store(!f.is_empty(), Ordering::Release);
+    }
+
+    /// The operations failing at `now`, oldest first.
+    pub fn store_faults(&self, now: DateTime<Utc>) -> Vec<StoreFault> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = |x: &&StoreFault| {
+            crate::clock::after(x.last, FAULT_MEMORY).is_none_or(|until| now < until)
+        };
+        let mut v: Vec<StoreFault> = f.values().filter(recent).cloned().collect();
+        v.sort_by_key(|x| x.since);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_lasts_until_its_operation_succeeds() {
+        let h = Health::default();
+        let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        assert!(h.store_faults(t).is_empty());
+        h.store_failed("store check evaluations", "disk full", t);
+        h.store_failed("store check evaluations", "disk full", t);
+        h.store_failed("queue notification", "disk full", t);
+        h.store_ok("read rule state");
+        assert_eq!(
+            h.store_faults(t).len(),
+            2,
+            "another operation's success ends nothing"
+        );
+        assert_eq!(h.store_faults(t)[0].count + h.store_faults(t)[1].count, 3);
+        h.store_ok("store check evaluations");
+        assert_eq!(h.store_faults(t).len(), 1);
+        let later = crate::clock::after(t, FAULT_MEMORY).unwrap();
+        assert!(
+            h.store_faults(later).is_empty(),
+            "a failure that did not recur is forgotten"
+        );
+        h.store_ok("queue notification");
+        assert!(h.store_faults(t).is_empty());
+    }
+}
