@@ -1,7 +1,8 @@
 //! The outbox sender: publishes queued notifications to SNS, marks them sent, and backs off
 //! on failure. Delivery is at least once: a crash between `Publish` and marking the row sent
 //! re-sends that message after restart, with the same `correlation_id`. When marking fails
-//! (a full disk), the message is not published again: the mark is retried with backoff.
+//! (a full disk), the message is not published again: the mark is retried with backoff; a
+//! failed publish whose retry time cannot be stored waits its backoff in memory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,8 +22,33 @@ pub(super) fn backoff(attempts: i64) -> Duration {
     Duration::from_secs((1u64 << attempts.clamp(0, 8) as u32).min(300))
 }
 
-/// Published messages whose "sent" mark has not been stored yet: id → (next try, tries).
-type Unmarked = BTreeMap<i64, (DateTime<Utc>, i64)>;
+/// The longest the sender sleeps with nothing due (a store read error is retried then).
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Messages held in memory, by outbox id: published but whose "sent" mark is not stored
+/// (`unmarked`: next try of the mark, tries), or failed whose retry time is not stored
+/// (`held`: not before).
+#[derive(Default)]
+struct Memory {
+    unmarked: BTreeMap<i64, (DateTime<Utc>, i64)>,
+    held: BTreeMap<i64, DateTime<Utc>>,
+}
+
+impl Memory {
+    fn holds(&self, id: i64) -> bool {
+        self.unmarked.contains_key(&id) || self.held.contains_key(&id)
+    }
+    fn is_empty(&self) -> bool {
+        self.unmarked.is_empty() && self.held.is_empty()
+    }
+    fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.unmarked
+            .values()
+            .map(|(at, _)| *at)
+            .chain(self.held.values().copied())
+            .min()
+    }
+}
 
 pub struct Outbox<C> {
     pub store: Arc<Store>,
@@ -31,6 +57,9 @@ pub struct Outbox<C> {
     pub health: Arc<Health>,
     pub wake: Arc<Notify>,
 }
+
+const MARK_SENT: &str = "mark a notification sent";
+const MARK_CONSEQUENCE: &str = "it is not published again; the mark is retried with backoff";
 
 impl<C: Cloud> Outbox<C> {
     fn db<T>(
@@ -57,16 +86,39 @@ impl<C: Cloud> Outbox<C> {
         }
     }
 
-    /// Runs until `stop` is cancelled; wakes on `wake` or every 2 s.
+    /// How long to sleep: until the earliest queued message or held one is due, at most
+    /// `IDLE` (a new message wakes the sender at once).
+    async fn idle_for(&self, mem: &Memory) -> Duration {
+        let now = self.clock.now();
+        let r = state::off_loop(&self.store, |s| s.next_outbox_attempt()).await;
+        let queued = self
+            .db("read the outbox", "sending waits for the next try", r)
+            .unwrap_or(None);
+        // A row due already while messages are held is most likely one of them: they are due
+        // when their own time says.
+        let queued = queued.filter(|t| *t > now || mem.is_empty());
+        match queued.into_iter().chain(mem.next_due()).min() {
+            Some(t) => (t - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(100), IDLE),
+            None => IDLE,
+        }
+    }
+
+    /// Runs until `stop` is cancelled; wakes on `wake` or when something queued is due.
     pub async fn run(self, stop: CancellationToken) {
-        let mut unmarked = Unmarked::new();
+        let mut mem = Memory::default();
         loop {
+            let idle = self.idle_for(&mem).await;
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(idle) => {}
             }
-            self.retry_marks(&mut unmarked).await;
+            self.retry_marks(&mut mem).await;
+            let now = self.clock.now();
+            mem.held.retain(|_, at| *at > now);
             loop {
                 let now = self.clock.now();
                 let r = state::off_loop(&self.store, move |s| s.pending_outbox(now, 50)).await;
@@ -74,10 +126,7 @@ impl<C: Cloud> Outbox<C> {
                 else {
                     break;
                 };
-                let rows: Vec<_> = rows
-                    .into_iter()
-                    .filter(|r| !unmarked.contains_key(&r.id))
-                    .collect();
+                let rows: Vec<_> = rows.into_iter().filter(|r| !mem.holds(r.id)).collect();
                 if rows.is_empty() {
                     break;
                 }
@@ -104,15 +153,8 @@ impl<C: Cloud> Outbox<C> {
                             let (rid, at) = (row.id, self.clock.now());
                             let r =
                                 state::off_loop(&self.store, move |s| s.mark_sent(rid, at)).await;
-                            if self
-                                .db(
-                                    "mark a notification sent",
-                                    "it is not published again; the mark is retried with backoff",
-                                    r,
-                                )
-                                .is_none()
-                            {
-                                unmarked.insert(
+                            if self.db(MARK_SENT, MARK_CONSEQUENCE, r).is_none() {
+                                mem.unmarked.insert(
                                     row.id,
                                     (clock::after(at, backoff(1)).unwrap_or(at), 1),
                                 );
@@ -128,11 +170,14 @@ impl<C: Cloud> Outbox<C> {
                             })
                             .await;
                             if self
-                                .db("store a failed send", "it is tried again at once", r)
+                                .db(
+                                    "store a failed send",
+                                    "it is held in memory until its backoff is over",
+                                    r,
+                                )
                                 .is_none()
                             {
-                                // Not stored: without a stored retry time, wait here instead.
-                                break;
+                                mem.held.insert(row.id, next);
                             }
                         }
                     }
@@ -142,25 +187,22 @@ impl<C: Cloud> Outbox<C> {
     }
 
     /// Stores the "sent" marks that failed before, each when its backoff is over.
-    async fn retry_marks(&self, unmarked: &mut Unmarked) {
+    async fn retry_marks(&self, mem: &mut Memory) {
         let now = self.clock.now();
-        let due: Vec<(i64, i64)> = unmarked
+        let due: Vec<(i64, i64)> = mem
+            .unmarked
             .iter()
             .filter(|(_, (at, _))| *at <= now)
             .map(|(id, (_, n))| (*id, *n))
             .collect();
         for (id, tries) in due {
             let r = state::off_loop(&self.store, move |s| s.mark_sent(id, now)).await;
-            match self.db(
-                "mark a notification sent",
-                "it is not published again; the mark is retried with backoff",
-                r,
-            ) {
+            match self.db(MARK_SENT, MARK_CONSEQUENCE, r) {
                 Some(()) => {
-                    unmarked.remove(&id);
+                    mem.unmarked.remove(&id);
                 }
                 None => {
-                    unmarked.insert(
+                    mem.unmarked.insert(
                         id,
                         (
                             clock::after(now, backoff(tries + 1)).unwrap_or(now),

@@ -47,7 +47,7 @@ impl<C: Cloud> Work<C> {
         let req = match StartRequest::parse(&run.request) {
             Ok(r) => r,
             Err(why) => {
-                self.start_failed(&run, "CorruptStoredRequest", &why);
+                self.start_failed(&run, "CorruptStoredRequest", &why, &why);
                 return;
             }
         };
@@ -160,16 +160,17 @@ impl<C: Cloud> Work<C> {
                 }
                 .emit();
             }
-            Err(e) => self.start_failed(&run, &e.code, &e.to_string()),
+            Err(e) => self.start_failed(&run, &e.code, &e.message, &e.to_string()),
         }
     }
 
     /// A decided run that cannot be started, for good: stored as `start_failed`, then — once,
     /// however often this is reached for the run — logged, notified and chained, and the
     /// rule's cooldown cleared so it may fire again.
-    fn start_failed(&mut self, run: &RunRow, code: &str, error: &str) {
+    /// `message` is stored as the run's detail (`CODE: message`); `error` is what the log shows.
+    fn start_failed(&mut self, run: &RunRow, code: &str, message: &str, error: &str) {
         let now = self.now();
-        let detail = format!("{code}: {error}");
+        let detail = format!("{code}: {message}");
         let r = self.store.mark_start_failed(run.id, &detail, now);
         match self.db(
             "store the failed start",

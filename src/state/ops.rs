@@ -584,6 +584,16 @@ impl Store {
         rows.collect()
     }
 
+    /// When the earliest unsent notification is due (`None`: nothing is queued).
+    pub fn next_outbox_attempt(&self) -> R<Option<DateTime<Utc>>> {
+        let ms: Option<i64> = self.conn().query_row(
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE sent_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(from_ms(ms))
+    }
+
     pub fn outbox_unsent(&self) -> R<i64> {
         self.conn().query_row(
             "SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL",

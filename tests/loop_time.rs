@@ -1,0 +1,462 @@
+//! The real control loop on tokio's paused clock: hours and days of schedules, `for`,
+//! cooldowns and DST transitions run in milliseconds. The daemon is `mlopsd::daemon::run_with`
+//! with a driven clock and an in-memory `Cloud` that records every call at the simulated
+//! instant it was made; the state store is the real SQLite store in a temp dir.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mlopsd::aws::{AwsError, Cloud, MetricQuery, PendingPackage, RunStatus};
+use mlopsd::clock::{ts, Clock};
+use tokio_util::sync::CancellationToken;
+
+/// What the fake AWS saw.
+#[derive(Default)]
+struct Seen {
+    /// (instant, pipeline, parameters, token)
+    starts: Vec<(DateTime<Utc>, String, BTreeMap<String, String>, String)>,
+    /// (instant, event attribute, subject)
+    published: Vec<(DateTime<Utc>, String, String)>,
+    metric_reads: usize,
+}
+
+type ValueFn = dyn Fn(DateTime<Utc>) -> Option<f64> + Send + Sync;
+
+#[derive(Clone)]
+struct Fake {
+    clock: Clock,
+    seen: Arc<Mutex<Seen>>,
+    /// metric name → value at an instant
+    values: Arc<HashMap<String, Box<ValueFn>>>,
+    /// Answer to every StartPipelineExecution: Ok, or this error.
+    start_error: Option<AwsError>,
+}
+
+impl Fake {
+    fn new(clock: Clock, values: Vec<(&str, Box<ValueFn>)>) -> Fake {
+        Fake {
+            clock,
+            seen: Arc::default(),
+            values: Arc::new(
+                values
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
+            start_error: None,
+        }
+    }
+    fn starts(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .starts
+            .iter()
+            .map(|s| ts(&secs(s.0)))
+            .collect()
+    }
+    fn published(&self, event: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .published
+            .iter()
+            .filter(|p| p.1 == event)
+            .map(|p| ts(&secs(p.0)))
+            .collect()
+    }
+}
+
+/// The instant without its fraction (a timer fires within a millisecond of its due time).
+fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(t.timestamp(), 0).unwrap()
+}
+
+fn unsupported(op: &'static str) -> AwsError {
+    AwsError {
+        service: "fake",
+        operation: op,
+        code: "NotUsed".into(),
+        message: "not used by this test".into(),
+        transient: false,
+    }
+}
+
+impl Cloud for Fake {
+    fn latest_values(
+        &self,
+        queries: &[MetricQuery<'_>],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = (Vec<Result<Option<f64>, AwsError>>, usize)> + Send {
+        let out: Vec<_> = queries
+            .iter()
+            .map(|q| Ok(self.values.get(q.metric).and_then(|f| f(now))))
+            .collect();
+        self.seen.lock().unwrap().metric_reads += 1;
+        async move { (out, 1) }
+    }
+    async fn start_pipeline(
+        &self,
+        pipeline_name: &str,
+        params: &BTreeMap<String, String>,
+        token: &str,
+    ) -> Result<String, AwsError> {
+        if let Some(e) = &self.start_error {
+            return Err(e.clone());
+        }
+        let mut s = self.seen.lock().unwrap();
+        s.starts.push((
+            self.clock.now(),
+            pipeline_name.to_string(),
+            params.clone(),
+            token.to_string(),
+        ));
+        Ok(format!(
+            "arn:aws:sagemaker:us-east-1:123456789012:pipeline/{pipeline_name}/execution/{}",
+            s.starts.len()
+        ))
+    }
+    async fn find_pipeline_execution(
+        &self,
+        _pipeline_name: &str,
+        token: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let s = self.seen.lock().unwrap();
+        Ok(s.starts
+            .iter()
+            .position(|x| x.3 == token)
+            .map(|i| format!("arn:fake:execution/{}", i + 1)))
+    }
+    async fn pipeline_status(&self, _arn: &str) -> Result<RunStatus, AwsError> {
+        Ok(RunStatus::Succeeded)
+    }
+    async fn start_build(
+        &self,
+        _p: &str,
+        _s: Option<&str>,
+        _e: &BTreeMap<String, String>,
+        _t: &str,
+    ) -> Result<String, AwsError> {
+        Err(unsupported("StartBuild"))
+    }
+    async fn find_build(&self, _p: &str, _t: &str) -> Result<Option<String>, AwsError> {
+        Ok(None)
+    }
+    async fn build_statuses(
+        &self,
+        _ids: &[String],
+    ) -> Result<HashMap<String, RunStatus>, AwsError> {
+        Ok(HashMap::new())
+    }
+    async fn publish(
+        &self,
+        _topic: &str,
+        subject: &str,
+        _body: &str,
+        attrs: &[(&str, &str)],
+    ) -> Result<String, AwsError> {
+        let event = attrs
+            .iter()
+            .find(|a| a.0 == "event")
+            .map(|a| a.1.to_string())
+            .unwrap_or_default();
+        let mut s = self.seen.lock().unwrap();
+        s.published
+            .push((self.clock.now(), event, subject.to_string()));
+        Ok(format!("m-{}", s.published.len()))
+    }
+    async fn pending_packages(&self, _group: &str) -> Result<Vec<PendingPackage>, AwsError> {
+        Ok(vec![])
+    }
+    async fn read_s3(&self, _uri: &str) -> Result<String, AwsError> {
+        Err(unsupported("GetObject"))
+    }
+    async fn set_approval(&self, _arn: &str, _approve: bool, _d: &str) -> Result<(), AwsError> {
+        Ok(())
+    }
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn head(dir: &Path, port: u16) -> String {
+    format!(
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\npoll_interval = \"15s\"\n\n[aws]\nregion = \"us-east-1\"\n\n\
+         [notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\nrepeat_interval = \"0s\"\n\n\
+         [pipelines.train]\npipeline_name = \"training\"\nparameters = {{ Data = \"s3://b/in/\" }}\nmax_concurrent = 1\n\n",
+        dir.join("state").display()
+    )
+}
+
+/// Starts the daemon at `base` (simulated), lets `span` of simulated time pass, stops it.
+async fn drive(
+    dir: &Path,
+    config: &str,
+    fake: &Fake,
+    span: Duration,
+) -> Result<(), mlopsd::daemon::RunError> {
+    let path = dir.join("mlops.toml");
+    std::fs::write(&path, config).unwrap();
+    let stop = CancellationToken::new();
+    let (f, c, s) = (fake.clone(), fake.clock, stop.clone());
+    let daemon = tokio::spawn(async move {
+        mlopsd::daemon::run_with(path, c, move |_| async move { f }, s).await
+    });
+    tokio::time::sleep(span).await;
+    stop.cancel();
+    daemon.await.expect("the daemon task panicked")
+}
+
+#[tokio::test(start_paused = true)]
+async fn six_hours_of_for_and_cooldown_in_milliseconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::driven(at("2026-06-01T00:00:00Z"));
+    let fake = Fake::new(clock, vec![("drift", Box::new(|_| Some(0.9)))]);
+    let cfg = format!(
+        "{}[checks.drift]\nschedule = \"every 5m\"\nnamespace = \"ns\"\nmetric = \"drift\"\nperiod = \"5m\"\nabove = 0.5\nfor = 3\n\n\
+         [rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n",
+        head(dir.path(), free_port())
+    );
+    drive(dir.path(), &cfg, &fake, Duration::from_secs(6 * 3600))
+        .await
+        .unwrap();
+    // `for = 3` at the third evaluation (00:15), then each time the 1 h cooldown is over.
+    let want: Vec<String> = (0..6).map(|h| format!("2026-06-01T0{h}:15:00Z")).collect();
+    assert_eq!(fake.starts(), want);
+    assert_eq!(
+        fake.seen.lock().unwrap().metric_reads,
+        72,
+        "one read every 5 minutes for 6 hours"
+    );
+    assert_eq!(
+        fake.published("check_breached"),
+        ["2026-06-01T00:15:00Z"],
+        "one incident"
+    );
+    assert_eq!(fake.published("run_started").len(), 6);
+    assert_eq!(
+        fake.published("run_succeeded").len(),
+        6,
+        "every run followed to its end"
+    );
+    let seen = fake.seen.lock().unwrap();
+    assert!(
+        seen.starts
+            .iter()
+            .all(|s| s.1 == "training" && s.2["Data"] == "s3://b/in/"),
+        "the stored request was sent"
+    );
+    let tokens: std::collections::HashSet<_> = seen.starts.iter().map(|s| s.3.clone()).collect();
+    assert_eq!(tokens.len(), 6, "one token per firing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dst_days_fire_as_spec_says_through_the_real_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    // New York springs forward on 2026-03-08 (02:00 EST → 03:00 EDT).
+    let clock = Clock::driven(at("2026-03-07T12:00:00Z"));
+    let fake = Fake::new(clock, vec![]);
+    let cfg = format!(
+        "{}[rules.nightly]\non_schedule = \"30 2 * * *\"\ntimezone = \"America/New_York\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\n",
+        head(dir.path(), free_port())
+    );
+    drive(dir.path(), &cfg, &fake, Duration::from_secs(3 * 86_400))
+        .await
+        .unwrap();
+    // 02:30 does not exist on the 8th: it fires once, at the first instant after the gap.
+    assert_eq!(
+        fake.starts(),
+        [
+            "2026-03-08T07:00:00Z",
+            "2026-03-09T06:30:00Z",
+            "2026-03-10T06:30:00Z"
+        ]
+    );
+
+    // Falling back on 2026-11-01 (01:00–02:00 happens twice): a fixed hour fires on its first
+    // pass only; an hour field with `/` runs on real time and fires on both passes.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::driven(at("2026-11-01T03:00:00Z"));
+    let fake = Fake::new(clock, vec![]);
+    let cfg = format!(
+        "{}[pipelines.other]\npipeline_name = \"other\"\n\n\
+         [rules.fixed]\non_schedule = \"30 1 * * *\"\ntimezone = \"America/New_York\"\nstart_pipeline = \"train\"\n\n\
+         [rules.real]\non_schedule = \"15 */1 * * *\"\ntimezone = \"America/New_York\"\nstart_pipeline = \"other\"\n",
+        head(dir.path(), free_port())
+    );
+    drive(dir.path(), &cfg, &fake, Duration::from_secs(5 * 3600))
+        .await
+        .unwrap();
+    let seen = fake.seen.lock().unwrap();
+    let of = |p: &str| {
+        seen.starts
+            .iter()
+            .filter(|s| s.1 == p)
+            .map(|s| ts(&secs(s.0)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of("training"),
+        ["2026-11-01T05:30:00Z"],
+        "01:30 EDT, not again at 01:30 EST"
+    );
+    assert_eq!(
+        of("other"),
+        [
+            "2026-11-01T03:15:00Z",
+            "2026-11-01T04:15:00Z",
+            "2026-11-01T05:15:00Z",
+            "2026-11-01T06:15:00Z",
+            "2026-11-01T07:15:00Z"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_refused_for_good_fails_chains_and_notifies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::driven(at("2026-05-31T23:00:00Z"));
+    let mut fake = Fake::new(clock, vec![]);
+    fake.start_error = Some(AwsError {
+        service: "sagemaker",
+        operation: "StartPipelineExecution",
+        code: "ValidationException".into(),
+        message: "Pipeline does not exist".into(),
+        transient: false,
+    });
+    let cfg = format!(
+        "{}[rules.kick]\non_schedule = \"rate(1 day)\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\n\n\
+         [rules.page]\non_failure = \"pipeline:train\"\nnotify = [\"ops\"]\n",
+        head(dir.path(), free_port())
+    );
+    // rate(1 day) fires at 00:00 UTC: once in these 2 hours of polls every 15 s.
+    drive(dir.path(), &cfg, &fake, Duration::from_secs(2 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(fake.starts(), Vec::<String>::new());
+    let failed = fake.published("run_failed");
+    // `kick` and `page` (the chain) each tell of the one failed start: two messages, once.
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let c = rusqlite::Connection::open(dir.path().join("state/mlopsd.db")).unwrap();
+    let rows: Vec<(String, String)> = c
+        .prepare("SELECT status, detail FROM runs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [(
+            "start_failed".to_string(),
+            "ValidationException: Pipeline does not exist".to_string()
+        )]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_stored_request_is_never_sent_without_its_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = at("2026-06-01T00:00:00Z");
+    let clock = Clock::driven(base);
+    let fake = Fake::new(clock, vec![]);
+    let cfg = format!(
+        "{}[rules.page]\non_failure = \"pipeline:train\"\nnotify = [\"ops\"]\n",
+        head(dir.path(), free_port())
+    );
+    // A decided run left by an earlier daemon, its stored request damaged.
+    {
+        let s = mlopsd::state::Store::open(&dir.path().join("state")).unwrap();
+        drop(s);
+        let c = rusqlite::Connection::open(dir.path().join("state/mlopsd.db")).unwrap();
+        c.execute(
+            "INSERT INTO runs (rule, firing, kind, target, token, request, correlation_id, status, decided_ms) \
+             VALUES ('gone', 1, 'pipeline', 'train', 'mlopsd-0123456789abcdef0123456789abcdef', '{\"parameters\": 7}', 'c-1', 'decided', ?1)",
+            [base.timestamp_millis()],
+        )
+        .unwrap();
+    }
+    drive(dir.path(), &cfg, &fake, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.starts(),
+        Vec::<String>::new(),
+        "nothing started with made-up parameters"
+    );
+    assert_eq!(
+        fake.published("run_failed").len(),
+        1,
+        "the chain tells of it once"
+    );
+    let c = rusqlite::Connection::open(dir.path().join("state/mlopsd.db")).unwrap();
+    let (status, detail): (String, String) = c
+        .query_row("SELECT status, detail FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(status, "start_failed");
+    assert!(
+        detail.starts_with("CorruptStoredRequest: the stored start request is unreadable"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_read_error_is_not_a_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::driven(at("2026-06-01T00:00:00Z"));
+    let fake = Fake::new(clock, vec![("drift", Box::new(|_| Some(0.9)))]);
+    let port = free_port();
+    let cfg = format!(
+        "{}[checks.drift]\nschedule = \"every 5m\"\nnamespace = \"ns\"\nmetric = \"drift\"\nperiod = \"5m\"\nabove = 0.5\n\n\
+         [rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\n",
+        head(dir.path(), port)
+    );
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let stop = CancellationToken::new();
+    let (f, s) = (fake.clone(), stop.clone());
+    let daemon = tokio::spawn(async move {
+        mlopsd::daemon::run_with(path, clock, move |_| async move { f }, s).await
+    });
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // The runs table goes away under the running daemon: counting active runs now fails.
+    let db = dir.path().join("state/mlopsd.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TABLE runs;")
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let addr = format!("127.0.0.1:{port}");
+    let (code, body) =
+        tokio::task::spawn_blocking(move || mlopsd::status::get(&addr, "/healthz").unwrap())
+            .await
+            .unwrap();
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+    assert_eq!(fake.starts(), Vec::<String>::new());
+    assert_eq!(
+        fake.published("rule_suppressed"),
+        Vec::<String>::new(),
+        "an unknown count is not \"4294967295 active runs\""
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("count active runs: no such table: runs"),
+        "{body}"
+    );
+}
