@@ -14,11 +14,13 @@ use mlopsd::aws::{AwsError, Cloud, MetricQuery, PendingPackage, RunStatus};
 use mlopsd::clock::{ts, Clock};
 use tokio_util::sync::CancellationToken;
 
+/// A start call: (instant, pipeline, parameters, token).
+type StartCall = (DateTime<Utc>, String, BTreeMap<String, String>, String);
+
 /// What the fake AWS saw.
 #[derive(Default)]
 struct Seen {
-    /// (instant, pipeline, parameters, token)
-    starts: Vec<(DateTime<Utc>, String, BTreeMap<String, String>, String)>,
+    starts: Vec<StartCall>,
     /// (instant, event attribute, subject)
     published: Vec<(DateTime<Utc>, String, String)>,
     metric_reads: usize,
