@@ -25,8 +25,10 @@ impl Clock {
         }
     }
 
+    /// Now, to the millisecond: the precision the store keeps, so an instant the loop decides
+    /// on reads back from the store equal.
     pub fn now(&self) -> DateTime<Utc> {
-        match self {
+        let t = match self {
             Clock::System => Utc::now(),
             Clock::Driven { base, at } => {
                 let elapsed =
@@ -34,7 +36,8 @@ impl Clock {
                 base.checked_add_signed(elapsed)
                     .unwrap_or(DateTime::<Utc>::MAX_UTC)
             }
-        }
+        };
+        DateTime::<Utc>::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
     }
 }
 
@@ -98,6 +101,12 @@ mod tests {
         assert_eq!(
             c.now(),
             DateTime::<Utc>::from_timestamp(1_800_003_600, 0).unwrap()
+        );
+        tokio::time::advance(std::time::Duration::from_micros(1_500)).await;
+        assert_eq!(
+            ts(&c.now()),
+            "2027-01-15T09:00:00.001Z",
+            "to the millisecond"
         );
     }
 }

@@ -441,163 +441,69 @@ fn short_arn(a: &str) -> String {
     format!("<code title=\"{}\">…{}</code>", esc(a), esc(tail))
 }
 
+/// The status page's template (`src/page.html`), HTML-escaped by minijinja; the helpers it
+/// calls return markup they have escaped themselves.
+fn page_env() -> &'static minijinja::Environment<'static> {
+    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        use minijinja::Value as V;
+        let mut env = minijinja::Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+        // A template that does not parse is a build-time mistake, caught by the page tests.
+        if let Err(e) = env.add_template("page.html", include_str!("page.html")) {
+            tracing::error!(event = "http_failed", error = %e, "status page template does not parse");
+        }
+        env.add_function("badge", |s: String| V::from_safe_string(badge(&s)));
+        env.add_function("num", |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".into()));
+        env.add_function("arn", |a: Option<String>| V::from_safe_string(a.as_deref().map(short_arn).unwrap_or_else(|| "–".into())));
+        env
+    })
+}
+
 /// `/`: the status page, from the same JSON as `/status`.
 pub fn render_page(st: &Value) -> String {
-    let mut h = String::with_capacity(16 * 1024);
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let _ = write!(
-        h,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta http-equiv=\"refresh\" content=\"30\"><title>mlopsd status</title><style>{CSS}</style></head><body><header><h1>mlopsd</h1>"
-    );
-    let c = &st["config"];
-    let _ = write!(
-        h,
-        "<p class=\"meta\">config <code>{}</code> (hash {}) loaded {}</p>",
-        esc(&s(&c["path"])),
-        esc(&s(&c["hash"])),
-        esc(&s(&c["loaded_at"]))
-    );
-    match c["last_reload"].as_object() {
-        Some(r) if r.get("ok").and_then(Value::as_bool) == Some(false) => {
-            let _ = write!(
-                h,
-                "<p class=\"meta\">last reload {} at {}: {} — the previous config keeps running<br><code>{}</code></p>",
-                r.get("trigger").and_then(Value::as_str).unwrap_or(""),
-                esc(r.get("at").and_then(Value::as_str).unwrap_or("")),
-                badge("failed"),
-                esc(r.get("error").and_then(Value::as_str).unwrap_or(""))
+    let sparks: Vec<minijinja::Value> = st["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|ch| {
+            let vals: Vec<(Option<f64>, bool)> = ch["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    (
+                        v["value"].as_f64(),
+                        v["breached"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect();
+            let th = ch["threshold"]["value"].as_f64().unwrap_or(0.0);
+            let op = if ch["threshold"]["op"] == "below" {
+                "<"
+            } else {
+                ">"
+            };
+            let label = format!(
+                "{}: {} values, threshold {op} {}",
+                ch["name"].as_str().unwrap_or(""),
+                vals.len(),
+                fmt_num(th)
             );
+            minijinja::Value::from_safe_string(sparkline(&vals, th, &label))
+        })
+        .collect();
+    let ctx = minijinja::context! { st => minijinja::Value::from_serialize(st), sparks => sparks, css => minijinja::Value::from_safe_string(CSS.to_string()) };
+    match page_env()
+        .get_template("page.html")
+        .and_then(|t| t.render(ctx))
+    {
+        Ok(html) => html,
+        Err(e) => {
+            tracing::error!(event = "http_failed", error = %e, "cannot render the status page");
+            format!("<!doctype html><title>mlopsd status</title><p>cannot render the status page: {}</p>", esc(&e.to_string()))
         }
-        Some(r) => {
-            let _ = write!(
-                h,
-                "<p class=\"meta\">last reload at {}: {}</p>",
-                esc(r.get("at").and_then(Value::as_str).unwrap_or("")),
-                badge("ok")
-            );
-        }
-        None => h.push_str("<p class=\"meta\">no reload since start</p>"),
     }
-    let _ = write!(
-        h,
-        "<p class=\"meta\">generated {}</p></header>",
-        esc(&s(&st["generated_at"]))
-    );
-
-    h.push_str("<h2>Checks</h2><div class=\"wrap\"><table><thead><tr><th>check</th><th>recent values</th><th>last</th><th>threshold</th><th>state</th><th>next evaluation</th></tr></thead><tbody>");
-    for ch in st["checks"].as_array().into_iter().flatten() {
-        let vals: Vec<(Option<f64>, bool)> = ch["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|v| {
-                (
-                    v["value"].as_f64(),
-                    v["breached"].as_bool().unwrap_or(false),
-                )
-            })
-            .collect();
-        let th = ch["threshold"]["value"].as_f64().unwrap_or(0.0);
-        let op = if ch["threshold"]["op"] == "below" {
-            "&lt;"
-        } else {
-            "&gt;"
-        };
-        let label = format!(
-            "{}: {} values, threshold {} {}",
-            s(&ch["name"]),
-            vals.len(),
-            if op == "&lt;" { "<" } else { ">" },
-            fmt_num(th)
-        );
-        let state = s(&ch["state"]);
-        let state_txt = if state == "breaching" || state == "pending" {
-            format!("{state} {}/{}", ch["breach_count"], ch["for"])
-        } else {
-            state.clone()
-        };
-        let _ = write!(
-            h,
-            "<tr class=\"check\"><td><strong>{}</strong><br><small>{} {}</small></td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{op} {}</td><td>{}</td><td><small>{}</small></td></tr>",
-            esc(&s(&ch["name"])),
-            esc(&s(&ch["statistic"])),
-            esc(&s(&ch["metric"])),
-            sparkline(&vals, th, &label),
-            ch["last_value"].as_f64().map(fmt_num).unwrap_or_else(|| "–".into()),
-            fmt_num(th),
-            badge(&state_txt),
-            esc(&s(&ch["next_fire"]))
-        );
-    }
-    h.push_str("</tbody></table></div>");
-
-    h.push_str("<h2>Rules</h2><div class=\"wrap\"><table><thead><tr><th>rule</th><th>trigger</th><th>firings</th><th>last fired</th><th>cooldown until</th><th>active runs</th></tr></thead><tbody>");
-    for r in st["rules"].as_array().into_iter().flatten() {
-        let targets: Vec<String> = r["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|t| format!("{} {}", esc(&s(&t["target"])), t["active_runs"]))
-            .collect();
-        let _ = write!(
-            h,
-            "<tr><td><strong>{}</strong>{}</td><td><small>{}</small></td><td class=\"num\">{}</td><td><small>{}</small></td><td><small>{}</small></td><td><small>{}</small></td></tr>",
-            esc(&s(&r["name"])),
-            if r["dry_run"] == true { " <span class=\"badge none\">dry run</span>" } else { "" },
-            esc(&s(&r["trigger"])),
-            r["firings"],
-            esc(&s(&r["last_fired"])),
-            esc(&s(&r["cooldown_until"])),
-            if targets.is_empty() { "–".into() } else { targets.join("<br>") }
-        );
-    }
-    h.push_str("</tbody></table></div>");
-
-    h.push_str("<h2>Recent runs</h2><div class=\"wrap\"><table><thead><tr><th>rule</th><th>target</th><th>status</th><th>started</th><th>duration</th><th>run</th><th>correlation id</th></tr></thead><tbody>");
-    let runs = st["runs"].as_array().cloned().unwrap_or_default();
-    if runs.is_empty() {
-        h.push_str("<tr><td colspan=\"7\"><small>no runs yet</small></td></tr>");
-    }
-    for r in runs.iter().take(25) {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><small>{}</small></td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&s(&r["rule"])),
-            esc(&s(&r["target"])),
-            badge(&s(&r["status"])),
-            esc(&s(&r["started"])),
-            r["duration_s"].as_i64().map(|d| format!("{d} s")).unwrap_or_else(|| "–".into()),
-            r["arn"].as_str().map(short_arn).unwrap_or_else(|| "–".into()),
-            esc(&s(&r["correlation_id"]))
-        );
-    }
-    h.push_str("</tbody></table></div>");
-
-    let gates = st["gates"].as_array().cloned().unwrap_or_default();
-    if !gates.is_empty() {
-        h.push_str("<h2>Gates</h2><div class=\"wrap\"><table><thead><tr><th>gate</th><th>package</th><th>decision</th><th>value</th><th>reason</th></tr></thead><tbody>");
-        for g in &gates {
-            let ds = g["decisions"].as_array().cloned().unwrap_or_default();
-            if ds.is_empty() {
-                let _ = write!(h, "<tr><td>{}</td><td colspan=\"4\"><small>no decisions yet; next look {}</small></td></tr>", esc(&s(&g["name"])), esc(&s(&g["next_fire"])));
-            }
-            for d in ds {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td><small>{}</small></td></tr>",
-                    esc(&s(&g["name"])),
-                    short_arn(&s(&d["arn"])),
-                    badge(&s(&d["decision"])),
-                    d["value"].as_f64().map(fmt_num).unwrap_or_else(|| "–".into()),
-                    esc(&s(&d["reason"]))
-                );
-            }
-        }
-        h.push_str("</tbody></table></div>");
-    }
-    h.push_str("<p class=\"meta\"><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a></p></body></html>");
-    h
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod fake;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,178 @@
+//! An in-memory `Cloud` for running the real control loop on paused time: it records every
+//! call at the simulated instant it was made and answers from test-given functions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use mlopsd::aws::{AwsError, Cloud, MetricQuery, PendingPackage, RunStatus};
+use mlopsd::clock::{ts, Clock};
+
+/// A start call: (instant, pipeline, parameters, token).
+pub type StartCall = (DateTime<Utc>, String, BTreeMap<String, String>, String);
+
+/// What the fake AWS saw.
+#[derive(Default)]
+pub struct Seen {
+    pub starts: Vec<StartCall>,
+    /// (instant, event attribute, subject)
+    pub published: Vec<(DateTime<Utc>, String, String)>,
+    pub metric_reads: usize,
+}
+
+pub type ValueFn = dyn Fn(DateTime<Utc>) -> Option<f64> + Send + Sync;
+
+#[derive(Clone)]
+pub struct Fake {
+    pub clock: Clock,
+    pub seen: Arc<Mutex<Seen>>,
+    /// metric name → value at an instant
+    pub values: Arc<HashMap<String, Box<ValueFn>>>,
+    /// Answer to every StartPipelineExecution: Ok, or this error.
+    pub start_error: Option<AwsError>,
+}
+
+impl Fake {
+    pub fn new(clock: Clock, values: Vec<(&str, Box<ValueFn>)>) -> Fake {
+        Fake {
+            clock,
+            seen: Arc::default(),
+            values: Arc::new(
+                values
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
+            start_error: None,
+        }
+    }
+    pub fn starts(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .starts
+            .iter()
+            .map(|s| ts(&secs(s.0)))
+            .collect()
+    }
+    pub fn published(&self, event: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .published
+            .iter()
+            .filter(|p| p.1 == event)
+            .map(|p| ts(&secs(p.0)))
+            .collect()
+    }
+}
+
+/// The instant without its fraction (a timer fires within a millisecond of its due time).
+pub fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(t.timestamp(), 0).unwrap()
+}
+
+fn unsupported(op: &'static str) -> AwsError {
+    AwsError {
+        service: "fake",
+        operation: op,
+        code: "NotUsed".into(),
+        message: "not used by this test".into(),
+        transient: false,
+    }
+}
+
+impl Cloud for Fake {
+    fn latest_values(
+        &self,
+        queries: &[MetricQuery<'_>],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = (Vec<Result<Option<f64>, AwsError>>, usize)> + Send {
+        let out: Vec<_> = queries
+            .iter()
+            .map(|q| Ok(self.values.get(q.metric).and_then(|f| f(now))))
+            .collect();
+        self.seen.lock().unwrap().metric_reads += 1;
+        async move { (out, 1) }
+    }
+    async fn start_pipeline(
+        &self,
+        pipeline_name: &str,
+        params: &BTreeMap<String, String>,
+        token: &str,
+    ) -> Result<String, AwsError> {
+        if let Some(e) = &self.start_error {
+            return Err(e.clone());
+        }
+        let mut s = self.seen.lock().unwrap();
+        s.starts.push((
+            self.clock.now(),
+            pipeline_name.to_string(),
+            params.clone(),
+            token.to_string(),
+        ));
+        Ok(format!(
+            "arn:aws:sagemaker:us-east-1:123456789012:pipeline/{pipeline_name}/execution/{}",
+            s.starts.len()
+        ))
+    }
+    async fn find_pipeline_execution(
+        &self,
+        _pipeline_name: &str,
+        token: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let s = self.seen.lock().unwrap();
+        Ok(s.starts
+            .iter()
+            .position(|x| x.3 == token)
+            .map(|i| format!("arn:fake:execution/{}", i + 1)))
+    }
+    async fn pipeline_status(&self, _arn: &str) -> Result<RunStatus, AwsError> {
+        Ok(RunStatus::Succeeded)
+    }
+    async fn start_build(
+        &self,
+        _p: &str,
+        _s: Option<&str>,
+        _e: &BTreeMap<String, String>,
+        _t: &str,
+    ) -> Result<String, AwsError> {
+        Err(unsupported("StartBuild"))
+    }
+    async fn find_build(&self, _p: &str, _t: &str) -> Result<Option<String>, AwsError> {
+        Ok(None)
+    }
+    async fn build_statuses(
+        &self,
+        _ids: &[String],
+    ) -> Result<HashMap<String, RunStatus>, AwsError> {
+        Ok(HashMap::new())
+    }
+    async fn publish(
+        &self,
+        _topic: &str,
+        subject: &str,
+        _body: &str,
+        attrs: &[(&str, &str)],
+    ) -> Result<String, AwsError> {
+        let event = attrs
+            .iter()
+            .find(|a| a.0 == "event")
+            .map(|a| a.1.to_string())
+            .unwrap_or_default();
+        let mut s = self.seen.lock().unwrap();
+        s.published
+            .push((self.clock.now(), event, subject.to_string()));
+        Ok(format!("m-{}", s.published.len()))
+    }
+    async fn pending_packages(&self, _group: &str) -> Result<Vec<PendingPackage>, AwsError> {
+        Ok(vec![])
+    }
+    async fn read_s3(&self, _uri: &str) -> Result<String, AwsError> {
+        Err(unsupported("GetObject"))
+    }
+    async fn set_approval(&self, _arn: &str, _approve: bool, _d: &str) -> Result<(), AwsError> {
+        Ok(())
+    }
+}
