@@ -182,7 +182,7 @@ async fn random_extreme_configs_never_panic_the_loop() {
         if let Err(e) = mlopsd::config::load(&path) {
             panic!("case {case} (seed {seed}): the generator made an invalid config: {e}\n{text}");
         }
-        let start: DateTime<Utc> = DateTime::parse_from_rfc3339(rng.pick(STARTS))
+        let start: DateTime<Utc> = DateTime::parse_from_rfc3339(rng.pick::<&str>(STARTS))
             .unwrap()
             .with_timezone(&Utc);
         let clock = Clock::driven(start);
