@@ -136,10 +136,9 @@ impl Suppressed {
     }
     pub fn describe(&self) -> String {
         match self {
-            Suppressed::Cooldown { until } => format!(
-                "in cooldown until {}",
-                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
+            Suppressed::Cooldown { until } => {
+                format!("in cooldown until {}", crate::clock::ts(until))
+            }
             Suppressed::Concurrency {
                 target,
                 active,
@@ -177,12 +176,12 @@ pub fn decide_rule(
 /// The state after a rule fires at `now`.
 pub fn fired(rule: &Rule, state: &RuleState, now: DateTime<Utc>) -> RuleState {
     RuleState {
-        firings: state.firings + 1,
+        firings: state.firings.saturating_add(1),
         last_fired: Some(now),
+        // Saturates at the end of time rather than overflow (durations are bounded, the clock is not).
         cooldown_until: rule
             .cooldown
-            .and_then(|c| chrono::Duration::from_std(c).ok())
-            .map(|c| now + c),
+            .map(|c| crate::clock::after(now, c).unwrap_or(DateTime::<Utc>::MAX_UTC)),
     }
 }
 
@@ -384,6 +383,28 @@ mod tests {
             dry_run: false,
             catch_up: crate::config::CatchUp::None,
         }
+    }
+
+    #[test]
+    fn a_cooldown_past_the_end_of_time_saturates_instead_of_panicking() {
+        let r = rule(Some(crate::duration::MAX_DURATION));
+        let late = DateTime::<Utc>::MAX_UTC - chrono::Duration::days(1);
+        let s = fired(
+            &r,
+            &RuleState {
+                firings: u64::MAX,
+                ..Default::default()
+            },
+            late,
+        );
+        assert_eq!(s.cooldown_until, Some(DateTime::<Utc>::MAX_UTC));
+        assert_eq!(s.firings, u64::MAX, "saturates");
+        assert!(decide_rule(&r, &s, &[], late).is_err(), "still in cooldown");
+        let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(
+            fired(&r, &RuleState::default(), t).cooldown_until,
+            t.checked_add_signed(chrono::Duration::days(3650))
+        );
     }
 
     #[test]

@@ -559,6 +559,10 @@ impl Cron {
     }
 
     fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Within a year of chrono's ends, local times may not exist: no cron fires there.
+        if !(-(CHRONO_SAFE_YEAR)..=CHRONO_SAFE_YEAR).contains(&after.year()) {
+            return None;
+        }
         // Fires are on whole seconds: the first candidate is the next whole second.
         let start = DateTime::<Utc>::from_timestamp(after.timestamp() + 1, 0)?;
         let limit = (start.with_timezone(&tz).date_naive())
@@ -567,12 +571,14 @@ impl Cron {
         let offset_at = |u: DateTime<Utc>| u.with_timezone(&tz).naive_local() - u.naive_utc();
 
         // Fast path: no UTC offset change near `start` nor before the candidate.
+        // (All instant arithmetic is checked: near the ends of chrono's range there is no
+        // next fire rather than an overflow.)
         let o = offset_at(start);
         let window = ChronoDuration::seconds(DST_WINDOW);
-        if offset_at(start - window) == o {
-            let w = start.naive_utc() + o;
+        if start.checked_sub_signed(window).map(offset_at) == Some(o) {
+            let w = start.naive_utc().checked_add_signed(o)?;
             let m = self.next_wall(w, limit)?;
-            let u = DateTime::<Utc>::from_naive_utc_and_offset(m - o, Utc);
+            let u = DateTime::<Utc>::from_naive_utc_and_offset(m.checked_sub_signed(o)?, Utc);
             if u - start <= ChronoDuration::seconds(2 * DST_WINDOW) && offset_at(u) == o {
                 return Some(u);
             }
@@ -581,15 +587,23 @@ impl Cron {
         // General path: walk matching wall times from a window before `start`, and keep the
         // earliest instant after `start`. Wall order and instant order differ by at most the
         // size of one offset change, so a window of DST_WINDOW on each side is enough.
-        let mut w = start.naive_utc() + o - window;
+        let mut w = start
+            .naive_utc()
+            .checked_add_signed(o)?
+            .checked_sub_signed(window)?;
         let mut best: Option<DateTime<Utc>> = None;
         loop {
             let Some(m) = self.next_wall(w, limit) else {
                 return best;
             };
             if let Some(b) = best {
-                if m > b.with_timezone(&tz).naive_local() + window {
-                    return best;
+                match b
+                    .with_timezone(&tz)
+                    .naive_local()
+                    .checked_add_signed(window)
+                {
+                    Some(end) if m <= end => {}
+                    _ => return best,
                 }
             }
             for inst in self.instants(tz, m) {
@@ -597,7 +611,10 @@ impl Cron {
                     best = Some(inst);
                 }
             }
-            w = m + ChronoDuration::seconds(1);
+            let Some(next) = m.checked_add_signed(ChronoDuration::seconds(1)) else {
+                return best;
+            };
+            w = next;
         }
     }
 }
@@ -609,7 +626,7 @@ fn gap_end(tz: Tz, w: NaiveDateTime) -> Option<DateTime<Utc>> {
     let mut lo = w;
     let mut hi = None;
     for k in 1..=(24 * 60) {
-        let x = w + ChronoDuration::minutes(k);
+        let x = w.checked_add_signed(ChronoDuration::minutes(k))?;
         if exists(x) {
             hi = Some(x);
             break;
@@ -630,6 +647,9 @@ fn gap_end(tz: Tz, w: NaiveDateTime) -> Option<DateTime<Utc>> {
         .earliest()
         .map(|x| x.with_timezone(&Utc))
 }
+
+/// Cron fire times are computed for instants within these years (chrono reaches ±262,143).
+const CHRONO_SAFE_YEAR: i32 = 262_000;
 
 fn next_bit(mask: u64, from: u32, max: u32) -> Option<u32> {
     (from..=max).find(|b| mask & (1u64 << b) != 0)
@@ -788,6 +808,53 @@ mod tests {
             .iter()
             .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
             .collect()
+    }
+
+    #[test]
+    fn the_ends_of_time_are_none_or_an_instant_never_a_panic() {
+        let exprs = [
+            "* * * * * *",
+            "every 1ms",
+            "every 3650d",
+            "rate(1 minute)",
+            "cron(0 0 31 12 ? 2199)",
+            "30 2 * * *",
+            "*/15 1 * * *",
+            "0 0 29 2 *",
+            "59 23 L * ?",
+        ];
+        let edges = [
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::<Utc>::MAX_UTC - ChronoDuration::seconds(1),
+            DateTime::<Utc>::MAX_UTC - ChronoDuration::days(400),
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MIN_UTC + ChronoDuration::hours(1),
+            "9999-12-31T23:59:59Z".parse().unwrap(),
+            "2199-12-31T23:59:59Z".parse().unwrap(),
+        ];
+        for e in exprs {
+            let Ok(sched) = Schedule::parse(e) else {
+                continue;
+            };
+            for tz in [
+                chrono_tz::UTC,
+                chrono_tz::America::New_York,
+                chrono_tz::Australia::Lord_Howe,
+            ] {
+                for t in edges {
+                    if let Some(n) = sched.next_after(tz, t) {
+                        assert!(n > t, "{e} in {tz} after {t}: {n}");
+                    }
+                    let _ = sched.upcoming(tz, t, 3);
+                }
+            }
+        }
+        assert_eq!(
+            Schedule::parse("cron(0 0 31 12 ? 2199)")
+                .unwrap()
+                .next_after(chrono_tz::UTC, "2199-12-31T00:00:00Z".parse().unwrap()),
+            None
+        );
     }
 
     #[test]

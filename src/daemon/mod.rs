@@ -82,7 +82,10 @@ struct Daemon<C> {
     view: tokio::sync::watch::Sender<Arc<http::View>>,
 }
 
-/// Runs the daemon until `shutdown` is cancelled or SIGTERM/SIGINT arrives.
+/// Runs the daemon until `shutdown` is cancelled or SIGTERM/SIGINT arrives. `main` runs it with
+/// `Runtime::block_on`, so the loop turns on the main thread, not on an async worker: its
+/// synchronous store calls (each commit `synchronous=FULL`) hold only the loop. Spawned AWS
+/// calls, HTTP and the outbox run on the workers and reach the store through `state::off_loop`.
 pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunError> {
     let connect = |cfg: config::AwsConfig| async move {
         let aws = Aws::new(&cfg).await;
