@@ -61,6 +61,36 @@ impl Health {
         self.any.store(!f.is_empty(), Ordering::Release);
     }
 
+    /// A store call's result: its value, or — on error — `None`, with the error logged as
+    /// `state_error` (what was being done, for which item, what follows), counted and
+    /// recorded here. A success clears the operation's fault. The one seam the loop and the
+    /// outbox pass every store result through.
+    pub fn stored<T>(
+        &self,
+        now: DateTime<Utc>,
+        operation: &'static str,
+        item: &str,
+        consequence: &'static str,
+        r: Result<T, rusqlite::Error>,
+    ) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.store_ok(operation);
+                Some(v)
+            }
+            Err(error) => {
+                crate::events::StateError {
+                    operation,
+                    item,
+                    error: &error,
+                    consequence,
+                }
+                .emit(self, now);
+                None
+            }
+        }
+    }
+
     /// The operations failing at `now`, oldest first.
     pub fn store_faults(&self, now: DateTime<Utc>) -> Vec<StoreFault> {
         if !self.any.load(Ordering::Acquire) {

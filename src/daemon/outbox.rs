@@ -68,22 +68,8 @@ impl<C: Cloud> Outbox<C> {
         consequence: &'static str,
         r: Result<T, rusqlite::Error>,
     ) -> Option<T> {
-        match r {
-            Ok(v) => {
-                self.health.store_ok(operation);
-                Some(v)
-            }
-            Err(error) => {
-                events::StateError {
-                    operation,
-                    item: "",
-                    error: &error,
-                    consequence,
-                }
-                .emit(&self.health, self.clock.now());
-                None
-            }
-        }
+        self.health
+            .stored(self.clock.now(), operation, "", consequence, r)
     }
 
     /// How long to sleep: until the earliest queued message or held one is due, at most

@@ -172,21 +172,7 @@ impl<C: Cloud> Work<C> {
         consequence: &'static str,
         r: Result<T, rusqlite::Error>,
     ) -> Option<T> {
-        match r {
-            Ok(v) => {
-                self.health.store_ok(operation);
-                Some(v)
-            }
-            Err(error) => {
-                crate::events::StateError {
-                    operation,
-                    item,
-                    error: &error,
-                    consequence,
-                }
-                .emit(&self.health, self.now());
-                None
-            }
-        }
+        self.health
+            .stored(self.now(), operation, item, consequence, r)
     }
 }
