@@ -316,21 +316,17 @@ impl<C: Cloud> Daemon<C> {
             if kind == ItemKind::Rule {
                 let catch_up = cfg.rules.get(name).map(|r| r.catch_up) == Some(CatchUp::Once);
                 if catch_up {
-                    match self.store.last_fire(kind, name) {
-                        Ok(Some(last)) => {
-                            if let Some(missed) = timed
-                                .schedule
-                                .next_after(timed.timezone, last)
-                                .filter(|m| *m <= now)
-                            {
-                                tracing::info!(event = "catch_up", rule = %name, missed = %ts(&missed), "rule missed a fire while mlopsd was down; catching up once");
-                                next = Some(now);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(rule = %name, error = %e, "cannot read last fire; no catch-up")
-                        }
+                    let r = self.store.last_fire(kind, name);
+                    let last = self
+                        .work
+                        .db("read the last fire", name, "no catch-up", r)
+                        .flatten();
+                    if let Some(missed) = last
+                        .and_then(|l| timed.schedule.next_after(timed.timezone, l))
+                        .filter(|m| *m <= now)
+                    {
+                        tracing::info!(event = "catch_up", rule = %name, missed = %ts(&missed), "rule missed a fire while mlopsd was down; catching up once");
+                        next = Some(now);
                     }
                 }
             }

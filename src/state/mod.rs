@@ -343,15 +343,6 @@ impl Store {
         c.busy_timeout(std::time::Duration::from_secs(5))?;
         r.map(|_| ())
     }
-
-    /// Checks that the store is writable now.
-    pub fn probe_write(&self) -> Result<(), rusqlite::Error> {
-        self.conn().execute(
-            "INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![Utc::now().timestamp_millis().to_string()],
-        )?;
-        Ok(())
-    }
 }
 
 enum InitError {

@@ -314,29 +314,6 @@ impl Store {
         tx.commit()
     }
 
-    /// Recent (time, value, breached) of a check, oldest first.
-    pub fn check_values(&self, name: &str) -> R<Vec<ValueAt>> {
-        let c = self.conn();
-        let mut st = c.prepare_cached(
-            "SELECT at_ms, value, breached FROM check_values WHERE name = ?1 ORDER BY at_ms ASC",
-        )?;
-        let rows = st.query_map(params![name], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<f64>>(1)?,
-                r.get::<_, i64>(2)? != 0,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (t, v, b) = row?;
-            if let Some(t) = DateTime::<Utc>::from_timestamp_millis(t) {
-                out.push((t, v, b));
-            }
-        }
-        Ok(out)
-    }
-
     /// The newest `limit` values of every check, oldest first per check: one query for the
     /// status page however many checks there are.
     pub fn all_check_values(
@@ -747,8 +724,11 @@ mod tests {
             };
             s.save_check_evals(&[e]).unwrap();
         }
-        let v = s.check_values("c").unwrap();
+        let all = s.all_check_values(KEEP_VALUES as usize + 10).unwrap();
+        let v = &all["c"];
         assert_eq!(v.len() as i64, KEEP_VALUES);
+        assert_eq!(s.all_check_values(3).unwrap()["c"].len(), 3, "the newest 3");
+        assert!(v.windows(2).all(|w| w[0].0 < w[1].0), "oldest first");
         assert_eq!(
             v.last().unwrap().1,
             Some((KEEP_VALUES + 49) as f64),
