@@ -257,8 +257,20 @@ pub struct Aws {
     codebuild: aws_sdk_codebuild::Client,
     sns: aws_sdk_sns::Client,
     s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
     pub region: String,
 }
+
+/// A message received from the events queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueMessage {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+}
+
+/// How long one `ReceiveMessage` waits for a message (SQS's longest long poll).
+pub const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 
 /// What the control loop asks of AWS: read metrics, start and follow runs, read and set
 /// model packages, publish. `Aws` is the real one; the loop is generic over it so that a
@@ -319,6 +331,17 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         arn: &str,
         approve: bool,
         description: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// One long poll of the events queue (up to 10 messages, `RECEIVE_WAIT`).
+    fn receive_events(
+        &self,
+        queue_url: &str,
+    ) -> impl Future<Output = Result<Vec<QueueMessage>, AwsError>> + Send;
+    /// Deletes handled messages by receipt handle (batches of 10).
+    fn delete_events(
+        &self,
+        queue_url: &str,
+        receipts: &[String],
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
@@ -399,6 +422,19 @@ impl Cloud for Aws {
     ) -> impl Future<Output = Result<(), AwsError>> + Send {
         Aws::set_approval(self, arn, approve, description)
     }
+    fn receive_events(
+        &self,
+        queue_url: &str,
+    ) -> impl Future<Output = Result<Vec<QueueMessage>, AwsError>> + Send {
+        Aws::receive_events(self, queue_url)
+    }
+    fn delete_events(
+        &self,
+        queue_url: &str,
+        receipts: &[String],
+    ) -> impl Future<Output = Result<(), AwsError>> + Send {
+        Aws::delete_events(self, queue_url, receipts)
+    }
 }
 
 /// CloudWatch's limits on one `GetMetricData` call.
@@ -463,6 +499,7 @@ impl Aws {
             codebuild: aws_sdk_codebuild::Client::new(&sdk),
             sns: aws_sdk_sns::Client::new(&sdk),
             s3: aws_sdk_s3::Client::from_conf(s3conf),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
             region,
         }
     }
@@ -920,6 +957,77 @@ fn missing(service: &'static str, operation: &'static str, field: &str) -> AwsEr
         code: "MalformedResponse".into(),
         message: format!("response has no {field}"),
         transient: true,
+    }
+}
+
+impl Aws {
+    /// One long poll (`ReceiveMessage`, 20 s, up to 10 messages, the queue's own visibility
+    /// timeout). Its attempt may take the whole wait, so its timeout is the wait plus 10 s.
+    pub async fn receive_events(&self, queue_url: &str) -> Result<Vec<QueueMessage>, AwsError> {
+        let timeouts = TimeoutConfig::builder()
+            .operation_attempt_timeout(RECEIVE_WAIT + Duration::from_secs(10))
+            .operation_timeout(RECEIVE_WAIT * 3)
+            .build();
+        let r = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .wait_time_seconds(RECEIVE_WAIT.as_secs() as i32)
+            .max_number_of_messages(10)
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
+            .send()
+            .observed("sqs", "ReceiveMessage")
+            .await?;
+        Ok(r.messages()
+            .iter()
+            .filter_map(|m| {
+                Some(QueueMessage {
+                    message_id: m.message_id()?.to_string(),
+                    receipt: m.receipt_handle()?.to_string(),
+                    body: m.body().unwrap_or_default().to_string(),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn delete_events(
+        &self,
+        queue_url: &str,
+        receipts: &[String],
+    ) -> Result<(), AwsError> {
+        use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry as E;
+        for chunk in receipts.chunks(10) {
+            let entries: Vec<E> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    E::builder()
+                        .id(format!("m{i}"))
+                        .receipt_handle(r)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let r = self
+                .sqs
+                .delete_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .observed("sqs", "DeleteMessageBatch")
+                .await?;
+            if let Some(f) = r.failed().first() {
+                return Err(AwsError {
+                    service: "sqs",
+                    operation: "DeleteMessageBatch",
+                    code: f.code().to_string(),
+                    message: f.message().unwrap_or_default().to_string(),
+                    transient: !f.sender_fault(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -22,10 +22,22 @@ pub struct StoreFault {
 /// How long a failure that did not recur (and was not followed by a success) is shown.
 pub const FAULT_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// How the `[events]` queue answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueHealth {
+    pub reachable: bool,
+    /// Since when it has been (un)reachable.
+    pub since: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// Receives that failed in a row.
+    pub failures: u32,
+}
+
 #[derive(Debug, Default)]
 pub struct Health {
     any: AtomicBool,
     faults: Mutex<BTreeMap<&'static str, StoreFault>>,
+    queue: Mutex<Option<QueueHealth>>,
 }
 
 impl Health {
@@ -89,6 +101,35 @@ impl Health {
                 None
             }
         }
+    }
+
+    /// A receive from the events queue answered (`error: None`) or failed.
+    pub fn queue_answered(&self, error: Option<String>, at: DateTime<Utc>) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let reachable = error.is_none();
+        let changed = q.as_ref().is_none_or(|x| x.reachable != reachable);
+        let prev = q.take();
+        *q = Some(QueueHealth {
+            reachable,
+            since: if changed {
+                at
+            } else {
+                prev.as_ref().map_or(at, |p| p.since)
+            },
+            failures: if reachable {
+                0
+            } else {
+                prev.map_or(0, |p| p.failures).saturating_add(1)
+            },
+            last_error: error,
+        });
+        crate::metrics::get()
+            .events_queue_up
+            .set(i64::from(reachable));
+    }
+
+    pub fn queue(&self) -> Option<QueueHealth> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The operations failing at `now`, oldest first.

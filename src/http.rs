@@ -160,7 +160,8 @@ async fn status(State(s): State<HttpState>, q: Query<StatusQuery>) -> Response {
         .unwrap_or(50)
         .min(crate::state::KEEP_VALUES as usize);
     let now = s.clock.now();
-    match tokio::task::spawn_blocking(move || status_json(&view, &store, now, n)).await {
+    let health = s.health.clone();
+    match tokio::task::spawn_blocking(move || status_json(&view, &store, &health, now, n)).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -170,8 +171,11 @@ async fn page(State(s): State<HttpState>) -> Response {
     let view = s.view.borrow().clone();
     let store = s.store.clone();
     let now = s.clock.now();
-    match tokio::task::spawn_blocking(move || render_page(&status_json(&view, &store, now, 60)))
-        .await
+    let health = s.health.clone();
+    match tokio::task::spawn_blocking(move || {
+        render_page(&status_json(&view, &store, &health, now, 60))
+    })
+    .await
     {
         Ok(html) => Html(html).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -180,7 +184,13 @@ async fn page(State(s): State<HttpState>) -> Response {
 
 /// `/status`: everything an operator asks "what is it doing and why". A fixed number of
 /// store queries, however many checks and rules there are.
-pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize) -> Value {
+pub fn status_json(
+    view: &View,
+    store: &Store,
+    health: &Health,
+    now: DateTime<Utc>,
+    values: usize,
+) -> Value {
     let cfg = &view.cfg;
     let states = store.check_states().unwrap_or_default();
     let mut all_values = store.all_check_values(values).unwrap_or_default();
@@ -311,6 +321,16 @@ pub fn status_json(view: &View, store: &Store, now: DateTime<Utc>, values: usize
         "rules": rules,
         "runs": runs,
         "gates": gates,
+        "events": cfg.events.as_ref().map(|ev| {
+            let q = health.queue();
+            json!({
+                "queue_url": ev.queue_url,
+                "state": match &q { None => "starting", Some(q) if q.reachable => "receiving", Some(_) => "unreachable" },
+                "since": q.as_ref().map(|q| ts(&q.since)),
+                "last_error": q.as_ref().and_then(|q| q.last_error.clone()),
+                "failures": q.as_ref().map_or(0, |q| q.failures),
+            })
+        }),
     })
 }
 

@@ -26,6 +26,7 @@ pub mod failpoint;
 pub mod health;
 pub mod http;
 pub mod iam;
+pub mod inbox;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -93,6 +93,8 @@ pub struct Metrics {
     pub notifications_failed: Family<NotifyL, Counter>,
     pub gate_decisions: Family<GateL, Counter>,
     pub state_errors: Family<OperationL, Counter>,
+    pub events: Family<ResultL, Counter>,
+    pub events_queue_up: Gauge,
     pub schedule_lateness: Histogram,
     pub up_since: FGauge,
 }
@@ -123,6 +125,8 @@ impl Metrics {
             notifications_failed: Family::default(),
             gate_decisions: Family::default(),
             state_errors: Family::default(),
+            events: Family::default(),
+            events_queue_up: Gauge::default(),
             schedule_lateness: lateness(),
             up_since: FGauge::default(),
             registry: Registry::default(),
@@ -233,6 +237,12 @@ impl Metrics {
             m.gate_decisions.clone(),
         );
         r.register("mlopsd_state_errors", "State store operations that failed, by operation (logged as state_error, shown on /healthz)", m.state_errors.clone());
+        r.register("mlopsd_events", "EventBridge events read from the [events] queue, by result (handled, ignored, rejected)", m.events.clone());
+        r.register(
+            "mlopsd_events_queue_up",
+            "1 while the [events] queue answers, 0 while it cannot be reached",
+            m.events_queue_up.clone(),
+        );
         r.register(
             "mlopsd_schedule_lateness_seconds",
             "How long after its due instant a scheduled item started",
@@ -309,6 +319,35 @@ pub fn aws_call(service: &str, operation: &str, secs: f64, error_code: Option<&s
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_family_is_registered() {
+        let m = super::get();
+        // (a family with no labelled member yet is not encoded at all)
+        m.state_errors
+            .get_or_create(&super::OperationL {
+                operation: "t".into(),
+            })
+            .inc();
+        m.events
+            .get_or_create(&super::ResultL {
+                result: "handled".into(),
+            })
+            .inc();
+        m.schedule_lateness.observe(0.001);
+        let s = m.encode();
+        for name in [
+            "mlopsd_state_errors",
+            "mlopsd_events",
+            "mlopsd_events_queue_up",
+            "mlopsd_schedule_lateness_seconds",
+        ] {
+            assert!(
+                s.contains(&format!("# TYPE {name} ")),
+                "{name} is not registered:\n{s}"
+            );
+        }
+    }
+
     #[test]
     fn encodes_counters_with_total_suffix() {
         let m = super::get();

@@ -159,7 +159,7 @@ pub fn parse_blockwise_sharing(text: &str, prev: Option<&Config>) -> Option<Conf
             continue;
         }
         let small = match h.split_once('.') {
-            None => matches!(h, "daemon" | "aws"),
+            None => matches!(h, "daemon" | "aws" | "events"),
             Some((s, n)) => !n.contains('.') && matches!(s, "notifiers" | "pipelines" | "builds"),
         };
         if !small {

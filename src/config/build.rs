@@ -260,6 +260,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     };
 
     let daemon = read_daemon(d, &mut top);
+    let events = read_events(d, &mut top);
     let default_tz = daemon.as_ref().map(|x| x.timezone);
     let aws = read_aws(d, &mut top);
 
@@ -361,6 +362,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
             "checks",
             "rules",
             "gates",
+            "events",
         ],
     );
 
@@ -409,6 +411,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
         checks,
         rules,
         gates,
+        events: events?,
     })
 }
 
@@ -492,6 +495,24 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
         ],
     );
     ok.then_some(cfg)
+}
+
+/// `[events]`: `Some(None)` when absent, `None` on a problem.
+fn read_events(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<Option<Events>> {
+    let Some(mut t) = top.table(d, "events") else {
+        return if top.has("events") { None } else { Some(None) };
+    };
+    let url = t.req_string(d, "queue_url");
+    let ok = match &url {
+        Some(u) if !(u.v.starts_with("https://") || u.v.starts_with("http://")) => {
+            d.push(u.span.clone(), format!("`queue_url` must be an SQS queue URL such as \"https://sqs.us-east-1.amazonaws.com/123456789012/mlopsd-events\", found {}", d.show(u)));
+            false
+        }
+        Some(_) => true,
+        None => false,
+    };
+    t.finish(d, &["queue_url"]);
+    (ok).then(|| url.map(|u| Events { queue_url: u.v }))
 }
 
 fn read_aws(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<AwsConfig> {

@@ -53,6 +53,9 @@ impl ConfigDiff {
         if old.aws != new.aws {
             restart_needed.push("aws");
         }
+        if old.events != new.events {
+            restart_needed.push("events");
+        }
         if old.daemon.state_dir != new.daemon.state_dir {
             restart_needed.push("daemon.state_dir");
         }

@@ -56,6 +56,14 @@ pub struct Config {
     pub checks: BTreeMap<String, Arc<Check>>,
     pub rules: BTreeMap<String, Arc<Rule>>,
     pub gates: BTreeMap<String, Arc<Gate>>,
+    /// `[events]`: the SQS queue EventBridge delivers to (none: everything is polled).
+    pub events: Option<Events>,
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Events {
+    pub queue_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -3,6 +3,7 @@
 
 mod checks;
 mod gates;
+mod inbound;
 mod notices;
 mod outbox;
 mod rules;
@@ -153,6 +154,13 @@ where
     tracker.spawn(http::serve(listener, hs, stop_http.clone()));
     tracing::info!(event = "http_listening", addr = %http_addr, "status server listening (/, /status, /metrics, /healthz)");
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let consumer = cfg.events.as_ref().map(|ev| inbound::Consumer {
+        cloud: cloud.clone(),
+        queue_url: ev.queue_url.clone(),
+        tx: tx.clone(),
+        health: health.clone(),
+        clock,
+    });
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let store_id = store.store_id().map_err(|e| {
         RunError::State(StateError::Sqlite {
@@ -196,6 +204,10 @@ where
         wake: outbox_wake.clone(),
     };
     tracker.spawn(sender.run(stop_sender.clone()));
+    if let Some(c) = consumer {
+        tracing::info!(event = "events_consumer_started", queue_url = %c.queue_url, "reading EventBridge events from the [events] queue");
+        tracker.spawn(c.run(stop_sender.clone()));
+    }
     // Resume what a previous run left: decided starts, followed runs, unapplied gates.
     d.work.follow_tick();
     outbox_wake.notify_one();
@@ -378,7 +390,8 @@ impl<C: Cloud> Daemon<C> {
                     None => {}
                 }
             }
-            Msg::RunStatuses(s) => self.work.on_run_statuses(s),
+            Msg::RunStatuses { statuses, poll } => self.work.on_run_statuses(statuses, poll),
+            Msg::Events(batch) => self.work.on_events(batch),
             Msg::GatePackages { gate, result } => self.work.on_gate_packages(gate, result),
         }
     }

@@ -260,12 +260,21 @@ impl<C: Cloud> Work<C> {
                     out.push((r.id, cloud.pipeline_status(arn).await));
                 }
             }
-            let _ = tx.send(Msg::RunStatuses(out));
+            let _ = tx.send(Msg::RunStatuses {
+                statuses: out,
+                poll: true,
+            });
         });
     }
 
-    pub fn on_run_statuses(&mut self, statuses: Vec<(i64, Result<RunStatus, AwsError>)>) {
-        self.following = false;
+    pub fn on_run_statuses(
+        &mut self,
+        statuses: Vec<(i64, Result<RunStatus, AwsError>)>,
+        poll: bool,
+    ) {
+        if poll {
+            self.following = false;
+        }
         let now = self.now();
         for (id, st) in statuses {
             let r = self.store.run(id);

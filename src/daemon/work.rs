@@ -33,7 +33,13 @@ pub enum Msg {
         run_id: i64,
         result: Result<String, AwsError>,
     },
-    RunStatuses(Vec<(i64, Result<RunStatus, AwsError>)>),
+    /// `poll`: the answer of the poll tick's read (else of one run woken by an event).
+    RunStatuses {
+        statuses: Vec<(i64, Result<RunStatus, AwsError>)>,
+        poll: bool,
+    },
+    /// A batch from the `[events]` queue.
+    Events(Vec<crate::inbox::Incoming>),
     GatePackages {
         gate: String,
         result: GateScan,

@@ -6,7 +6,7 @@
 mod ops;
 pub use ops::{
     CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, RunRow, RunState,
-    KEEP_VALUES,
+    EVENT_MEMORY, KEEP_VALUES,
 };
 
 use std::fs::{File, OpenOptions};
@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::config::ItemKind;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 pub const DB_FILE: &str = "mlopsd.db";
 const LOCK_FILE: &str = "mlopsd.lock";
 
@@ -88,6 +88,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE gate_decisions (
         gate TEXT NOT NULL, package_arn TEXT NOT NULL, decision TEXT NOT NULL, value REAL, reason TEXT NOT NULL,
         decided_ms INTEGER NOT NULL, applied INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (gate, package_arn));
+    "#,
+    // 1 → 2: EventBridge event ids already handled (remembered 7 days), and runs by ARN.
+    r#"
+    CREATE TABLE events_seen (id TEXT PRIMARY KEY, seen_ms INTEGER NOT NULL);
+    CREATE INDEX events_seen_at ON events_seen (seen_ms);
+    CREATE INDEX runs_arn ON runs (arn);
     "#,
 ];
 

@@ -119,6 +119,9 @@ fn from_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
     v.and_then(DateTime::<Utc>::from_timestamp_millis)
 }
 
+/// How long a handled EventBridge event id is remembered (a redelivery within it does nothing).
+pub const EVENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// How many recent values per check are kept (for the status page).
 pub const KEEP_VALUES: i64 = 200;
 
@@ -506,6 +509,40 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// The run AWS knows by this ARN (a SageMaker execution ARN, or a build id).
+    pub fn run_by_arn(&self, arn: &str) -> R<Option<RunRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE arn = ?1 ORDER BY id DESC LIMIT 1"),
+                params![arn],
+                run_row,
+            )
+            .optional()
+    }
+
+    /// Remembers EventBridge event ids in one transaction, forgetting those older than
+    /// `EVENT_MEMORY`; for each id, whether it is new (not handled before).
+    pub fn mark_events_seen(&self, ids: &[&str], now: DateTime<Utc>) -> R<Vec<bool>> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let forget = ms(now) - EVENT_MEMORY.as_millis() as i64;
+        tx.execute(
+            "DELETE FROM events_seen WHERE seen_ms < ?1",
+            params![forget],
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+            )?;
+            for id in ids {
+                out.push(st.execute(params![id, ms(now)])? == 1);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Queues a notification unless the same (notifier, rule, event) went out within the
     /// repeat interval. Returns whether it was queued.
     pub fn enqueue(&self, n: &Outgoing<'_>, now: DateTime<Utc>) -> R<bool> {
@@ -733,6 +770,29 @@ mod tests {
             v.last().unwrap().1,
             Some((KEEP_VALUES + 49) as f64),
             "the newest are kept"
+        );
+    }
+
+    #[test]
+    fn event_ids_are_remembered_seven_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(
+            s.mark_events_seen(&["a", "b", "a"], t0).unwrap(),
+            [true, true, false]
+        );
+        assert_eq!(
+            s.mark_events_seen(&["a"], t0 + chrono::Duration::days(6))
+                .unwrap(),
+            [false],
+            "redelivered within 7 days"
+        );
+        assert_eq!(
+            s.mark_events_seen(&["b"], t0 + chrono::Duration::days(8))
+                .unwrap(),
+            [true],
+            "forgotten after 7 days"
         );
     }
 

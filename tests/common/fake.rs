@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use mlopsd::aws::{AwsError, Cloud, MetricQuery, PendingPackage, RunStatus};
+use mlopsd::aws::{AwsError, Cloud, MetricQuery, PendingPackage, QueueMessage, RunStatus};
 use mlopsd::clock::{ts, Clock};
 
 /// A start call: (instant, pipeline, parameters, token).
@@ -19,6 +19,11 @@ pub struct Seen {
     /// (instant, event attribute, subject)
     pub published: Vec<(DateTime<Utc>, String, String)>,
     pub metric_reads: usize,
+    /// Messages waiting in the fake events queue, and the receipts deleted from it.
+    pub queue: std::collections::VecDeque<QueueMessage>,
+    pub deleted: Vec<String>,
+    /// (instant, execution ARN) of each DescribePipelineExecution.
+    pub described: Vec<(DateTime<Utc>, String)>,
 }
 
 pub type ValueFn = dyn Fn(DateTime<Utc>) -> Option<f64> + Send + Sync;
@@ -128,7 +133,12 @@ impl Cloud for Fake {
             .position(|x| x.3 == token)
             .map(|i| format!("arn:fake:execution/{}", i + 1)))
     }
-    async fn pipeline_status(&self, _arn: &str) -> Result<RunStatus, AwsError> {
+    async fn pipeline_status(&self, arn: &str) -> Result<RunStatus, AwsError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .described
+            .push((self.clock.now(), arn.to_string()));
         Ok(RunStatus::Succeeded)
     }
     async fn start_build(
@@ -173,6 +183,29 @@ impl Cloud for Fake {
         Err(unsupported("GetObject"))
     }
     async fn set_approval(&self, _arn: &str, _approve: bool, _d: &str) -> Result<(), AwsError> {
+        Ok(())
+    }
+    async fn receive_events(&self, _queue_url: &str) -> Result<Vec<QueueMessage>, AwsError> {
+        // A long poll: what is queued now, or nothing after the wait.
+        for _ in 0..20 {
+            let batch: Vec<QueueMessage> = {
+                let mut s = self.seen.lock().unwrap();
+                let n = s.queue.len().min(10);
+                s.queue.drain(..n).collect()
+            };
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        Ok(vec![])
+    }
+    async fn delete_events(&self, _queue_url: &str, receipts: &[String]) -> Result<(), AwsError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .deleted
+            .extend(receipts.iter().cloned());
         Ok(())
     }
 }

@@ -1,0 +1,230 @@
+//! Room: events from the `[events]` SQS queue. A consumer task long-polls the queue (never in
+//! the loop's turn) and hands each batch to the loop as `Msg::Events`; the loop remembers each
+//! event id (a redelivery within 7 days causes nothing new), wakes what the event concerns —
+//! a followed run is described, a gate runs — and only then deletes the messages. The event is
+//! a hint: what is decided rests on AWS's answer to that read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::work::{Msg, Work};
+use crate::aws::{Cloud, RunStatus};
+use crate::clock::Clock;
+use crate::config::RunKind;
+use crate::events;
+use crate::health::Health;
+use crate::inbox::{self, Hint, Incoming};
+use crate::state::{RunRow, RunState};
+
+/// The longest wait between receives while the queue cannot be reached.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(MAX_BACKOFF)
+}
+
+/// Long-polls the queue until `stop`; unreachable → backoff, shown on `/status`.
+pub struct Consumer<C> {
+    pub cloud: C,
+    pub queue_url: String,
+    pub tx: UnboundedSender<Msg>,
+    pub health: Arc<Health>,
+    pub clock: Clock,
+}
+
+impl<C: Cloud> Consumer<C> {
+    pub async fn run(self, stop: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let r = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.cloud.receive_events(&self.queue_url) => r,
+            };
+            match r {
+                Ok(msgs) => {
+                    if failures > 0 || self.health.queue().is_none() {
+                        events::queue_state(&self.queue_url, None, Duration::ZERO);
+                    }
+                    failures = 0;
+                    self.health.queue_answered(None, self.clock.now());
+                    if msgs.is_empty() {
+                        continue;
+                    }
+                    let batch: Vec<Incoming> = msgs
+                        .into_iter()
+                        .map(|m| Incoming {
+                            event: inbox::parse(&m.body),
+                            message_id: m.message_id,
+                            receipt: m.receipt,
+                        })
+                        .collect();
+                    if self.tx.send(Msg::Events(batch)).is_err() {
+                        return; // the loop is gone: shutting down
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(failures);
+                    if failures == 1 || failures.is_power_of_two() {
+                        events::queue_state(&self.queue_url, Some(&e), wait);
+                    }
+                    self.health
+                        .queue_answered(Some(e.to_string()), self.clock.now());
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<C: Cloud> Work<C> {
+    /// A batch from the queue: each event id is remembered first (one transaction), then each
+    /// new event wakes what it concerns; handled, ignored and rejected messages are deleted.
+    /// If the ids cannot be stored, nothing is deleted: the messages come back.
+    pub fn on_events(&mut self, batch: Vec<Incoming>) {
+        let now = self.now();
+        let ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|m| m.event.as_ref().ok().map(|e| e.id.as_str()))
+            .collect();
+        let r = self.store.mark_events_seen(&ids, now);
+        let fresh = self.db(
+            "remember event ids",
+            "",
+            "the messages stay on the queue and are read again",
+            r,
+        );
+        let mut fresh = fresh.map(Vec::into_iter);
+        let mut delete = Vec::new();
+        for m in &batch {
+            match &m.event {
+                Err(reason) => {
+                    events::event_rejected(&m.message_id, reason);
+                    delete.push(m.receipt.clone());
+                }
+                Ok(e) => {
+                    let Some(fresh) = fresh.as_mut() else {
+                        continue;
+                    };
+                    let (handled, why) = if fresh.next().unwrap_or(false) {
+                        self.wake(&inbox::hint(e))
+                    } else {
+                        (false, "already handled (a redelivery)".to_string())
+                    };
+                    events::EventTaken {
+                        message_id: &m.message_id,
+                        event_id: &e.id,
+                        source: &e.source,
+                        detail_type: &e.detail_type,
+                        handled,
+                        why: &why,
+                    }
+                    .emit();
+                    delete.push(m.receipt.clone());
+                }
+            }
+        }
+        self.delete_messages(delete);
+    }
+
+    /// Wakes what a hint concerns; (acted, what was done or why not).
+    fn wake(&mut self, hint: &Hint) -> (bool, String) {
+        match hint {
+            Hint::PipelineRun(arn) | Hint::Build(arn) => {
+                let r = self.store.run_by_arn(arn);
+                match self
+                    .db(
+                        "find a run by its ARN",
+                        arn,
+                        "the run is read at the next poll",
+                        r,
+                    )
+                    .flatten()
+                {
+                    Some(run) if run.status == RunState::Started => {
+                        let what = format!("reading {} {} now", run.target(), arn);
+                        self.follow_one(run);
+                        (true, what)
+                    }
+                    Some(run) => (
+                        false,
+                        format!("run {arn} is {} already", run.status.as_str()),
+                    ),
+                    None => (false, format!("no followed run is {arn}")),
+                }
+            }
+            Hint::Packages(group) => {
+                let gates: Vec<String> = self
+                    .cfg
+                    .gates
+                    .iter()
+                    .filter(|(_, g)| &g.model_package_group == group)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if gates.is_empty() {
+                    return (
+                        false,
+                        format!("no gate watches model package group {group}"),
+                    );
+                }
+                for g in &gates {
+                    self.run_gate(g);
+                }
+                (true, format!("running gate(s) {} now", gates.join(", ")))
+            }
+            Hint::Alarm(name) => (false, format!("no check reads alarm {name}")),
+            Hint::None => (false, "no rule or item concerns this event".to_string()),
+        }
+    }
+
+    /// Reads one followed run now (the answer is handled as a poll's would be).
+    fn follow_one(&self, run: RunRow) {
+        let (cloud, tx) = (self.cloud.clone(), self.tx.clone());
+        self.tracker.spawn(async move {
+            let Some(arn) = run.arn.clone() else { return };
+            let status = match run.kind {
+                RunKind::Pipeline => cloud.pipeline_status(&arn).await,
+                RunKind::Build => cloud
+                    .build_statuses(std::slice::from_ref(&arn))
+                    .await
+                    .map(|m| {
+                        m.get(&arn)
+                            .cloned()
+                            .unwrap_or(RunStatus::Running("not in the answer".into()))
+                    }),
+            };
+            let _ = tx.send(Msg::RunStatuses {
+                statuses: vec![(run.id, status)],
+                poll: false,
+            });
+        });
+    }
+
+    fn delete_messages(&self, receipts: Vec<String>) {
+        let Some(ev) = &self.cfg.events else { return };
+        if receipts.is_empty() {
+            return;
+        }
+        let (cloud, url) = (self.cloud.clone(), ev.queue_url.clone());
+        self.tracker.spawn(async move {
+            if let Err(e) = cloud.delete_events(&url, &receipts).await {
+                events::events_delete_failed(&url, receipts.len(), &e);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_to_a_minute() {
+        let b: Vec<u64> = (1..=9).map(|n| super::backoff(n).as_secs()).collect();
+        assert_eq!(b, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+}

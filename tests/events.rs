@@ -1,0 +1,282 @@
+//! `[events]`: EventBridge events on an SQS queue, against moto server. moto emits no
+//! SageMaker or CodeBuild events itself, so the tests send the EventBridge envelope to the
+//! queue, as EventBridge would; AWS-side effects are checked with the SDK.
+
+mod common;
+
+use std::time::Duration;
+
+use common::aws::TestAws;
+use common::proxy::{Fault, Proxy};
+use common::{Opts, Running};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(60);
+
+fn env() -> Opts<'static> {
+    Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ],
+        notify: true,
+    }
+}
+
+struct World {
+    aws: TestAws,
+    queue: String,
+    pipeline: String,
+}
+
+fn world(prefix: &str) -> World {
+    let aws = TestAws::new(prefix);
+    let pipeline = aws.create_pipeline("train");
+    let name = aws.name("events");
+    let queue = aws
+        .rt
+        .block_on(aws.sqs.create_queue().queue_name(&name).send())
+        .expect("create queue")
+        .queue_url()
+        .unwrap()
+        .to_string();
+    World {
+        aws,
+        queue,
+        pipeline,
+    }
+}
+
+impl World {
+    fn send(&self, body: &str) {
+        self.aws
+            .rt
+            .block_on(
+                self.aws
+                    .sqs
+                    .send_message()
+                    .queue_url(&self.queue)
+                    .message_body(body)
+                    .send(),
+            )
+            .expect("send to the queue");
+    }
+    /// Messages still on the queue, visible or in flight.
+    fn left(&self) -> i64 {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let r = self
+            .aws
+            .rt
+            .block_on(
+                self.aws
+                    .sqs
+                    .get_queue_attributes()
+                    .queue_url(&self.queue)
+                    .attribute_names(A::ApproximateNumberOfMessages)
+                    .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                    .send(),
+            )
+            .unwrap();
+        let a = r.attributes().cloned().unwrap_or_default();
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|k| a.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0))
+        .sum()
+    }
+    fn config(&self, dir: &std::path::Path, endpoint: &str, extra: &str) -> String {
+        // Polling is slowed to an hour: what happens within the test happens because of events.
+        common::daemon_head(&dir.join("state"), endpoint).replace("poll_interval = \"1s\"", "poll_interval = \"1h\"")
+            + &format!(
+                "[events]\nqueue_url = \"{}\"\n\n[pipelines.train]\npipeline_name = \"{}\"\n\n[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n\n{extra}",
+                self.queue, self.pipeline
+            )
+    }
+}
+
+fn envelope(id: &str, source: &str, detail_type: &str, detail: Value) -> String {
+    json!({"version": "0", "id": id, "source": source, "detail-type": detail_type, "account": "123456789012",
+           "time": "2026-12-01T00:00:00Z", "region": "us-east-1", "resources": [], "detail": detail})
+    .to_string()
+}
+
+fn pipeline_event(id: &str, arn: &str, status: &str) -> String {
+    envelope(
+        id,
+        "aws.sagemaker",
+        "SageMaker Model Building Pipeline Execution Status Change",
+        json!({"pipelineExecutionArn": arn, "currentPipelineExecutionStatus": status}),
+    )
+}
+
+#[test]
+fn a_pipeline_event_ends_a_followed_run_at_once_and_a_redelivery_does_nothing() {
+    let w = world("ev-run");
+    let dir = tempfile::tempdir().unwrap();
+    let r = Running::start(
+        dir.path(),
+        &w.config(dir.path(), &w.aws.endpoint, ""),
+        env(),
+    );
+    let started = r.wait_event("run_started", 1, T);
+    let arn = started["arn"].as_str().unwrap().to_string();
+    // Nothing else ends it: the next poll is an hour away.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        r.events("run_succeeded").is_empty(),
+        "polled before the event?"
+    );
+    w.send(&pipeline_event("ev-1", &arn, "Succeeded"));
+    let done = r.wait_event("run_succeeded", 1, T);
+    assert_eq!(done["arn"], arn.as_str());
+    let h = r.wait_event("event_handled", 1, T);
+    assert_eq!(h["event_id"], "ev-1");
+    // The same event again (SQS delivers at least once): nothing new.
+    w.send(&pipeline_event("ev-1", &arn, "Succeeded"));
+    let ig = r.wait_for_event_where("event_ignored", T, |v| v["event_id"] == "ev-1");
+    assert!(
+        ig["reason"].as_str().unwrap().contains("already handled"),
+        "{ig}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(r.events("run_succeeded").len(), 1);
+    r.wait_for("the queue to be empty", T, |_| w.left() == 0);
+    let m = mlopsd::status::get(&r.http_addr(), "/metrics").unwrap().1;
+    assert!(
+        m.contains("mlopsd_events_total{result=\"handled\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("mlopsd_events_total{result=\"ignored\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("mlopsd_events_queue_up 1"), "{m}");
+}
+
+#[test]
+fn a_forged_success_changes_nothing_aws_does_not_confirm() {
+    let w = world("ev-forged");
+    let proxy = Proxy::start(&w.aws.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let r = Running::start(dir.path(), &w.config(dir.path(), &proxy.url, ""), env());
+    let arn = r.wait_event("run_started", 1, T)["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // AWS says the execution is still running; a message claims it succeeded.
+    proxy.fault(
+        "DescribePipelineExecution",
+        Fault::Rewrite("\"Succeeded\"".into(), "\"Executing\"".into()),
+        usize::MAX,
+    );
+    w.send(&pipeline_event("forged-1", &arn, "Succeeded"));
+    r.wait_for_event_where("event_handled", T, |v| v["event_id"] == "forged-1");
+    r.wait_for("AWS to be asked", T, |_| {
+        proxy.count("DescribePipelineExecution") >= 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        r.events("run_succeeded").is_empty(),
+        "a forged message ended a run"
+    );
+    // Positive control, same daemon: AWS confirms, the next event ends it.
+    proxy.clear();
+    w.send(&pipeline_event("real-1", &arn, "Succeeded"));
+    r.wait_event("run_succeeded", 1, T);
+    // An event about a run mlopsd does not follow is ignored.
+    w.send(&pipeline_event(
+        "other-1",
+        "arn:aws:sagemaker:us-east-1:123456789012:pipeline/x/execution/y",
+        "Succeeded",
+    ));
+    let ig = r.wait_for_event_where("event_ignored", T, |v| v["event_id"] == "other-1");
+    assert!(
+        ig["reason"].as_str().unwrap().contains("no followed run"),
+        "{ig}"
+    );
+}
+
+#[test]
+fn a_malformed_body_is_rejected_deleted_and_the_next_one_handled() {
+    let w = world("ev-bad");
+    let dir = tempfile::tempdir().unwrap();
+    let r = Running::start(
+        dir.path(),
+        &w.config(dir.path(), &w.aws.endpoint, ""),
+        env(),
+    );
+    let arn = r.wait_event("run_started", 1, T)["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.send("{\"password\": \"hunter2\", not json");
+    w.send(&json!({"id": "x", "hello": "world"}).to_string());
+    w.send(&pipeline_event("good-1", &arn, "Succeeded"));
+    r.wait_event("run_succeeded", 1, T);
+    r.wait_event("event_rejected", 2, T);
+    let rej = r.events("event_rejected");
+    assert!(
+        rej.iter()
+            .all(|v| v["message_id"].as_str().is_some_and(|m| !m.is_empty())),
+        "{rej:?}"
+    );
+    assert!(
+        rej.iter()
+            .any(|v| v["reason"].as_str().unwrap().contains("not JSON")),
+        "{rej:?}"
+    );
+    assert!(
+        rej.iter().any(|v| v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`source` is missing")),
+        "{rej:?}"
+    );
+    assert!(!r.raw_output().contains("hunter2"), "a body was logged");
+    r.wait_for("the queue to be empty", T, |_| w.left() == 0);
+    let m = mlopsd::status::get(&r.http_addr(), "/metrics").unwrap().1;
+    assert!(
+        m.contains("mlopsd_events_total{result=\"rejected\"} 2"),
+        "{m}"
+    );
+}
+
+#[test]
+fn an_unreachable_queue_is_shown_and_retried_and_stops_nothing() {
+    let w = world("ev-down");
+    let proxy = Proxy::start(&w.aws.endpoint);
+    proxy.fault(
+        "ReceiveMessage",
+        Fault::Status(500, "internal error".into()),
+        3,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let r = Running::start(dir.path(), &w.config(dir.path(), &proxy.url, ""), env());
+    // The schedule goes on while the queue fails.
+    r.wait_event("run_started", 1, T);
+    let down = r.wait_event("events_queue_unreachable", 1, T);
+    assert!(
+        down["error"].as_str().unwrap().contains("ReceiveMessage"),
+        "{down}"
+    );
+    let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
+    assert_eq!(st["events"]["queue_url"], w.queue.as_str());
+    assert_eq!(st["events"]["state"], "unreachable", "{st}");
+    r.wait_event("events_queue_reachable", 1, T);
+    let start = std::time::Instant::now();
+    while mlopsd::status::fetch(&r.http_addr()).unwrap()["events"]["state"] != "receiving" {
+        assert!(
+            start.elapsed() < T,
+            "the queue did not come back on /status"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        mlopsd::status::get(&r.http_addr(), "/healthz").unwrap().0,
+        200,
+        "an unreachable queue is not a sick daemon"
+    );
+    assert!(!r.raw_output().contains("panicked"));
+}
