@@ -557,3 +557,15 @@ pub fn events_delete_failed(queue_url: &str, count: usize, error: &AwsError) {
         "cannot delete handled messages; they come back after the queue's visibility timeout and are recognised as handled"
     );
 }
+
+/// An `on_event` rule could not fire on an event: a template failed or rendered empty.
+pub fn rule_failed(rule: &str, correlation_id: &str, reason: &str) {
+    metrics::get()
+        .rule_suppressions
+        .get_or_create(&metrics::SuppressL {
+            rule: rule.to_string(),
+            reason: "rule_failed".into(),
+        })
+        .inc();
+    tracing::warn!(event = "rule_failed", rule = %rule, correlation_id = %correlation_id, reason = %reason, decision = "failed", "rule did not fire: {reason}");
+}

@@ -239,6 +239,7 @@ pub fn status_json(
                 Trigger::Schedule(t) => format!("on_schedule \"{}\" ({})", t.expression, t.timezone),
                 Trigger::Success(t) => format!("on_success {t}"),
                 Trigger::Failure(t) => format!("on_failure {t}"),
+                Trigger::Event(p) => format!("on_event {p}"),
             };
             let next = match &r.trigger {
                 Trigger::Schedule(t) => t.schedule.next_after(t.timezone, now).map(|x| ts(&x)),

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::config::{EventPattern, Matcher};
+
 /// One EventBridge event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -127,6 +129,62 @@ pub fn build_id(id_or_arn: &str) -> String {
     }
 }
 
+/// The value at a dotted path into the event (`detail.object.key`; an array index is a number).
+pub fn lookup<'a>(raw: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(raw, |cur, seg| match cur {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+/// Whether an `on_event` rule's pattern matches: every given field must.
+pub fn matches(p: &EventPattern, e: &Envelope) -> bool {
+    p.source.as_ref().is_none_or(|s| *s == e.source)
+        && p.detail_type.as_ref().is_none_or(|d| *d == e.detail_type)
+        && p.matches.iter().all(|(path, m)| {
+            let Some(v) = lookup(&e.raw, path) else {
+                return false;
+            };
+            match m {
+                Matcher::Equals(x) => same(v, x),
+                Matcher::Prefix(x) => v.as_str().is_some_and(|s| s.starts_with(x.as_str())),
+                Matcher::AnyOf(xs) => xs.iter().any(|x| same(v, x)),
+            }
+        })
+}
+
+/// Equal as JSON values, numbers by value (`1` matches `1.0`).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Renders a parameter value over the event. Strict: a field the event does not have is an
+/// error (not ""), and so is a value that renders empty.
+pub fn render(template: &str, e: &Envelope) -> Result<String, String> {
+    if !template.contains("{{") && !template.contains("{%") {
+        return Ok(template.to_string());
+    }
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let t = env
+        .template_from_str(template)
+        .map_err(|x| format!("template {template:?} does not parse: {x}"))?;
+    let out = t
+        .render(minijinja::context! { event => minijinja::Value::from_serialize(&e.raw) })
+        .map_err(|x| format!("template {template:?} failed on event {}: {x}", e.id))?;
+    if out.trim().is_empty() {
+        return Err(format!(
+            "template {template:?} rendered empty on event {}",
+            e.id
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +277,89 @@ mod tests {
                 .unwrap_err()
                 .contains("not an object")
         );
+    }
+
+    fn s3(key: &str) -> Envelope {
+        parse(&ev(
+            "aws.s3",
+            "Object Created",
+            &format!(r#"{{"bucket":{{"name":"ml-bucket"}},"object":{{"key":"{key}","size":7}}}}"#),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn patterns_match_every_given_field() {
+        use serde_json::json;
+        let p = |matches: Vec<(&str, Matcher)>| EventPattern {
+            source: Some("aws.s3".into()),
+            detail_type: Some("Object Created".into()),
+            matches: matches
+                .into_iter()
+                .map(|(k, m)| (k.to_string(), m))
+                .collect(),
+        };
+        let e = s3("input-data/2026/x.csv");
+        assert!(matches(
+            &p(vec![
+                ("detail.bucket.name", Matcher::Equals(json!("ml-bucket"))),
+                ("detail.object.key", Matcher::Prefix("input-data/".into()))
+            ]),
+            &e
+        ));
+        assert!(!matches(
+            &p(vec![(
+                "detail.object.key",
+                Matcher::Prefix("other/".into())
+            )]),
+            &e
+        ));
+        assert!(
+            matches(
+                &p(vec![("detail.object.size", Matcher::Equals(json!(7.0)))]),
+                &e
+            ),
+            "numbers by value"
+        );
+        assert!(matches(
+            &p(vec![(
+                "detail.bucket.name",
+                Matcher::AnyOf(vec![json!("a"), json!("ml-bucket")])
+            )]),
+            &e
+        ));
+        assert!(
+            !matches(&p(vec![("detail.nope", Matcher::Equals(json!("x")))]), &e),
+            "a missing path does not match"
+        );
+        let mut q = p(vec![]);
+        q.source = Some("aws.codebuild".into());
+        assert!(!matches(&q, &e));
+    }
+
+    #[test]
+    fn templates_render_strictly_over_the_event() {
+        let e = s3("input-data/x.csv");
+        assert_eq!(
+            render(
+                "s3://{{ event.detail.bucket.name }}/{{ event.detail.object.key }}",
+                &e
+            )
+            .unwrap(),
+            "s3://ml-bucket/input-data/x.csv"
+        );
+        assert_eq!(render("plain", &e).unwrap(), "plain");
+        assert!(
+            render("{{ event.detail.missing }}", &e)
+                .unwrap_err()
+                .contains("failed on event e-1"),
+            "a missing field is an error, not \"\""
+        );
+        assert!(render(
+            "{{ event.detail.bucket.name | replace('ml-bucket', '') }}",
+            &e
+        )
+        .unwrap_err()
+        .contains("rendered empty"));
     }
 }

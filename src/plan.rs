@@ -68,6 +68,7 @@ pub fn describe_rule(cfg: &Config, name: &str) -> String {
         Trigger::Schedule(t) => format!("at \"{}\" ({})", t.expression, t.timezone),
         Trigger::Success(t) => format!("when a run of {t} succeeds"),
         Trigger::Failure(t) => format!("when a run of {t} fails"),
+        Trigger::Event(p) => format!("on an event ({p})"),
     };
     let mut acts = Vec::new();
     for s in &r.start {
@@ -155,6 +156,15 @@ pub fn to_json(cfg: &Config, plan: &[PlannedSchedule]) -> Value {
                 Trigger::Schedule(t) => json!({"on_schedule": t.expression, "timezone": t.timezone.name()}),
                 Trigger::Success(t) => json!({"on_success": t.to_string()}),
                 Trigger::Failure(t) => json!({"on_failure": t.to_string()}),
+                Trigger::Event(p) => json!({"on_event": {
+                    "source": p.source,
+                    "detail_type": p.detail_type,
+                    "match": p.matches.iter().map(|(k, m)| (k.clone(), match m {
+                        crate::config::Matcher::Equals(v) => v.clone(),
+                        crate::config::Matcher::Prefix(x) => json!({"prefix": x}),
+                        crate::config::Matcher::AnyOf(v) => json!({"any_of": v}),
+                    })).collect::<serde_json::Map<String, Value>>(),
+                }}),
             };
             let starts: Vec<Value> = r
                 .start

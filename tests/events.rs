@@ -280,3 +280,69 @@ fn an_unreachable_queue_is_shown_and_retried_and_stops_nothing() {
     );
     assert!(!r.raw_output().contains("panicked"));
 }
+
+fn s3_event(id: &str, bucket: &str, key: &str) -> String {
+    envelope(
+        id,
+        "aws.s3",
+        "Object Created",
+        json!({"bucket": {"name": bucket}, "object": {"key": key, "size": 10}}),
+    )
+}
+
+#[test]
+fn an_s3_event_fires_an_on_event_rule_once_with_its_templated_parameters() {
+    let w = world("ev-s3");
+    let proxy = Proxy::start(&w.aws.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "[rules.retrain-on-new-data]\n\
+        on_event = { source = \"aws.s3\", detail_type = \"Object Created\", match = { \"detail.bucket.name\" = \"ml-bucket\", \"detail.object.key\" = { prefix = \"input-data/\" } } }\n\
+        start_pipeline = \"train\"\n\
+        parameters = { InputData = \"s3://{{ event.detail.bucket.name }}/{{ event.detail.object.key }}\" }\n\n\
+        [rules.strict]\n\
+        on_event = { source = \"aws.s3\", match = { \"detail.object.key\" = { prefix = \"strict/\" } } }\n\
+        start_pipeline = \"train\"\n\
+        parameters = { InputData = \"{{ event.detail.object.missing }}\" }\n";
+    // No scheduled start here: only events start runs.
+    let text = w.config(dir.path(), &proxy.url, rules).replace(
+        "[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n",
+        "",
+    );
+    let r = Running::start(dir.path(), &text, env());
+    r.wait_event("events_queue_reachable", 1, T);
+    w.send(&s3_event("s3-other", "other-bucket", "input-data/a.csv"));
+    w.send(&s3_event("s3-1", "ml-bucket", "input-data/2026/12/01.csv"));
+    let started = r.wait_event("run_started", 1, T);
+    assert_eq!(started["rule"], "retrain-on-new-data");
+    let fired = r.wait_event("rule_fired", 1, T);
+    let corr = fired["correlation_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        started["correlation_id"],
+        corr.as_str(),
+        "one correlation id, from the event"
+    );
+    let bodies = proxy.bodies("StartPipelineExecution");
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(
+        bodies[0].contains("s3://ml-bucket/input-data/2026/12/01.csv"),
+        "the rendered parameter went to AWS: {}",
+        bodies[0]
+    );
+    let ig = r.wait_for_event_where("event_ignored", T, |v| v["event_id"] == "s3-other");
+    assert!(
+        ig["reason"].as_str().unwrap().contains("no rule or item"),
+        "{ig}"
+    );
+    // Redelivered (at least once): not fired again.
+    w.send(&s3_event("s3-1", "ml-bucket", "input-data/2026/12/01.csv"));
+    r.wait_for_event_where("event_ignored", T, |v| v["event_id"] == "s3-1");
+    // A template over a field the event does not have stops that firing, with the reason.
+    w.send(&s3_event("s3-strict", "ml-bucket", "strict/x.csv"));
+    let f = r.wait_event("rule_failed", 1, T);
+    assert_eq!(f["rule"], "strict");
+    assert!(f["reason"].as_str().unwrap().contains("InputData"), "{f}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(proxy.count("StartPipelineExecution"), 1, "one start in all");
+    assert_eq!(w.aws.executions(&w.pipeline).len(), 1);
+    r.wait_for("the queue to be empty", T, |_| w.left() == 0);
+}

@@ -161,6 +161,7 @@ pub(super) const RULE_KEYS: &[&str] = &[
     "on_schedule",
     "on_success",
     "on_failure",
+    "on_event",
     "timezone",
     "start_pipeline",
     "start_build",
@@ -209,7 +210,15 @@ pub(super) fn read_item(
             c.map(Item::Check)
         }
         "rules" => {
-            let r = read_rule(&mut d, &mut t, tz, &cfg.pipelines, &cfg.builds, &mut refs);
+            let r = read_rule(
+                &mut d,
+                &mut t,
+                tz,
+                &cfg.pipelines,
+                &cfg.builds,
+                cfg.events.is_some(),
+                &mut refs,
+            );
             t.finish(&mut d, RULE_KEYS);
             r.map(Item::Rule)
         }
@@ -337,7 +346,11 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
     let rule_tables = top.named_tables(d, "rules");
     let mut rules = BTreeMap::new();
     for (name, mut t) in rule_tables {
-        if let Some(r) = read_rule(d, &mut t, default_tz, &pipelines, &builds, &mut refs) {
+        let has_events =
+            matches!(&events, Some(Some(_))) || (events.is_none() && top.has("events"));
+        if let Some(r) = read_rule(
+            d, &mut t, default_tz, &pipelines, &builds, has_events, &mut refs,
+        ) {
             rules.insert(name.v.clone(), Arc::new(r));
         }
         t.finish(d, RULE_KEYS);
@@ -637,6 +650,131 @@ fn read_notifier(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<Notifier> {
 }
 
 /// Compiles a subject template, so a bad template is a validate-time error.
+/// A parameter value that may be a template (`{{ event.detail.object.key }}`): it must parse,
+/// and it may name `event` only in an `on_event` rule.
+fn check_value_template(v: &str, on_event: bool) -> Result<(), String> {
+    if !v.contains("{{") && !v.contains("{%") {
+        return Ok(());
+    }
+    let env = minijinja::Environment::new();
+    let t = env
+        .template_from_str(v)
+        .map_err(|e| format!("template does not parse: {e}"))?;
+    let names = t.undeclared_variables(false);
+    if names.contains("event") && !on_event {
+        return Err("names `event`, which only an `on_event` rule has".into());
+    }
+    if let Some(other) = names.iter().find(|n| n.as_str() != "event") {
+        return Err(format!(
+            "names `{other}`; a parameter template can name only `event`"
+        ));
+    }
+    Ok(())
+}
+
+/// `on_event = { source = "…", detail_type = "…", match = { "detail.a.b" = V | { prefix = "…" } | { any_of = [ … ] } } }`
+fn read_event_pattern(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<EventPattern> {
+    let mut p = t.table(d, "on_event")?;
+    let source = p.string(d, "source").map(|s| s.v);
+    let detail_type = p.string(d, "detail_type").map(|s| s.v);
+    let mut ok = true;
+    let mut matches = Vec::new();
+    if let Some(m) = p.raw("match") {
+        match m.get_ref() {
+            toml::de::DeValue::Table(mt) => {
+                for (k, v) in mt.iter() {
+                    let path = k.get_ref().to_string();
+                    if path.is_empty() || path.split('.').any(str::is_empty) {
+                        d.push(k.span(), format!("`match` path \"{path}\" must be dotted names such as \"detail.bucket.name\""));
+                        ok = false;
+                        continue;
+                    }
+                    match matcher(v.get_ref()) {
+                        Ok(x) => matches.push((path, x)),
+                        Err(e) => {
+                            d.push(v.span(), format!("`match.\"{path}\"`: {e}"));
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            other => {
+                d.push(
+                    m.span(),
+                    format!(
+                        "`match` must be a table of dotted paths, found {}",
+                        super::reader::type_name(other)
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if source.is_none() && detail_type.is_none() && matches.is_empty() && ok {
+        d.push(p.span.clone(), "`on_event` needs at least one of `source`, `detail_type`, `match` (an empty pattern would match every event)");
+        ok = false;
+    }
+    let pattern_ok = !p.has("source") || source.is_some();
+    let dt_ok = !p.has("detail_type") || detail_type.is_some();
+    p.finish(d, &["source", "detail_type", "match"]);
+    (ok && pattern_ok && dt_ok).then_some(EventPattern {
+        source,
+        detail_type,
+        matches,
+    })
+}
+
+fn scalar(v: &toml::de::DeValue<'_>) -> Option<serde_json::Value> {
+    use toml::de::DeValue as V;
+    match v {
+        V::String(s) => Some(serde_json::Value::String(s.to_string())),
+        V::Integer(i) => i.as_str().parse::<i64>().ok().map(serde_json::Value::from),
+        V::Float(f) => f
+            .as_str()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(serde_json::Value::Number),
+        V::Boolean(b) => Some(serde_json::Value::Bool(*b)),
+        _ => None,
+    }
+}
+
+fn matcher(v: &toml::de::DeValue<'_>) -> Result<Matcher, String> {
+    use toml::de::DeValue as V;
+    if let Some(x) = scalar(v) {
+        return Ok(Matcher::Equals(x));
+    }
+    let V::Table(t) = v else {
+        return Err(format!(
+            "must be a value, {{ prefix = \"…\" }} or {{ any_of = [ … ] }}, found {}",
+            super::reader::type_name(v)
+        ));
+    };
+    let keys: Vec<String> = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
+    match (
+        t.get("prefix").map(|x| x.get_ref()),
+        t.get("any_of").map(|x| x.get_ref()),
+        keys.len(),
+    ) {
+        (Some(V::String(s)), None, 1) => Ok(Matcher::Prefix(s.to_string())),
+        (Some(_), None, 1) => Err("`prefix` must be a string".into()),
+        (None, Some(V::Array(items)), 1) => {
+            let vals: Option<Vec<_>> = items.iter().map(|i| scalar(i.get_ref())).collect();
+            match vals {
+                Some(v) if !v.is_empty() => Ok(Matcher::AnyOf(v)),
+                Some(_) => Err("`any_of` must not be empty".into()),
+                None => Err("`any_of` items must be strings, numbers or booleans".into()),
+            }
+        }
+        (None, Some(_), 1) => Err("`any_of` must be an array".into()),
+        _ => Err(format!(
+            "must be {{ prefix = \"…\" }} or {{ any_of = [ … ] }}, found keys {}",
+            keys.join(", ")
+        )),
+    }
+}
+
 pub fn check_template(src: &str) -> Result<(), String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
@@ -816,15 +954,22 @@ fn read_rule(
     default_tz: Option<Tz>,
     pipelines: &BTreeMap<String, Pipeline>,
     builds: &BTreeMap<String, Build>,
+    has_events: bool,
     refs: &mut Refs,
 ) -> Option<Rule> {
-    let triggers: Vec<&str> = ["on_check", "on_schedule", "on_success", "on_failure"]
-        .into_iter()
-        .filter(|k| t.has(k))
-        .collect();
+    let triggers: Vec<&str> = [
+        "on_check",
+        "on_schedule",
+        "on_success",
+        "on_failure",
+        "on_event",
+    ]
+    .into_iter()
+    .filter(|k| t.has(k))
+    .collect();
     let mut ok = true;
     if triggers.is_empty() {
-        d.push(t.span.clone(), format!("[{}] needs a trigger: one of `on_check`, `on_schedule`, `on_success`, `on_failure`", t.path));
+        d.push(t.span.clone(), format!("[{}] needs a trigger: one of `on_check`, `on_schedule`, `on_success`, `on_failure`, `on_event`", t.path));
         ok = false;
     } else if triggers.len() > 1 {
         let second = t.key_span(triggers[1]).unwrap_or(t.span.clone());
@@ -852,11 +997,19 @@ fn read_rule(
             .string(d, "on_failure")
             .and_then(|v| parse_target(d, &v, "on_failure", refs))
             .map(Trigger::Failure),
+        Some("on_event") => {
+            if !has_events {
+                let span = t.key_span("on_event").unwrap_or(t.span.clone());
+                d.push(span, "`on_event` needs an [events] section with the `queue_url` EventBridge delivers to");
+                ok = false;
+            }
+            read_event_pattern(d, t).map(|p| Trigger::Event(Arc::new(p)))
+        }
         _ => None,
     };
-    // Read (and so type-check) the other triggers too, so they are not also "unknown keys".
+    // Read the other triggers too, so they are not also "unknown keys".
     for k in triggers.iter().skip(1) {
-        let _ = t.string(d, k);
+        let _ = t.raw(k);
     }
     if !triggers.contains(&"on_schedule") {
         if let Some(z) = t.string(d, "timezone") {
@@ -872,6 +1025,16 @@ fn read_rule(
     let start_build = t.string(d, "start_build");
     let parameters = t.string_map(d, "parameters");
     let environment = t.string_map(d, "environment");
+    // Values may be templates; only an `on_event` rule has an `event` to render them over.
+    let on_event = triggers.first() == Some(&"on_event") && triggers.len() == 1;
+    for m in [&parameters, &environment].into_iter().flatten() {
+        for (k, v) in &m.v {
+            if let Err(e) = check_value_template(v, on_event) {
+                d.push(m.span.clone(), format!("`{k}`: {e}"));
+                ok = false;
+            }
+        }
+    }
     let source_version = t.string(d, "source_version");
     let notify = t.string_list(d, "notify");
     if let Some(n) = &notify {

@@ -279,6 +279,47 @@ pub enum Trigger {
     Schedule(Timed),
     Success(Target),
     Failure(Target),
+    /// `on_event = { source, detail_type, match }`: an EventBridge event from `[events]`.
+    Event(Arc<EventPattern>),
+}
+
+/// What an `on_event` rule matches: every given field must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPattern {
+    pub source: Option<String>,
+    pub detail_type: Option<String>,
+    /// Dotted paths into the event (`detail.object.key`) and what each must be.
+    pub matches: Vec<(String, Matcher)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matcher {
+    /// Equal to this value (a string, number or boolean).
+    Equals(serde_json::Value),
+    /// A string that starts with this.
+    Prefix(String),
+    /// Equal to one of these.
+    AnyOf(Vec<serde_json::Value>),
+}
+
+impl fmt::Display for EventPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.source {
+            parts.push(format!("source = {s}"));
+        }
+        if let Some(d) = &self.detail_type {
+            parts.push(format!("detail-type = {d}"));
+        }
+        for (p, m) in &self.matches {
+            parts.push(match m {
+                Matcher::Equals(v) => format!("{p} = {v}"),
+                Matcher::Prefix(x) => format!("{p} starts with {x:?}"),
+                Matcher::AnyOf(vs) => format!("{p} in {}", serde_json::Value::Array(vs.clone())),
+            });
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

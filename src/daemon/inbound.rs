@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::work::{Msg, Work};
+use super::work::{Cause, Msg, Work};
 use crate::aws::{Cloud, RunStatus};
 use crate::clock::Clock;
-use crate::config::RunKind;
+use crate::config::{RunKind, Trigger};
 use crate::events;
 use crate::health::Health;
 use crate::inbox::{self, Hint, Incoming};
@@ -84,24 +84,30 @@ impl<C: Cloud> Consumer<C> {
 }
 
 impl<C: Cloud> Work<C> {
-    /// A batch from the queue: each event id is remembered first (one transaction), then each
-    /// new event wakes what it concerns; handled, ignored and rejected messages are deleted.
-    /// If the ids cannot be stored, nothing is deleted: the messages come back.
+    /// A batch from the queue. Events handled before (a redelivery) are skipped; each new one
+    /// wakes what it concerns and fires the `on_event` rules it matches (each firing stored
+    /// with the event's id, so it happens at most once); then the ids are remembered, and only
+    /// then are the messages deleted. If the ids cannot be stored, nothing is deleted: the
+    /// messages come back, and what they fired before is not fired again.
     pub fn on_events(&mut self, batch: Vec<Incoming>) {
         let now = self.now();
         let ids: Vec<&str> = batch
             .iter()
             .filter_map(|m| m.event.as_ref().ok().map(|e| e.id.as_str()))
             .collect();
-        let r = self.store.mark_events_seen(&ids, now);
-        let fresh = self.db(
-            "remember event ids",
+        let r = self.store.events_seen(&ids);
+        let Some(seen) = self.db(
+            "read remembered event ids",
             "",
             "the messages stay on the queue and are read again",
             r,
-        );
-        let mut fresh = fresh.map(Vec::into_iter);
+        ) else {
+            return;
+        };
+        let mut seen = seen.into_iter();
+        let mut this_batch = std::collections::HashSet::new();
         let mut delete = Vec::new();
+        let mut fresh_ids = Vec::new();
         for m in &batch {
             match &m.event {
                 Err(reason) => {
@@ -109,13 +115,12 @@ impl<C: Cloud> Work<C> {
                     delete.push(m.receipt.clone());
                 }
                 Ok(e) => {
-                    let Some(fresh) = fresh.as_mut() else {
-                        continue;
-                    };
-                    let (handled, why) = if fresh.next().unwrap_or(false) {
-                        self.wake(&inbox::hint(e))
-                    } else {
+                    let before = seen.next().unwrap_or(false) || !this_batch.insert(e.id.clone());
+                    let (handled, why) = if before {
                         (false, "already handled (a redelivery)".to_string())
+                    } else {
+                        fresh_ids.push(e.id.clone());
+                        self.take_event(e)
                     };
                     events::EventTaken {
                         message_id: &m.message_id,
@@ -130,7 +135,46 @@ impl<C: Cloud> Work<C> {
                 }
             }
         }
+        let fresh: Vec<&str> = fresh_ids.iter().map(String::as_str).collect();
+        let r = self.store.mark_events_seen(&fresh, now);
+        if self
+            .db(
+                "remember event ids",
+                "",
+                "the messages stay on the queue and are read again",
+                r,
+            )
+            .is_none()
+        {
+            return;
+        }
         self.delete_messages(delete);
+    }
+
+    /// A new event: the hint it carries, and the `on_event` rules it matches.
+    fn take_event(&mut self, e: &inbox::Envelope) -> (bool, String) {
+        let (mut acted, mut what) = self.wake(&inbox::hint(e));
+        let rules: Vec<String> = self
+            .cfg
+            .rules
+            .iter()
+            .filter(|(_, r)| matches!(&r.trigger, Trigger::Event(p) if inbox::matches(p, e)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !rules.is_empty() {
+            let ev = Arc::new(e.clone());
+            for r in &rules {
+                self.fire_rule(r, Cause::Event(ev.clone()));
+            }
+            let fired = format!("matched on_event rule(s) {}", rules.join(", "));
+            what = if acted {
+                format!("{what}; {fired}")
+            } else {
+                fired
+            };
+            acted = true;
+        }
+        (acted, what)
     }
 
     /// Wakes what a hint concerns; (acted, what was done or why not).

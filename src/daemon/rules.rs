@@ -22,6 +22,18 @@ impl<C: Cloud> Work<C> {
         let Some(state) = self.db("read rule state", name, "the rule does not fire", r) else {
             return;
         };
+        // An `on_event` rule's values are templates over the event: rendered first, and a
+        // template that fails stops this firing.
+        let starts: Vec<Start> = match &cause {
+            Cause::Event(e) => match render_starts(&rule.start, e) {
+                Ok(s) => s,
+                Err(why) => {
+                    events::rule_failed(name, &corr, &why);
+                    return;
+                }
+            },
+            _ => rule.start.clone(),
+        };
         let mut targets = Vec::new();
         for s in &rule.start {
             let t = s.target();
@@ -53,8 +65,7 @@ impl<C: Cloud> Work<C> {
         }
         let new_state = engine::fired(rule, &state, now);
         if rule.dry_run {
-            let starts = rule
-                .start
+            let starts = starts
                 .iter()
                 .map(|s| (s.target().to_string(), request_json(&cfg, s)))
                 .collect();
@@ -75,8 +86,7 @@ impl<C: Cloud> Work<C> {
             );
             return;
         }
-        let runs: Vec<NewRun> = rule
-            .start
+        let runs: Vec<NewRun> = starts
             .iter()
             .enumerate()
             .map(|(i, s)| {
@@ -91,8 +101,19 @@ impl<C: Cloud> Work<C> {
                 }
             })
             .collect();
-        let r = self.store.record_firing(name, &new_state, &runs, now);
+        // Each event fires a rule at most once: the key is stored with the firing.
+        let once = match &cause {
+            Cause::Event(e) => Some(format!("fired\0{name}\0{}", e.id)),
+            _ => None,
+        };
+        let r = self
+            .store
+            .record_firing_once(name, &new_state, &runs, now, once.as_deref());
         let Some(ids) = self.db("store the firing", name, "nothing is started", r) else {
+            return;
+        };
+        let Some(ids) = ids else {
+            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this event fired the rule before; nothing is started again");
             return;
         };
         let value = match &cause {
@@ -114,6 +135,12 @@ impl<C: Cloud> Work<C> {
             let m = match &cause {
                 Cause::Check { .. } => None, // check_breached was already sent to it
                 Cause::Schedule => Some(Message::new("schedule_fired", name, None, &corr)),
+                Cause::Event(e) => Some(
+                    Message::new("event_received", name, None, &corr)
+                        .with("source", &e.source)
+                        .with("detail_type", &e.detail_type)
+                        .with("event_id", &e.id),
+                ),
                 Cause::RunEnded { run, succeeded } => Some(super::runs::run_message(
                     if *succeeded {
                         "run_succeeded"
@@ -141,6 +168,44 @@ impl<C: Cloud> Work<C> {
             }
         }
     }
+}
+
+/// The starts of an `on_event` rule with every parameter and environment value rendered over
+/// the event (strict: a missing field or an empty result is an error).
+fn render_starts(starts: &[Start], e: &crate::inbox::Envelope) -> Result<Vec<Start>, String> {
+    let render = |m: &crate::config::Params| -> Result<crate::config::Params, String> {
+        if !m.values().any(|v| v.contains("{{") || v.contains("{%")) {
+            return Ok(m.clone());
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for (k, v) in m.iter() {
+            out.insert(
+                k.clone(),
+                crate::inbox::render(v, e).map_err(|why| format!("`{k}`: {why}"))?,
+            );
+        }
+        Ok(std::sync::Arc::new(out))
+    };
+    starts
+        .iter()
+        .map(|s| {
+            Ok(match s {
+                Start::Pipeline { name, parameters } => Start::Pipeline {
+                    name: name.clone(),
+                    parameters: render(parameters)?,
+                },
+                Start::Build {
+                    name,
+                    source_version,
+                    environment,
+                } => Start::Build {
+                    name: name.clone(),
+                    source_version: source_version.clone(),
+                    environment: render(environment)?,
+                },
+            })
+        })
+        .collect()
 }
 
 pub(super) fn max_concurrent(cfg: &Config, t: &Target) -> u32 {

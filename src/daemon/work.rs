@@ -69,6 +69,8 @@ pub enum Cause {
         run: Box<RunRow>,
         succeeded: bool,
     },
+    /// An EventBridge event matched the rule's `on_event` pattern.
+    Event(Arc<crate::inbox::Envelope>),
 }
 
 impl Cause {
@@ -77,15 +79,25 @@ impl Cause {
             Cause::Check { correlation_id, .. } => correlation_id.clone(),
             Cause::RunEnded { run, .. } => run.correlation_id.clone(),
             Cause::Schedule => new_correlation_id(now),
+            Cause::Event(e) => event_correlation_id(&e.id),
         }
     }
     pub(super) fn check(&self) -> Option<&str> {
         match self {
             Cause::Check { check, .. } => Some(check),
             Cause::RunEnded { run, .. } => run.check.as_deref(),
-            Cause::Schedule => None,
+            Cause::Schedule | Cause::Event(_) => None,
         }
     }
+}
+
+/// The correlation id of everything an EventBridge event causes: derived from its id, so a
+/// redelivery or a restart gives the same one.
+pub fn event_correlation_id(event_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("mlopsd-event\0{event_id}").as_bytes());
+    let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("c-{hex}")
 }
 
 /// A fresh id for a new incident.

@@ -403,8 +403,33 @@ impl Store {
         runs: &[NewRun],
         now: DateTime<Utc>,
     ) -> R<Vec<i64>> {
+        Ok(self
+            .record_firing_once(rule, state, runs, now, None)?
+            .unwrap_or_default())
+    }
+
+    /// `record_firing`, at most once per `once` key (an EventBridge event id and the rule):
+    /// the key is stored in the same transaction, and `None` means it was there already —
+    /// nothing is written, the firing happened before.
+    pub fn record_firing_once(
+        &self,
+        rule: &str,
+        state: &RuleState,
+        runs: &[NewRun],
+        now: DateTime<Utc>,
+        once: Option<&str>,
+    ) -> R<Option<Vec<i64>>> {
         let mut c = self.conn();
         let tx = c.transaction()?;
+        if let Some(key) = once {
+            if tx.execute(
+                "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+                params![key, ms(now)],
+            )? == 0
+            {
+                return Ok(None);
+            }
+        }
         Self::put_rule_state(&tx, rule, state)?;
         let mut ids = Vec::new();
         for r in runs {
@@ -416,7 +441,14 @@ impl Store {
             ids.push(tx.last_insert_rowid());
         }
         tx.commit()?;
-        Ok(ids)
+        Ok(Some(ids))
+    }
+
+    /// Which of these event ids were handled before (within `EVENT_MEMORY`).
+    pub fn events_seen(&self, ids: &[&str]) -> R<Vec<bool>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached("SELECT 1 FROM events_seen WHERE id = ?1")?;
+        ids.iter().map(|id| st.exists(params![id])).collect()
     }
 
     /// A dry-run firing: the rule's state moves (cooldown), no run is recorded.
