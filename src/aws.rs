@@ -332,6 +332,12 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         approve: bool,
         description: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The state (`ALARM`, `OK`, `INSUFFICIENT_DATA`) of each named alarm that exists, in one
+    /// `DescribeAlarms` call per 100 names.
+    fn alarm_states(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, String>, AwsError>> + Send;
     /// One long poll of the events queue (up to 10 messages, `RECEIVE_WAIT`).
     fn receive_events(
         &self,
@@ -421,6 +427,12 @@ impl Cloud for Aws {
         description: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send {
         Aws::set_approval(self, arn, approve, description)
+    }
+    fn alarm_states(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, String>, AwsError>> + Send {
+        Aws::alarm_states(self, names)
     }
     fn receive_events(
         &self,
@@ -989,6 +1001,41 @@ impl Aws {
                 })
             })
             .collect())
+    }
+
+    pub async fn alarm_states(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, String>, AwsError> {
+        let mut out = HashMap::new();
+        for chunk in names.chunks(100) {
+            let mut token: Option<String> = None;
+            loop {
+                let r = self
+                    .cloudwatch
+                    .describe_alarms()
+                    .set_alarm_names(Some(chunk.to_vec()))
+                    .set_next_token(token.clone())
+                    .send()
+                    .observed("cloudwatch", "DescribeAlarms")
+                    .await?;
+                for a in r.metric_alarms() {
+                    if let (Some(n), Some(st)) = (a.alarm_name(), a.state_value()) {
+                        out.insert(n.to_string(), st.as_str().to_string());
+                    }
+                }
+                for a in r.composite_alarms() {
+                    if let (Some(n), Some(st)) = (a.alarm_name(), a.state_value()) {
+                        out.insert(n.to_string(), st.as_str().to_string());
+                    }
+                }
+                token = r.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub async fn delete_events(

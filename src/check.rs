@@ -21,6 +21,37 @@ pub async fn run(cfg: &Config, name: &str) -> u8 {
         return 2;
     };
     let aws = Aws::new(&cfg.aws).await;
+    if let Some(alarm) = &c.alarm {
+        return match aws.alarm_states(std::slice::from_ref(alarm)).await {
+            Ok(states) => match states.get(alarm).map(String::as_str) {
+                Some("ALARM") => {
+                    println!("check {name}: alarm {alarm} is ALARM: BREACHING");
+                    1
+                }
+                Some(st @ "OK") => {
+                    println!("check {name}: alarm {alarm} is {st}: ok");
+                    0
+                }
+                Some(st) => {
+                    let (verdict, code) = match c.missing_data {
+                        MissingData::Ignore => ("ignored (missing_data = \"ignore\")", 0),
+                        MissingData::Ok => ("ok (missing_data = \"ok\")", 0),
+                        MissingData::Breach => ("BREACHING (missing_data = \"breach\")", 1),
+                    };
+                    println!("check {name}: alarm {alarm} is {st}: {verdict}");
+                    code
+                }
+                None => {
+                    eprintln!("check {name}: could not evaluate: cloudwatch DescribeAlarms: no alarm named {alarm:?} in this account and region");
+                    2
+                }
+            },
+            Err(e) => {
+                eprintln!("check {name}: could not evaluate: {e}");
+                2
+            }
+        };
+    }
     let q = MetricQuery::of(c);
     let what = format!(
         "{} of {}/{} over {}",

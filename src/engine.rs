@@ -299,6 +299,7 @@ mod tests {
 
     fn check(for_count: u32, missing: MissingData) -> Check {
         Check {
+            alarm: None,
             timed: Timed {
                 expression: "every 1m".into(),
                 schedule: Schedule::parse("every 1m").unwrap(),

@@ -215,7 +215,7 @@ pub fn status_json(
                 "schedule": c.timed.expression,
                 "timezone": c.timed.timezone.name(),
                 "next_fire": c.timed.schedule.next_after(c.timed.timezone, now).map(|t| ts(&t)),
-                "metric": format!("{}/{}", c.namespace, c.metric),
+                "metric": c.source_text(),
                 "statistic": c.statistic,
                 "threshold": { "op": match c.threshold { Threshold::Above(_) => "above", Threshold::Below(_) => "below" }, "value": c.threshold.value() },
                 "for": c.for_count,

@@ -19,7 +19,10 @@ pub struct PlannedSchedule {
 pub fn scheduled(cfg: &Config) -> Vec<(ItemKind, &String, &Timed)> {
     let mut out = Vec::new();
     for (n, c) in &cfg.checks {
-        out.push((ItemKind::Check, n, &c.timed));
+        // (an alarm check without a schedule is woken by alarm events only)
+        if !matches!(c.timed.schedule, crate::schedule::Schedule::Never) {
+            out.push((ItemKind::Check, n, &c.timed));
+        }
     }
     for (n, r) in &cfg.rules {
         if let Trigger::Schedule(t) = &r.trigger {
@@ -52,9 +55,10 @@ pub fn describe_rule(cfg: &Config, name: &str) -> String {
     let when = match &r.trigger {
         Trigger::Check(c) => match cfg.checks.get(c) {
             Some(ch) => {
-                let th = match ch.threshold {
-                    Threshold::Above(v) => format!("{} {} > {v}", ch.statistic, ch.metric),
-                    Threshold::Below(v) => format!("{} {} < {v}", ch.statistic, ch.metric),
+                let th = match (&ch.alarm, ch.threshold) {
+                    (Some(a), _) => format!("alarm {a} in ALARM"),
+                    (None, Threshold::Above(v)) => format!("{} {} > {v}", ch.statistic, ch.metric),
+                    (None, Threshold::Below(v)) => format!("{} {} < {v}", ch.statistic, ch.metric),
                 };
                 let times = if ch.for_count == 1 {
                     "once".to_string()

@@ -15,6 +15,8 @@ use crate::duration::parse_duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
     Cron(Box<Cron>),
+    /// No schedule of its own (an alarm check with `[events]`: woken by alarm events only).
+    Never,
     /// `rate(N unit)` or `every D`: fires at every multiple of `period_ms` since the Unix epoch.
     Every {
         period_ms: i64,
@@ -129,6 +131,7 @@ impl Schedule {
                 DateTime::<Utc>::from_timestamp_millis(next)
             }
             Schedule::Cron(c) => c.next_after(tz, after),
+            Schedule::Never => None,
         }
     }
 

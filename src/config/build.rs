@@ -144,6 +144,7 @@ fn positive_u32(
 }
 
 pub(super) const CHECK_KEYS: &[&str] = &[
+    "alarm",
     "schedule",
     "timezone",
     "namespace",
@@ -205,7 +206,7 @@ pub(super) fn read_item(
     let tz = Some(cfg.daemon.timezone);
     let item = match section {
         "checks" => {
-            let c = read_check(&mut d, &mut t, tz);
+            let c = read_check(&mut d, &mut t, tz, cfg.events.is_some());
             t.finish(&mut d, CHECK_KEYS);
             c.map(Item::Check)
         }
@@ -337,7 +338,9 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
 
     let mut checks = BTreeMap::new();
     for (name, mut t) in top.named_tables(d, "checks") {
-        if let Some(c) = read_check(d, &mut t, default_tz) {
+        let has_events =
+            matches!(&events, Some(Some(_))) || (events.is_none() && top.has("events"));
+        if let Some(c) = read_check(d, &mut t, default_tz, has_events) {
             checks.insert(name.v.clone(), Arc::new(c));
         }
         t.finish(d, CHECK_KEYS);
@@ -783,7 +786,105 @@ pub fn check_template(src: &str) -> Result<(), String> {
         .map(|_| ())
 }
 
-fn read_check(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>) -> Option<Check> {
+/// `alarm = NAME` instead of a metric: the check's one other source.
+fn read_alarm_check(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    default_tz: Option<Tz>,
+    has_events: bool,
+) -> Option<Check> {
+    let alarm = t.req_string(d, "alarm");
+    let mut ok = true;
+    for k in [
+        "namespace",
+        "metric",
+        "dimensions",
+        "statistic",
+        "period",
+        "above",
+        "below",
+    ] {
+        if let Some(span) = t.key_span(k) {
+            d.push(span, format!("`{k}` is for a metric check; [{}] reads `alarm` (a check has one source: a metric or an alarm)", t.path));
+            let _ = t.raw(k);
+            ok = false;
+        }
+    }
+    let timed = if t.has("schedule") {
+        timed(d, t, "schedule", default_tz)
+    } else if !has_events {
+        d.push(
+            t.span.clone(),
+            format!(
+                "[{}] needs a `schedule` (or an [events] section, whose alarm events wake it)",
+                t.path
+            ),
+        );
+        ok = false;
+        None
+    } else {
+        let tzv = t.string(d, "timezone");
+        let tz = match &tzv {
+            Some(z) => zone(d, z),
+            None => default_tz,
+        };
+        tz.map(|timezone| Timed {
+            expression: "(alarm events)".into(),
+            schedule: Schedule::Never,
+            timezone,
+        })
+    };
+    let for_count = positive_u32(d, t, "for", 1);
+    let missing = missing_data(d, t);
+    let alarm = alarm?;
+    if alarm.v.is_empty() || alarm.v.len() > 255 {
+        d.push(
+            alarm.span.clone(),
+            "`alarm` must be a CloudWatch alarm name (1 to 255 characters)",
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(Check {
+        timed: timed?,
+        alarm: Some(alarm.v),
+        namespace: String::new(),
+        metric: String::new(),
+        dimensions: Vec::new(),
+        statistic: String::new(),
+        period: Duration::from_secs(60),
+        threshold: Threshold::Above(0.5),
+        for_count: for_count?,
+        missing_data: missing?,
+    })
+}
+
+fn missing_data(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<MissingData> {
+    match t.string(d, "missing_data") {
+        Some(m) => match m.v.as_str() {
+            "ignore" => Some(MissingData::Ignore),
+            "breach" => Some(MissingData::Breach),
+            "ok" => Some(MissingData::Ok),
+            other => {
+                d.push(m.span, format!("`missing_data` must be \"ignore\", \"breach\" or \"ok\", found \"{other}\""));
+                None
+            }
+        },
+        None => Some(MissingData::Ignore),
+    }
+}
+
+fn read_check(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    default_tz: Option<Tz>,
+    has_events: bool,
+) -> Option<Check> {
+    if t.has("alarm") {
+        return read_alarm_check(d, t, default_tz, has_events);
+    }
     let timed = timed(d, t, "schedule", default_tz);
     let namespace = t.req_string(d, "namespace");
     let metric = t.req_string(d, "metric");
@@ -849,20 +950,10 @@ fn read_check(d: &mut Diags, t: &mut Table<'_, '_>, default_tz: Option<Tz>) -> O
         }
     };
     let for_count = positive_u32(d, t, "for", 1);
-    let missing = match t.string(d, "missing_data") {
-        Some(m) => match m.v.as_str() {
-            "ignore" => Some(MissingData::Ignore),
-            "breach" => Some(MissingData::Breach),
-            "ok" => Some(MissingData::Ok),
-            other => {
-                d.push(m.span, format!("`missing_data` must be \"ignore\", \"breach\" or \"ok\", found \"{other}\""));
-                None
-            }
-        },
-        None => Some(MissingData::Ignore),
-    };
+    let missing = missing_data(d, t);
     Some(Check {
         timed: timed?,
+        alarm: None,
         namespace: namespace?.v,
         metric: metric?.v,
         dimensions,

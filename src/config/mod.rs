@@ -174,7 +174,12 @@ impl fmt::Display for Threshold {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
+    /// An alarm check with `[events]` and no `schedule` has `Schedule::Never` here.
     pub timed: Timed,
+    /// `alarm = NAME`: the check reads this CloudWatch alarm instead of a metric. It is
+    /// evaluated as the value 1 while the alarm is `ALARM`, 0 while `OK`, and no data while
+    /// `INSUFFICIENT_DATA`, against the threshold "above 0.5"; the metric fields are empty.
+    pub alarm: Option<String>,
     pub namespace: String,
     pub metric: String,
     pub dimensions: Dimensions,
@@ -184,6 +189,16 @@ pub struct Check {
     pub threshold: Threshold,
     pub for_count: u32,
     pub missing_data: MissingData,
+}
+
+impl Check {
+    /// What the check reads, for people: `alarm NAME` or `NAMESPACE/METRIC`.
+    pub fn source_text(&self) -> String {
+        match &self.alarm {
+            Some(a) => format!("alarm {a}"),
+            None => format!("{}/{}", self.namespace, self.metric),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

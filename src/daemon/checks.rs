@@ -14,6 +14,26 @@ use crate::events;
 use crate::notify::Message;
 use crate::state::CheckEval;
 
+/// An alarm's state as a check value: `ALARM` 1, `OK` 0, `INSUFFICIENT_DATA` no data.
+fn alarm_value(
+    alarm: &str,
+    states: &Result<std::collections::HashMap<String, String>, AwsError>,
+) -> Result<Option<f64>, AwsError> {
+    let states = states.as_ref().map_err(Clone::clone)?;
+    match states.get(alarm).map(String::as_str) {
+        Some("ALARM") => Ok(Some(1.0)),
+        Some("OK") => Ok(Some(0.0)),
+        Some(_) => Ok(None),
+        None => Err(AwsError {
+            service: "cloudwatch",
+            operation: "DescribeAlarms",
+            code: "AlarmNotFound".into(),
+            message: format!("no alarm named {alarm:?} in this account and region"),
+            transient: false,
+        }),
+    }
+}
+
 fn value_text(v: Option<f64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "no data".into())
 }
@@ -33,20 +53,52 @@ impl<C: Cloud> Work<C> {
         }
         let (cloud, tx, clock) = (self.cloud.clone(), self.tx.clone(), self.clock);
         self.tracker.spawn(async move {
-            let qs: Vec<MetricQuery<'_>> = due.iter().map(|(_, c)| MetricQuery::of(c)).collect();
-            let (values, calls) = cloud.latest_values(&qs, clock.now()).await;
-            tracing::debug!(
-                event = "metrics_fetched",
-                checks = qs.len(),
-                calls,
-                "GetMetricData for due checks"
-            );
-            drop(qs);
-            let results: Vec<_> = due.into_iter().map(|(n, _)| n).zip(values).collect();
+            let (alarms, metrics): (Vec<_>, Vec<_>) =
+                due.into_iter().partition(|(_, c)| c.alarm.is_some());
+            let mut results: Vec<(String, Result<Option<f64>, AwsError>)> =
+                Vec::with_capacity(alarms.len() + metrics.len());
+            if !metrics.is_empty() {
+                let qs: Vec<MetricQuery<'_>> =
+                    metrics.iter().map(|(_, c)| MetricQuery::of(c)).collect();
+                let (values, calls) = cloud.latest_values(&qs, clock.now()).await;
+                tracing::debug!(
+                    event = "metrics_fetched",
+                    checks = qs.len(),
+                    calls,
+                    "GetMetricData for due checks"
+                );
+                drop(qs);
+                results.extend(metrics.into_iter().map(|(n, _)| n).zip(values));
+            }
+            if !alarms.is_empty() {
+                let names: Vec<String> =
+                    alarms.iter().filter_map(|(_, c)| c.alarm.clone()).collect();
+                let states = cloud.alarm_states(&names).await;
+                for (n, c) in alarms {
+                    let alarm = c.alarm.clone().unwrap_or_default();
+                    results.push((n, alarm_value(&alarm, &states)));
+                }
+            }
             let large = results.len() >= 1000;
             // The loop is gone only when shutting down; the answer is then not needed.
             let _ = tx.send(Msg::CheckResults { at, results, large });
         });
+    }
+
+    /// Evaluates now every check that reads this alarm (an alarm state change event woke
+    /// them; `DescribeAlarms` decides). Returns their names.
+    pub(super) fn wake_alarm(&self, alarm: &str) -> Vec<String> {
+        let names: Vec<String> = self
+            .cfg
+            .checks
+            .iter()
+            .filter(|(_, c)| c.alarm.as_deref() == Some(alarm))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !names.is_empty() {
+            self.evaluate_checks(names.clone(), self.now());
+        }
+        names
     }
 
     pub fn on_check_results(
@@ -148,7 +200,13 @@ impl<C: Cloud> Work<C> {
                         .with("threshold", check.threshold.to_string())
                         .with(
                             "metric",
-                            format!("{}/{} {}", check.namespace, check.metric, check.statistic),
+                            match &check.alarm {
+                                Some(a) => format!("alarm {a}"),
+                                None => format!(
+                                    "{}/{} {}",
+                                    check.namespace, check.metric, check.statistic
+                                ),
+                            },
                         );
                     self.notify_rule(r, m);
                 }

@@ -222,7 +222,17 @@ impl<C: Cloud> Work<C> {
                 }
                 (true, format!("running gate(s) {} now", gates.join(", ")))
             }
-            Hint::Alarm(name) => (false, format!("no check reads alarm {name}")),
+            Hint::Alarm(name) => {
+                let checks = self.wake_alarm(name);
+                if checks.is_empty() {
+                    (false, format!("no check reads alarm {name}"))
+                } else {
+                    (
+                        true,
+                        format!("evaluating check(s) {} now", checks.join(", ")),
+                    )
+                }
+            }
             Hint::None => (false, "no rule or item concerns this event".to_string()),
         }
     }

@@ -24,6 +24,8 @@ pub struct Seen {
     pub deleted: Vec<String>,
     /// (instant, execution ARN) of each DescribePipelineExecution.
     pub described: Vec<(DateTime<Utc>, String)>,
+    /// Alarm name → state (`ALARM`, `OK`, `INSUFFICIENT_DATA`).
+    pub alarms: HashMap<String, String>,
 }
 
 pub type ValueFn = dyn Fn(DateTime<Utc>) -> Option<f64> + Send + Sync;
@@ -184,6 +186,13 @@ impl Cloud for Fake {
     }
     async fn set_approval(&self, _arn: &str, _approve: bool, _d: &str) -> Result<(), AwsError> {
         Ok(())
+    }
+    async fn alarm_states(&self, names: &[String]) -> Result<HashMap<String, String>, AwsError> {
+        let s = self.seen.lock().unwrap();
+        Ok(names
+            .iter()
+            .filter_map(|n| s.alarms.get(n).map(|v| (n.clone(), v.clone())))
+            .collect())
     }
     async fn receive_events(&self, _queue_url: &str) -> Result<Vec<QueueMessage>, AwsError> {
         // A long poll: what is queued now, or nothing after the wait.
