@@ -346,3 +346,64 @@ fn an_s3_event_fires_an_on_event_rule_once_with_its_templated_parameters() {
     assert_eq!(w.aws.executions(&w.pipeline).len(), 1);
     r.wait_for("the queue to be empty", T, |_| w.left() == 0);
 }
+
+fn alarm_event(id: &str, alarm: &str, state: &str) -> String {
+    envelope(id, "aws.cloudwatch", "CloudWatch Alarm State Change", json!({"alarmName": alarm, "state": {"value": state}}))
+}
+
+#[test]
+fn an_alarm_event_wakes_its_check_and_aws_decides() {
+    let w = world("ev-alarm");
+    let aws = &w.aws;
+    let alarm = aws.name("endpoint-5xx");
+    aws.rt
+        .block_on(
+            aws.cw
+                .put_metric_alarm()
+                .alarm_name(&alarm)
+                .namespace("AWS/SageMaker")
+                .metric_name("Invocation5XXErrors")
+                .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+                .period(60)
+                .evaluation_periods(1)
+                .threshold(1.0)
+                .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold)
+                .send(),
+        )
+        .expect("put alarm");
+    let set = |state: aws_sdk_cloudwatch::types::StateValue| {
+        aws.rt.block_on(aws.cw.set_alarm_state().alarm_name(&alarm).state_value(state).state_reason("test").send()).expect("set alarm state");
+    };
+    set(aws_sdk_cloudwatch::types::StateValue::Ok);
+    let topic_rules = format!("[checks.endpoint-errors]\nalarm = \"{alarm}\"\n\n[rules.retrain-on-errors]\non_check = \"endpoint-errors\"\nstart_pipeline = \"train\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let text = w
+        .config(dir.path(), &aws.endpoint, &topic_rules)
+        .replace("[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n", "");
+    let r = Running::start(dir.path(), &text, env());
+    r.wait_event("events_queue_reachable", 1, T);
+    // A forged "ALARM": AWS says OK, so the check is ok and nothing starts.
+    w.send(&alarm_event("al-forged", &alarm, "ALARM"));
+    let ev = r.wait_event("check_evaluated", 1, T);
+    assert_eq!(ev["check"], "endpoint-errors");
+    assert_eq!(ev["decision"], "ok", "{ev}");
+    // The alarm really goes off: the event wakes the check, which breaches and fires.
+    set(aws_sdk_cloudwatch::types::StateValue::Alarm);
+    w.send(&alarm_event("al-real", &alarm, "ALARM"));
+    let b = r.wait_event("check_breached", 1, T);
+    assert_eq!(b["check"], "endpoint-errors");
+    let started = r.wait_event("run_started", 1, T);
+    assert_eq!(started["correlation_id"], b["correlation_id"]);
+    assert_eq!(w.aws.executions(&w.pipeline).len(), 1);
+    // Back to OK: recovery, same incident.
+    set(aws_sdk_cloudwatch::types::StateValue::Ok);
+    w.send(&alarm_event("al-ok", &alarm, "OK"));
+    let rec = r.wait_event("check_recovered", 1, T);
+    assert_eq!(rec["correlation_id"], b["correlation_id"]);
+    let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
+    assert_eq!(st["checks"][0]["metric"], format!("alarm {alarm}"));
+    // `mlopsd check` reads the alarm too.
+    let out = std::process::Command::new(common::bin()).args(["check", "endpoint-errors", "--config"]).arg(&r.config).env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("alarm {alarm} is OK: ok")));
+}
