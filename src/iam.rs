@@ -31,12 +31,33 @@ pub fn policy(
     };
     let mut st: Vec<Value> = Vec::new();
 
-    if !cfg.checks.is_empty() {
+    if cfg.checks.values().any(|c| c.alarm.is_none()) {
         st.push(json!({
             "Sid": "ReadCheckMetrics",
             "Effect": "Allow",
             "Action": ["cloudwatch:GetMetricData"],
             "Resource": "*"
+        }));
+    }
+    let alarms: BTreeSet<&str> = cfg
+        .checks
+        .values()
+        .filter_map(|c| c.alarm.as_deref())
+        .collect();
+    if !alarms.is_empty() {
+        st.push(json!({
+            "Sid": "ReadCheckAlarms",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:DescribeAlarms"],
+            "Resource": alarms.iter().map(|a| format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:{a}")).collect::<Vec<_>>()
+        }));
+    }
+    if let Some(ev) = &cfg.events {
+        st.push(json!({
+            "Sid": "ReadEvents",
+            "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+            "Resource": [queue_arn(&ev.queue_url, partition, region, account)]
         }));
     }
 
@@ -156,6 +177,24 @@ pub fn policy(
     Ok(json!({ "Version": "2012-10-17", "Statement": st }))
 }
 
+/// The ARN of a queue from its URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or an
+/// endpoint's `http://HOST/ACCOUNT/NAME`): region from the host where it says, else the config's.
+pub fn queue_arn(url: &str, partition: &str, region: &str, account: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let mut parts = rest.split('/');
+    let host = parts.next().unwrap_or_default();
+    let acct = parts
+        .next()
+        .filter(|a| !a.is_empty() && a.chars().all(|c| c.is_ascii_digit()))
+        .unwrap_or(account);
+    let name = parts.next().unwrap_or_default();
+    let reg = host
+        .strip_prefix("sqs.")
+        .and_then(|h| h.split('.').next())
+        .unwrap_or(region);
+    format!("arn:{partition}:sqs:{reg}:{acct}:{name}")
+}
+
 /// Every action in a policy document, for tests and for the denial test's bookkeeping.
 pub fn actions(policy: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -242,5 +281,58 @@ mod tests {
             .contains("--report-bucket"));
         let p = policy(&cfg, "us-east-1", "123456789012", &["reports".into()]).unwrap();
         assert!(p.to_string().contains("arn:aws:s3:::reports/*"));
+    }
+
+    #[test]
+    fn events_and_alarm_checks_add_their_actions_only_when_used() {
+        let text = "[events]\nqueue_url = \"https://sqs.eu-west-1.amazonaws.com/210987654321/mlopsd-events\"\n\n[notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n\n[checks.errors]\nalarm = \"endpoint-5xx\"\n\n[rules.page]\non_check = \"errors\"\nnotify = [\"ops\"]\n";
+        let cfg = crate::config::parse(text, Path::new("t.toml")).unwrap();
+        let p = policy(&cfg, "us-east-1", "123456789012", &[]).unwrap();
+        let a = actions(&p);
+        assert!(
+            !a.contains(&"cloudwatch:GetMetricData".to_string()),
+            "no metric check: {a:?}"
+        );
+        let by = |sid: &str| {
+            p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .cloned()
+                .unwrap_or_else(|| panic!("{sid} in {p:#}"))
+        };
+        assert_eq!(
+            by("ReadCheckAlarms")["Resource"],
+            json!(["arn:aws:cloudwatch:us-east-1:123456789012:alarm:endpoint-5xx"])
+        );
+        assert_eq!(
+            by("ReadEvents")["Action"],
+            json!([
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes"
+            ])
+        );
+        assert_eq!(
+            by("ReadEvents")["Resource"],
+            json!(["arn:aws:sqs:eu-west-1:210987654321:mlopsd-events"])
+        );
+        let none = policy(&reference(), "us-east-1", "123456789012", &[]).unwrap();
+        assert!(
+            !actions(&none)
+                .iter()
+                .any(|x| x.starts_with("sqs:") || x == "cloudwatch:DescribeAlarms"),
+            "not without [events] or alarm checks"
+        );
+        assert_eq!(
+            queue_arn(
+                "http://127.0.0.1:5000/123456789012/q",
+                "aws",
+                "us-east-1",
+                "999"
+            ),
+            "arn:aws:sqs:us-east-1:123456789012:q"
+        );
     }
 }

@@ -348,7 +348,12 @@ fn an_s3_event_fires_an_on_event_rule_once_with_its_templated_parameters() {
 }
 
 fn alarm_event(id: &str, alarm: &str, state: &str) -> String {
-    envelope(id, "aws.cloudwatch", "CloudWatch Alarm State Change", json!({"alarmName": alarm, "state": {"value": state}}))
+    envelope(
+        id,
+        "aws.cloudwatch",
+        "CloudWatch Alarm State Change",
+        json!({"alarmName": alarm, "state": {"value": state}}),
+    )
 }
 
 #[test]
@@ -367,19 +372,31 @@ fn an_alarm_event_wakes_its_check_and_aws_decides() {
                 .period(60)
                 .evaluation_periods(1)
                 .threshold(1.0)
-                .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold)
+                .comparison_operator(
+                    aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+                )
                 .send(),
         )
         .expect("put alarm");
     let set = |state: aws_sdk_cloudwatch::types::StateValue| {
-        aws.rt.block_on(aws.cw.set_alarm_state().alarm_name(&alarm).state_value(state).state_reason("test").send()).expect("set alarm state");
+        aws.rt
+            .block_on(
+                aws.cw
+                    .set_alarm_state()
+                    .alarm_name(&alarm)
+                    .state_value(state)
+                    .state_reason("test")
+                    .send(),
+            )
+            .expect("set alarm state");
     };
     set(aws_sdk_cloudwatch::types::StateValue::Ok);
     let topic_rules = format!("[checks.endpoint-errors]\nalarm = \"{alarm}\"\n\n[rules.retrain-on-errors]\non_check = \"endpoint-errors\"\nstart_pipeline = \"train\"\n");
     let dir = tempfile::tempdir().unwrap();
-    let text = w
-        .config(dir.path(), &aws.endpoint, &topic_rules)
-        .replace("[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n", "");
+    let text = w.config(dir.path(), &aws.endpoint, &topic_rules).replace(
+        "[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n",
+        "",
+    );
     let r = Running::start(dir.path(), &text, env());
     r.wait_event("events_queue_reachable", 1, T);
     // A forged "ALARM": AWS says OK, so the check is ok and nothing starts.
@@ -403,7 +420,18 @@ fn an_alarm_event_wakes_its_check_and_aws_decides() {
     let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
     assert_eq!(st["checks"][0]["metric"], format!("alarm {alarm}"));
     // `mlopsd check` reads the alarm too.
-    let out = std::process::Command::new(common::bin()).args(["check", "endpoint-errors", "--config"]).arg(&r.config).env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing").output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "endpoint-errors", "--config"])
+        .arg(&r.config)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("alarm {alarm} is OK: ok")));
 }
