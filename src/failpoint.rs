@@ -3,7 +3,8 @@
 //!
 //! Points: `after_decision` (firing stored, start not sent), `after_start_sent` (AWS answered,
 //! answer not stored), `while_following` (run ended on AWS, end not stored), `after_publish`
-//! (SNS accepted a message, not yet marked sent).
+//! (SNS accepted a message, not yet marked sent), `after_event_stored` (an events batch's
+//! effects and ids stored, its messages not yet deleted).
 
 use std::sync::OnceLock;
 

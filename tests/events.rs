@@ -435,3 +435,76 @@ fn an_alarm_event_wakes_its_check_and_aws_decides() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("alarm {alarm} is OK: ok")));
 }
+
+/// kill -9 after an event's firing and id are stored, before its message is deleted: the
+/// message comes back (visibility timeout), is recognised, and the run is started exactly once.
+#[test]
+fn a_crash_between_store_and_delete_fires_nothing_twice() {
+    let w = world("ev-crash");
+    // A short visibility timeout, so the undeleted message comes back within the test.
+    let queue = w
+        .aws
+        .rt
+        .block_on(
+            w.aws
+                .sqs
+                .create_queue()
+                .queue_name(w.aws.name("crashq"))
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                    "2",
+                )
+                .send(),
+        )
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let w = World { queue, ..w };
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "[rules.retrain-on-new-data]\non_event = { source = \"aws.s3\", match = { \"detail.object.key\" = { prefix = \"input-data/\" } } }\nstart_pipeline = \"train\"\nparameters = { InputData = \"s3://{{ event.detail.bucket.name }}/{{ event.detail.object.key }}\" }\n";
+    let text = w.config(dir.path(), &w.aws.endpoint, rules).replace(
+        "[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n",
+        "",
+    );
+    let mut opts = env();
+    opts.env
+        .push(("MLOPSD_FAILPOINT", "after_event_stored".into()));
+    let mut r = Running::start(dir.path(), &text, opts);
+    w.send(&s3_event("crash-1", "ml-bucket", "input-data/x.csv"));
+    let st = r.wait_exit(T);
+    assert_eq!(
+        st.code(),
+        None,
+        "killed by the failpoint: {}",
+        r.raw_output()
+    );
+    assert!(r
+        .raw_output()
+        .contains("failpoint after_event_stored reached"));
+    drop(r);
+    // Restart: the message is redelivered; the firing is not repeated, the decided start is
+    // re-driven (after a lookup by its token) and the run exists once.
+    let r = Running::start(dir.path(), &text, env());
+    let ig = r.wait_for_event_where("event_ignored", T, |v| v["event_id"] == "crash-1");
+    assert!(
+        ig["reason"].as_str().unwrap().contains("already handled"),
+        "{ig}"
+    );
+    r.wait_for("the queue to be empty", T, |_| w.left() == 0);
+    let start = std::time::Instant::now();
+    while w.aws.executions(&w.pipeline).is_empty() {
+        assert!(start.elapsed() < T, "the decided start was never sent");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        w.aws.executions(&w.pipeline).len(),
+        1,
+        "started exactly once"
+    );
+    assert!(
+        r.events("rule_fired").is_empty(),
+        "the event did not fire the rule again"
+    );
+}

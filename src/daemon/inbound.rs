@@ -148,6 +148,7 @@ impl<C: Cloud> Work<C> {
         {
             return;
         }
+        crate::failpoint::hit("after_event_stored");
         self.delete_messages(delete);
     }
 
