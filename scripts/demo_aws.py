@@ -3,7 +3,8 @@ endpoint (moto server), and prints what mlopsd published to SNS (read from a sub
 queue). Uses boto3, which moto server installs.
 
   demo_aws.py setup ENDPOINT        create pipeline, build project, topic+queue, packages, drift metric
-  demo_aws.py watch ENDPOINT SECS   print notifications as they arrive; exit 0 once run_succeeded was seen
+  demo_aws.py watch ENDPOINT SECS   print notifications as they arrive, set the alarm off once a run started;
+                                    exit 0 once the drift loop, the gate and the event-driven page were seen
 """
 import datetime
 import json
@@ -57,8 +58,29 @@ def setup(endpoint):
             }
         ],
     )
+    c["sqs"].create_queue(QueueName="mlopsd-events")
+    c["cloudwatch"].put_metric_alarm(
+        AlarmName="ml-production-endpoint-5xx", Namespace="AWS/SageMaker", MetricName="Invocation5XXErrors", Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    c["cloudwatch"].set_alarm_state(AlarmName="ml-production-endpoint-5xx", StateValue="OK", StateReason="demo start")
+    print("         events queue mlopsd-events, alarm ml-production-endpoint-5xx (OK)")
     print(f"created: pipeline ml-training-pipeline, build project mlops-project-build, topic {topic} -> queue mlops-alerts-inbox,")
     print("         2 model packages pending approval (accuracy 0.91 and 0.62), drift metric = 0.27 (threshold 0.1)")
+
+
+def alarm_goes_off(c):
+    """The alarm fires; EventBridge would deliver its state change to the queue (moto emits no
+    events, so the demo sends the envelope itself)."""
+    c["cloudwatch"].set_alarm_state(AlarmName="ml-production-endpoint-5xx", StateValue="ALARM", StateReason="demo: 5xx errors")
+    q = c["sqs"].get_queue_url(QueueName="mlopsd-events")["QueueUrl"]
+    event = {"version": "0", "id": f"demo-{time.time()}", "source": "aws.cloudwatch", "detail-type": "CloudWatch Alarm State Change",
+             "account": "123456789012", "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "region": REGION, "resources": [],
+             "detail": {"alarmName": "ml-production-endpoint-5xx", "state": {"value": "ALARM"}}}
+    c["sqs"].send_message(QueueUrl=q, MessageBody=json.dumps(event))
+    print("\n=== the alarm ml-production-endpoint-5xx went to ALARM; its EventBridge event is on the queue")
+    sys.stdout.flush()
+    return time.time()
 
 
 def watch(endpoint, secs):
@@ -66,20 +88,27 @@ def watch(endpoint, secs):
     q = c["sqs"].get_queue_url(QueueName="mlops-alerts-inbox")["QueueUrl"]
     deadline = time.time() + secs
     seen = set()
+    paged = False
+    alarm_at = None
     while time.time() < deadline:
+        if alarm_at is None and "run_started" in seen:
+            alarm_at = alarm_goes_off(c)
         msgs = c["sqs"].receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
         for m in msgs:
             body = json.loads(m["Body"])
             attrs = {k: v.get("Value") for k, v in body.get("MessageAttributes", {}).items()}
             ev = attrs.get("event", "?")
             seen.add(ev)
+            if ev == "check_breached" and attrs.get("rule") == "page-on-endpoint-errors" and alarm_at is not None:
+                paged = True
+                print(f"\n=== paged {time.time() - alarm_at:.2f} s after the alarm went off (event-driven, no polling)")
             print(f"\n>>> SNS notification: {body.get('Subject')}")
             print(f"    attributes: event={ev} rule={attrs.get('rule')} check={attrs.get('check')} correlation_id={attrs.get('correlation_id')}")
             for line in body.get("Message", "").splitlines()[2:]:
                 print(f"    | {line}")
             sys.stdout.flush()
             c["sqs"].delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
-        if {"check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen:
+        if {"check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen and paged:
             return 0
     print(f"\nnotifications seen: {sorted(seen)}")
     return 1
