@@ -508,3 +508,96 @@ fn a_crash_between_store_and_delete_fires_nothing_twice() {
         "the event did not fire the rule again"
     );
 }
+
+#[test]
+fn a_model_package_event_runs_its_gate_at_once_and_a_build_event_reads_the_build() {
+    use aws_sdk_sagemaker::types::*;
+    let w = world("ev-gate");
+    let aws = &w.aws;
+    let group = aws.name("models");
+    aws.rt
+        .block_on(
+            aws.sm
+                .create_model_package_group()
+                .model_package_group_name(&group)
+                .send(),
+        )
+        .unwrap();
+    let project = w.aws.create_project("ci");
+    let aws = &w.aws;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[builds.ci]\nproject_name = \"{project}\"\n\n[rules.build]\non_schedule = \"every 1s\"\nstart_build = \"ci\"\ncooldown = \"1h\"\n\n\
+         [gates.approve]\nmodel_package_group = \"{group}\"\nschedule = \"rate(1 day)\"\nmetric = \"accuracy\"\nmin = 0.8\n"
+    );
+    let text = w.config(dir.path(), &aws.endpoint, &extra).replace(
+        "[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n",
+        "",
+    );
+    let r = Running::start(dir.path(), &text, env());
+    // The build: started, then ended by its state-change event (polling is an hour away).
+    let b = r.wait_event("run_started", 1, T);
+    let id = b["arn"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        r.events("run_succeeded").is_empty(),
+        "polled before the event?"
+    );
+    let build_arn = format!("arn:aws:codebuild:us-east-1:123456789012:build/{id}");
+    w.send(&envelope(
+        "cb-1",
+        "aws.codebuild",
+        "CodeBuild Build State Change",
+        json!({"build-id": build_arn, "build-status": "SUCCEEDED", "project-name": project}),
+    ));
+    let done = r.wait_event("run_succeeded", 1, T);
+    assert_eq!(done["target"], "build:ci");
+    // A package registered: its event runs the gate now (its own schedule is a day away).
+    let arn = aws
+        .rt
+        .block_on(
+            aws.sm
+                .create_model_package()
+                .model_package_group_name(&group)
+                .model_approval_status(ModelApprovalStatus::PendingManualApproval)
+                .customer_metadata_properties("accuracy", "0.93")
+                .inference_specification(
+                    InferenceSpecification::builder()
+                        .containers(
+                            ModelPackageContainerDefinition::builder()
+                                .image("img")
+                                .build(),
+                        )
+                        .supported_content_types("text/csv")
+                        .supported_response_mime_types("text/csv")
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap()
+        .model_package_arn()
+        .unwrap()
+        .to_string();
+    w.send(&envelope(
+        "mp-1",
+        "aws.sagemaker",
+        "SageMaker Model Package State Change",
+        json!({"ModelPackageGroupName": group, "ModelApprovalStatus": "PendingManualApproval"}),
+    ));
+    let g = r.wait_event("gate_applied", 1, T);
+    assert_eq!(g["arn"], arn.as_str());
+    assert_eq!(g["status"], "Approved");
+    let st = aws
+        .rt
+        .block_on(
+            aws.sm
+                .describe_model_package()
+                .model_package_name(&arn)
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(
+        st.model_approval_status(),
+        Some(&ModelApprovalStatus::Approved)
+    );
+}

@@ -582,7 +582,11 @@ impl<C: Cloud> Daemon<C> {
 /// The schedule of a check, a gate or an `on_schedule` rule.
 fn timed_of<'a>(cfg: &'a Config, kind: ItemKind, name: &str) -> Option<&'a config::Timed> {
     match kind {
-        ItemKind::Check => cfg.checks.get(name).map(|c| &c.timed),
+        ItemKind::Check => cfg
+            .checks
+            .get(name)
+            .map(|c| &c.timed)
+            .filter(|t| !matches!(t.schedule, crate::schedule::Schedule::Never)),
         ItemKind::Gate => cfg.gates.get(name).map(|g| &g.timed),
         ItemKind::Rule => cfg.rules.get(name).and_then(|r| match &r.trigger {
             Trigger::Schedule(t) => Some(t),
