@@ -1,7 +1,7 @@
 """mlopsd events benchmark: how fast an EventBridge event on the queue becomes a start request.
 
 Runs the release binary against a small stub (below) that speaks SQS (ReceiveMessage long poll,
-DeleteMessageBatch) and SageMaker (StartPipelineExecution and what following needs). Puts N
+DeleteMessage) and SageMaker (StartPipelineExecution and what following needs). Puts N
 events on the stub's queue one after another, each matching an `on_event` rule whose parameter
 is templated from the event, and measures from the moment an event is available on the queue
 to the moment its StartPipelineExecution request reaches the stub (so the long poll, the
@@ -77,8 +77,8 @@ class Stub(BaseHTTPRequestHandler):
                     COND.wait(deadline - time.time())
                 batch, QUEUE[:] = QUEUE[:10], QUEUE[10:]
             return self.reply({"Messages": [{"MessageId": m, "ReceiptHandle": f"r-{m}", "Body": b} for m, b in batch]})
-        if op == "DeleteMessageBatch":
-            return self.reply({"Successful": [{"Id": e["Id"]} for e in body.get("Entries", [])], "Failed": []})
+        if op == "DeleteMessage":
+            return self.reply({})
         if op == "StartPipelineExecution":
             params = {p["Name"]: p["Value"] for p in body.get("PipelineParameters", [])}
             with COND:

@@ -343,7 +343,7 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         &self,
         queue_url: &str,
     ) -> impl Future<Output = Result<Vec<QueueMessage>, AwsError>> + Send;
-    /// Deletes handled messages by receipt handle (batches of 10).
+    /// Deletes handled messages by receipt handle.
     fn delete_events(
         &self,
         queue_url: &str,
@@ -1038,41 +1038,22 @@ impl Aws {
         Ok(out)
     }
 
+    /// Deletes handled messages, one `DeleteMessage` each: the call the IAM action
+    /// `sqs:DeleteMessage` names (a batch call is authorized by it on AWS, but not by every
+    /// AWS-compatible endpoint), and at most 10 a batch.
     pub async fn delete_events(
         &self,
         queue_url: &str,
         receipts: &[String],
     ) -> Result<(), AwsError> {
-        use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry as E;
-        for chunk in receipts.chunks(10) {
-            let entries: Vec<E> = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    E::builder()
-                        .id(format!("m{i}"))
-                        .receipt_handle(r)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            let r = self
-                .sqs
-                .delete_message_batch()
+        for r in receipts {
+            self.sqs
+                .delete_message()
                 .queue_url(queue_url)
-                .set_entries(Some(entries))
+                .receipt_handle(r)
                 .send()
-                .observed("sqs", "DeleteMessageBatch")
+                .observed("sqs", "DeleteMessage")
                 .await?;
-            if let Some(f) = r.failed().first() {
-                return Err(AwsError {
-                    service: "sqs",
-                    operation: "DeleteMessageBatch",
-                    code: f.code().to_string(),
-                    message: f.message().unwrap_or_default().to_string(),
-                    transient: !f.sender_fault(),
-                });
-            }
         }
         Ok(())
     }

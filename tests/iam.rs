@@ -149,7 +149,7 @@ fn widened(policy: &Value, drop_action: Option<&str>) -> Value {
 #[test]
 fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
     // Setup requests made before enforcement starts (counted exactly; see below).
-    const SETUP_REQUESTS: usize = 17;
+    const SETUP_REQUESTS: usize = 20;
     let moto = moto_with_auth(SETUP_REQUESTS);
     let mut aws = TestAws::with_endpoint("iam", &moto.1);
     let pipeline = aws.create_pipeline("train"); // 1
@@ -190,6 +190,41 @@ fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
     }
     let ns = format!("{}/iam", aws.prefix);
     aws.put_metric(&ns, "drift", &[], 0.4); // 9
+    let events_queue = aws
+        .rt
+        .block_on(aws.sqs.create_queue().queue_name(aws.name("events")).send())
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string(); // 10
+    let alarm = aws.name("errors");
+    aws.rt
+        .block_on(
+            aws.cw
+                .put_metric_alarm()
+                .alarm_name(&alarm)
+                .namespace(&ns)
+                .metric_name("errors")
+                .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+                .period(60)
+                .evaluation_periods(1)
+                .threshold(1.0)
+                .comparison_operator(
+                    aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+                )
+                .send(),
+        )
+        .unwrap(); // 11
+    aws.rt
+        .block_on(
+            aws.cw
+                .set_alarm_state()
+                .alarm_name(&alarm)
+                .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+                .state_reason("test")
+                .send(),
+        )
+        .unwrap(); // 12
 
     let dir = tempfile::tempdir().unwrap();
     let text = common::daemon_head(&dir.path().join("state"), &moto.1)
@@ -227,6 +262,17 @@ schedule = "every 2s"
 metric = "accuracy"
 min = 0.8
 notify = ["ops"]
+
+[events]
+queue_url = "{events_queue}"
+
+[checks.errors]
+alarm = "{alarm}"
+schedule = "every 2s"
+
+[rules.page-errors]
+on_check = "errors"
+notify = ["ops"]
 "#,
         );
     let path = dir.path().join("mlops.toml");
@@ -250,6 +296,9 @@ notify = ["ops"]
         "sns:Publish",
         "sagemaker:ListModelPackages",
         "sagemaker:UpdateModelPackage",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "cloudwatch:DescribeAlarms",
     ] {
         assert!(
             actions.iter().any(|x| x == a),
@@ -258,13 +307,13 @@ notify = ["ops"]
     }
 
     // The daemon's user (exact actions) and an observer for the test's own reads.
-    let (daemon_key, daemon_secret) = keys(&aws, "mlopsd", &widened(&policy, None)); // 10-12
+    let (daemon_key, daemon_secret) = keys(&aws, "mlopsd", &widened(&policy, None)); // 13-15
     let (obs_key, obs_secret) = keys(
         &aws,
         "observer",
         &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
-    ); // 13-15
-       // 16-17: spare requests moto counts for the IAM client setup; enforcement is on from here.
+    ); // 16-18
+       // 19-20: spare requests moto counts for the IAM client setup; enforcement is on from here.
     let probe = TestAws::with_endpoint("iam-probe", &moto.1);
     let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
     let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
@@ -295,6 +344,44 @@ notify = ["ops"]
                 .any(|v| v["event"] == "run_succeeded" && v["target"] == "build:ci")
     });
     r.wait_event("gate_applied", 1, T);
+    // The alarm check reads its alarm (DescribeAlarms); an event on the queue is received
+    // and deleted (ReceiveMessage, DeleteMessage): all under the generated policy.
+    let e = r.wait_for_event_where("check_evaluated", T, |v| v["check"] == "errors");
+    assert_eq!(e["decision"], "breach", "{e}");
+    let body = json!({"version": "0", "id": "iam-ev-1", "source": "aws.s3", "detail-type": "Object Created", "account": "123456789012",
+                      "time": "2026-12-01T00:00:00Z", "region": "us-east-1", "resources": [], "detail": {}})
+    .to_string();
+    obs.rt
+        .block_on(
+            obs.sqs
+                .send_message()
+                .queue_url(&events_queue)
+                .message_body(body)
+                .send(),
+        )
+        .unwrap();
+    r.wait_for_event_where("event_ignored", T, |v| v["event_id"] == "iam-ev-1");
+    r.wait_for("the message to be deleted", T, |_| {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let a = obs
+            .rt
+            .block_on(
+                obs.sqs
+                    .get_queue_attributes()
+                    .queue_url(&events_queue)
+                    .attribute_names(A::ApproximateNumberOfMessages)
+                    .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                    .send(),
+            )
+            .unwrap();
+        let a = a.attributes().cloned().unwrap_or_default();
+        a.values().all(|v| v == "0")
+    });
+    assert!(
+        r.events("events_delete_failed").is_empty(),
+        "{:?}",
+        r.events("events_delete_failed")
+    );
     let out = r.raw_output();
     assert!(
         !out.contains("AccessDenied") && !out.contains("not authorized"),
