@@ -511,7 +511,7 @@ fn a_crash_between_store_and_delete_fires_nothing_twice() {
 
 #[test]
 fn a_model_package_event_runs_its_gate_at_once_and_a_build_event_reads_the_build() {
-    use aws_sdk_sagemaker::types::*;
+    use aws_sdk_sagemaker::types::ModelApprovalStatus;
     let w = world("ev-gate");
     let aws = &w.aws;
     let group = aws.name("models");
@@ -553,31 +553,7 @@ fn a_model_package_event_runs_its_gate_at_once_and_a_build_event_reads_the_build
     let done = r.wait_event("run_succeeded", 1, T);
     assert_eq!(done["target"], "build:ci");
     // A package registered: its event runs the gate now (its own schedule is a day away).
-    let arn = aws
-        .rt
-        .block_on(
-            aws.sm
-                .create_model_package()
-                .model_package_group_name(&group)
-                .model_approval_status(ModelApprovalStatus::PendingManualApproval)
-                .customer_metadata_properties("accuracy", "0.93")
-                .inference_specification(
-                    InferenceSpecification::builder()
-                        .containers(
-                            ModelPackageContainerDefinition::builder()
-                                .image("img")
-                                .build(),
-                        )
-                        .supported_content_types("text/csv")
-                        .supported_response_mime_types("text/csv")
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap()
-        .model_package_arn()
-        .unwrap()
-        .to_string();
+    let arn = aws.create_pending_package(&group, "0.93");
     w.send(&envelope(
         "mp-1",
         "aws.sagemaker",
@@ -599,5 +575,51 @@ fn a_model_package_event_runs_its_gate_at_once_and_a_build_event_reads_the_build
     assert_eq!(
         st.model_approval_status(),
         Some(&ModelApprovalStatus::Approved)
+    );
+}
+
+/// A reload that changes `[events]` takes effect at the next start (the reload says so); until
+/// then the messages of the queue being read are still deleted from that queue.
+#[test]
+fn a_reload_that_changes_the_queue_needs_a_restart_and_loses_nothing() {
+    let w = world("ev-reload");
+    let dir = tempfile::tempdir().unwrap();
+    let text = w.config(dir.path(), &w.aws.endpoint, "");
+    let r = Running::start(dir.path(), &text, env());
+    let arn = r.wait_event("run_started", 1, T)["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = w
+        .aws
+        .rt
+        .block_on(
+            w.aws
+                .sqs
+                .create_queue()
+                .queue_name(w.aws.name("other"))
+                .send(),
+        )
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    common::replace_by_rename(&r.config, &text.replace(&w.queue, &other));
+    let warn = r.wait_event("config_restart_needed", 1, T);
+    assert!(
+        warn["sections"].as_str().unwrap().contains("events"),
+        "{warn}"
+    );
+    w.send(&pipeline_event("rl-1", &arn, "Succeeded"));
+    r.wait_event("run_succeeded", 1, T);
+    r.wait_for(
+        "the message to be deleted from the queue it came from",
+        T,
+        |_| w.left() == 0,
+    );
+    assert!(
+        r.events("events_delete_failed").is_empty(),
+        "{:?}",
+        r.events("events_delete_failed")
     );
 }

@@ -164,30 +164,7 @@ fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
                 .send(),
         )
         .unwrap(); // 7
-    {
-        use aws_sdk_sagemaker::types::*;
-        aws.rt
-            .block_on(
-                aws.sm
-                    .create_model_package()
-                    .model_package_group_name(&group)
-                    .model_approval_status(ModelApprovalStatus::PendingManualApproval)
-                    .customer_metadata_properties("accuracy", "0.93")
-                    .inference_specification(
-                        InferenceSpecification::builder()
-                            .containers(
-                                ModelPackageContainerDefinition::builder()
-                                    .image("img")
-                                    .build(),
-                            )
-                            .supported_content_types("text/csv")
-                            .supported_response_mime_types("text/csv")
-                            .build(),
-                    )
-                    .send(),
-            )
-            .unwrap(); // 8
-    }
+    aws.create_pending_package(&group, "0.93"); // 8
     let ns = format!("{}/iam", aws.prefix);
     aws.put_metric(&ns, "drift", &[], 0.4); // 9
     let events_queue = aws

@@ -61,7 +61,14 @@ impl<C: Cloud> Consumer<C> {
                             receipt: m.receipt,
                         })
                         .collect();
-                    if self.tx.send(Msg::Events(batch)).is_err() {
+                    if self
+                        .tx
+                        .send(Msg::Events {
+                            queue_url: self.queue_url.clone(),
+                            batch,
+                        })
+                        .is_err()
+                    {
                         return; // the loop is gone: shutting down
                     }
                 }
@@ -89,7 +96,7 @@ impl<C: Cloud> Work<C> {
     /// with the event's id, so it happens at most once); then the ids are remembered, and only
     /// then are the messages deleted. If the ids cannot be stored, nothing is deleted: the
     /// messages come back, and what they fired before is not fired again.
-    pub fn on_events(&mut self, batch: Vec<Incoming>) {
+    pub fn on_events(&mut self, queue_url: &str, batch: Vec<Incoming>) {
         let now = self.now();
         let ids: Vec<&str> = batch
             .iter()
@@ -149,7 +156,7 @@ impl<C: Cloud> Work<C> {
             return;
         }
         crate::failpoint::hit("after_event_stored");
-        self.delete_messages(delete);
+        self.delete_messages(queue_url, delete);
     }
 
     /// A new event: the hint it carries, and the `on_event` rules it matches.
@@ -261,12 +268,13 @@ impl<C: Cloud> Work<C> {
         });
     }
 
-    fn delete_messages(&self, receipts: Vec<String>) {
-        let Some(ev) = &self.cfg.events else { return };
+    /// Deletes from the queue the messages came from (a reload may have changed `[events]`;
+    /// the consumer keeps its queue until a restart).
+    fn delete_messages(&self, queue_url: &str, receipts: Vec<String>) {
         if receipts.is_empty() {
             return;
         }
-        let (cloud, url) = (self.cloud.clone(), ev.queue_url.clone());
+        let (cloud, url) = (self.cloud.clone(), queue_url.to_string());
         self.tracker.spawn(async move {
             if let Err(e) = cloud.delete_events(&url, &receipts).await {
                 events::events_delete_failed(&url, receipts.len(), &e);

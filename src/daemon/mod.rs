@@ -391,7 +391,7 @@ impl<C: Cloud> Daemon<C> {
                 }
             }
             Msg::RunStatuses { statuses, poll } => self.work.on_run_statuses(statuses, poll),
-            Msg::Events(batch) => self.work.on_events(batch),
+            Msg::Events { queue_url, batch } => self.work.on_events(&queue_url, batch),
             Msg::GatePackages { gate, result } => self.work.on_gate_packages(gate, result),
         }
     }

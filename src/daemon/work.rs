@@ -39,7 +39,10 @@ pub enum Msg {
         poll: bool,
     },
     /// A batch from the `[events]` queue.
-    Events(Vec<crate::inbox::Incoming>),
+    Events {
+        queue_url: String,
+        batch: Vec<crate::inbox::Incoming>,
+    },
     GatePackages {
         gate: String,
         result: GateScan,

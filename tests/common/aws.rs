@@ -202,6 +202,34 @@ impl TestAws {
         topic
     }
 
+    /// A model package in `group`, pending manual approval, with `accuracy` in its metadata;
+    /// returns its ARN. One request.
+    pub fn create_pending_package(&self, group: &str, accuracy: &str) -> String {
+        use aws_sdk_sagemaker::types::*;
+        let spec = InferenceSpecification::builder()
+            .containers(
+                ModelPackageContainerDefinition::builder()
+                    .image("img")
+                    .build(),
+            )
+            .supported_content_types("text/csv")
+            .supported_response_mime_types("text/csv")
+            .build();
+        let r = self.rt.block_on(
+            self.sm
+                .create_model_package()
+                .model_package_group_name(group)
+                .model_approval_status(ModelApprovalStatus::PendingManualApproval)
+                .customer_metadata_properties("accuracy", accuracy)
+                .inference_specification(spec)
+                .send(),
+        );
+        r.expect("create model package")
+            .model_package_arn()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn put_metric(&self, namespace: &str, metric: &str, dims: &[(&str, &str)], value: f64) {
         let d: Vec<Dimension> = dims
             .iter()
