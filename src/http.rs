@@ -563,6 +563,21 @@ mod tests {
     }
 
     #[test]
+    fn page_shows_the_events_queue_state() {
+        let st = json!({"config": {"path": "p", "hash": "h", "loaded_at": "t"}, "checks": [], "rules": [], "runs": [], "gates": [], "generated_at": "now",
+                        "events": {"queue_url": "https://sqs.x/1/q", "state": "unreachable", "last_error": "sqs ReceiveMessage failed: <boom>"}});
+        let p = render_page(&st);
+        assert!(
+            p.contains("events queue <code>https:&#x2f;&#x2f;sqs.x&#x2f;1&#x2f;q</code>"),
+            "escaped like all text: {p}"
+        );
+        assert!(
+            p.contains("badge none\">unreachable") && p.contains("&lt;boom&gt;"),
+            "{p}"
+        );
+    }
+
+    #[test]
     fn badge_class_is_the_state_word() {
         assert_eq!(
             badge("breaching 2/2"),
