@@ -294,3 +294,61 @@ async fn a_store_read_error_is_not_a_decision() {
         "{body}"
     );
 }
+
+/// `on_event` rules on paused time: cooldown and dry run apply to them as to any rule, each
+/// matching event is considered, and a start carries the event's rendered parameter.
+#[tokio::test(start_paused = true)]
+async fn on_event_rules_keep_cooldown_and_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::driven(at("2026-06-01T00:00:00Z"));
+    let fake = Fake::new(clock, vec![]);
+    // Events on the fake queue at 00:10, 00:20, 00:40 and 01:20: a new object each time.
+    let times = [
+        "2026-06-01T00:10:00Z",
+        "2026-06-01T00:20:00Z",
+        "2026-06-01T00:40:00Z",
+        "2026-06-01T01:20:00Z",
+    ];
+    let cfg = format!(
+        "{}[events]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/123456789012/q\"\n\n\
+         [rules.new-data]\non_event = {{ source = \"aws.s3\", match = {{ \"detail.object.key\" = {{ prefix = \"in/\" }} }} }}\n\
+         start_pipeline = \"train\"\nparameters = {{ Data = \"s3://b/{{{{ event.detail.object.key }}}}\" }}\ncooldown = \"1h\"\n\n\
+         [rules.shadow]\non_event = {{ source = \"aws.s3\" }}\nstart_pipeline = \"train\"\ndry_run = true\n",
+        head(dir.path(), free_port())
+    );
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let stop = CancellationToken::new();
+    let (f, s) = (fake.clone(), stop.clone());
+    let daemon = tokio::spawn(async move {
+        mlopsd::daemon::run_with(path, clock, move |_| async move { f }, s).await
+    });
+    for (i, t) in times.iter().enumerate() {
+        let wait = (at(t) - clock.now()).to_std().unwrap();
+        tokio::time::sleep(wait).await;
+        let body = serde_json::json!({"id": format!("e{i}"), "source": "aws.s3", "detail-type": "Object Created", "detail": {"object": {"key": format!("in/{i}.csv")}}});
+        fake.seen
+            .lock()
+            .unwrap()
+            .queue
+            .push_back(mlopsd::aws::QueueMessage {
+                message_id: format!("m{i}"),
+                receipt: format!("r{i}"),
+                body: body.to_string(),
+            });
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+    // 00:10 fires; 00:20 and 00:40 are inside the 1 h cooldown; 01:20 fires again. The
+    // dry-run rule never starts anything. (The fake's long poll looks every simulated second,
+    // on the second, so each event is taken the instant it is queued.)
+    assert_eq!(
+        fake.starts(),
+        ["2026-06-01T00:10:00Z", "2026-06-01T01:20:00Z"]
+    );
+    let seen = fake.seen.lock().unwrap();
+    assert_eq!(seen.starts[0].2["Data"], "s3://b/in/0.csv");
+    assert_eq!(seen.starts[1].2["Data"], "s3://b/in/3.csv");
+    assert_eq!(seen.deleted.len(), 4, "every message deleted");
+}
