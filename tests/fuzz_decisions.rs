@@ -1,6 +1,7 @@
 //! The fuzz pass over decisions: random valid configs with extreme values — durations at the
 //! 1ms and 3650d bounds, `for` up to u32::MAX, huge and tiny thresholds, NaN / ±inf / huge
-//! metric answers, cron years at the end of EventBridge's range, clocks near those years —
+//! metric answers, cron years at the end of EventBridge's range, clocks near those years,
+//! `[events]` with alarm checks and `on_event` templates fed good, bad and extreme bodies —
 //! run through the real control loop on paused time for simulated hours or days. The daemon
 //! must neither panic nor stop; figures are printed (RELIABILITY.md collects them).
 
@@ -153,7 +154,50 @@ fn config(rng: &mut Rng, dir: &Path, port: u16) -> (String, Grain) {
         rng.pick(&["none", "once"]),
         rng.pick(DURATIONS),
     ));
+    // Half the configs read events: an alarm check (no schedule) and an `on_event` rule whose
+    // parameter is a template over the event.
+    if rng.next().is_multiple_of(2) {
+        s.push_str(&format!(
+            "\n[events]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/123456789012/q\"\n\n\
+             [checks.alarmed]\nalarm = \"a1\"\nfor = {}\nmissing_data = \"{}\"\n\n\
+             [rules.on-alarm]\non_check = \"alarmed\"\nstart_pipeline = \"p\"\ncooldown = \"{}\"\n\n\
+             [rules.on-data]\non_event = {{ source = \"aws.s3\", match = {{ \"detail.object.key\" = {{ prefix = \"in/\" }} }} }}\n\
+             start_pipeline = \"p\"\nparameters = {{ Key = \"{{{{ event.detail.object.key }}}}\" }}\ncooldown = \"{}\"\ndry_run = {}\n",
+            rng.pick(FORS),
+            rng.pick(&["ignore", "breach", "ok"]),
+            rng.pick(DURATIONS),
+            rng.pick(DURATIONS),
+            rng.next().is_multiple_of(4),
+        ));
+    }
     (s, grain)
+}
+
+/// Message bodies for the fake events queue: good events of each kind, bad bodies, extremes.
+fn bodies(rng: &mut Rng, n: usize) -> Vec<String> {
+    let long = "k".repeat(10_000);
+    let kinds: Vec<String> = vec![
+        r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{"key":"in/x.csv"}}}"#.into(),
+        r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{"key":"in/"}}}"#.into(),
+        r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{}}}"#.into(),
+        r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{"key":7}}}"#.into(),
+        r#"{"id":"ID","source":"aws.cloudwatch","detail-type":"CloudWatch Alarm State Change","detail":{"alarmName":"a1"}}"#.into(),
+        r#"{"id":"ID","source":"aws.sagemaker","detail-type":"SageMaker Model Building Pipeline Execution Status Change","detail":{"pipelineExecutionArn":"arn:fake:execution/1"}}"#.into(),
+        r#"{"id":"ID","source":"aws.codebuild","detail-type":"CodeBuild Build State Change","detail":{"build-id":"x"}}"#.into(),
+        r#"{"id":"ID","source":"aws.sagemaker","detail-type":"SageMaker Model Package State Change","detail":{"ModelPackageGroupName":"g"}}"#.into(),
+        format!(r#"{{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{{"object":{{"key":"in/{long}"}}}}}}"#),
+        "not json".into(),
+        "".into(),
+        "[]".into(),
+        r#"{"id":"","source":"s","detail-type":"d","detail":{}}"#.into(),
+        "{\"id\":\"\u{0}\",\"source\":\"\u{feff}\",\"detail-type\":\"d\",\"detail\":{}}".into(),
+    ];
+    (0..n)
+        .map(|i| {
+            rng.pick(&kinds)
+                .replace("\"ID\"", &format!("\"ev-{}\"", i % 7))
+        })
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -167,6 +211,7 @@ async fn random_extreme_configs_never_panic_the_loop() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(24);
     let mut rng = Rng(seed);
+    let mut taken = 0usize;
     let (mut simulated_h, mut evaluations, mut starts, mut published) =
         (0f64, 0usize, 0usize, 0usize);
     for case in 0..n {
@@ -201,6 +246,19 @@ async fn random_extreme_configs_never_panic_the_loop() {
             })
             .collect();
         let fake = Fake::new(clock, values);
+        {
+            let mut seen = fake.seen.lock().unwrap();
+            let states = ["ALARM", "OK", "INSUFFICIENT_DATA", "weird"];
+            seen.alarms
+                .insert("a1".into(), rng.pick(&states).to_string());
+            for (i, body) in bodies(&mut rng, 12).into_iter().enumerate() {
+                seen.queue.push_back(mlopsd::aws::QueueMessage {
+                    message_id: format!("m{i}"),
+                    receipt: format!("r{i}"),
+                    body,
+                });
+            }
+        }
         let span = match grain {
             Grain::Millis => Duration::from_secs(5),
             Grain::Seconds => Duration::from_secs(1800),
@@ -227,12 +285,13 @@ async fn random_extreme_configs_never_panic_the_loop() {
         evaluations += seen.metric_reads;
         starts += seen.starts.len();
         published += seen.published.len();
+        taken += seen.deleted.len();
     }
     println!(
-        "decision fuzz (seed {seed}): {n} configs, {simulated_h:.0} simulated hours, {evaluations} metric reads, {starts} starts, {published} notifications, 0 panics"
+        "decision fuzz (seed {seed}): {n} configs, {simulated_h:.0} simulated hours, {evaluations} metric reads, {starts} starts, {published} notifications, {taken} queue messages taken, 0 panics"
     );
     assert!(
-        evaluations > 0 && starts > 0 && published > 0,
+        evaluations > 0 && starts > 0 && published > 0 && taken > 0,
         "the pass must exercise the loop"
     );
 }
