@@ -86,13 +86,16 @@ impl World {
         .map(|k| a.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0))
         .sum()
     }
+    /// The daemon's config: `[events]` on this world's queue, the pipeline, a rule `kick` that
+    /// starts one run a second after start (cooldown 1h), and `extra`.
     fn config(&self, dir: &std::path::Path, endpoint: &str, extra: &str) -> String {
+        self.events_only(dir, endpoint, &format!("[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n\n{extra}"))
+    }
+    /// As `config` without `kick`: only events start runs.
+    fn events_only(&self, dir: &std::path::Path, endpoint: &str, extra: &str) -> String {
         // Polling is slowed to an hour: what happens within the test happens because of events.
         common::daemon_head(&dir.join("state"), endpoint).replace("poll_interval = \"1s\"", "poll_interval = \"1h\"")
-            + &format!(
-                "[events]\nqueue_url = \"{}\"\n\n[pipelines.train]\npipeline_name = \"{}\"\n\n[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n\n{extra}",
-                self.queue, self.pipeline
-            )
+            + &format!("[events]\nqueue_url = \"{}\"\n\n[pipelines.train]\npipeline_name = \"{}\"\n\n{extra}", self.queue, self.pipeline)
     }
 }
 
@@ -304,10 +307,7 @@ fn an_s3_event_fires_an_on_event_rule_once_with_its_templated_parameters() {
         start_pipeline = \"train\"\n\
         parameters = { InputData = \"{{ event.detail.object.missing }}\" }\n";
     // No scheduled start here: only events start runs.
-    let text = w.config(dir.path(), &proxy.url, rules).replace(
-        "[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n",
-        "",
-    );
+    let text = w.events_only(dir.path(), &proxy.url, rules);
     let r = Running::start(dir.path(), &text, env());
     r.wait_event("events_queue_reachable", 1, T);
     w.send(&s3_event("s3-other", "other-bucket", "input-data/a.csv"));
@@ -361,23 +361,7 @@ fn an_alarm_event_wakes_its_check_and_aws_decides() {
     let w = world("ev-alarm");
     let aws = &w.aws;
     let alarm = aws.name("endpoint-5xx");
-    aws.rt
-        .block_on(
-            aws.cw
-                .put_metric_alarm()
-                .alarm_name(&alarm)
-                .namespace("AWS/SageMaker")
-                .metric_name("Invocation5XXErrors")
-                .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-                .period(60)
-                .evaluation_periods(1)
-                .threshold(1.0)
-                .comparison_operator(
-                    aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
-                )
-                .send(),
-        )
-        .expect("put alarm");
+    aws.create_alarm(&alarm, "AWS/SageMaker");
     let set = |state: aws_sdk_cloudwatch::types::StateValue| {
         aws.rt
             .block_on(
@@ -393,10 +377,7 @@ fn an_alarm_event_wakes_its_check_and_aws_decides() {
     set(aws_sdk_cloudwatch::types::StateValue::Ok);
     let topic_rules = format!("[checks.endpoint-errors]\nalarm = \"{alarm}\"\n\n[rules.retrain-on-errors]\non_check = \"endpoint-errors\"\nstart_pipeline = \"train\"\n");
     let dir = tempfile::tempdir().unwrap();
-    let text = w.config(dir.path(), &aws.endpoint, &topic_rules).replace(
-        "[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n",
-        "",
-    );
+    let text = w.events_only(dir.path(), &aws.endpoint, &topic_rules);
     let r = Running::start(dir.path(), &text, env());
     r.wait_event("events_queue_reachable", 1, T);
     // A forged "ALARM": AWS says OK, so the check is ok and nothing starts.
@@ -463,10 +444,7 @@ fn a_crash_between_store_and_delete_fires_nothing_twice() {
     let w = World { queue, ..w };
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain-on-new-data]\non_event = { source = \"aws.s3\", match = { \"detail.object.key\" = { prefix = \"input-data/\" } } }\nstart_pipeline = \"train\"\nparameters = { InputData = \"s3://{{ event.detail.bucket.name }}/{{ event.detail.object.key }}\" }\n";
-    let text = w.config(dir.path(), &w.aws.endpoint, rules).replace(
-        "[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n",
-        "",
-    );
+    let text = w.events_only(dir.path(), &w.aws.endpoint, rules);
     let mut opts = env();
     opts.env
         .push(("MLOPSD_FAILPOINT", "after_event_stored".into()));
@@ -530,10 +508,7 @@ fn a_model_package_event_runs_its_gate_at_once_and_a_build_event_reads_the_build
         "[builds.ci]\nproject_name = \"{project}\"\n\n[rules.build]\non_schedule = \"every 1s\"\nstart_build = \"ci\"\ncooldown = \"1h\"\n\n\
          [gates.approve]\nmodel_package_group = \"{group}\"\nschedule = \"rate(1 day)\"\nmetric = \"accuracy\"\nmin = 0.8\n"
     );
-    let text = w.config(dir.path(), &aws.endpoint, &extra).replace(
-        "[rules.kick]\non_schedule = \"every 1s\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n",
-        "",
-    );
+    let text = w.events_only(dir.path(), &aws.endpoint, &extra);
     let r = Running::start(dir.path(), &text, env());
     // The build: started, then ended by its state-change event (polling is an hour away).
     let b = r.wait_event("run_started", 1, T);

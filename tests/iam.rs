@@ -175,23 +175,7 @@ fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
         .unwrap()
         .to_string(); // 10
     let alarm = aws.name("errors");
-    aws.rt
-        .block_on(
-            aws.cw
-                .put_metric_alarm()
-                .alarm_name(&alarm)
-                .namespace(&ns)
-                .metric_name("errors")
-                .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-                .period(60)
-                .evaluation_periods(1)
-                .threshold(1.0)
-                .comparison_operator(
-                    aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
-                )
-                .send(),
-        )
-        .unwrap(); // 11
+    aws.create_alarm(&alarm, &ns); // 11
     aws.rt
         .block_on(
             aws.cw

@@ -202,6 +202,24 @@ impl TestAws {
         topic
     }
 
+    /// A CloudWatch alarm (Sum of a metric in `namespace` ≥ 1 over a minute); its state is
+    /// set by the test. One request.
+    pub fn create_alarm(&self, name: &str, namespace: &str) {
+        use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic};
+        let req = self
+            .cw
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace(namespace)
+            .metric_name("errors")
+            .statistic(Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(1.0)
+            .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold);
+        self.rt.block_on(req.send()).expect("put alarm");
+    }
+
     /// A model package in `group`, pending manual approval, with `accuracy` in its metadata;
     /// returns its ARN. One request.
     pub fn create_pending_package(&self, group: &str, accuracy: &str) -> String {
