@@ -135,13 +135,17 @@ fn read_block(section: &str, name: &str, text: &str, cfg: &Config) -> Option<Ite
 /// `[daemon]`, `[aws]` or `[SECTION.NAME]`, or has any problem at all: the whole-file parse
 /// then decides, and reports.
 pub fn parse_blockwise(text: &str) -> Option<Config> {
-    parse_blockwise_sharing(text, None)
+    parse_blockwise_sharing(text, None, std::path::Path::new("."))
 }
 
 /// As `parse_blockwise`; every item equal to `prev`'s item of that name is `prev`'s (the
 /// `Arc` is shared, the copy just read is dropped at once), so a reload holds two copies of
-/// only what changed.
-pub fn parse_blockwise_sharing(text: &str, prev: Option<&Config>) -> Option<Config> {
+/// only what changed. Definition files are read from `base`.
+pub fn parse_blockwise_sharing(
+    text: &str,
+    prev: Option<&Config>,
+    base: &std::path::Path,
+) -> Option<Config> {
     let all = blocks(text)?;
     let mut seen = HashSet::with_capacity(all.len());
     // The small sections are parsed together, as one document, by the whole-file path.
@@ -173,7 +177,7 @@ pub fn parse_blockwise_sharing(text: &str, prev: Option<&Config>) -> Option<Conf
     if seen.is_empty() {
         return None;
     }
-    let mut cfg = super::build::parse_head(&head)?;
+    let mut cfg = super::build::parse_head(&head, base)?;
     // Checks and gates first: rules are checked against the names of the checks.
     for (i, section) in ["checks", "gates", "rules"].iter().enumerate() {
         for (name, t) in &items[i] {
@@ -465,7 +469,7 @@ mod tests {
         // A new check changes the block structure: not a fast reload, a block-wise one.
         let new_text = old_text.replacen("above = 0.51", "above = 0.52", 1) + "\n[checks.extra]\nschedule = \"every 1h\"\nnamespace = \"ns\"\nmetric = \"x\"\nabove = 1\n";
         assert!(reparse(&old, &Index::of(&old_text).unwrap(), &new_text).is_none());
-        let new = parse_blockwise_sharing(&new_text, Some(&old)).unwrap();
+        let new = parse_blockwise_sharing(&new_text, Some(&old), Path::new(".")).unwrap();
         assert_eq!(Some(&new), full(&new_text).as_ref().ok());
         assert!(
             Arc::ptr_eq(&new.checks["c0"], &old.checks["c0"]),

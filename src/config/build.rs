@@ -19,16 +19,17 @@ use crate::schedule::Schedule;
 /// Parses and validates config text as one document; `path` is used in messages only.
 /// Reports every problem, located.
 pub fn parse_full(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    parse_doc(text, path, false)
+    parse_doc(text, path, false, &super::base_dir(path))
 }
 
 /// The `[daemon]`, `[aws]`, `[notifiers|pipelines|builds.NAME]` blocks of a file being loaded
 /// block-wise (which may all be absent); `None` on any problem.
-pub(super) fn parse_head(text: &str) -> Option<Config> {
-    parse_doc(text, Path::new(""), true).ok()
+/// Definition files are read from `base`.
+pub(super) fn parse_head(text: &str, base: &Path) -> Option<Config> {
+    parse_doc(text, Path::new(""), true, base).ok()
 }
 
-fn parse_doc(text: &str, path: &Path, empty_ok: bool) -> Result<Config, ConfigError> {
+fn parse_doc(text: &str, path: &Path, empty_ok: bool, base: &Path) -> Result<Config, ConfigError> {
     let mut d = Diags::default();
     let cfg = match DeTable::parse(text) {
         Ok(doc) if doc.get_ref().is_empty() && !empty_ok => {
@@ -39,7 +40,7 @@ fn parse_doc(text: &str, path: &Path, empty_ok: bool) -> Result<Config, ConfigEr
             );
             None
         }
-        Ok(doc) => build(&mut d, doc.get_ref(), 0..0),
+        Ok(doc) => build(&mut d, doc.get_ref(), 0..0, base),
         Err(e) => {
             // A syntax error: report it (and any others the parser recovers from), stop there.
             let (_, errs) = DeTable::parse_recoverable(text);
@@ -141,6 +142,199 @@ fn positive_u32(
         None if t.has(key) => None,
         None => Some(default),
     }
+}
+
+pub(super) const PIPELINE_KEYS: &[&str] = &[
+    "pipeline_name",
+    "parameters",
+    "max_concurrent",
+    "definition",
+    "role_arn",
+    "reconcile",
+    "notify",
+];
+
+/// `[pipelines.NAME]`; with `definition`, the file is read (relative to `base`) and checked,
+/// and so are the block's own parameters against it.
+fn read_pipeline(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    base: &Path,
+    refs: &mut Refs,
+) -> Option<Pipeline> {
+    let pipeline_name = t.req_string(d, "pipeline_name");
+    let params = t.string_map(d, "parameters");
+    let max_concurrent = positive_u32(d, t, "max_concurrent", 1);
+    let definition = t.string(d, "definition");
+    let role_arn = t.string(d, "role_arn");
+    let reconcile = t.string(d, "reconcile");
+    let notify = t.string_list(d, "notify");
+    let mut ok = true;
+    if let Some(n) = &notify {
+        for x in &n.v {
+            refs.notifiers.push(x.clone());
+        }
+    }
+    let declared = match definition {
+        None => {
+            for (key, span) in [
+                ("role_arn", role_arn.as_ref().map(|x| x.span.clone())),
+                ("reconcile", reconcile.as_ref().map(|x| x.span.clone())),
+                ("notify", notify.as_ref().map(|x| x.span.clone())),
+            ] {
+                if let Some(span) = span {
+                    d.push(span, format!("`{key}` needs `definition` (the pipeline definition file mlopsd applies)"));
+                    ok = false;
+                }
+            }
+            None
+        }
+        Some(file) => {
+            let role = match role_arn {
+                Some(r) if r.v.starts_with("arn:") && r.v.contains(":role/") => Some(r.v),
+                Some(r) => {
+                    d.push(r.span.clone(), format!("`role_arn` must be an IAM role ARN such as \"arn:aws:iam::123456789012:role/SageMakerPipelineRole\", found {}", d.show(&r)));
+                    None
+                }
+                None => {
+                    let span = t.key_span("definition").unwrap_or(t.span.clone());
+                    d.push(span, format!("[{}] has `definition` but no `role_arn`: the IAM role SageMaker runs the pipeline as is required", t.path));
+                    None
+                }
+            };
+            let mode = match reconcile.as_ref().map(|r| r.v.as_str()) {
+                None | Some("apply") => Some(Reconcile::Apply),
+                Some("report") => Some(Reconcile::Report),
+                Some(other) => {
+                    let span = reconcile
+                        .as_ref()
+                        .map(|r| r.span.clone())
+                        .unwrap_or(t.span.clone());
+                    d.push(
+                        span,
+                        format!("`reconcile` must be \"apply\" or \"report\", found \"{other}\""),
+                    );
+                    None
+                }
+            };
+            let def = read_definition(d, &file, base);
+            match (def, role, mode) {
+                (Some((definition, path)), Some(role_arn), Some(reconcile)) => {
+                    Some(Arc::new(Declared {
+                        file: file.v,
+                        path,
+                        definition,
+                        role_arn,
+                        reconcile,
+                        notify: notify
+                            .map(|n| n.v.into_iter().map(|x| x.v).collect())
+                            .unwrap_or_default(),
+                    }))
+                }
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    if let (Some(decl), Some(p)) = (&declared, &params) {
+        if !check_declared_params(d, t, &p.v, &decl.file, &decl.definition, false) {
+            ok = false;
+        }
+    }
+    let (pipeline_name, max_concurrent) = (pipeline_name?, max_concurrent?);
+    if !ok || params.is_none() && t.has("parameters") {
+        return None;
+    }
+    Some(Pipeline {
+        pipeline_name: pipeline_name.v,
+        parameters: Arc::new(params.map(|x| x.v).unwrap_or_default()),
+        max_concurrent,
+        declared,
+    })
+}
+
+/// Reads `definition = "…"` relative to `base`; every problem is reported at the key's value
+/// and names the file.
+fn read_definition(
+    d: &mut Diags,
+    file: &Sp<String>,
+    base: &Path,
+) -> Option<(super::definition::Definition, PathBuf)> {
+    if file.v.is_empty() {
+        d.push(file.span.clone(), "`definition` must not be empty");
+        return None;
+    }
+    let path = base.join(&file.v);
+    match super::definition::read(&path) {
+        Ok(def) => Some((def, path)),
+        Err(errors) => {
+            for e in errors {
+                let e = match e.strip_prefix("cannot be read: ") {
+                    Some(why) => format!("cannot be read from {}: {why}", path.display()),
+                    None => e,
+                };
+                // "… cannot be read", "… is not valid JSON", "… has no …": about the file;
+                // anything else is about a part of it.
+                let whole = ["cannot ", "is ", "has ", "must "]
+                    .iter()
+                    .any(|w| e.starts_with(w));
+                let sep = if whole { " " } else { ": " };
+                d.push(
+                    file.span.clone(),
+                    format!("definition \"{}\"{sep}{e}", file.v),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Every parameter passed to a declared pipeline must be declared in its definition, and a
+/// literal value must be of the declared type. Templates (`{{ event… }}`) are checked when
+/// rendered. Each problem points at the parameter's key.
+fn check_declared_params(
+    d: &mut Diags,
+    t: &Table<'_, '_>,
+    params: &BTreeMap<String, String>,
+    file: &str,
+    def: &super::definition::Definition,
+    templates: bool,
+) -> bool {
+    let spans = t.entry_spans("parameters");
+    let span_of = |k: &str| {
+        spans
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, s)| s.clone())
+            .or_else(|| t.key_span("parameters"))
+            .unwrap_or(t.span.clone())
+    };
+    let mut ok = true;
+    for (k, v) in params {
+        match def.parameter(k) {
+            None => {
+                d.push(
+                    span_of(k),
+                    format!(
+                        "parameter `{k}` is not declared in definition \"{file}\" (declared: {})",
+                        def.parameter_names()
+                    ),
+                );
+                ok = false;
+            }
+            Some(ty) if !(templates && v.contains("{{")) && !ty.fits(v) => {
+                d.push(
+                    span_of(k),
+                    format!("parameter `{k}` = \"{v}\" is not of its declared type {ty} (definition \"{file}\")"),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+        }
+    }
+    ok
 }
 
 pub(super) const CHECK_KEYS: &[&str] = &[
@@ -260,7 +454,7 @@ struct Refs {
     notifiers: Vec<Sp<String>>,
 }
 
-fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config> {
+fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>, base: &Path) -> Option<Config> {
     let mut top = Table::new("", doc, span);
     let mut refs = Refs {
         checks: vec![],
@@ -284,24 +478,10 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>) -> Option<Config>
 
     let mut pipelines = BTreeMap::new();
     for (name, mut t) in top.named_tables(d, "pipelines") {
-        let pipeline_name = t.req_string(d, "pipeline_name");
-        let parameters = Arc::new(
-            t.string_map(d, "parameters")
-                .map(|x| x.v)
-                .unwrap_or_default(),
-        );
-        let max_concurrent = positive_u32(d, &mut t, "max_concurrent", 1);
-        if let (Some(p), Some(m)) = (pipeline_name, max_concurrent) {
-            pipelines.insert(
-                name.v.clone(),
-                Pipeline {
-                    pipeline_name: p.v,
-                    parameters,
-                    max_concurrent: m,
-                },
-            );
+        if let Some(p) = read_pipeline(d, &mut t, base, &mut refs) {
+            pipelines.insert(name.v.clone(), p);
         }
-        t.finish(d, &["pipeline_name", "parameters", "max_concurrent"]);
+        t.finish(d, PIPELINE_KEYS);
     }
 
     let mut builds = BTreeMap::new();
@@ -439,6 +619,7 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
         timezone: Tz::UTC,
         shutdown_grace: Duration::from_secs(30),
         poll_interval: Duration::from_secs(15),
+        reconcile_interval: Duration::from_secs(600),
     };
     let Some(mut t) = top.table(d, "daemon") else {
         return if top.has("daemon") { None } else { Some(cfg) };
@@ -499,6 +680,13 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             None => ok = false,
         }
     }
+    if t.has("reconcile_interval") {
+        let v = t.duration_text(d, "reconcile_interval");
+        match duration(d, v, "reconcile_interval", true) {
+            Some(g) => cfg.reconcile_interval = g,
+            None => ok = false,
+        }
+    }
     t.finish(
         d,
         &[
@@ -508,6 +696,7 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             "timezone",
             "shutdown_grace",
             "poll_interval",
+            "reconcile_interval",
         ],
     );
     ok.then_some(cfg)
@@ -1171,6 +1360,13 @@ fn read_rule(
     let mut start = Vec::new();
     if let Some(p) = start_pipeline {
         refs.pipelines.push(p.clone());
+        if let (Some(pl), Some(params)) = (pipelines.get(&p.v), &parameters) {
+            if let Some(decl) = &pl.declared {
+                if !check_declared_params(d, t, &params.v, &decl.file, &decl.definition, on_event) {
+                    ok = false;
+                }
+            }
+        }
         if let Some(pl) = pipelines.get(&p.v) {
             start.push(Start::Pipeline {
                 name: p.v,

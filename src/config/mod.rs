@@ -6,6 +6,7 @@
 
 pub mod blocks;
 mod build;
+pub mod definition;
 pub mod diff;
 pub mod reader;
 
@@ -36,7 +37,7 @@ pub fn parse_reusing(
     path: &Path,
     prev: Option<&Config>,
 ) -> Result<Config, ConfigError> {
-    match blocks::parse_blockwise_sharing(text, prev) {
+    match blocks::parse_blockwise_sharing(text, prev, &base_dir(path)) {
         Some(cfg) => Ok(cfg),
         None => parse_full(text, path),
     }
@@ -76,6 +77,8 @@ pub struct DaemonConfig {
     pub shutdown_grace: Duration,
     /// How often started runs are polled (`DescribePipelineExecution`, `BatchGetBuilds`).
     pub poll_interval: Duration,
+    /// How often declared pipelines are compared with AWS (and put back when drifted).
+    pub reconcile_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +121,46 @@ pub struct Pipeline {
     pub pipeline_name: String,
     pub parameters: Params,
     pub max_concurrent: u32,
+    /// `definition = "…json"`: mlopsd owns the pipeline (creates, updates, puts it back).
+    pub declared: Option<Arc<Declared>>,
+}
+
+/// `reconcile = "apply" | "report"`: what a change made outside mlopsd gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconcile {
+    /// Put back (`UpdatePipeline` with the file's definition).
+    Apply,
+    /// Logged and notified only.
+    Report,
+}
+
+impl Reconcile {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reconcile::Apply => "apply",
+            Reconcile::Report => "report",
+        }
+    }
+}
+
+/// A pipeline whose definition file is the truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Declared {
+    /// The path as written in the config (for messages).
+    pub file: String,
+    /// The file, resolved against the config file's directory (watched by the daemon).
+    pub path: PathBuf,
+    pub definition: definition::Definition,
+    pub role_arn: String,
+    pub reconcile: Reconcile,
+    pub notify: Vec<String>,
+}
+
+impl Declared {
+    /// A hash of what an apply makes AWS hold: the definition and the role.
+    pub fn state_hash(&self) -> String {
+        definition::state_hash(&self.definition.json, &self.role_arn)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -434,11 +477,61 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with_hash(path).map(|(c, _)| c)
 }
 
-/// Reads and validates a config file; also returns a hash of its text.
+/// Reads and validates a config file; also returns its hash (`config_hash`).
 pub fn load_with_hash(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = read_text(path)?;
-    let hash = content_hash(&text);
-    parse(&text, path).map(|c| (c, hash))
+    parse(&text, path).map(|c| {
+        let h = config_hash(&text, &c);
+        (c, h)
+    })
+}
+
+/// The hash of a loaded config: its text's, and with declared pipelines, their definitions'
+/// too (an edit of a definition file alone is a new config).
+pub fn config_hash(text: &str, cfg: &Config) -> String {
+    let defs: Vec<String> = cfg
+        .pipelines
+        .iter()
+        .filter_map(|(n, p)| {
+            p.declared
+                .as_ref()
+                .map(|d| format!("{n}={}", d.definition.hash))
+        })
+        .collect();
+    if defs.is_empty() {
+        content_hash(text)
+    } else {
+        content_hash(&format!("{text}\0{}", defs.join("\0")))
+    }
+}
+
+/// Whether every definition file of `cfg` still holds what `cfg` was loaded with (a reload
+/// must re-read the whole config when one changed, even if the TOML did not).
+pub fn definitions_unchanged(cfg: &Config) -> bool {
+    cfg.pipelines.values().all(|p| match &p.declared {
+        None => true,
+        Some(d) => definition::read(&d.path).is_ok_and(|x| x.hash == d.definition.hash),
+    })
+}
+
+/// The definition files a config reads (the daemon watches them with the config).
+pub fn definition_files(cfg: &Config) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = cfg
+        .pipelines
+        .values()
+        .filter_map(|p| p.declared.as_ref().map(|d| d.path.clone()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The directory a config file's relative paths are read from.
+pub fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Reads a config file as UTF-8 text, with located errors.

@@ -247,6 +247,18 @@ impl<'a, 'i> Table<'a, 'i> {
         })
     }
 
+    /// The span of each entry's key in the table `key` (without taking it), for messages
+    /// about one entry: `parameters = { Epochs = "ten" }` points at `Epochs`.
+    pub fn entry_spans(&self, key: &str) -> Vec<(String, Range<usize>)> {
+        match self.tbl.get(key).map(|v| v.get_ref()) {
+            Some(DeValue::Table(t)) => t
+                .iter()
+                .map(|(k, _)| (k.get_ref().to_string(), k.span()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// A table of string values (`{ K = "v" }`); numbers and booleans are taken as their text,
     /// since SageMaker parameters and CodeBuild environment values are strings on the wire.
     pub fn string_map(
