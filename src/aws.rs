@@ -217,6 +217,18 @@ pub enum RunStatus {
     Failed(String),
 }
 
+/// A SageMaker pipeline as `DescribePipeline` gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemotePipeline {
+    pub arn: String,
+    /// The definition text as AWS holds it.
+    pub definition: String,
+    pub role_arn: String,
+}
+
+/// The tag a pipeline created by mlopsd carries.
+pub const MANAGED_TAG: (&str, &str) = ("managed-by", "mlopsd");
+
 /// A model package awaiting approval, with what the gate needs to decide.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingPackage {
@@ -349,9 +361,52 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         queue_url: &str,
         receipts: &[String],
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The pipeline, or `None` when it does not exist.
+    fn describe_pipeline(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<RemotePipeline>, AwsError>> + Send;
+    /// Creates the pipeline (tagged `MANAGED_TAG`); returns its ARN.
+    fn create_pipeline(
+        &self,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// Replaces the pipeline's definition and role; returns its ARN.
+    fn update_pipeline(
+        &self,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
 
 impl Cloud for Aws {
+    fn describe_pipeline(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<RemotePipeline>, AwsError>> + Send {
+        Aws::describe_pipeline(self, name)
+    }
+    fn create_pipeline(
+        &self,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        Aws::create_pipeline(self, name, definition, role_arn, token)
+    }
+    fn update_pipeline(
+        &self,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send {
+        Aws::update_pipeline(self, name, definition, role_arn)
+    }
     fn latest_values(
         &self,
         queries: &[MetricQuery<'_>],
@@ -675,6 +730,78 @@ impl Aws {
             .and_then(|s| s.pipeline_execution_arn().map(str::to_string)))
     }
 
+    /// `DescribePipeline`; `None` when AWS says there is no such pipeline (`ResourceNotFound`;
+    /// some endpoints answer `ValidationException` "Could not find pipeline").
+    pub async fn describe_pipeline(&self, name: &str) -> Result<Option<RemotePipeline>, AwsError> {
+        let r = self
+            .sagemaker
+            .describe_pipeline()
+            .pipeline_name(name)
+            .send()
+            .observed("sagemaker", "DescribePipeline")
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) if pipeline_absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(RemotePipeline {
+            arn: r.pipeline_arn().unwrap_or_default().to_string(),
+            definition: r
+                .pipeline_definition()
+                .ok_or_else(|| missing("sagemaker", "DescribePipeline", "PipelineDefinition"))?
+                .to_string(),
+            role_arn: r.role_arn().unwrap_or_default().to_string(),
+        }))
+    }
+
+    /// `CreatePipeline` with the definition inline, tagged `managed-by = mlopsd`; the token
+    /// makes a retried create the same create.
+    pub async fn create_pipeline(
+        &self,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+        token: &str,
+    ) -> Result<String, AwsError> {
+        let tag = aws_sdk_sagemaker::types::Tag::builder()
+            .key(MANAGED_TAG.0)
+            .value(MANAGED_TAG.1)
+            .build();
+        let r = self
+            .sagemaker
+            .create_pipeline()
+            .pipeline_name(name)
+            .pipeline_definition(definition)
+            .role_arn(role_arn)
+            .client_request_token(token)
+            .tags(tag)
+            .send()
+            .observed("sagemaker", "CreatePipeline")
+            .await?;
+        r.pipeline_arn()
+            .map(str::to_string)
+            .ok_or_else(|| missing("sagemaker", "CreatePipeline", "PipelineArn"))
+    }
+
+    pub async fn update_pipeline(
+        &self,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+    ) -> Result<String, AwsError> {
+        let r = self
+            .sagemaker
+            .update_pipeline()
+            .pipeline_name(name)
+            .pipeline_definition(definition)
+            .role_arn(role_arn)
+            .send()
+            .observed("sagemaker", "UpdatePipeline")
+            .await?;
+        Ok(r.pipeline_arn().unwrap_or(name).to_string())
+    }
+
     pub async fn pipeline_status(&self, arn: &str) -> Result<RunStatus, AwsError> {
         use aws_sdk_sagemaker::types::PipelineExecutionStatus as S;
         let r = self
@@ -960,6 +1087,15 @@ impl Aws {
             .await?;
         Ok(())
     }
+}
+
+/// Whether a `DescribePipeline` error says the pipeline does not exist.
+fn pipeline_absent(e: &AwsError) -> bool {
+    e.code == "ResourceNotFound"
+        || e.code == "ResourceNotFoundException"
+        || (e.code == "ValidationException"
+            && (e.message.contains("Could not find pipeline")
+                || e.message.contains("does not exist")))
 }
 
 fn missing(service: &'static str, operation: &'static str, field: &str) -> AwsError {

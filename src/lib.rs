@@ -31,6 +31,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+pub mod reconcile;
 pub mod schedule;
 pub mod state;
 pub mod status;

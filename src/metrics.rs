@@ -55,6 +55,15 @@ pub struct OperationL {
     pub operation: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApplyL {
+    pub pipeline: String,
+    pub result: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineL {
+    pub pipeline: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultL {
     pub result: String,
 }
@@ -95,6 +104,8 @@ pub struct Metrics {
     pub state_errors: Family<OperationL, Counter>,
     pub events: Family<ResultL, Counter>,
     pub events_queue_up: Gauge,
+    pub pipeline_applies: Family<ApplyL, Counter>,
+    pub pipeline_in_sync: Family<PipelineL, Gauge>,
     pub schedule_lateness: Histogram,
     pub up_since: FGauge,
 }
@@ -127,6 +138,8 @@ impl Metrics {
             state_errors: Family::default(),
             events: Family::default(),
             events_queue_up: Gauge::default(),
+            pipeline_applies: Family::default(),
+            pipeline_in_sync: Family::default(),
             schedule_lateness: lateness(),
             up_since: FGauge::default(),
             registry: Registry::default(),
@@ -238,6 +251,16 @@ impl Metrics {
         );
         r.register("mlopsd_state_errors", "State store operations that failed, by operation (logged as state_error, shown on /healthz)", m.state_errors.clone());
         r.register("mlopsd_events", "EventBridge events read from the [events] queue, by result (handled, ignored, rejected)", m.events.clone());
+        r.register(
+            "mlopsd_pipeline_applies",
+            "Declared pipelines: applies and findings by result (created, updated, drifted, failed)",
+            m.pipeline_applies.clone(),
+        );
+        r.register(
+            "mlopsd_pipeline_in_sync",
+            "1 while a declared pipeline's AWS definition equals its file, 0 otherwise",
+            m.pipeline_in_sync.clone(),
+        );
         r.register(
             "mlopsd_events_queue_up",
             "1 while the [events] queue answers, 0 while it cannot be reached",

@@ -2,6 +2,7 @@
 //! SIGHUP, shutdown). It owns the config, the timer table and the state store handle.
 
 mod checks;
+mod declared;
 mod gates;
 mod inbound;
 mod notices;
@@ -110,8 +111,8 @@ where
     Fut: std::future::Future<Output = C>,
 {
     let text = config::read_text(&path).map_err(RunError::Config)?;
-    let hash = config::content_hash(&text);
     let cfg = config::parse(&text, &path).map_err(RunError::Config)?;
+    let hash = config::config_hash(&text, &cfg);
     events::config_loaded(&path, &hash, &cfg);
     let store = Arc::new(Store::open(&cfg.daemon.state_dir)?);
     let cloud = connect(cfg.aws.clone()).await;
@@ -208,21 +209,31 @@ where
         tracing::info!(event = "events_consumer_started", queue_url = %c.queue_url, "reading EventBridge events from the [events] queue");
         tracker.spawn(c.run(stop_sender.clone()));
     }
+    // Declared pipelines are compared (and applied) first, so that starts re-driven below
+    // for a pipeline being applied wait for its apply.
+    d.work.reconcile(None, "start");
     // Resume what a previous run left: decided starts, followed runs, unapplied gates.
     d.work.follow_tick();
     outbox_wake.notify_one();
     let mut poll = tokio::time::interval(d.cfg.daemon.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
+    let mut reconcile_tick = tokio::time::interval(d.cfg.daemon.reconcile_interval);
+    reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    reconcile_tick.tick().await;
 
     let (file_tx, mut file_rx) = mpsc::channel::<watch::Change>(64);
-    let _watcher = match watch::watch(&path, file_tx) {
+    // The config file and every definition file it names (kept current across reloads).
+    let mut watcher = match watch::Watch::new(&path, file_tx) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, path = %path.display(), "cannot watch the config file; reload with SIGHUP");
             None
         }
     };
+    if let Some(w) = watcher.as_mut() {
+        w.set_extra(&config::definition_files(&d.cfg));
+    }
     let mut hup = signal(SignalKind::hangup())
         .map_err(|e| RunError::Other(format!("cannot handle SIGHUP: {e}")))?;
     let mut term = signal(SignalKind::terminate())
@@ -258,7 +269,12 @@ where
             _ = shutdown.cancelled() => break "requested",
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => d.reload("signal"),
+            _ = hup.recv() => {
+                d.reload("signal");
+                if let Some(w) = watcher.as_mut() {
+                    w.set_extra(&config::definition_files(&d.cfg));
+                }
+            }
             Some(change) = file_rx.recv() => match change {
                 // A writer closed the file or a new file was renamed in: reload now (after a
                 // short settle so a burst of such events becomes one reload).
@@ -269,9 +285,13 @@ where
             _ = debounce => {
                 reload_at = None;
                 d.reload("file");
+                if let Some(w) = watcher.as_mut() {
+                    w.set_extra(&config::definition_files(&d.cfg));
+                }
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
             _ = poll.tick() => d.work.follow_tick(),
+            _ = reconcile_tick.tick() => d.work.reconcile(None, "reconcile_interval"),
             _ = heartbeat_tick.tick() => {}
             Some(msg) = rx.recv() => d.handle(msg, false),
             _ = tokio::time::sleep(sleep_for) => d.fire_due(clock.now()),
@@ -280,6 +300,11 @@ where
             poll = tokio::time::interval(d.cfg.daemon.poll_interval);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             poll.tick().await;
+        }
+        if reconcile_tick.period() != d.cfg.daemon.reconcile_interval {
+            reconcile_tick = tokio::time::interval(d.cfg.daemon.reconcile_interval);
+            reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            reconcile_tick.tick().await;
         }
     };
 
@@ -363,6 +388,17 @@ impl<C: Cloud> Daemon<C> {
                 approve,
                 result,
             } => self.work.on_gate_applied(gate, arn, approve, result),
+            // A create or update that went through is recorded even while shutting down.
+            Msg::PipelineApplied {
+                pipeline,
+                sending,
+                result,
+            } => {
+                if shutting_down && result.is_err() {
+                    return;
+                }
+                self.work.on_pipeline_applied(pipeline, sending, result)
+            }
             _ if shutting_down => {}
             Msg::CheckResults {
                 at,
@@ -393,6 +429,9 @@ impl<C: Cloud> Daemon<C> {
             Msg::RunStatuses { statuses, poll } => self.work.on_run_statuses(statuses, poll),
             Msg::Events { queue_url, batch } => self.work.on_events(&queue_url, batch),
             Msg::GatePackages { gate, result } => self.work.on_gate_packages(gate, result),
+            Msg::PipelineDescribed { pipeline, result } => {
+                self.work.on_pipeline_described(pipeline, result)
+            }
         }
     }
 
@@ -455,16 +494,23 @@ impl<C: Cloud> Daemon<C> {
         let now = self.clock.now();
         // Small edits of checks, rules or gates re-read only the changed blocks; anything else
         // (and any problem) is a full parse and validation of the file.
+        // A definition file that changed (the TOML may not have) needs the full path too.
+        let defs_same = config::definitions_unchanged(&self.cfg);
         let loaded = config::read_text(&self.path).and_then(|text| {
-            let hash = config::content_hash(&text);
             match self
                 .index
                 .as_ref()
+                .filter(|_| defs_same)
                 .and_then(|idx| config::blocks::reparse(&self.cfg, idx, &text))
             {
-                Some(r) => Ok((r.cfg, hash, Some(r.index), Some(r.diff))),
-                None => config::parse_reusing(&text, &self.path, Some(&self.cfg))
-                    .map(|cfg| (cfg, hash, config::blocks::Index::of(&text), None)),
+                Some(r) => {
+                    let hash = config::config_hash(&text, &r.cfg);
+                    Ok((r.cfg, hash, Some(r.index), Some(r.diff)))
+                }
+                None => config::parse_reusing(&text, &self.path, Some(&self.cfg)).map(|cfg| {
+                    let hash = config::config_hash(&text, &cfg);
+                    (cfg, hash, config::blocks::Index::of(&text), None)
+                }),
             }
         });
         let fast_path = matches!(&loaded, Ok((_, _, _, Some(_))));
@@ -554,6 +600,22 @@ impl<C: Cloud> Daemon<C> {
     fn apply(&mut self, new: Config, diff: &ConfigDiff, now: DateTime<Utc>) {
         let old = std::mem::replace(&mut self.cfg, Arc::new(new));
         self.work.set_config(self.cfg.clone());
+        // Declared pipelines whose definition or role changed (or that are new) are applied now.
+        let state = |c: &Config, n: &str| {
+            c.pipelines
+                .get(n)
+                .and_then(|p| p.declared.as_ref())
+                .map(|d| d.state_hash())
+        };
+        let to_apply: Vec<String> = diff
+            .pipelines
+            .added
+            .iter()
+            .chain(&diff.pipelines.changed)
+            .filter(|n| state(&self.cfg, n).is_some() && state(&self.cfg, n) != state(&old, n))
+            .cloned()
+            .collect();
+        self.work.reconcile(Some(to_apply), "reload");
         for (kind, section) in [
             (ItemKind::Check, &diff.checks),
             (ItemKind::Rule, &diff.rules),

@@ -44,6 +44,11 @@ impl<C: Cloud> Work<C> {
         if self.starting.contains(&run.id) {
             return;
         }
+        // A start decided while its pipeline's apply is in flight goes out after the apply.
+        if run.kind == RunKind::Pipeline && self.pipeline_busy(&run.target) {
+            self.hold_start(run);
+            return;
+        }
         let req = match StartRequest::parse(&run.request) {
             Ok(r) => r,
             Err(why) => {

@@ -1,11 +1,14 @@
-//! Watches the config file for changes. The parent directory is watched, not the file, so
-//! editors that write a new file and rename it over the old one are seen too.
+//! Watches the config file (and the definition files it names) for changes. Parent
+//! directories are watched, not the files, so editors that write a new file and rename it
+//! over the old one are seen too.
 //!
 //! A change is `Settled` when a writer closed the file or a file was renamed or created in
 //! place: the content is complete and the loop reloads at once. A bare data change (a writer
 //! still busy, or one that never closes) is `Busy`: the loop waits for quiet first.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -29,31 +32,78 @@ pub fn classify(kind: &EventKind) -> Option<Change> {
     }
 }
 
-/// Starts watching; every relevant change is sent to the loop.
-pub fn watch(path: &Path, tx: mpsc::Sender<Change>) -> notify::Result<RecommendedWatcher> {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = abs
-        .parent()
+/// Watches the config file and the definition files it names: each file's parent directory
+/// is watched (non-recursively), and an event for one of the files is sent to the loop.
+pub struct Watch {
+    watcher: RecommendedWatcher,
+    files: Arc<Mutex<HashSet<PathBuf>>>,
+    config: PathBuf,
+    dirs: HashSet<PathBuf>,
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn parent(p: &Path) -> PathBuf {
+    p.parent()
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let name = abs.file_name().map(|n| n.to_os_string());
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) => {
-            let Some(change) = classify(&ev.kind) else {
-                return;
-            };
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-            {
-                let _ = tx.try_send(change);
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl Watch {
+    /// Starts watching the config file.
+    pub fn new(path: &Path, tx: mpsc::Sender<Change>) -> notify::Result<Watch> {
+        let config = absolute(path);
+        let files = Arc::new(Mutex::new(HashSet::from([config.clone()])));
+        let seen = files.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(ev) => {
+                    let Some(change) = classify(&ev.kind) else {
+                        return;
+                    };
+                    let ours = match seen.lock() {
+                        Ok(f) => ev.paths.iter().any(|p| f.contains(p)),
+                        Err(_) => true,
+                    };
+                    if ours {
+                        let _ = tx.try_send(change);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "config watcher error"),
+            })?;
+        let dir = parent(&config);
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(Watch {
+            watcher,
+            files,
+            config,
+            dirs: HashSet::from([dir]),
+        })
+    }
+
+    /// Watches these files too (the definition files of the running config), and no others.
+    pub fn set_extra(&mut self, extra: &[PathBuf]) {
+        let want: HashSet<PathBuf> = extra
+            .iter()
+            .map(|p| absolute(p))
+            .chain([self.config.clone()])
+            .collect();
+        let dirs: HashSet<PathBuf> = want.iter().map(|p| parent(p)).collect();
+        for d in dirs.difference(&self.dirs) {
+            if let Err(e) = self.watcher.watch(d, RecursiveMode::NonRecursive) {
+                tracing::warn!(error = %e, dir = %d.display(), "cannot watch a definition file's directory; reload with SIGHUP after editing it");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "config watcher error"),
-    })?;
-    w.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(w)
+        for d in self.dirs.difference(&dirs) {
+            let _ = self.watcher.unwatch(d);
+        }
+        self.dirs = dirs;
+        if let Ok(mut f) = self.files.lock() {
+            *f = want;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The loop's working set, shared by its rooms: the config, the store, AWS, the clock, the
 //! channel AWS answers come back on. Each concern is a room of its own, an `impl Work` in
 //! its own file owning its slice of state: `checks` (evaluate), `rules` (decide and fire),
-//! `runs` (start, follow, chain), `gates` (approve or reject), `notices` (queue notifications).
+//! `runs` (start, follow, chain), `gates` (approve or reject), `notices` (queue notifications),
+//! `declared` (apply declared pipelines).
 //! AWS calls run in spawned tasks that report back as `Msg`s; all state changes happen on
 //! the loop.
 
@@ -52,6 +53,17 @@ pub enum Msg {
         arn: String,
         approve: bool,
         result: Result<(), AwsError>,
+    },
+    /// `DescribePipeline` of a declared pipeline (`None`: it does not exist).
+    PipelineDescribed {
+        pipeline: String,
+        result: Result<Option<crate::aws::RemotePipeline>, AwsError>,
+    },
+    /// The answer to a declared pipeline's create or update.
+    PipelineApplied {
+        pipeline: String,
+        sending: super::declared::Sending,
+        result: Result<String, AwsError>,
     },
 }
 
@@ -149,6 +161,9 @@ pub struct Work<C> {
     pub(super) following: bool,
     /// gates: approvals being set.
     pub(super) applying: HashSet<(String, String)>,
+    /// declared pipelines: applies in flight, and starts held until their pipeline's is done.
+    pub(super) reconciling: std::collections::HashMap<String, super::declared::InFlight>,
+    pub(super) held: Vec<RunRow>,
 }
 
 impl<C: Cloud> Work<C> {
@@ -166,6 +181,8 @@ impl<C: Cloud> Work<C> {
             starting: HashSet::new(),
             following: false,
             applying: HashSet::new(),
+            reconciling: std::collections::HashMap::new(),
+            held: Vec::new(),
         }
     }
 

@@ -5,8 +5,8 @@
 
 mod ops;
 pub use ops::{
-    CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, RunRow, RunState,
-    EVENT_MEMORY, KEEP_VALUES,
+    CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, PipelineApply, RunRow,
+    RunState, EVENT_MEMORY, KEEP_VALUES,
 };
 
 use std::fs::{File, OpenOptions};
@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::config::ItemKind;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 pub const DB_FILE: &str = "mlopsd.db";
 const LOCK_FILE: &str = "mlopsd.lock";
 
@@ -94,6 +94,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE events_seen (id TEXT PRIMARY KEY, seen_ms INTEGER NOT NULL);
     CREATE INDEX events_seen_at ON events_seen (seen_ms);
     CREATE INDEX runs_arn ON runs (arn);
+    "#,
+    // 2 → 3: declared pipelines: what was applied, what is decided, what drift was reported.
+    r#"
+    CREATE TABLE pipeline_applies (
+        pipeline TEXT PRIMARY KEY, applied_hash TEXT, pending_op TEXT, pending_hash TEXT, drift_hash TEXT,
+        state TEXT NOT NULL, detail TEXT, arn TEXT, changed_ms INTEGER NOT NULL, checked_ms INTEGER);
     "#,
 ];
 

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use mlopsd::aws::{AwsError, Cloud, MetricQuery, PendingPackage, QueueMessage, RunStatus};
+use mlopsd::aws::{
+    AwsError, Cloud, MetricQuery, PendingPackage, QueueMessage, RemotePipeline, RunStatus,
+};
 use mlopsd::clock::{ts, Clock};
 
 /// A start call: (instant, pipeline, parameters, token).
@@ -26,6 +28,10 @@ pub struct Seen {
     pub described: Vec<(DateTime<Utc>, String)>,
     /// Alarm name → state (`ALARM`, `OK`, `INSUFFICIENT_DATA`).
     pub alarms: HashMap<String, String>,
+    /// Pipelines held by the fake SageMaker: name → (definition, role).
+    pub pipelines: HashMap<String, (String, String)>,
+    /// (instant, operation, pipeline) of each Create/UpdatePipeline.
+    pub pipeline_writes: Vec<(DateTime<Utc>, &'static str, String)>,
 }
 
 pub type ValueFn = dyn Fn(DateTime<Utc>) -> Option<f64> + Send + Sync;
@@ -216,5 +222,49 @@ impl Cloud for Fake {
             .deleted
             .extend(receipts.iter().cloned());
         Ok(())
+    }
+    async fn describe_pipeline(&self, name: &str) -> Result<Option<RemotePipeline>, AwsError> {
+        Ok(self
+            .seen
+            .lock()
+            .unwrap()
+            .pipelines
+            .get(name)
+            .map(|(d, r)| RemotePipeline {
+                arn: format!("arn:aws:sagemaker:us-east-1:123456789012:pipeline/{name}"),
+                definition: d.clone(),
+                role_arn: r.clone(),
+            }))
+    }
+    async fn create_pipeline(
+        &self,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+        _token: &str,
+    ) -> Result<String, AwsError> {
+        let mut s = self.seen.lock().unwrap();
+        s.pipelines
+            .insert(name.into(), (definition.into(), role_arn.into()));
+        s.pipeline_writes
+            .push((self.clock.now(), "CreatePipeline", name.into()));
+        Ok(format!(
+            "arn:aws:sagemaker:us-east-1:123456789012:pipeline/{name}"
+        ))
+    }
+    async fn update_pipeline(
+        &self,
+        name: &str,
+        definition: &str,
+        role_arn: &str,
+    ) -> Result<String, AwsError> {
+        let mut s = self.seen.lock().unwrap();
+        s.pipelines
+            .insert(name.into(), (definition.into(), role_arn.into()));
+        s.pipeline_writes
+            .push((self.clock.now(), "UpdatePipeline", name.into()));
+        Ok(format!(
+            "arn:aws:sagemaker:us-east-1:123456789012:pipeline/{name}"
+        ))
     }
 }
