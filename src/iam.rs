@@ -105,6 +105,41 @@ pub fn policy(
             "Resource": execs
         }));
     }
+    // Declared pipelines: read, create, update and tag them, and pass their roles to SageMaker.
+    let declared: Vec<(&str, &str)> = cfg
+        .pipelines
+        .values()
+        .filter_map(|p| {
+            p.declared
+                .as_ref()
+                .map(|d| (p.pipeline_name.as_str(), d.role_arn.as_str()))
+        })
+        .collect();
+    if !declared.is_empty() {
+        let arns: BTreeSet<String> = declared
+            .iter()
+            .map(|(p, _)| {
+                format!(
+                    "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
+                    sm(p)
+                )
+            })
+            .collect();
+        let roles: BTreeSet<&str> = declared.iter().map(|(_, r)| *r).collect();
+        st.push(json!({
+            "Sid": "ApplyDeclaredPipelines",
+            "Effect": "Allow",
+            "Action": ["sagemaker:DescribePipeline", "sagemaker:CreatePipeline", "sagemaker:UpdatePipeline", "sagemaker:AddTags"],
+            "Resource": arns.into_iter().collect::<Vec<_>>()
+        }));
+        st.push(json!({
+            "Sid": "PassDeclaredPipelineRoles",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": roles.into_iter().collect::<Vec<_>>(),
+            "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+        }));
+    }
     if !projects.is_empty() {
         let arns: Vec<String> = projects
             .iter()
@@ -125,6 +160,9 @@ pub fn policy(
     }
     for g in cfg.gates.values() {
         used.extend(g.notify.iter().map(String::as_str));
+    }
+    for d in cfg.pipelines.values().filter_map(|p| p.declared.as_ref()) {
+        used.extend(d.notify.iter().map(String::as_str));
     }
     let topics: BTreeSet<String> = used
         .iter()
@@ -333,6 +371,58 @@ mod tests {
                 "999"
             ),
             "arn:aws:sqs:us-east-1:123456789012:q"
+        );
+    }
+
+    #[test]
+    fn declared_pipelines_add_apply_and_pass_role_only_when_declared() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_cases/x.toml");
+        let text = "[notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:pipes\"\n\n[pipelines.churn]\npipeline_name = \"Churn-Training\"\ndefinition = \"pipelines/small.json\"\nrole_arn = \"arn:aws:iam::123456789012:role/SageMakerPipelineRole\"\nnotify = [\"ops\"]\n";
+        let cfg = crate::config::parse(text, &dir).unwrap();
+        let p = policy(&cfg, "us-east-1", "123456789012", &[]).unwrap();
+        let by = |sid: &str| {
+            p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["Sid"] == sid)
+                .cloned()
+                .unwrap_or_else(|| panic!("{sid} in {p:#}"))
+        };
+        assert_eq!(
+            by("ApplyDeclaredPipelines")["Action"],
+            json!([
+                "sagemaker:DescribePipeline",
+                "sagemaker:CreatePipeline",
+                "sagemaker:UpdatePipeline",
+                "sagemaker:AddTags"
+            ])
+        );
+        assert_eq!(
+            by("ApplyDeclaredPipelines")["Resource"],
+            json!(["arn:aws:sagemaker:us-east-1:123456789012:pipeline/churn-training"])
+        );
+        let pass = by("PassDeclaredPipelineRoles");
+        assert_eq!(pass["Action"], json!(["iam:PassRole"]));
+        assert_eq!(
+            pass["Resource"],
+            json!(["arn:aws:iam::123456789012:role/SageMakerPipelineRole"])
+        );
+        assert_eq!(
+            pass["Condition"]["StringEquals"]["iam:PassedToService"],
+            "sagemaker.amazonaws.com"
+        );
+        // The pipeline's notifier may publish.
+        assert_eq!(
+            by("Notify")["Resource"],
+            json!(["arn:aws:sns:us-east-1:123456789012:pipes"])
+        );
+        let none = policy(&reference(), "us-east-1", "123456789012", &[]).unwrap();
+        assert!(
+            !actions(&none)
+                .iter()
+                .any(|x| x == "iam:PassRole" || x == "sagemaker:CreatePipeline"),
+            "not without a definition"
         );
     }
 }

@@ -19,6 +19,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod diff;
 pub mod duration;
 pub mod engine;
 pub mod events;

@@ -41,6 +41,15 @@ enum Cmd {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
     },
+    /// Compare every declared pipeline (`definition`) with SageMaker; changes nothing.
+    /// Exit 0 all in sync, 1 something differs, 2 AWS could not be read.
+    Diff {
+        #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the least-privilege IAM policy (JSON) this config needs.
     IamPolicy {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
@@ -156,6 +165,26 @@ fn main() -> ExitCode {
             };
             let code = rt.block_on(mlopsd::check::run(&cfg, &name));
             ExitCode::from(code)
+        }
+        Cmd::Diff { config, json } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG as u8);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            ExitCode::from(rt.block_on(mlopsd::diff::run(&cfg, json)))
         }
         Cmd::IamPolicy {
             config,
