@@ -309,6 +309,44 @@ pub fn status_json(
             })
         })
         .collect();
+    let applies = store.pipeline_applies().unwrap_or_default();
+    let pipelines: Vec<Value> = cfg
+        .pipelines
+        .iter()
+        .map(|(name, p)| {
+            let declared = p.declared.as_ref().map(|d| {
+                let a = applies.iter().find(|a| &a.pipeline == name);
+                let row = a.map(|a| a.row.clone()).unwrap_or_default();
+                // A stored "in sync" is of the state applied then: a file edited since is
+                // not in sync until it is applied.
+                let state = match row.state {
+                    crate::reconcile::SyncState::InSync
+                        if row.applied.as_deref() != Some(d.state_hash().as_str()) =>
+                    {
+                        "pending"
+                    }
+                    s => s.as_str(),
+                };
+                json!({
+                    "definition": d.file,
+                    "definition_hash": d.definition.hash,
+                    "role_arn": d.role_arn,
+                    "reconcile": d.reconcile.as_str(),
+                    "state": state,
+                    "detail": row.detail,
+                    "arn": a.and_then(|a| a.arn.clone()),
+                    "since": a.and_then(|a| a.changed).map(|t| ts(&t)),
+                    "last_compared": a.and_then(|a| a.checked).map(|t| ts(&t)),
+                })
+            });
+            json!({
+                "name": name,
+                "pipeline_name": p.pipeline_name,
+                "max_concurrent": p.max_concurrent,
+                "declared": declared,
+            })
+        })
+        .collect();
     json!({
         "generated_at": ts(&now),
         "version": env!("CARGO_PKG_VERSION"),
@@ -322,6 +360,7 @@ pub fn status_json(
         "rules": rules,
         "runs": runs,
         "gates": gates,
+        "pipelines": pipelines,
         "events": cfg.events.as_ref().map(|ev| {
             let q = health.queue();
             json!({
@@ -427,8 +466,8 @@ h1{font-size:1.4rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #eaeef2;vertical-align:middle;white-space:nowrap}\
 th{background:#f6f8fa;font-weight:600}td small{color:#57606a}.num{font-variant-numeric:tabular-nums}\
 .badge{display:inline-block;padding:.1rem .45rem;border-radius:1rem;font-size:.8rem;font-weight:600}\
-.ok,.succeeded,.approved{background:#dafbe1;color:#116329}.breaching,.failed,.start_failed,.rejected{background:#ffebe9;color:#a40e26}\
-.pending,.started,.decided,.no_metric{background:#fff8c5;color:#7d4e00}.none{background:#eaeef2;color:#57606a}\
+.ok,.succeeded,.approved,.in_sync{background:#dafbe1;color:#116329}.breaching,.failed,.start_failed,.rejected,.drifted{background:#ffebe9;color:#a40e26}\
+.pending,.started,.decided,.no_metric,.applying{background:#fff8c5;color:#7d4e00}.none{background:#eaeef2;color:#57606a}\
 svg.spark{display:block}svg .threshold{stroke:#cf222e;stroke-width:1;stroke-dasharray:4 3}svg .values{fill:none;stroke:#0969da;stroke-width:1.6}\
 svg .point{fill:#0969da}svg .breach{fill:#cf222e}code{font-size:.8rem}\
 @media (max-width:640px){body{padding:.5rem}th,td{padding:.35rem .4rem}}";
@@ -447,6 +486,9 @@ fn badge(s: &str) -> String {
         "started",
         "decided",
         "no_metric",
+        "in_sync",
+        "drifted",
+        "applying",
     ]
     .contains(&class.as_str())
     {

@@ -227,5 +227,32 @@ pub fn render(addr: &str, st: &Value) -> String {
         out.push('\n');
         out.push_str(&table(&rows));
     }
+    let declared: Vec<&Value> = st["pipelines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["declared"].is_object())
+        .collect();
+    if !declared.is_empty() {
+        let mut rows = vec![vec![
+            "PIPELINE".into(),
+            "DEFINITION".into(),
+            "STATE".into(),
+            "SINCE".into(),
+            "DETAIL".into(),
+        ]];
+        for p in declared {
+            let d = &p["declared"];
+            rows.push(vec![
+                s(&p["name"]),
+                s(&d["definition"]),
+                s(&d["state"]),
+                s(&d["since"]),
+                s(&d["detail"]),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table(&rows));
+    }
     out
 }
