@@ -262,3 +262,15 @@ pub fn replace_by_rename(path: &Path, text: &str) {
     std::fs::write(&tmp, text).expect("write temp");
     std::fs::rename(&tmp, path).expect("rename");
 }
+
+/// GET `path` of the daemon at `addr`: the body (panics unless 200).
+pub fn http_get(addr: &str, path: &str) -> String {
+    let (code, body) = mlopsd::status::get(addr, path).expect("daemon answers");
+    assert_eq!(code, 200, "GET {path}: {body}");
+    body
+}
+
+/// GET `path` as JSON.
+pub fn http_get_json(addr: &str, path: &str) -> Value {
+    serde_json::from_str(&http_get(addr, path)).expect("JSON answer")
+}

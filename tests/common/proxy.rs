@@ -157,6 +157,22 @@ impl Proxy {
     }
 }
 
+/// The error type a JSON-protocol answer names in `x-amzn-ErrorType`: the body's `__type`,
+/// else throttling or an internal failure.
+fn error_type(text: &str) -> &str {
+    if let Some(i) = text.find("\"__type\":\"") {
+        let rest = &text[i + 10..];
+        if let Some(end) = rest.find('"') {
+            return &rest[..end];
+        }
+    }
+    if text.contains("Throttl") {
+        "ThrottlingException"
+    } else {
+        "InternalFailure"
+    }
+}
+
 fn find(h: &[u8], needle: &[u8]) -> Option<usize> {
     h.windows(needle.len()).position(|w| w == needle)
 }
@@ -249,7 +265,7 @@ fn handle(mut c: TcpStream, upstream: &str, sh: &Arc<Mutex<Shared>>) -> std::io:
             let resp = format!(
                 "HTTP/1.1 {code} Error\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\nx-amzn-ErrorType: {}\r\n\r\n{text}",
                 text.len(),
-                if text.contains("Throttl") { "ThrottlingException" } else { "InternalFailure" }
+                error_type(text)
             );
             c.write_all(resp.as_bytes())?;
             return c.shutdown(Shutdown::Both);
