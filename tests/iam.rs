@@ -20,6 +20,10 @@ use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
 
+/// The enforcement tests switch the process's AWS credentials (the observer's keys): one at a
+/// time.
+static CREDENTIALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn venv_bin(name: &str) -> String {
     let p = format!("{}/.venv/bin/{name}", env!("CARGO_MANIFEST_DIR"));
     assert!(
@@ -148,6 +152,7 @@ fn widened(policy: &Value, drop_action: Option<&str>) -> Value {
 
 #[test]
 fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
+    let _one_at_a_time = CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
     // Setup requests made before enforcement starts (counted exactly; see below).
     const SETUP_REQUESTS: usize = 20;
     let moto = moto_with_auth(SETUP_REQUESTS);
@@ -391,6 +396,120 @@ notify = ["ops"]
             .as_str()
             .unwrap()
             .contains("sagemaker:StartPipelineExecution"),
+        "the denial names the action: {f}"
+    );
+}
+
+#[test]
+fn declared_pipeline_actions_are_enforced_and_a_missing_one_is_reported() {
+    let _one_at_a_time = CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
+    // Requests before enforcement: two users with keys (3 each) and two spare (see above).
+    const SETUP_REQUESTS: usize = 8;
+    let moto = moto_with_auth(SETUP_REQUESTS);
+    let aws = TestAws::with_endpoint("iam-decl", &moto.1);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    let example = std::fs::read_to_string(format!(
+        "{}/examples/pipelines/churn-training.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let def = dir.path().join("pipelines/churn.json");
+    std::fs::write(&def, &example).unwrap();
+    let pipeline = aws.name("churn");
+    let text = common::daemon_head(&dir.path().join("state"), &moto.1).replace("max_attempts = 2", "max_attempts = 1")
+        + &format!(
+            "[pipelines.churn]\npipeline_name = \"{pipeline}\"\ndefinition = \"pipelines/churn.json\"\nrole_arn = \"arn:aws:iam::123456789012:role/SageMakerPipelineRole\"\n"
+        );
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, err) = mlopsd(&[
+        "iam-policy",
+        "--config",
+        path.to_str().unwrap(),
+        "--account-id",
+        "123456789012",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let policy: Value = serde_json::from_str(&out).unwrap();
+    let actions = mlopsd::iam::actions(&policy);
+    for a in [
+        "sagemaker:DescribePipeline",
+        "sagemaker:CreatePipeline",
+        "sagemaker:UpdatePipeline",
+        "sagemaker:AddTags",
+        "iam:PassRole",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
+    }
+    let (daemon_key, daemon_secret) = keys(&aws, "mlopsd", &widened(&policy, None));
+    let (obs_key, obs_secret) = keys(
+        &aws,
+        "observer",
+        &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+    );
+    let probe = TestAws::with_endpoint("iam-decl-probe", &moto.1);
+    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
+    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
+    let denied = probe.rt.block_on(probe.sm.list_pipelines().send());
+    assert!(
+        denied.is_err(),
+        "IAM enforcement is not on: the setup count is off"
+    );
+    std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
+    let obs = TestAws::with_endpoint("iam-decl-obs", &moto.1);
+    let opts = || Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", daemon_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", daemon_secret.clone()),
+        ],
+        notify: true,
+    };
+    // Under the generated policy: create, then an edit updates.
+    let r = Running::start(dir.path(), &text, opts());
+    r.wait_event("pipeline_created", 1, T);
+    let edit = |text: &str| {
+        let tmp = def.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &def).unwrap();
+    };
+    let edited = example.replace("\"max_depth\": \"5\"", "\"max_depth\": \"6\"");
+    edit(&edited);
+    r.wait_event("pipeline_updated", 1, T);
+    let out = r.raw_output();
+    assert!(
+        !out.contains("AccessDenied") && !out.contains("not authorized"),
+        "a call was denied with the generated policy:\n{out}"
+    );
+    let held = obs
+        .rt
+        .block_on(obs.sm.describe_pipeline().pipeline_name(&pipeline).send())
+        .unwrap();
+    assert!(held
+        .pipeline_definition()
+        .unwrap()
+        .contains("\"max_depth\":\"6\""));
+
+    // Without UpdatePipeline: the next edit fails, naming the denial and the action.
+    set_policy(
+        &obs,
+        "mlopsd",
+        &widened(&policy, Some("sagemaker:UpdatePipeline")),
+    );
+    edit(&example);
+    let f = r.wait_event("pipeline_apply_failed", 1, T);
+    assert_eq!(f["pipeline"], "churn");
+    assert_eq!(f["operation"], "UpdatePipeline");
+    assert!(f["code"].as_str().unwrap().contains("AccessDenied"), "{f}");
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap()
+            .contains("sagemaker:UpdatePipeline"),
         "the denial names the action: {f}"
     );
 }
