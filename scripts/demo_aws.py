@@ -24,8 +24,8 @@ def clients(endpoint):
 def setup(endpoint):
     c = clients(endpoint)
     role = "arn:aws:iam::123456789012:role/mlops-demo"
-    definition = {"Version": "2020-12-01", "Parameters": [{"Name": "InputData", "Type": "String"}, {"Name": "AccuracyThreshold", "Type": "String"}], "Steps": []}
-    c["sagemaker"].create_pipeline(PipelineName="ml-training-pipeline", PipelineDefinition=json.dumps(definition), RoleArn=role)
+    # The pipeline is not created here: it is declared (examples/pipelines/churn-training.json)
+    # and mlopsd creates it at start.
     c["s3"].create_bucket(Bucket="ml-bucket")
     c["codebuild"].create_project(
         name="mlops-project-build",
@@ -65,7 +65,7 @@ def setup(endpoint):
     )
     c["cloudwatch"].set_alarm_state(AlarmName="ml-production-endpoint-5xx", StateValue="OK", StateReason="demo start")
     print("         events queue mlopsd-events, alarm ml-production-endpoint-5xx (OK)")
-    print(f"created: pipeline ml-training-pipeline, build project mlops-project-build, topic {topic} -> queue mlops-alerts-inbox,")
+    print(f"created: build project mlops-project-build, topic {topic} -> queue mlops-alerts-inbox,")
     print("         2 model packages pending approval (accuracy 0.91 and 0.62), drift metric = 0.27 (threshold 0.1)")
 
 
@@ -108,7 +108,7 @@ def watch(endpoint, secs):
                 print(f"    | {line}")
             sys.stdout.flush()
             c["sqs"].delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
-        if {"check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen and paged:
+        if {"pipeline_created", "check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen and paged:
             return 0
     print(f"\nnotifications seen: {sorted(seen)}")
     return 1

@@ -516,7 +516,12 @@ fn declared_pipeline_actions_are_enforced_and_a_missing_one_is_reported() {
 
 #[test]
 fn policy_passes_the_parliament_linter() {
-    for cfg in ["config/mlops.toml", "tests/fuzz_corpus/demo.toml"] {
+    for cfg in [
+        "config/mlops.toml",
+        "tests/fuzz_corpus/demo.toml",
+        "config/demo.toml",
+        "tests/config_cases/declared_ok.toml",
+    ] {
         let path = format!("{}/{cfg}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new(common::bin())
             .args([
