@@ -4,7 +4,8 @@
 //! Points: `after_decision` (firing stored, start not sent), `after_start_sent` (AWS answered,
 //! answer not stored), `while_following` (run ended on AWS, end not stored), `after_publish`
 //! (SNS accepted a message, not yet marked sent), `after_event_stored` (an events batch's
-//! effects and ids stored, its messages not yet deleted).
+//! effects and ids stored, its messages not yet deleted), `after_apply_decided` (a declared
+//! pipeline's create or update stored, not sent), `after_apply_sent` (AWS took it, not stored).
 
 use std::sync::OnceLock;
 

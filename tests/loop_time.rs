@@ -352,3 +352,78 @@ async fn on_event_rules_keep_cooldown_and_dry_run() {
     assert_eq!(seen.starts[1].2["Data"], "s3://b/in/3.csv");
     assert_eq!(seen.deleted.len(), 4, "every message deleted");
 }
+
+/// Declared pipelines on paused time: created once, then one DescribePipeline each per
+/// `reconcile_interval` and no write while in sync; an `on_event` parameter rendered to a
+/// value that is not of its declared type stops the firing, a fitting one starts.
+#[tokio::test(start_paused = true)]
+async fn declared_pipelines_reconcile_on_their_interval_and_type_check_rendered_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = r#"{"Version": "2020-12-01", "Parameters": [{"Name": "Epochs", "Type": "Integer", "DefaultValue": 10}], "Steps": [{"Name": "Train", "Type": "Training", "Arguments": {}}]}"#;
+    let mut cfg = format!(
+        "{}[events]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/123456789012/q\"\n\n",
+        head(dir.path(), free_port())
+    )
+    .replace(
+        "poll_interval = \"15s\"",
+        "poll_interval = \"15s\"\nreconcile_interval = \"10m\"",
+    );
+    for i in 0..3 {
+        std::fs::write(dir.path().join(format!("p{i}.json")), def).unwrap();
+        cfg.push_str(&format!("[pipelines.d{i}]\npipeline_name = \"declared-{i}\"\ndefinition = \"p{i}.json\"\nrole_arn = \"arn:aws:iam::123456789012:role/R\"\n\n"));
+    }
+    cfg.push_str("[rules.tune]\non_event = { source = \"tuner\" }\nstart_pipeline = \"d0\"\nparameters = { Epochs = \"{{ event.detail.epochs }}\" }\n");
+    let clock = Clock::driven(at("2026-06-01T00:00:00Z"));
+    let fake = Fake::new(clock, vec![]);
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let stop = CancellationToken::new();
+    let (f, s) = (fake.clone(), stop.clone());
+    let daemon = tokio::spawn(async move {
+        mlopsd::daemon::run_with(path, clock, move |_| async move { f }, s).await
+    });
+    for (i, (t, epochs)) in [
+        ("2026-06-01T00:30:00Z", "ten"),
+        ("2026-06-01T00:40:00Z", "12"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        tokio::time::sleep((at(t) - clock.now()).to_std().unwrap()).await;
+        let body = serde_json::json!({"id": format!("t{i}"), "source": "tuner", "detail-type": "Tune", "detail": {"epochs": epochs}});
+        fake.seen
+            .lock()
+            .unwrap()
+            .queue
+            .push_back(mlopsd::aws::QueueMessage {
+                message_id: format!("m{i}"),
+                receipt: format!("r{i}"),
+                body: body.to_string(),
+            });
+    }
+    tokio::time::sleep((at("2026-06-01T01:00:30Z") - clock.now()).to_std().unwrap()).await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+    let seen = fake.seen.lock().unwrap();
+    let writes: Vec<(&str, &str)> = seen
+        .pipeline_writes
+        .iter()
+        .map(|(_, op, p)| (*op, p.as_str()))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            ("CreatePipeline", "declared-0"),
+            ("CreatePipeline", "declared-1"),
+            ("CreatePipeline", "declared-2")
+        ],
+        "created once each, nothing written while in sync"
+    );
+    // At start, then at 00:10, 00:20, …, 01:00: 7 reconciles of 3 pipelines.
+    assert_eq!(seen.pipeline_reads, 21);
+    // "ten" is not an Integer: no start; "12" starts, carrying it.
+    assert_eq!(seen.starts.len(), 1, "{:?}", seen.starts);
+    assert_eq!(seen.starts[0].1, "declared-0");
+    assert_eq!(seen.starts[0].2["Epochs"], "12");
+    assert_eq!(ts(&seen.starts[0].0), "2026-06-01T00:40:00Z");
+}

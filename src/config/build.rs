@@ -324,7 +324,8 @@ fn check_declared_params(
                 );
                 ok = false;
             }
-            Some(ty) if !(templates && v.contains("{{")) && !ty.fits(v) => {
+            // A template is checked when rendered; a literal here.
+            Some(ty) if !(ty.fits(v) || templates && v.contains("{{")) => {
                 d.push(
                     span_of(k),
                     format!("parameter `{k}` = \"{v}\" is not of its declared type {ty} (definition \"{file}\")"),
@@ -477,8 +478,18 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>, base: &Path) -> O
     }
 
     let mut pipelines = BTreeMap::new();
+    // Two declared blocks for one SageMaker pipeline would put back each other's definition.
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
     for (name, mut t) in top.named_tables(d, "pipelines") {
         if let Some(p) = read_pipeline(d, &mut t, base, &mut refs) {
+            if p.declared.is_some() {
+                if let Some(first) = owners.get(&p.pipeline_name) {
+                    let span = t.key_span("pipeline_name").unwrap_or(t.span.clone());
+                    d.push(span, format!("[pipelines.{}] declares the SageMaker pipeline \"{}\" that [pipelines.{first}] declares already; one definition per pipeline", name.v, p.pipeline_name));
+                } else {
+                    owners.insert(p.pipeline_name.clone(), name.v.clone());
+                }
+            }
             pipelines.insert(name.v.clone(), p);
         }
         t.finish(d, PIPELINE_KEYS);

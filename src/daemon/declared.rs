@@ -15,6 +15,8 @@ use crate::state::RunRow;
 
 /// Most changed paths carried in a log line or notification.
 const MAX_SHOWN_CHANGES: usize = 20;
+/// Most `DescribePipeline` calls in flight at once.
+const MAX_DESCRIBING: usize = 8;
 
 /// An apply in flight for one pipeline.
 #[derive(Debug, Default)]
@@ -67,6 +69,23 @@ impl<C: Cloud> Work<C> {
                 continue;
             }
             self.reconciling.insert(name.clone(), InFlight::default());
+            self.to_describe.push_back(name);
+        }
+        self.describe_more();
+    }
+
+    /// Sends queued `DescribePipeline` calls, at most `MAX_DESCRIBING` at a time (100
+    /// pipelines must not meet SageMaker's request rate all at once).
+    fn describe_more(&mut self) {
+        while self.describing < MAX_DESCRIBING {
+            let Some(name) = self.to_describe.pop_front() else {
+                return;
+            };
+            let Some(p) = self.cfg.pipelines.get(&name) else {
+                self.finish(&name);
+                continue;
+            };
+            self.describing += 1;
             let (cloud, tx, aws_name) =
                 (self.cloud.clone(), self.tx.clone(), p.pipeline_name.clone());
             self.tracker.spawn(async move {
@@ -97,6 +116,8 @@ impl<C: Cloud> Work<C> {
         pipeline: String,
         result: Result<Option<RemotePipeline>, AwsError>,
     ) {
+        self.describing = self.describing.saturating_sub(1);
+        self.describe_more();
         let cfg = self.cfg.clone();
         let Some((p, decl)) = cfg
             .pipelines

@@ -25,7 +25,7 @@ impl<C: Cloud> Work<C> {
         // An `on_event` rule's values are templates over the event: rendered first, and a
         // template that fails stops this firing.
         let starts: Vec<Start> = match &cause {
-            Cause::Event(e) => match render_starts(&rule.start, e) {
+            Cause::Event(e) => match render_starts(&cfg, &rule.start, e) {
                 Ok(s) => s,
                 Err(why) => {
                     events::rule_failed(name, &corr, &why);
@@ -172,17 +172,31 @@ impl<C: Cloud> Work<C> {
 
 /// The starts of an `on_event` rule with every parameter and environment value rendered over
 /// the event (strict: a missing field or an empty result is an error).
-fn render_starts(starts: &[Start], e: &crate::inbox::Envelope) -> Result<Vec<Start>, String> {
-    let render = |m: &crate::config::Params| -> Result<crate::config::Params, String> {
+/// Renders an `on_event` rule's templated parameters over the event. A pipeline with a
+/// `definition` also gets each rendered value checked against its declared type (a literal
+/// one was checked at validation).
+fn render_starts(
+    cfg: &Config,
+    starts: &[Start],
+    e: &crate::inbox::Envelope,
+) -> Result<Vec<Start>, String> {
+    let render = |m: &crate::config::Params,
+                  types: Option<&crate::config::definition::Definition>|
+     -> Result<crate::config::Params, String> {
         if !m.values().any(|v| v.contains("{{") || v.contains("{%")) {
             return Ok(m.clone());
         }
         let mut out = std::collections::BTreeMap::new();
         for (k, v) in m.iter() {
-            out.insert(
-                k.clone(),
-                crate::inbox::render(v, e).map_err(|why| format!("`{k}`: {why}"))?,
-            );
+            let r = crate::inbox::render(v, e).map_err(|why| format!("`{k}`: {why}"))?;
+            if let Some(ty) = types.and_then(|d| d.parameter(k)) {
+                if !ty.fits(&r) {
+                    return Err(format!(
+                        "`{k}` rendered as \"{r}\", which is not of its declared type {ty}"
+                    ));
+                }
+            }
+            out.insert(k.clone(), r);
         }
         Ok(std::sync::Arc::new(out))
     };
@@ -192,7 +206,13 @@ fn render_starts(starts: &[Start], e: &crate::inbox::Envelope) -> Result<Vec<Sta
             Ok(match s {
                 Start::Pipeline { name, parameters } => Start::Pipeline {
                     name: name.clone(),
-                    parameters: render(parameters)?,
+                    parameters: render(
+                        parameters,
+                        cfg.pipelines
+                            .get(name)
+                            .and_then(|p| p.declared.as_ref())
+                            .map(|d| &d.definition),
+                    )?,
                 },
                 Start::Build {
                     name,
@@ -201,7 +221,7 @@ fn render_starts(starts: &[Start], e: &crate::inbox::Envelope) -> Result<Vec<Sta
                 } => Start::Build {
                     name: name.clone(),
                     source_version: source_version.clone(),
-                    environment: render(environment)?,
+                    environment: render(environment, None)?,
                 },
             })
         })

@@ -164,6 +164,9 @@ pub struct Work<C> {
     /// declared pipelines: applies in flight, and starts held until their pipeline's is done.
     pub(super) reconciling: std::collections::HashMap<String, super::declared::InFlight>,
     pub(super) held: Vec<RunRow>,
+    /// declared pipelines waiting for their `DescribePipeline`, and how many are out.
+    pub(super) to_describe: std::collections::VecDeque<String>,
+    pub(super) describing: usize,
 }
 
 impl<C: Cloud> Work<C> {
@@ -183,6 +186,8 @@ impl<C: Cloud> Work<C> {
             applying: HashSet::new(),
             reconciling: std::collections::HashMap::new(),
             held: Vec::new(),
+            to_describe: std::collections::VecDeque::new(),
+            describing: 0,
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Seen {
     pub pipelines: HashMap<String, (String, String)>,
     /// (instant, operation, pipeline) of each Create/UpdatePipeline.
     pub pipeline_writes: Vec<(DateTime<Utc>, &'static str, String)>,
+    /// DescribePipeline calls.
+    pub pipeline_reads: usize,
 }
 
 pub type ValueFn = dyn Fn(DateTime<Utc>) -> Option<f64> + Send + Sync;
@@ -224,17 +226,13 @@ impl Cloud for Fake {
         Ok(())
     }
     async fn describe_pipeline(&self, name: &str) -> Result<Option<RemotePipeline>, AwsError> {
-        Ok(self
-            .seen
-            .lock()
-            .unwrap()
-            .pipelines
-            .get(name)
-            .map(|(d, r)| RemotePipeline {
-                arn: format!("arn:aws:sagemaker:us-east-1:123456789012:pipeline/{name}"),
-                definition: d.clone(),
-                role_arn: r.clone(),
-            }))
+        let mut s = self.seen.lock().unwrap();
+        s.pipeline_reads += 1;
+        Ok(s.pipelines.get(name).map(|(d, r)| RemotePipeline {
+            arn: format!("arn:aws:sagemaker:us-east-1:123456789012:pipeline/{name}"),
+            definition: d.clone(),
+            role_arn: r.clone(),
+        }))
     }
     async fn create_pipeline(
         &self,
