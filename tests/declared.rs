@@ -371,6 +371,32 @@ fn drift_is_put_back_with_apply_and_only_reported_once_with_report() {
         page.contains("Declared pipelines") && page.contains("drifted"),
         "{page}"
     );
+
+    // Deleted outside mlopsd: a drift too, and `apply` creates it again.
+    s.aws
+        .rt
+        .block_on(
+            s.aws
+                .sm
+                .delete_pipeline()
+                .pipeline_name(s.aws.name("a"))
+                .client_request_token("delete-outside-token-0000000000000")
+                .send(),
+        )
+        .expect("delete outside mlopsd");
+    let gone = d.wait_for_event_where("pipeline_drifted", T, |v| {
+        v["pipeline"] == "a"
+            && v["changes"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("deleted")
+    });
+    assert_eq!(gone["action"], "put back");
+    let again = d.wait_for_event_where("pipeline_created", T, |v| {
+        v["pipeline"] == "a" && v["reason"] == "put back after drift"
+    });
+    assert_eq!(again["pipeline_name"], s.aws.name("a").as_str());
+    assert_eq!(json(&s.remote("a").unwrap().0), json(&example()));
 }
 
 #[test]

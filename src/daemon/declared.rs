@@ -426,6 +426,12 @@ impl<C: Cloud> Work<C> {
         action: &str,
         changes: &[String],
     ) {
+        let deleted = ["(the pipeline was deleted outside mlopsd)".to_string()];
+        let changes = if changes.is_empty() {
+            &deleted[..]
+        } else {
+            changes
+        };
         events::PipelineDrifted {
             pipeline,
             pipeline_name: aws_name,
@@ -451,7 +457,7 @@ impl<C: Cloud> Work<C> {
 /// (AWS's value → the file's), at most `MAX_SHOWN_CHANGES`.
 pub fn describe_changes(remote: Option<&RemotePipeline>, decl: &Declared) -> Vec<String> {
     let Some(r) = remote else {
-        return vec!["(pipeline absent in SageMaker)".into()];
+        return Vec::new();
     };
     let mut out = Vec::new();
     if r.role_arn != decl.role_arn {
