@@ -77,9 +77,25 @@ where
     let refused = |raw: &HttpResponse| {
         (400..500).contains(&raw.status().as_u16()) && raw.status().as_u16() != 429
     };
+    // The SDK's own form, for whoever turns on MLOPSD_LOG=debug (responses, never requests:
+    // no credential is in it).
+    tracing::debug!(service, operation, detail = %scrub(&format!("{e:?}")), "AWS error detail");
+    let transport = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+            Some(transport_error(service, &e))
+        }
+        _ => None,
+    };
+    if let Some((code, message)) = transport {
+        return AwsError {
+            service,
+            operation,
+            code,
+            message,
+            transient: true,
+        };
+    }
     let (code, transient) = match &e {
-        SdkError::TimeoutError(_) => ("Timeout".to_string(), true),
-        SdkError::DispatchFailure(_) => ("ConnectionError".to_string(), true),
         // An answer the SDK could not parse. A 4xx is still a refusal (some endpoints send XML
         // or HTML error bodies where JSON is expected): take its code from the body.
         SdkError::ResponseError(re) if refused(re.raw()) => {
@@ -146,6 +162,79 @@ where
         message,
         transient,
     }
+}
+
+/// What `[aws]` says about where calls go, for messages (set once, when the SDK config is built).
+struct Target {
+    endpoint_url: Option<String>,
+    region: String,
+    profile: Option<String>,
+}
+
+static TARGET: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
+
+/// The endpoint a service's calls go to, as a person would look for it.
+fn endpoint_of(service: &str) -> String {
+    let t = TARGET.get();
+    if let Some(u) = t.and_then(|t| t.endpoint_url.clone()) {
+        return u;
+    }
+    let region = t
+        .map(|t| t.region.as_str())
+        .filter(|r| !r.is_empty())
+        .unwrap_or("us-east-1");
+    let host = match service {
+        "sagemaker" => "api.sagemaker",
+        "cloudwatch" => "monitoring",
+        other => other,
+    };
+    format!("https://{host}.{region}.amazonaws.com")
+}
+
+/// A timeout or a failure to send: no credentials (which sources were tried, how to give
+/// one), or a connection failure (the endpoint and the OS error). One line, no SDK dump.
+fn transport_error<E: std::error::Error + 'static>(service: &str, e: &E) -> (String, String) {
+    let full = format!(
+        "{}",
+        aws_smithy_types::error::display::DisplayErrorContext(e)
+    );
+    let endpoint = endpoint_of(service);
+    if full.contains("credentials") {
+        let profile = TARGET
+            .get()
+            .and_then(|t| t.profile.clone())
+            .or_else(|| std::env::var("AWS_PROFILE").ok());
+        let tried = match &profile {
+            Some(p) => format!("the profile \"{p}\" in ~/.aws/config and ~/.aws/credentials"),
+            None => "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), the default profile in ~/.aws/config and ~/.aws/credentials".to_string(),
+        };
+        return (
+            "NoCredentials".into(),
+            format!(
+                "no AWS credentials: tried {tried}, web identity (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS container role and the EC2 instance role (IMDS); none gave any. Set AWS_PROFILE or [aws] profile, export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run on an instance with a role"
+            ),
+        );
+    }
+    // The innermost cause is the OS's ("Connection refused (os error 111)").
+    let mut src: &(dyn std::error::Error + 'static) = e;
+    while let Some(s) = src.source() {
+        src = s;
+    }
+    let root = scrub(&src.to_string());
+    if full.contains("timeout") || full.contains("timed out") || root.contains("timed out") {
+        let limit = TARGET
+            .get()
+            .map(|_| "aws.attempt_timeout")
+            .unwrap_or("the timeout");
+        return (
+            "Timeout".into(),
+            format!("no answer from {endpoint} within {limit} ({root})"),
+        );
+    }
+    (
+        "ConnectionError".into(),
+        format!("cannot connect to {endpoint}: {root}"),
+    )
 }
 
 /// Removes anything that looks like a signed URL query or a key from a transport message.
@@ -270,6 +359,7 @@ pub struct Aws {
     sns: aws_sdk_sns::Client,
     s3: aws_sdk_s3::Client,
     sqs: aws_sdk_sqs::Client,
+    sts: aws_sdk_sts::Client,
     pub region: String,
 }
 
@@ -361,6 +451,12 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         queue_url: &str,
         receipts: &[String],
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Reads every resource of `scope` (`doctor::check`): never changes anything.
+    fn preflight(
+        &self,
+        cfg: std::sync::Arc<crate::config::Config>,
+        scope: crate::doctor::Scope,
+    ) -> impl Future<Output = Vec<crate::doctor::Finding>> + Send;
     /// The pipeline, or `None` when it does not exist.
     fn describe_pipeline(
         &self,
@@ -384,6 +480,14 @@ pub trait Cloud: Clone + Send + Sync + 'static {
 }
 
 impl Cloud for Aws {
+    fn preflight(
+        &self,
+        cfg: std::sync::Arc<crate::config::Config>,
+        scope: crate::doctor::Scope,
+    ) -> impl Future<Output = Vec<crate::doctor::Finding>> + Send {
+        let aws = self.clone();
+        async move { crate::doctor::check(&aws, &cfg, &scope).await }
+    }
     fn describe_pipeline(
         &self,
         name: &str,
@@ -526,6 +630,15 @@ pub async fn caller_account(cfg: &AwsConfig) -> Result<(String, String), AwsErro
 }
 
 async fn sdk_config(cfg: &AwsConfig) -> aws_types::SdkConfig {
+    let _ = TARGET.set(Target {
+        endpoint_url: cfg.endpoint_url.clone(),
+        region: if cfg.region.is_empty() {
+            std::env::var("AWS_REGION").unwrap_or_default()
+        } else {
+            cfg.region.clone()
+        },
+        profile: cfg.profile.clone(),
+    });
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
             RetryConfig::standard()
@@ -567,6 +680,7 @@ impl Aws {
             sns: aws_sdk_sns::Client::new(&sdk),
             s3: aws_sdk_s3::Client::from_conf(s3conf),
             sqs: aws_sdk_sqs::Client::new(&sdk),
+            sts: aws_sdk_sts::Client::new(&sdk),
             region,
         }
     }
@@ -1169,6 +1283,142 @@ impl Aws {
                 if token.is_none() {
                     break;
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The caller's (ARN, account), from STS `GetCallerIdentity`.
+    pub async fn caller_identity(&self) -> Result<(String, String), AwsError> {
+        let r = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .observed("sts", "GetCallerIdentity")
+            .await?;
+        Ok((
+            r.arn().unwrap_or_default().to_string(),
+            r.account().unwrap_or_default().to_string(),
+        ))
+    }
+
+    /// Which of these CodeBuild projects (at most 100) do not exist: one `BatchGetProjects`.
+    pub async fn missing_projects(&self, names: &[String]) -> Result<Vec<String>, AwsError> {
+        let r = self
+            .codebuild
+            .batch_get_projects()
+            .set_names(Some(names.to_vec()))
+            .send()
+            .observed("codebuild", "BatchGetProjects")
+            .await?;
+        let found: std::collections::HashSet<&str> =
+            r.projects().iter().filter_map(|p| p.name()).collect();
+        Ok(names
+            .iter()
+            .filter(|n| !found.contains(n.as_str()))
+            .cloned()
+            .collect())
+    }
+
+    /// Whether an SNS topic exists (`GetTopicAttributes`).
+    pub async fn topic_exists(&self, arn: &str) -> Result<bool, AwsError> {
+        match self
+            .sns
+            .get_topic_attributes()
+            .topic_arn(arn)
+            .send()
+            .observed("sns", "GetTopicAttributes")
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == "NotFound" || e.code == "NotFoundException" => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a model package group exists (`DescribeModelPackageGroup`).
+    pub async fn package_group_exists(&self, name: &str) -> Result<bool, AwsError> {
+        match self
+            .sagemaker
+            .describe_model_package_group()
+            .model_package_group_name(name)
+            .send()
+            .observed("sagemaker", "DescribeModelPackageGroup")
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.code == "ResourceNotFound"
+                    || (e.code == "ValidationException"
+                        && (e.message.contains("does not exist")
+                            || e.message.contains("not found")
+                            || e.message.contains("Could not find"))) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether an SQS queue exists (`GetQueueAttributes`).
+    pub async fn queue_exists(&self, url: &str) -> Result<bool, AwsError> {
+        match self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .observed("sqs", "GetQueueAttributes")
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.code.contains("NonExistentQueue") || e.code.contains("QueueDoesNotExist") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The dimension sets a metric exists with (`ListMetrics`; empty: no such metric in the
+    /// namespace). At most a few pages.
+    pub async fn metric_dimension_sets(
+        &self,
+        namespace: &str,
+        metric: &str,
+    ) -> Result<Vec<Vec<(String, String)>>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..5 {
+            let r = self
+                .cloudwatch
+                .list_metrics()
+                .namespace(namespace)
+                .metric_name(metric)
+                .set_next_token(token.clone())
+                .send()
+                .observed("cloudwatch", "ListMetrics")
+                .await?;
+            for m in r.metrics() {
+                let mut d: Vec<(String, String)> = m
+                    .dimensions()
+                    .iter()
+                    .map(|d| {
+                        (
+                            d.name().unwrap_or_default().to_string(),
+                            d.value().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                d.sort();
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+            token = r.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
             }
         }
         Ok(out)

@@ -673,3 +673,13 @@ pub fn pipeline_in_sync(pipeline: &str, pipeline_name: &str, was: &str) {
 pub fn start_held(rule: &str, pipeline: &str, run_id: i64) {
     tracing::info!(event = "start_held", rule = %rule, pipeline = %pipeline, run_id, "start waits for the pipeline's apply in flight; it is sent after it");
 }
+
+/// The preflight found a problem with an AWS resource the config names (logged once per
+/// problem; the item keeps running, and its first use will fail the same way).
+pub fn preflight_failed(f: &crate::doctor::Finding) {
+    tracing::warn!(
+        event = "preflight_failed", kind = f.kind, item = %f.name, config_item = %f.config_item(), resource = %f.resource,
+        status = f.status.as_str(), reason = %f.detail,
+        "preflight: {} {} is {}: {}", f.config_item(), f.resource, f.status.as_str(), f.detail
+    );
+}

@@ -38,6 +38,15 @@ pub struct Health {
     any: AtomicBool,
     faults: Mutex<BTreeMap<&'static str, StoreFault>>,
     queue: Mutex<Option<QueueHealth>>,
+    /// The preflight's last finding for each (kind, item) it read, and when it last ran.
+    preflight: Mutex<Preflight>,
+}
+
+/// What the daemon's preflight found (`doctor::check` over the running config).
+#[derive(Debug, Clone, Default)]
+pub struct Preflight {
+    pub findings: BTreeMap<(&'static str, String), crate::doctor::Finding>,
+    pub checked_at: Option<DateTime<Utc>>,
 }
 
 impl Health {
@@ -126,6 +135,42 @@ impl Health {
         crate::metrics::get()
             .events_queue_up
             .set(i64::from(reachable));
+    }
+
+    /// Takes a preflight's findings (replacing those of the same items); returns the ones
+    /// that are new problems (not reported with this status and detail before).
+    pub fn preflight_found(
+        &self,
+        found: Vec<crate::doctor::Finding>,
+        at: DateTime<Utc>,
+    ) -> Vec<crate::doctor::Finding> {
+        let mut p = self.preflight.lock().unwrap_or_else(|x| x.into_inner());
+        p.checked_at = Some(at);
+        let mut new = Vec::new();
+        for f in found {
+            let key = (f.kind, f.name.clone());
+            let was = p.findings.get(&key);
+            if f.status != crate::doctor::Status::Ok
+                && was.is_none_or(|w| w.status != f.status || w.detail != f.detail)
+            {
+                new.push(f.clone());
+            }
+            p.findings.insert(key, f);
+        }
+        new
+    }
+
+    /// Forgets findings of items no longer in the config.
+    pub fn preflight_keep(&self, keep: impl Fn(&str, &str) -> bool) {
+        let mut p = self.preflight.lock().unwrap_or_else(|x| x.into_inner());
+        p.findings.retain(|(k, n), _| keep(k, n));
+    }
+
+    pub fn preflight(&self) -> Preflight {
+        self.preflight
+            .lock()
+            .unwrap_or_else(|x| x.into_inner())
+            .clone()
     }
 
     pub fn queue(&self) -> Option<QueueHealth> {

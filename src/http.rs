@@ -192,6 +192,22 @@ pub fn status_json(
     values: usize,
 ) -> Value {
     let cfg = &view.cfg;
+    let pre = health.preflight();
+    let problem = |kind: &'static str, name: &str| -> Option<Value> {
+        pre.findings
+            .get(&(kind, name.to_string()))
+            .filter(|f| f.status != crate::doctor::Status::Ok)
+            .map(|f| json!({"item": f.config_item(), "resource": f.resource, "status": f.status.as_str(), "detail": f.detail}))
+    };
+    // A rule's or gate's problems: its targets' and its notifiers'.
+    let problems_of = |targets: &[(&'static str, &str)], notify: &[String]| -> Vec<Value> {
+        targets
+            .iter()
+            .copied()
+            .chain(notify.iter().map(|n| ("notifier", n.as_str())))
+            .filter_map(|(k, n)| problem(k, n))
+            .collect()
+    };
     let states = store.check_states().unwrap_or_default();
     let mut all_values = store.all_check_values(values).unwrap_or_default();
     let rule_states = store.rule_states().unwrap_or_default();
@@ -225,6 +241,7 @@ pub fn status_json(
                 "last_value": st.last_value,
                 "last_evaluated": last_eval.map(|t| ts(&t)),
                 "values": vals.iter().map(|(t, v, b)| json!({"at": ts(t), "value": v, "breached": b})).collect::<Vec<_>>(),
+                "preflight": problem("check", name),
             })
         })
         .collect();
@@ -253,9 +270,19 @@ pub fn status_json(
                     json!({"target": t.to_string(), "active_runs": active.get(&t).copied().unwrap_or(0)})
                 })
                 .collect();
+            let target_items: Vec<(&'static str, &str)> = r
+                .start
+                .iter()
+                .map(|s| match s {
+                    crate::config::Start::Pipeline { name, .. } => ("pipeline", name.as_str()),
+                    crate::config::Start::Build { name, .. } => ("build", name.as_str()),
+                })
+                .collect();
+            let rule_problems = problems_of(&target_items, &r.notify);
             json!({
                 "name": name,
                 "trigger": trigger,
+                "preflight": rule_problems,
                 "next_fire": next,
                 "firings": st.firings,
                 "last_fired": st.last_fired.map(|t| ts(&t)),
@@ -302,6 +329,7 @@ pub fn status_json(
                 .collect();
             json!({
                 "name": name,
+                "preflight": problems_of(&[("gate", name.as_str())], &g.notify),
                 "model_package_group": g.model_package_group,
                 "schedule": g.timed.expression,
                 "next_fire": g.timed.schedule.next_after(g.timed.timezone, now).map(|t| ts(&t)),
@@ -342,6 +370,7 @@ pub fn status_json(
             json!({
                 "name": name,
                 "pipeline_name": p.pipeline_name,
+                "preflight": problem("pipeline", name),
                 "max_concurrent": p.max_concurrent,
                 "declared": declared,
             })
@@ -361,6 +390,12 @@ pub fn status_json(
         "runs": runs,
         "gates": gates,
         "pipelines": pipelines,
+        "preflight": {
+            "checked_at": pre.checked_at.map(|t| ts(&t)),
+            "problems": pre.findings.values().filter(|f| f.status != crate::doctor::Status::Ok)
+                .map(|f| json!({"kind": f.kind, "name": f.name, "item": f.config_item(), "resource": f.resource, "status": f.status.as_str(), "detail": f.detail}))
+                .collect::<Vec<_>>(),
+        },
         "events": cfg.events.as_ref().map(|ev| {
             let q = health.queue();
             json!({
@@ -466,8 +501,8 @@ h1{font-size:1.4rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #eaeef2;vertical-align:middle;white-space:nowrap}\
 th{background:#f6f8fa;font-weight:600}td small{color:#57606a}.num{font-variant-numeric:tabular-nums}\
 .badge{display:inline-block;padding:.1rem .45rem;border-radius:1rem;font-size:.8rem;font-weight:600}\
-.ok,.succeeded,.approved,.in_sync{background:#dafbe1;color:#116329}.breaching,.failed,.start_failed,.rejected,.drifted{background:#ffebe9;color:#a40e26}\
-.pending,.started,.decided,.no_metric,.applying{background:#fff8c5;color:#7d4e00}.none{background:#eaeef2;color:#57606a}\
+.ok,.succeeded,.approved,.in_sync{background:#dafbe1;color:#116329}.breaching,.failed,.start_failed,.rejected,.drifted,.missing,.forbidden,.unreachable{background:#ffebe9;color:#a40e26}\
+.pending,.started,.decided,.no_metric,.applying,.no_data{background:#fff8c5;color:#7d4e00}.none{background:#eaeef2;color:#57606a}\
 svg.spark{display:block}svg .threshold{stroke:#cf222e;stroke-width:1;stroke-dasharray:4 3}svg .values{fill:none;stroke:#0969da;stroke-width:1.6}\
 svg .point{fill:#0969da}svg .breach{fill:#cf222e}code{font-size:.8rem}\
 @media (max-width:640px){body{padding:.5rem}th,td{padding:.35rem .4rem}}";
@@ -489,6 +524,10 @@ fn badge(s: &str) -> String {
         "in_sync",
         "drifted",
         "applying",
+        "missing",
+        "forbidden",
+        "no_data",
+        "unreachable",
     ]
     .contains(&class.as_str())
     {

@@ -212,6 +212,58 @@ pub fn policy(
             }));
         }
     }
+    // The preflight (`mlopsd doctor`, and the daemon at start and after a reload) reads every
+    // resource the config names; these reads are its own (the rest it shares with the loop).
+    let mut pre_actions: Vec<&str> = Vec::new();
+    let mut pre_res: BTreeSet<String> = BTreeSet::new();
+    if !cfg.pipelines.is_empty() {
+        pre_actions.push("sagemaker:DescribePipeline");
+        pre_res.extend(cfg.pipelines.values().map(|p| {
+            format!(
+                "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
+                sm(&p.pipeline_name)
+            )
+        }));
+    }
+    if !cfg.builds.is_empty() {
+        pre_actions.push("codebuild:BatchGetProjects");
+        pre_res.extend(cfg.builds.values().map(|b| {
+            format!(
+                "arn:{partition}:codebuild:{region}:{account}:project/{}",
+                b.project_name
+            )
+        }));
+    }
+    if !cfg.notifiers.is_empty() {
+        pre_actions.push("sns:GetTopicAttributes");
+        pre_res.extend(cfg.notifiers.values().map(|n| n.topic_arn.clone()));
+    }
+    if !cfg.gates.is_empty() {
+        pre_actions.push("sagemaker:DescribeModelPackageGroup");
+        pre_res.extend(cfg.gates.values().map(|g| {
+            format!(
+                "arn:{partition}:sagemaker:{region}:{account}:model-package-group/{}",
+                sm(&g.model_package_group)
+            )
+        }));
+    }
+    if !pre_actions.is_empty() {
+        st.push(json!({
+            "Sid": "Preflight",
+            "Effect": "Allow",
+            "Action": pre_actions,
+            "Resource": pre_res.into_iter().collect::<Vec<_>>()
+        }));
+    }
+    if cfg.checks.values().any(|c| c.alarm.is_none()) {
+        // Explains a metric query without data (wrong namespace, metric or dimensions).
+        st.push(json!({
+            "Sid": "PreflightListMetrics",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:ListMetrics"],
+            "Resource": "*"
+        }));
+    }
     Ok(json!({ "Version": "2012-10-17", "Statement": st }))
 }
 
@@ -300,7 +352,19 @@ mod tests {
         )
         .unwrap();
         let p = policy(&cfg, "eu-west-1", "111122223333", &[]).unwrap();
-        assert_eq!(actions(&p), ["cloudwatch:GetMetricData"]);
+        // The unused pipeline is only read, by the preflight.
+        assert_eq!(
+            actions(&p),
+            [
+                "cloudwatch:GetMetricData",
+                "sagemaker:DescribePipeline",
+                "cloudwatch:ListMetrics"
+            ]
+        );
+        assert_eq!(
+            p["Statement"][1]["Resource"],
+            json!(["arn:aws:sagemaker:eu-west-1:111122223333:pipeline/p"])
+        );
     }
 
     #[test]

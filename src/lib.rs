@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod diff;
+pub mod doctor;
 pub mod duration;
 pub mod engine;
 pub mod events;

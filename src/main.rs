@@ -50,6 +50,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Preflight against AWS, changes nothing: the caller identity, then every AWS resource
+    /// the config names (ok, missing, forbidden, no_data, unreachable).
+    /// Exit 0 all ok, 1 some problem, 2 AWS could not be reached.
+    Doctor {
+        #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the least-privilege IAM policy (JSON) this config needs.
     IamPolicy {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
@@ -165,6 +175,26 @@ fn main() -> ExitCode {
             };
             let code = rt.block_on(mlopsd::check::run(&cfg, &name));
             ExitCode::from(code)
+        }
+        Cmd::Doctor { config, json } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_CONFIG as u8);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            ExitCode::from(rt.block_on(mlopsd::doctor::run(&cfg, json)))
         }
         Cmd::Diff { config, json } => {
             let cfg = match config::load(&config) {

@@ -106,6 +106,7 @@ pub struct Metrics {
     pub events_queue_up: Gauge,
     pub pipeline_applies: Family<ApplyL, Counter>,
     pub pipeline_in_sync: Family<PipelineL, Gauge>,
+    pub preflight_problems: Gauge,
     pub schedule_lateness: Histogram,
     pub up_since: FGauge,
 }
@@ -140,6 +141,7 @@ impl Metrics {
             events_queue_up: Gauge::default(),
             pipeline_applies: Family::default(),
             pipeline_in_sync: Family::default(),
+            preflight_problems: Gauge::default(),
             schedule_lateness: lateness(),
             up_since: FGauge::default(),
             registry: Registry::default(),
@@ -255,6 +257,11 @@ impl Metrics {
             "mlopsd_pipeline_applies",
             "Declared pipelines: applies and findings by result (created, updated, drifted, failed)",
             m.pipeline_applies.clone(),
+        );
+        r.register(
+            "mlopsd_preflight_problems",
+            "AWS resources the config names that the last preflight found missing, forbidden, without data or unreachable",
+            m.preflight_problems.clone(),
         );
         r.register(
             "mlopsd_pipeline_in_sync",

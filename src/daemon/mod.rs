@@ -247,6 +247,9 @@ where
 
     systemd::ready("running");
     events::daemon_ready(d.store.path(), d.timer.len());
+    // The preflight reads every resource the config names, after READY and beside the
+    // schedules: a misspelt name shows on /status before its first use.
+    d.work.preflight(crate::doctor::Scope::all());
 
     let mut reload_at: Option<tokio::time::Instant> = None;
     let mut heartbeat_tick = tokio::time::interval(Duration::from_secs(5));
@@ -429,6 +432,7 @@ impl<C: Cloud> Daemon<C> {
             Msg::RunStatuses { statuses, poll } => self.work.on_run_statuses(statuses, poll),
             Msg::Events { queue_url, batch } => self.work.on_events(&queue_url, batch),
             Msg::GatePackages { gate, result } => self.work.on_gate_packages(gate, result),
+            Msg::Preflight { findings } => self.work.on_preflight(findings),
             Msg::PipelineDescribed { pipeline, result } => {
                 self.work.on_pipeline_described(pipeline, result)
             }
@@ -616,6 +620,19 @@ impl<C: Cloud> Daemon<C> {
             .cloned()
             .collect();
         self.work.reconcile(Some(to_apply), "reload");
+        // Items added or changed are read again by the preflight.
+        let touched = |d: &config::diff::SectionDiff| {
+            Some(d.added.iter().chain(&d.changed).cloned().collect())
+        };
+        self.work.preflight(crate::doctor::Scope {
+            pipelines: touched(&diff.pipelines),
+            builds: touched(&diff.builds),
+            notifiers: touched(&diff.notifiers),
+            checks: touched(&diff.checks),
+            gates: touched(&diff.gates),
+            events: false,
+            skip_declared: true,
+        });
         for (kind, section) in [
             (ItemKind::Check, &diff.checks),
             (ItemKind::Rule, &diff.rules),

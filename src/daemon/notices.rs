@@ -52,3 +52,65 @@ impl<C: Cloud> Work<C> {
         }
     }
 }
+
+impl<C: Cloud> Work<C> {
+    /// Reads the AWS resources of `scope` in a task of its own (not tracked: a shutdown does not
+    /// wait for it, and it changes nothing); the answer is `Msg::Preflight`. Declared pipelines
+    /// are left to their reconcile.
+    pub fn preflight(&self, mut scope: crate::doctor::Scope) {
+        if scope.is_empty() {
+            return;
+        }
+        scope.skip_declared = true;
+        let (cloud, tx, cfg) = (self.cloud.clone(), self.tx.clone(), self.cfg.clone());
+        tokio::spawn(async move {
+            let findings = cloud.preflight(cfg, scope).await;
+            let _ = tx.send(super::work::Msg::Preflight { findings });
+        });
+    }
+
+    /// Takes a preflight's findings: each new problem is logged once (`preflight_failed`),
+    /// all are shown on `/status`, and `mlopsd_preflight_problems` counts them.
+    pub fn on_preflight(&self, findings: Vec<crate::doctor::Finding>) {
+        let cfg = self.cfg.clone();
+        // Only items still in the config (a reload may have removed some meanwhile).
+        let findings: Vec<_> = findings
+            .into_iter()
+            .filter(|f| item_exists(&cfg, f.kind, &f.name))
+            .collect();
+        let n = findings.len();
+        for f in self.health.preflight_found(findings, self.now()) {
+            events::preflight_failed(&f);
+        }
+        self.health
+            .preflight_keep(|kind, name| item_exists(&cfg, kind, name));
+        let problems = self
+            .health
+            .preflight()
+            .findings
+            .values()
+            .filter(|f| f.status != crate::doctor::Status::Ok)
+            .count();
+        crate::metrics::get()
+            .preflight_problems
+            .set(problems as i64);
+        tracing::info!(
+            event = "preflight_done",
+            resources = n,
+            problems,
+            "preflight read the AWS resources the config names"
+        );
+    }
+}
+
+fn item_exists(cfg: &crate::config::Config, kind: &str, name: &str) -> bool {
+    match kind {
+        "pipeline" => cfg.pipelines.contains_key(name),
+        "build" => cfg.builds.contains_key(name),
+        "notifier" => cfg.notifiers.contains_key(name),
+        "check" => cfg.checks.contains_key(name),
+        "gate" => cfg.gates.contains_key(name),
+        "events" => cfg.events.is_some(),
+        _ => false,
+    }
+}

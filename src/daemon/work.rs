@@ -59,6 +59,10 @@ pub enum Msg {
         pipeline: String,
         result: Result<Option<crate::aws::RemotePipeline>, AwsError>,
     },
+    /// What a preflight found (`doctor::check` over the items it was asked about).
+    Preflight {
+        findings: Vec<crate::doctor::Finding>,
+    },
     /// The answer to a declared pipeline's create or update.
     PipelineApplied {
         pipeline: String,

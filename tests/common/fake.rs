@@ -225,6 +225,13 @@ impl Cloud for Fake {
             .extend(receipts.iter().cloned());
         Ok(())
     }
+    async fn preflight(
+        &self,
+        _cfg: std::sync::Arc<mlopsd::config::Config>,
+        _scope: mlopsd::doctor::Scope,
+    ) -> Vec<mlopsd::doctor::Finding> {
+        Vec::new()
+    }
     async fn describe_pipeline(&self, name: &str) -> Result<Option<RemotePipeline>, AwsError> {
         let mut s = self.seen.lock().unwrap();
         s.pipeline_reads += 1;
