@@ -123,11 +123,7 @@ fn action(e: &AwsError) -> String {
             .unwrap_or(rest.len());
         return rest[..end].to_string();
     }
-    let prefix = match e.service {
-        "cloudwatch" => "cloudwatch",
-        other => other,
-    };
-    format!("{prefix}:{}", e.operation)
+    format!("{}:{}", e.service, e.operation)
 }
 
 /// Whether an AWS error is a denial.
