@@ -51,8 +51,19 @@ fn body_code(raw: &HttpResponse) -> Option<String> {
     Some(t[start..end].to_string())
 }
 
-/// "HTTP 403 <start of the body>", for answers the SDK could not parse.
+/// The `<Message>` of an XML error body, if there is one.
+fn body_message(raw: &HttpResponse) -> Option<String> {
+    let t = String::from_utf8_lossy(raw.body().bytes()?);
+    let start = t.find("<Message>")? + 9;
+    let end = t[start..].find("</Message>")? + start;
+    Some(scrub(&t[start..end]))
+}
+
+/// AWS's own message of an answer the SDK could not parse, else "HTTP 403 <start of the body>".
 fn body_summary(raw: &HttpResponse) -> String {
+    if let Some(m) = body_message(raw) {
+        return m;
+    }
     let body = raw
         .body()
         .bytes()

@@ -119,7 +119,7 @@ fn action(e: &AwsError) -> String {
     if let Some(i) = e.message.find("perform: ") {
         let rest = &e.message[i + 9..];
         let end = rest
-            .find(|c: char| c.is_whitespace() || c == ',')
+            .find(|c: char| c.is_whitespace() || matches!(c, ',' | '<' | '"' | ';'))
             .unwrap_or(rest.len());
         return rest[..end].to_string();
     }

@@ -515,6 +515,105 @@ fn declared_pipeline_actions_are_enforced_and_a_missing_one_is_reported() {
 }
 
 #[test]
+fn doctor_reports_a_denied_read_as_forbidden_naming_the_action() {
+    let _one_at_a_time = CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
+    // Requests before enforcement: the project (1), two users with their keys (3 each), two
+    // spare.
+    const SETUP_REQUESTS: usize = 9;
+    let moto = moto_with_auth(SETUP_REQUESTS);
+    let aws = TestAws::with_endpoint("iam-doctor", &moto.1);
+    let project = aws.create_project("ci");
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::daemon_head(&dir.path().join("state"), &moto.1).replace("max_attempts = 2", "max_attempts = 1")
+        + &format!(
+            "[pipelines.train]\npipeline_name = \"{}\"\n\n[builds.ci]\nproject_name = \"{project}\"\n",
+            aws.name("absent")
+        );
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, err) = mlopsd(&[
+        "iam-policy",
+        "--config",
+        path.to_str().unwrap(),
+        "--account-id",
+        "123456789012",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let policy: Value = serde_json::from_str(&out).unwrap();
+    let (key, secret) = keys(&aws, "doctor", &widened(&policy, None));
+    let (obs_key, obs_secret) = keys(
+        &aws,
+        "observer",
+        &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+    );
+    let probe = TestAws::with_endpoint("iam-doctor-probe", &moto.1);
+    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
+    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
+    assert!(
+        probe.rt.block_on(probe.sm.list_pipelines().send()).is_err(),
+        "IAM enforcement is not on: the setup count is off"
+    );
+    let run = || {
+        let out = Command::new(common::bin())
+            .args(["doctor", "--json", "--config", path.to_str().unwrap()])
+            .env("AWS_ACCESS_KEY_ID", &key)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .output()
+            .unwrap();
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), j)
+    };
+    let find = |j: &Value, kind: &str| {
+        j["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == kind)
+            .cloned()
+            .unwrap()
+    };
+    // Under the generated policy every read is allowed: the absent pipeline is missing, the
+    // project is there.
+    let (code, j) = run();
+    assert_eq!(code, Some(1), "{j:#}");
+    assert_eq!(find(&j, "pipeline")["status"], "missing", "{j:#}");
+    assert_eq!(find(&j, "build")["status"], "ok", "{j:#}");
+
+    // Without codebuild:BatchGetProjects: forbidden, naming the action and the item.
+    std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
+    let obs = TestAws::with_endpoint("iam-doctor-obs", &moto.1);
+    set_policy(
+        &obs,
+        "doctor",
+        &widened(&policy, Some("codebuild:BatchGetProjects")),
+    );
+    let (code, j) = run();
+    assert_eq!(code, Some(1));
+    let b = find(&j, "build");
+    assert_eq!(b["status"], "forbidden", "{j:#}");
+    assert_eq!(b["name"], "ci");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("codebuild:BatchGetProjects is denied"),
+        "{b}"
+    );
+    assert_eq!(
+        find(&j, "pipeline")["status"],
+        "missing",
+        "the rest is still read"
+    );
+}
+
+#[test]
 fn policy_passes_the_parliament_linter() {
     for cfg in [
         "config/mlops.toml",
