@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::aws::{TestAws, ROLE};
+use common::aws::TestAws;
 use common::{Opts, Running};
 use serde_json::Value;
 
