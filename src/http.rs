@@ -653,7 +653,7 @@ mod tests {
             "escaped like all text: {p}"
         );
         assert!(
-            p.contains("badge none\">unreachable") && p.contains("&lt;boom&gt;"),
+            p.contains("badge unreachable\">unreachable") && p.contains("&lt;boom&gt;"),
             "{p}"
         );
     }

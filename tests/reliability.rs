@@ -129,8 +129,9 @@ fn sigterm_during_an_in_flight_call_exits_0_within_grace() {
         usize::MAX,
     );
     let mut r = Running::start(dir.path(), &text, env());
-    r.wait_for("a GetMetricData call in flight", T, |_| {
-        proxy.count("GetMetricData") >= 1
+    // Two in flight: the preflight's read (which a shutdown does not wait for) and the check's.
+    r.wait_for("the check's GetMetricData call in flight", T, |_| {
+        proxy.count("GetMetricData") >= 2
     });
     r.signal(libc::SIGTERM);
     let st = r.wait_exit(Duration::from_secs(15));
