@@ -1542,3 +1542,163 @@ mod tests {
         assert!(s.contains("[redacted]"));
     }
 }
+
+/// The HA table on DynamoDB (partition key `pk`, sort key `sk`, both strings): the lease item
+/// is (`pk = "lease"`, `sk = "leader"`).
+#[derive(Clone)]
+pub struct HaTable {
+    client: aws_sdk_dynamodb::Client,
+    pub table: String,
+}
+
+const LEASE_PK: &str = "lease";
+const LEASE_SK: &str = "leader";
+
+impl HaTable {
+    /// The table `table` through `[aws]`'s SDK config (endpoint, credentials, retries).
+    pub async fn new(cfg: &AwsConfig, table: &str) -> HaTable {
+        let sdk = sdk_config(cfg).await;
+        HaTable {
+            client: aws_sdk_dynamodb::Client::new(&sdk),
+            table: table.to_string(),
+        }
+    }
+
+    /// Checks that the table exists with the key schema mlopsd needs; the error says what is
+    /// wrong with which table.
+    pub async fn check(&self) -> Result<(), String> {
+        use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
+        let r = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .observed("dynamodb", "DescribeTable")
+            .await;
+        let t = match r {
+            Ok(r) => r.table,
+            Err(e) if e.code == "ResourceNotFoundException" => {
+                return Err(format!(
+                    "the HA table \"{}\" does not exist (create it with partition key `pk` (S) and sort key `sk` (S); the CloudFormation template does)",
+                    self.table
+                ))
+            }
+            Err(e) => return Err(format!("cannot read the HA table \"{}\": {e}", self.table)),
+        };
+        let Some(t) = t else {
+            return Err(format!(
+                "DescribeTable gave no table for \"{}\"",
+                self.table
+            ));
+        };
+        let types: std::collections::HashMap<&str, &ScalarAttributeType> = t
+            .attribute_definitions()
+            .iter()
+            .map(|a| (a.attribute_name(), a.attribute_type()))
+            .collect();
+        let keys: Vec<(&str, &KeyType)> = t
+            .key_schema()
+            .iter()
+            .map(|k| (k.attribute_name(), k.key_type()))
+            .collect();
+        let want = [("pk", KeyType::Hash), ("sk", KeyType::Range)];
+        let ok = keys.len() == 2
+            && want.iter().all(|(n, k)| {
+                keys.contains(&(*n, k)) && types.get(n) == Some(&&ScalarAttributeType::S)
+            });
+        if ok {
+            Ok(())
+        } else {
+            let found: Vec<String> = keys
+                .iter()
+                .map(|(n, k)| {
+                    format!(
+                        "{n} ({}, {})",
+                        k.as_str(),
+                        types.get(n).map(|t| t.as_str()).unwrap_or("?")
+                    )
+                })
+                .collect();
+            Err(format!(
+                "the HA table \"{}\" has the key schema {}; mlopsd needs partition key `pk` (S) and sort key `sk` (S)",
+                self.table,
+                found.join(", ")
+            ))
+        }
+    }
+}
+
+impl crate::lease::LeaseTable for HaTable {
+    async fn read(&self) -> Result<Option<crate::lease::LeaseItem>, AwsError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let r = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", V::S(LEASE_PK.into()))
+            .key("sk", V::S(LEASE_SK.into()))
+            .consistent_read(true)
+            .send()
+            .observed("dynamodb", "GetItem")
+            .await?;
+        let Some(item) = r.item else {
+            return Ok(None);
+        };
+        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let n = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|x| x.parse::<u64>().ok())
+        };
+        match (s("holder"), n("fencing"), n("version")) {
+            (Some(holder), Some(fencing), Some(version)) => Ok(Some(crate::lease::LeaseItem {
+                holder,
+                fencing,
+                version,
+            })),
+            _ => Err(AwsError {
+                service: "dynamodb",
+                operation: "GetItem",
+                code: "MalformedLease".into(),
+                message: format!(
+                    "the lease item in \"{}\" lacks holder, fencing or version",
+                    self.table
+                ),
+                transient: false,
+            }),
+        }
+    }
+
+    async fn write(
+        &self,
+        item: crate::lease::LeaseItem,
+        expect: crate::lease::Expect,
+    ) -> Result<bool, AwsError> {
+        use crate::lease::Expect;
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", V::S(LEASE_PK.into()))
+            .item("sk", V::S(LEASE_SK.into()))
+            .item("holder", V::S(item.holder.clone()))
+            .item("fencing", V::N(item.fencing.to_string()))
+            .item("version", V::N(item.version.to_string()));
+        req = match expect {
+            Expect::Absent => req.condition_expression("attribute_not_exists(pk)"),
+            Expect::Version(v) => req
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", V::N(v.to_string())),
+            Expect::Held { holder, fencing } => req
+                .condition_expression("holder = :h AND fencing = :f")
+                .expression_attribute_values(":h", V::S(holder))
+                .expression_attribute_values(":f", V::N(fencing.to_string())),
+        };
+        match req.send().observed("dynamodb", "PutItem").await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == "ConditionalCheckFailedException" => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -29,6 +29,7 @@ pub mod health;
 pub mod http;
 pub mod iam;
 pub mod inbox;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -1,0 +1,488 @@
+//! Leadership for high availability (SPEC "More than one machine"): one lease item in a
+//! DynamoDB table, taken and renewed by conditional writes, with a fencing number that grows
+//! with every new leader.
+//!
+//! No replica trusts another's clock (as the DynamoDB lock client does): a standby takes over
+//! only after it has seen the lease item *unchanged* (same `version`) for the lease duration on
+//! its own monotonic clock, and a leader counts its lease from the moment it *sent* the renewal
+//! that succeeded, minus a margin, so it stops acting before any standby may take over.
+//!
+//! `Lease` is the pure state machine (instants are given, nothing is read or written); `drive`
+//! runs it against a `LeaseTable` (DynamoDB in `aws.rs`, in memory in tests).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::aws::AwsError;
+
+/// The lease item as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseItem {
+    /// The replica that holds it.
+    pub holder: String,
+    /// Grows by one with every new leader; every state write of the leader is conditioned on it.
+    pub fencing: u64,
+    /// Grows by one with every write (a renewal, a takeover): what standbys watch.
+    pub version: u64,
+}
+
+/// What a conditional write of the lease item expects to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// No lease item yet.
+    Absent,
+    /// The item a standby watched expire: still at this version.
+    Version(u64),
+    /// Our own lease: this holder and fencing number (a renewal).
+    Held { holder: String, fencing: u64 },
+}
+
+/// Where the lease item lives.
+pub trait LeaseTable: Clone + Send + Sync + 'static {
+    /// The lease item (strongly consistent read), `None` when there is none.
+    fn read(&self) -> impl Future<Output = Result<Option<LeaseItem>, AwsError>> + Send;
+    /// Writes `item` if the stored item is as `expect` says; `Ok(false)` when it is not.
+    fn write(
+        &self,
+        item: LeaseItem,
+        expect: Expect,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+}
+
+/// A replica's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Leader {
+        fencing: u64,
+    },
+    Standby {
+        leader: Option<String>,
+        fencing: u64,
+    },
+}
+
+/// What the driver should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Read the lease item.
+    Read,
+    /// Write this item, conditioned on `expect` (a takeover or a renewal).
+    Write { item: LeaseItem, expect: Expect },
+}
+
+/// The lease state machine of one replica.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    me: String,
+    duration: Duration,
+    role: Role,
+    /// Standby: the version last seen and since when (own clock) it has not changed.
+    watched: Option<(u64, Instant)>,
+    /// Leader: our item, and until when we may act.
+    held: Option<(LeaseItem, Instant)>,
+    /// The last item seen (for the fencing number a takeover increments).
+    last: Option<LeaseItem>,
+}
+
+/// How much earlier than a standby could take over a leader stops acting: a share of the
+/// lease for clock-rate differences and scheduling delays.
+pub fn margin(duration: Duration) -> Duration {
+    (duration / 5)
+        .max(Duration::from_millis(200))
+        .min(duration / 2)
+}
+
+impl Lease {
+    pub fn new(me: &str, duration: Duration) -> Lease {
+        Lease {
+            me: me.to_string(),
+            duration,
+            role: Role::Standby {
+                leader: None,
+                fencing: 0,
+            },
+            watched: None,
+            held: None,
+            last: None,
+        }
+    }
+
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// Whether this replica may act (evaluate, decide, start, publish) at `now`.
+    pub fn may_act(&self, now: Instant) -> bool {
+        matches!(self.role, Role::Leader { .. })
+            && self.held.as_ref().is_some_and(|(_, until)| now < *until)
+    }
+
+    /// Until when we may act, while we lead.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.held.as_ref().map(|(_, until)| *until)
+    }
+
+    /// The fencing number of our lease while we lead.
+    pub fn fencing(&self) -> Option<u64> {
+        match self.role {
+            Role::Leader { fencing } => Some(fencing),
+            Role::Standby { .. } => None,
+        }
+    }
+
+    /// How often a leader renews and a standby looks: a third of the lease.
+    pub fn tick(&self) -> Duration {
+        self.duration / 3
+    }
+
+    /// What to do at `now`: a leader renews; a standby reads.
+    pub fn next(&self) -> Next {
+        match (&self.role, &self.held) {
+            (Role::Leader { fencing }, Some((item, _))) => Next::Write {
+                item: LeaseItem {
+                    holder: self.me.clone(),
+                    fencing: *fencing,
+                    version: item.version + 1,
+                },
+                expect: Expect::Held {
+                    holder: self.me.clone(),
+                    fencing: *fencing,
+                },
+            },
+            _ => Next::Read,
+        }
+    }
+
+    /// A standby read the item at `now`: keep watching, or try to take over (the item is
+    /// absent, or unchanged for the whole lease on our clock).
+    pub fn on_read(&mut self, item: Option<LeaseItem>, now: Instant) -> Option<Next> {
+        let Some(item) = item else {
+            self.watched = None;
+            return Some(Next::Write {
+                item: LeaseItem {
+                    holder: self.me.clone(),
+                    fencing: self.last.as_ref().map_or(0, |l| l.fencing) + 1,
+                    version: 1,
+                },
+                expect: Expect::Absent,
+            });
+        };
+        self.role = Role::Standby {
+            leader: Some(item.holder.clone()),
+            fencing: item.fencing,
+        };
+        let expired = match self.watched {
+            Some((v, since)) if v == item.version => now.duration_since(since) >= self.duration,
+            _ => {
+                self.watched = Some((item.version, now));
+                false
+            }
+        };
+        self.last = Some(item.clone());
+        expired.then(|| Next::Write {
+            item: LeaseItem {
+                holder: self.me.clone(),
+                fencing: item.fencing + 1,
+                version: item.version + 1,
+            },
+            expect: Expect::Version(item.version),
+        })
+    }
+
+    /// The answer to a write sent at `sent` (a takeover or a renewal): `true` means we lead
+    /// until `sent + duration - margin`; `false` (the condition failed) that someone else
+    /// holds the lease: we are deposed, or lost the race, and watch again.
+    pub fn on_written(&mut self, item: LeaseItem, ok: bool, sent: Instant) {
+        if ok {
+            self.role = Role::Leader {
+                fencing: item.fencing,
+            };
+            self.held = Some((item.clone(), sent + self.duration - margin(self.duration)));
+            self.watched = None;
+            self.last = Some(item);
+        } else {
+            self.step_down();
+        }
+    }
+
+    /// A write of ours was refused for our fencing number, or the lease could not be renewed
+    /// in time: stop acting at once and watch.
+    pub fn step_down(&mut self) {
+        let fencing = self.fencing().unwrap_or(0);
+        self.role = Role::Standby {
+            leader: None,
+            fencing,
+        };
+        self.held = None;
+        self.watched = None;
+    }
+}
+
+/// A change of role, as the driver reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// We lead now, with this fencing number.
+    Leading { fencing: u64 },
+    /// We stopped leading (deposed, or the lease could not be renewed in time).
+    SteppedDown { reason: String },
+    /// Someone else leads.
+    Following { leader: String, fencing: u64 },
+}
+
+/// Runs the lease for replica `me` until `stop`: renews while leading, watches while not, and
+/// sends every change of role. A leader that cannot renew (an error, or no answer) steps down
+/// as soon as its lease could lapse, before any standby may take over.
+pub async fn drive<T: LeaseTable>(
+    table: T,
+    me: String,
+    duration: Duration,
+    changes: tokio::sync::mpsc::UnboundedSender<Change>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut lease = Lease::new(&me, duration);
+    let mut following: Option<(String, u64)> = None;
+    loop {
+        let now = Instant::now();
+        if matches!(lease.role(), Role::Leader { .. }) && !lease.may_act(now) {
+            lease.step_down();
+            let _ = changes.send(Change::SteppedDown {
+                reason: "the lease could not be renewed in time".into(),
+            });
+        }
+        let step = match lease.next() {
+            Next::Read => match table.read().await {
+                Ok(item) => {
+                    if let Some(i) = &item {
+                        let f = (i.holder.clone(), i.fencing);
+                        if i.holder != me && following.as_ref() != Some(&f) {
+                            let _ = changes.send(Change::Following {
+                                leader: f.0.clone(),
+                                fencing: f.1,
+                            });
+                            following = Some(f);
+                        }
+                    }
+                    lease.on_read(item, Instant::now())
+                }
+                Err(e) => {
+                    tracing::warn!(event = "ha_lease_read_failed", error = %e, "cannot read the lease item; retrying");
+                    None
+                }
+            },
+            w @ Next::Write { .. } => Some(w),
+        };
+        if let Some(Next::Write { item, expect }) = step {
+            let was_leader = lease.fencing().is_some();
+            let sent = Instant::now();
+            // A leader waits for its renewal only as long as its lease lasts: it then stops
+            // acting, whatever the write does later. A takeover waits as long as it would last.
+            let deadline = lease
+                .valid_until()
+                .unwrap_or(sent + duration - margin(duration));
+            let r = tokio::select! {
+                r = table.write(item.clone(), expect) => Some(r),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            match r {
+                Some(Ok(ok)) => {
+                    lease.on_written(item.clone(), ok, sent);
+                    match (was_leader, ok) {
+                        (false, true) => {
+                            following = None;
+                            let _ = changes.send(Change::Leading {
+                                fencing: item.fencing,
+                            });
+                        }
+                        (true, false) => {
+                            let _ = changes.send(Change::SteppedDown {
+                                reason: "deposed: another replica holds the lease".into(),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(event = "ha_lease_write_failed", error = %e, "cannot write the lease item; retrying");
+                }
+                None => {
+                    tracing::warn!(
+                        event = "ha_lease_write_timeout",
+                        "the lease write did not answer in time"
+                    );
+                }
+            }
+        }
+        // A leader also wakes when its lease would end, to stop acting at that instant.
+        let mut wake = Instant::now() + lease.tick();
+        if let Some(until) = lease.valid_until() {
+            wake = wake.min(until);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Duration = Duration::from_secs(15);
+
+    fn item(holder: &str, fencing: u64, version: u64) -> LeaseItem {
+        LeaseItem {
+            holder: holder.into(),
+            fencing,
+            version,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_takes_over_only_after_seeing_the_item_unchanged_for_the_lease() {
+        let t0 = Instant::now();
+        let mut b = Lease::new("b", D);
+        assert_eq!(b.on_read(Some(item("a", 1, 7)), t0), None);
+        assert_eq!(
+            b.on_read(Some(item("a", 1, 7)), t0 + D - Duration::from_millis(1)),
+            None
+        );
+        // A renewal resets the watch.
+        assert_eq!(b.on_read(Some(item("a", 1, 8)), t0 + D), None);
+        assert_eq!(b.on_read(Some(item("a", 1, 8)), t0 + D + D / 2), None);
+        let take = b.on_read(Some(item("a", 1, 8)), t0 + D + D).unwrap();
+        assert_eq!(
+            take,
+            Next::Write {
+                item: item("b", 2, 9),
+                expect: Expect::Version(8)
+            }
+        );
+        assert!(!b.may_act(t0 + D + D));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_stops_acting_before_a_standby_may_take_over() {
+        let t0 = Instant::now();
+        let mut a = Lease::new("a", D);
+        let Some(Next::Write { item: first, .. }) = a.on_read(None, t0) else {
+            panic!("an absent item is taken");
+        };
+        assert_eq!(first, item("a", 1, 1));
+        a.on_written(first, true, t0);
+        assert_eq!(a.role(), &Role::Leader { fencing: 1 });
+        assert!(a.may_act(t0 + D - margin(D) - Duration::from_millis(1)));
+        // A standby that read the item right after this write could take over at t0 + D:
+        // the leader has stopped before.
+        assert!(!a.may_act(t0 + D - margin(D)));
+        assert!(!a.may_act(t0 + D));
+        // A renewal sent later extends it from when it was sent.
+        let Next::Write {
+            item: renew,
+            expect,
+        } = a.next()
+        else {
+            panic!("a leader renews");
+        };
+        assert_eq!(renew, item("a", 1, 2));
+        assert_eq!(
+            expect,
+            Expect::Held {
+                holder: "a".into(),
+                fencing: 1
+            }
+        );
+        a.on_written(renew, true, t0 + D / 3);
+        assert!(a.may_act(t0 + D));
+        // A refused renewal: deposed at once.
+        a.on_written(item("a", 1, 3), false, t0 + D);
+        assert!(!a.may_act(t0 + D));
+        assert!(matches!(a.role(), Role::Standby { .. }));
+    }
+
+    /// An in-memory lease table on which one holder can be cut off (its calls never answer,
+    /// as for a process stopped with SIGSTOP or partitioned away).
+    #[derive(Clone, Default)]
+    struct Mem {
+        item: std::sync::Arc<std::sync::Mutex<Option<LeaseItem>>>,
+        cut: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        who: String,
+    }
+
+    impl Mem {
+        fn as_(&self, who: &str) -> Mem {
+            Mem {
+                who: who.into(),
+                ..self.clone()
+            }
+        }
+        /// While cut off, a call waits (and answers once the holder is back).
+        async fn gate(&self) {
+            while self.cut.lock().unwrap().contains(&self.who) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    impl LeaseTable for Mem {
+        async fn read(&self) -> Result<Option<LeaseItem>, AwsError> {
+            self.gate().await;
+            Ok(self.item.lock().unwrap().clone())
+        }
+        async fn write(&self, item: LeaseItem, expect: Expect) -> Result<bool, AwsError> {
+            self.gate().await;
+            let mut cur = self.item.lock().unwrap();
+            let ok = match (&*cur, &expect) {
+                (None, Expect::Absent) => true,
+                (Some(c), Expect::Version(v)) => c.version == *v,
+                (Some(c), Expect::Held { holder, fencing }) => {
+                    c.holder == *holder && c.fencing == *fencing
+                }
+                _ => false,
+            };
+            if ok {
+                *cur = Some(item);
+            }
+            Ok(ok)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_off_leader_steps_down_before_the_standby_takes_over() {
+        let mem = Mem::default();
+        let (a_tx, mut a_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(drive(mem.as_("a"), "a".into(), D, a_tx, stop.clone()));
+        assert_eq!(a_rx.recv().await, Some(Change::Leading { fencing: 1 }));
+        tokio::spawn(drive(mem.as_("b"), "b".into(), D, b_tx, stop.clone()));
+        assert!(matches!(b_rx.recv().await, Some(Change::Following { .. })));
+        // Ten leases of renewals: nothing changes.
+        tokio::time::sleep(D * 10).await;
+        assert!(a_rx.try_recv().is_err() && b_rx.try_recv().is_err());
+        // A is cut off: its renewals never answer.
+        mem.cut.lock().unwrap().push("a".into());
+        let a_down = match a_rx.recv().await {
+            Some(Change::SteppedDown { reason }) => {
+                assert!(reason.contains("in time"), "{reason}");
+                Instant::now()
+            }
+            other => panic!("A steps down: {other:?}"),
+        };
+        assert_eq!(b_rx.recv().await, Some(Change::Leading { fencing: 2 }));
+        let b_up = Instant::now();
+        assert!(a_down < b_up, "A stopped acting before B took over");
+        // A is back (SIGCONT): its first renewal is refused, it follows B.
+        mem.cut.lock().unwrap().clear();
+        assert_eq!(
+            a_rx.recv().await,
+            Some(Change::Following {
+                leader: "b".into(),
+                fencing: 2
+            })
+        );
+        stop.cancel();
+    }
+}
