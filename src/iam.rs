@@ -30,6 +30,12 @@ pub fn policy(
         "aws"
     };
     let mut st: Vec<Value> = Vec::new();
+    let pipeline_arn = |p: &str| {
+        format!(
+            "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
+            sm(p)
+        )
+    };
 
     if cfg.checks.values().any(|c| c.alarm.is_none()) {
         st.push(json!({
@@ -82,15 +88,7 @@ pub fn policy(
         }
     }
     if !pipelines.is_empty() {
-        let arns: Vec<String> = pipelines
-            .iter()
-            .map(|p| {
-                format!(
-                    "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
-                    sm(p)
-                )
-            })
-            .collect();
+        let arns: Vec<String> = pipelines.iter().map(|p| pipeline_arn(p)).collect();
         let execs: Vec<String> = arns.iter().map(|a| format!("{a}/execution/*")).collect();
         st.push(json!({
             "Sid": "StartAndFindPipelineRuns",
@@ -116,15 +114,7 @@ pub fn policy(
         })
         .collect();
     if !declared.is_empty() {
-        let arns: BTreeSet<String> = declared
-            .iter()
-            .map(|(p, _)| {
-                format!(
-                    "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
-                    sm(p)
-                )
-            })
-            .collect();
+        let arns: BTreeSet<String> = declared.iter().map(|(p, _)| pipeline_arn(p)).collect();
         let roles: BTreeSet<&str> = declared.iter().map(|(_, r)| *r).collect();
         st.push(json!({
             "Sid": "ApplyDeclaredPipelines",
@@ -218,12 +208,11 @@ pub fn policy(
     let mut pre_res: BTreeSet<String> = BTreeSet::new();
     if !cfg.pipelines.is_empty() {
         pre_actions.push("sagemaker:DescribePipeline");
-        pre_res.extend(cfg.pipelines.values().map(|p| {
-            format!(
-                "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
-                sm(&p.pipeline_name)
-            )
-        }));
+        pre_res.extend(
+            cfg.pipelines
+                .values()
+                .map(|p| pipeline_arn(&p.pipeline_name)),
+        );
     }
     if !cfg.builds.is_empty() {
         pre_actions.push("codebuild:BatchGetProjects");

@@ -155,66 +155,17 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Cmd::Check { name, config } => {
-            let cfg = match config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EX_CONFIG as u8);
-                }
-            };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let code = rt.block_on(mlopsd::check::run(&cfg, &name));
-            ExitCode::from(code)
-        }
-        Cmd::Doctor { config, json } => {
-            let cfg = match config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EX_CONFIG as u8);
-                }
-            };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            ExitCode::from(rt.block_on(mlopsd::doctor::run(&cfg, json)))
-        }
+        Cmd::Check { name, config } => against_aws(&config, |cfg| async move {
+            mlopsd::check::run(&cfg, &name).await
+        }),
+        Cmd::Doctor { config, json } => against_aws(&config, |cfg| async move {
+            mlopsd::doctor::run(&cfg, json).await
+        }),
         Cmd::Diff { config, json } => {
-            let cfg = match config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EX_CONFIG as u8);
-                }
-            };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            ExitCode::from(rt.block_on(mlopsd::diff::run(&cfg, json)))
+            against_aws(
+                &config,
+                |cfg| async move { mlopsd::diff::run(&cfg, json).await },
+            )
         }
         Cmd::IamPolicy {
             config,
@@ -325,6 +276,33 @@ fn main() -> ExitCode {
                     ExitCode::from(e.exit_code() as u8)
                 }
             }
+        }
+    }
+}
+
+/// A command that reads AWS once (`check`, `doctor`, `diff`): loads the config (exit 78 when
+/// invalid), runs `f` on a single-threaded runtime, exits with its code (2 when the runtime
+/// cannot start: AWS could not be asked).
+fn against_aws<F, Fut>(config: &std::path::Path, f: F) -> ExitCode
+where
+    F: FnOnce(config::Config) -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
+    let cfg = match config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EX_CONFIG as u8);
+        }
+    };
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => ExitCode::from(rt.block_on(f(cfg))),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::from(2)
         }
     }
 }

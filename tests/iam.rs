@@ -150,6 +150,34 @@ fn widened(policy: &Value, drop_action: Option<&str>) -> Value {
     p
 }
 
+/// The IAM user `user` holding `policy` (moto's form) and an observer allowed everything, then
+/// a probe that enforcement is on from here (moto counts 6 requests for the two users, and two
+/// spare that the probe uses). The process's credentials become the observer's, whose client
+/// is returned with the user's keys.
+fn enforced_users(
+    aws: &TestAws,
+    moto: &str,
+    user: &str,
+    policy: &Value,
+) -> ((String, String), TestAws) {
+    let user_keys = keys(aws, user, policy);
+    let (obs_key, obs_secret) = keys(
+        aws,
+        "observer",
+        &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+    );
+    let probe = TestAws::with_endpoint("iam-probe", moto);
+    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
+    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
+    assert!(
+        probe.rt.block_on(probe.sm.list_pipelines().send()).is_err(),
+        "IAM enforcement is not on: the setup count is off"
+    );
+    std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
+    (user_keys, TestAws::with_endpoint("iam-obs", moto))
+}
+
 #[test]
 fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
     let _one_at_a_time = CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
@@ -445,23 +473,8 @@ fn declared_pipeline_actions_are_enforced_and_a_missing_one_is_reported() {
             "{a} missing from {actions:?}"
         );
     }
-    let (daemon_key, daemon_secret) = keys(&aws, "mlopsd", &widened(&policy, None));
-    let (obs_key, obs_secret) = keys(
-        &aws,
-        "observer",
-        &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
-    );
-    let probe = TestAws::with_endpoint("iam-decl-probe", &moto.1);
-    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
-    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
-    let denied = probe.rt.block_on(probe.sm.list_pipelines().send());
-    assert!(
-        denied.is_err(),
-        "IAM enforcement is not on: the setup count is off"
-    );
-    std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
-    let obs = TestAws::with_endpoint("iam-decl-obs", &moto.1);
+    let ((daemon_key, daemon_secret), obs) =
+        enforced_users(&aws, &moto.1, "mlopsd", &widened(&policy, None));
     let opts = || Opts {
         env: vec![
             ("AWS_ACCESS_KEY_ID", daemon_key.clone()),
@@ -540,19 +553,7 @@ fn doctor_reports_a_denied_read_as_forbidden_naming_the_action() {
     ]);
     assert_eq!(code, 0, "{err}");
     let policy: Value = serde_json::from_str(&out).unwrap();
-    let (key, secret) = keys(&aws, "doctor", &widened(&policy, None));
-    let (obs_key, obs_secret) = keys(
-        &aws,
-        "observer",
-        &json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
-    );
-    let probe = TestAws::with_endpoint("iam-doctor-probe", &moto.1);
-    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
-    let _ = probe.rt.block_on(probe.sm.list_pipelines().send());
-    assert!(
-        probe.rt.block_on(probe.sm.list_pipelines().send()).is_err(),
-        "IAM enforcement is not on: the setup count is off"
-    );
+    let ((key, secret), obs) = enforced_users(&aws, &moto.1, "doctor", &widened(&policy, None));
     let run = || {
         let out = Command::new(common::bin())
             .args(["doctor", "--json", "--config", path.to_str().unwrap()])
@@ -586,9 +587,6 @@ fn doctor_reports_a_denied_read_as_forbidden_naming_the_action() {
     assert_eq!(find(&j, "build")["status"], "ok", "{j:#}");
 
     // Without codebuild:BatchGetProjects: forbidden, naming the action and the item.
-    std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
-    let obs = TestAws::with_endpoint("iam-doctor-obs", &moto.1);
     set_policy(
         &obs,
         "doctor",
