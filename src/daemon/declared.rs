@@ -165,7 +165,7 @@ impl<C: Cloud> Work<C> {
                         &decl,
                         op,
                         arn.as_deref().unwrap_or(""),
-                        "confirmed after a restart",
+                        "confirmed: an earlier call had landed",
                         &[],
                     );
                 }
