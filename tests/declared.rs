@@ -661,7 +661,10 @@ fn kill_between_deciding_an_update_and_sending_it_is_finished_once_on_restart() 
     drop(d);
     let d = s.start(&text, env());
     let up = d.wait_event("pipeline_updated", 1, T);
-    assert_eq!(up["reason"], "confirmed: an earlier call had landed", "{up}");
+    assert_eq!(
+        up["reason"], "confirmed: an earlier call had landed",
+        "{up}"
+    );
     d.wait_event("pipeline_in_sync", 1, T);
     assert_eq!(proxy.count("UpdatePipeline"), 2, "not sent again");
     assert!(d.events("pipeline_drifted").is_empty());
