@@ -693,7 +693,16 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
     }
     if t.has("reconcile_interval") {
         let v = t.duration_text(d, "reconcile_interval");
+        let span = v.as_ref().map(|x| x.span.clone());
         match duration(d, v, "reconcile_interval", true) {
+            // Each reconcile reads every declared pipeline: not a rate to hammer AWS at.
+            Some(g) if g < Duration::from_secs(1) => {
+                d.push(
+                    span.unwrap_or(t.span.clone()),
+                    "`reconcile_interval` must be at least 1s (each reconcile makes a DescribePipeline call per declared pipeline)",
+                );
+                ok = false;
+            }
             Some(g) => cfg.reconcile_interval = g,
             None => ok = false,
         }
