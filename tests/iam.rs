@@ -150,6 +150,19 @@ fn widened(policy: &Value, drop_action: Option<&str>) -> Value {
     p
 }
 
+/// `mlopsd iam-policy` for the config at `path` (account 123456789012), parsed.
+fn generated_policy(path: &std::path::Path) -> Value {
+    let (code, out, err) = mlopsd(&[
+        "iam-policy",
+        "--config",
+        path.to_str().unwrap(),
+        "--account-id",
+        "123456789012",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 /// The IAM user `user` holding `policy` (moto's form) and an observer allowed everything, then
 /// a probe that enforcement is on from here (moto counts 6 requests for the two users, and two
 /// spare that the probe uses). The process's credentials become the observer's, whose client
@@ -271,15 +284,7 @@ notify = ["ops"]
         );
     let path = dir.path().join("mlops.toml");
     std::fs::write(&path, &text).unwrap();
-    let (code, out, err) = mlopsd(&[
-        "iam-policy",
-        "--config",
-        path.to_str().unwrap(),
-        "--account-id",
-        "123456789012",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let policy: Value = serde_json::from_str(&out).unwrap();
+    let policy = generated_policy(&path);
     let actions = mlopsd::iam::actions(&policy);
     for a in [
         "cloudwatch:GetMetricData",
@@ -451,15 +456,7 @@ fn declared_pipeline_actions_are_enforced_and_a_missing_one_is_reported() {
         );
     let path = dir.path().join("mlops.toml");
     std::fs::write(&path, &text).unwrap();
-    let (code, out, err) = mlopsd(&[
-        "iam-policy",
-        "--config",
-        path.to_str().unwrap(),
-        "--account-id",
-        "123456789012",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let policy: Value = serde_json::from_str(&out).unwrap();
+    let policy = generated_policy(&path);
     let actions = mlopsd::iam::actions(&policy);
     for a in [
         "sagemaker:DescribePipeline",
@@ -544,15 +541,7 @@ fn doctor_reports_a_denied_read_as_forbidden_naming_the_action() {
         );
     let path = dir.path().join("mlops.toml");
     std::fs::write(&path, &text).unwrap();
-    let (code, out, err) = mlopsd(&[
-        "iam-policy",
-        "--config",
-        path.to_str().unwrap(),
-        "--account-id",
-        "123456789012",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let policy: Value = serde_json::from_str(&out).unwrap();
+    let policy = generated_policy(&path);
     let ((key, secret), obs) = enforced_users(&aws, &moto.1, "doctor", &widened(&policy, None));
     let run = || {
         let out = Command::new(common::bin())
