@@ -64,7 +64,8 @@ async fn six_hours_of_for_and_cooldown_in_milliseconds() {
          [rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n",
         head(dir.path(), free_port())
     );
-    drive(dir.path(), &cfg, &fake, Duration::from_secs(6 * 3600))
+    // A minute past the six hours: the 06:00 read must not race the stop at the same instant.
+    drive(dir.path(), &cfg, &fake, Duration::from_secs(6 * 3600 + 60))
         .await
         .unwrap();
     // `for = 3` at the third evaluation (00:15), then each time the 1 h cooldown is over.
