@@ -292,6 +292,17 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// The statement `sid` of a policy (panics, showing the policy, when it has none).
+    fn statement(p: &Value, sid: &str) -> Value {
+        p["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .cloned()
+            .unwrap_or_else(|| panic!("{sid} in {p:#}"))
+    }
+
     fn reference() -> Config {
         crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mlops.toml"))
             .unwrap()
@@ -301,12 +312,7 @@ mod tests {
     fn reference_config_policy_is_scoped() {
         let p = policy(&reference(), "us-east-1", "123456789012", &[]).unwrap();
         let st = p["Statement"].as_array().unwrap();
-        let by = |sid: &str| {
-            st.iter()
-                .find(|s| s["Sid"] == sid)
-                .unwrap_or_else(|| panic!("{sid} in {p:#}"))
-                .clone()
-        };
+        let by = |sid: &str| statement(&p, sid);
         assert_eq!(by("ReadCheckMetrics")["Resource"], "*");
         assert_eq!(
             by("StartAndFindPipelineRuns")["Resource"],
@@ -384,15 +390,7 @@ mod tests {
             !a.contains(&"cloudwatch:GetMetricData".to_string()),
             "no metric check: {a:?}"
         );
-        let by = |sid: &str| {
-            p["Statement"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["Sid"] == sid)
-                .cloned()
-                .unwrap_or_else(|| panic!("{sid} in {p:#}"))
-        };
+        let by = |sid: &str| statement(&p, sid);
         assert_eq!(
             by("ReadCheckAlarms")["Resource"],
             json!(["arn:aws:cloudwatch:us-east-1:123456789012:alarm:endpoint-5xx"])
@@ -433,15 +431,7 @@ mod tests {
         let text = "[notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:pipes\"\n\n[pipelines.churn]\npipeline_name = \"Churn-Training\"\ndefinition = \"pipelines/small.json\"\nrole_arn = \"arn:aws:iam::123456789012:role/SageMakerPipelineRole\"\nnotify = [\"ops\"]\n";
         let cfg = crate::config::parse(text, &dir).unwrap();
         let p = policy(&cfg, "us-east-1", "123456789012", &[]).unwrap();
-        let by = |sid: &str| {
-            p["Statement"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["Sid"] == sid)
-                .cloned()
-                .unwrap_or_else(|| panic!("{sid} in {p:#}"))
-        };
+        let by = |sid: &str| statement(&p, sid);
         assert_eq!(
             by("ApplyDeclaredPipelines")["Action"],
             json!([

@@ -18,13 +18,7 @@ const T: Duration = Duration::from_secs(60);
 const ROLE: &str = "arn:aws:iam::123456789012:role/SageMakerPipelineRole";
 
 fn env() -> Opts<'static> {
-    Opts {
-        env: vec![
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ],
-        notify: true,
-    }
+    common::aws_env()
 }
 
 /// The example definition (examples/pipelines/churn-training.json).

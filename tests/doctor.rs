@@ -15,13 +15,7 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(60);
 
 fn env() -> Opts<'static> {
-    Opts {
-        env: vec![
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ],
-        notify: true,
-    }
+    common::aws_env()
 }
 
 struct World {

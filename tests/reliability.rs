@@ -12,13 +12,7 @@ use common::{replace_by_rename, Opts, Running};
 const T: Duration = Duration::from_secs(60);
 
 fn env() -> Opts<'static> {
-    Opts {
-        env: vec![
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ],
-        notify: true,
-    }
+    common::aws_env()
 }
 
 fn head(dir: &std::path::Path, endpoint: &str, extra_aws: &str) -> String {

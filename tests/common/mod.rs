@@ -274,3 +274,14 @@ pub fn http_get(addr: &str, path: &str) -> String {
 pub fn http_get_json(addr: &str, path: &str) -> Value {
     serde_json::from_str(&http_get(addr, path)).expect("JSON answer")
 }
+
+/// Daemon options with moto's test credentials (and the notify socket).
+pub fn aws_env() -> Opts<'static> {
+    Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ],
+        notify: true,
+    }
+}
