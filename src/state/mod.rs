@@ -4,6 +4,8 @@
 //! loss the store holds each decision whole or not at all.
 
 mod ops;
+mod repl;
+pub use repl::{LogSink, Repl, W};
 pub use ops::{
     CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, PipelineApply, RunRow,
     RunState, EVENT_MEMORY, KEEP_VALUES,
@@ -123,6 +125,7 @@ pub async fn off_loop<T: Send + 'static>(
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    repl: std::sync::RwLock<Repl>,
     _lock: File,
 }
 
@@ -193,6 +196,7 @@ impl Store {
         let store = Store {
             path: path.clone(),
             conn: Mutex::new(conn),
+            repl: std::sync::RwLock::new(Repl::Off),
             _lock: lock,
         };
         store.init().map_err(|e| match e {
@@ -294,7 +298,7 @@ impl Store {
         name: &str,
         at: DateTime<Utc>,
     ) -> Result<(), rusqlite::Error> {
-        self.conn().execute(
+        self.write1(
             "INSERT INTO schedule_state (kind, name, last_fire_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (kind, name) DO UPDATE SET last_fire_ms = excluded.last_fire_ms",
             params![kind.as_str(), name, at.timestamp_millis()],
@@ -308,18 +312,16 @@ impl Store {
         kind: ItemKind,
         fires: &[(String, DateTime<Utc>)],
     ) -> Result<(), rusqlite::Error> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO schedule_state (kind, name, last_fire_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (kind, name) DO UPDATE SET last_fire_ms = excluded.last_fire_ms",
-            )?;
+        self.write(|w| {
             for (name, at) in fires {
-                st.execute(params![kind.as_str(), name, at.timestamp_millis()])?;
+                w.exec(
+                    "INSERT INTO schedule_state (kind, name, last_fire_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (kind, name) DO UPDATE SET last_fire_ms = excluded.last_fire_ms",
+                    params![kind.as_str(), name, at.timestamp_millis()],
+                )?;
             }
-        }
-        tx.commit()
+            Ok(())
+        })
     }
 
     pub fn last_fire(

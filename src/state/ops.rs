@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use super::Store;
+use super::{Store, W};
 use crate::config::{RunKind, Target};
 use crate::engine::{CheckState, RuleState};
 use crate::reconcile::{ApplyOp, ApplyRow, SyncState};
@@ -290,32 +290,32 @@ impl Store {
 
     /// Stores a batch of evaluations (state + recent values, bounded) in one transaction.
     pub fn save_check_evals(&self, evals: &[CheckEval<'_>]) -> R<()> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        {
-            let mut up = tx.prepare_cached(
-                "INSERT INTO check_state (name, breach_count, breaching, correlation_id, last_value, last_eval_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (name) DO UPDATE SET breach_count = excluded.breach_count, breaching = excluded.breaching,
-                   correlation_id = excluded.correlation_id, last_value = excluded.last_value, last_eval_ms = excluded.last_eval_ms",
-            )?;
-            let mut val = tx.prepare_cached("INSERT OR REPLACE INTO check_values (name, at_ms, value, breached) VALUES (?1, ?2, ?3, ?4)")?;
-            let mut prune = tx.prepare_cached(
-                "DELETE FROM check_values WHERE name = ?1 AND at_ms <= (SELECT at_ms FROM check_values WHERE name = ?1 ORDER BY at_ms DESC LIMIT 1 OFFSET ?2)",
-            )?;
+        self.write(|w| {
             for e in evals {
-                up.execute(params![
-                    e.name,
-                    e.state.breach_count as i64,
-                    e.state.breaching as i64,
-                    e.state.correlation_id,
-                    e.state.last_value,
-                    ms(e.at)
-                ])?;
-                val.execute(params![e.name, ms(e.at), e.value, e.breached as i64])?;
-                prune.execute(params![e.name, KEEP_VALUES])?;
+                w.exec(
+                    "INSERT INTO check_state (name, breach_count, breaching, correlation_id, last_value, last_eval_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (name) DO UPDATE SET breach_count = excluded.breach_count, breaching = excluded.breaching,
+                       correlation_id = excluded.correlation_id, last_value = excluded.last_value, last_eval_ms = excluded.last_eval_ms",
+                    params![
+                        e.name,
+                        e.state.breach_count as i64,
+                        e.state.breaching as i64,
+                        e.state.correlation_id,
+                        e.state.last_value,
+                        ms(e.at)
+                    ],
+                )?;
+                w.exec(
+                    "INSERT OR REPLACE INTO check_values (name, at_ms, value, breached) VALUES (?1, ?2, ?3, ?4)",
+                    params![e.name, ms(e.at), e.value, e.breached as i64],
+                )?;
+                w.exec(
+                    "DELETE FROM check_values WHERE name = ?1 AND at_ms <= (SELECT at_ms FROM check_values WHERE name = ?1 ORDER BY at_ms DESC LIMIT 1 OFFSET ?2)",
+                    params![e.name, KEEP_VALUES],
+                )?;
             }
-        }
-        tx.commit()
+            Ok(())
+        })
     }
 
     /// The newest `limit` values of every check, oldest first per check: one query for the
@@ -386,8 +386,8 @@ impl Store {
         Ok(row.unwrap_or_default())
     }
 
-    fn put_rule_state(tx: &rusqlite::Transaction<'_>, name: &str, s: &RuleState) -> R<()> {
-        tx.execute(
+    fn put_rule_state(w: &mut W<'_>, name: &str, s: &RuleState) -> R<()> {
+        w.exec(
             "INSERT INTO rule_state (name, firings, last_fired_ms, cooldown_until_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (name) DO UPDATE SET firings = excluded.firings, last_fired_ms = excluded.last_fired_ms, cooldown_until_ms = excluded.cooldown_until_ms",
             params![name, s.firings as i64, s.last_fired.map(ms), s.cooldown_until.map(ms)],
@@ -420,29 +420,28 @@ impl Store {
         now: DateTime<Utc>,
         once: Option<&str>,
     ) -> R<Option<Vec<i64>>> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        if let Some(key) = once {
-            if tx.execute(
-                "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
-                params![key, ms(now)],
-            )? == 0
-            {
-                return Ok(None);
+        self.write(|w| {
+            if let Some(key) = once {
+                if w.exec(
+                    "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+                    params![key, ms(now)],
+                )? == 0
+                {
+                    return Ok(None);
+                }
             }
-        }
-        Self::put_rule_state(&tx, rule, state)?;
-        let mut ids = Vec::new();
-        for r in runs {
-            tx.execute(
-                "INSERT INTO runs (rule, firing, kind, target, token, request, correlation_id, check_name, status, decided_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'decided', ?9)",
-                params![rule, state.firings as i64, r.kind.as_str(), r.target, r.token, r.request, r.correlation_id, r.check, ms(now)],
-            )?;
-            ids.push(tx.last_insert_rowid());
-        }
-        tx.commit()?;
-        Ok(Some(ids))
+            Self::put_rule_state(w, rule, state)?;
+            let mut ids = Vec::new();
+            for r in runs {
+                w.exec(
+                    "INSERT INTO runs (rule, firing, kind, target, token, request, correlation_id, check_name, status, decided_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'decided', ?9)",
+                    params![rule, state.firings as i64, r.kind.as_str(), r.target, r.token, r.request, r.correlation_id, r.check, ms(now)],
+                )?;
+                ids.push(w.last_insert_rowid());
+            }
+            Ok(Some(ids))
+        })
     }
 
     /// Which of these event ids were handled before (within `EVENT_MEMORY`).
@@ -454,15 +453,12 @@ impl Store {
 
     /// A dry-run firing: the rule's state moves (cooldown), no run is recorded.
     pub fn record_rule_state(&self, rule: &str, state: &RuleState) -> R<()> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        Self::put_rule_state(&tx, rule, state)?;
-        tx.commit()
+        self.write(|w| Self::put_rule_state(w, rule, state))
     }
 
     /// Lets a rule fire again (after a start that failed for good).
     pub fn clear_cooldown(&self, rule: &str) -> R<()> {
-        self.conn().execute(
+        self.write1(
             "UPDATE rule_state SET cooldown_until_ms = NULL WHERE name = ?1",
             params![rule],
         )?;
@@ -508,7 +504,7 @@ impl Store {
     }
 
     pub fn note_start_attempt(&self, id: i64) -> R<()> {
-        self.conn().execute(
+        self.write1(
             "UPDATE runs SET attempts = attempts + 1 WHERE id = ?1",
             params![id],
         )?;
@@ -516,7 +512,7 @@ impl Store {
     }
 
     pub fn mark_started(&self, id: i64, arn: &str, at: DateTime<Utc>) -> R<()> {
-        self.conn().execute(
+        self.write1(
             "UPDATE runs SET status = 'started', arn = ?2, started_ms = ?3 WHERE id = ?1 AND status = 'decided'",
             params![id, arn, ms(at)],
         )?;
@@ -526,7 +522,7 @@ impl Store {
     /// Records that AWS refused a decided run's start; returns false if the run was no
     /// longer `decided` (so a start failure chains and notifies once, like `mark_ended`).
     pub fn mark_start_failed(&self, id: i64, detail: &str, at: DateTime<Utc>) -> R<bool> {
-        let n = self.conn().execute(
+        let n = self.write1(
             "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3 WHERE id = ?1 AND status = 'decided'",
             params![id, detail, ms(at)],
         )?;
@@ -535,7 +531,7 @@ impl Store {
 
     /// Marks a run ended; returns false if it had already ended (so its end is handled once).
     pub fn mark_ended(&self, id: i64, succeeded: bool, detail: &str, at: DateTime<Utc>) -> R<bool> {
-        let n = self.conn().execute(
+        let n = self.write1(
             "UPDATE runs SET status = ?2, detail = ?3, ended_ms = ?4 WHERE id = ?1 AND status = 'started'",
             params![id, if succeeded { "succeeded" } else { "failed" }, detail, ms(at)],
         )?;
@@ -556,55 +552,53 @@ impl Store {
     /// Remembers EventBridge event ids in one transaction, forgetting those older than
     /// `EVENT_MEMORY`; for each id, whether it is new (not handled before).
     pub fn mark_events_seen(&self, ids: &[&str], now: DateTime<Utc>) -> R<Vec<bool>> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
         let forget = ms(now) - EVENT_MEMORY.as_millis() as i64;
-        tx.execute(
-            "DELETE FROM events_seen WHERE seen_ms < ?1",
-            params![forget],
-        )?;
-        let mut out = Vec::with_capacity(ids.len());
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+        self.write(|w| {
+            w.exec(
+                "DELETE FROM events_seen WHERE seen_ms < ?1",
+                params![forget],
             )?;
+            let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                out.push(st.execute(params![id, ms(now)])? == 1);
+                out.push(
+                    w.exec(
+                        "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+                        params![id, ms(now)],
+                    )? == 1,
+                );
             }
-        }
-        tx.commit()?;
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Queues a notification unless the same (notifier, rule, event) went out within the
     /// repeat interval. Returns whether it was queued.
     pub fn enqueue(&self, n: &Outgoing<'_>, now: DateTime<Utc>) -> R<bool> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        let last: Option<i64> = tx
-            .query_row(
-                "SELECT last_sent_ms FROM dedupe WHERE notifier = ?1 AND rule = ?2 AND event = ?3",
-                params![n.notifier, n.rule, n.event],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let interval = n.repeat_interval.as_millis() as i64;
-        if let Some(last) = last {
-            if interval > 0 && ms(now) - last < interval {
-                return Ok(false);
+        self.write(|w| {
+            let last: Option<i64> = w
+                .query_row(
+                    "SELECT last_sent_ms FROM dedupe WHERE notifier = ?1 AND rule = ?2 AND event = ?3",
+                    params![n.notifier, n.rule, n.event],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let interval = n.repeat_interval.as_millis() as i64;
+            if let Some(last) = last {
+                if interval > 0 && ms(now) - last < interval {
+                    return Ok(false);
+                }
             }
-        }
-        tx.execute(
-            "INSERT INTO dedupe (notifier, rule, event, last_sent_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (notifier, rule, event) DO UPDATE SET last_sent_ms = excluded.last_sent_ms",
-            params![n.notifier, n.rule, n.event, ms(now)],
-        )?;
-        tx.execute(
-            "INSERT INTO outbox (notifier, topic_arn, event, rule, check_name, correlation_id, subject, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![n.notifier, n.topic_arn, n.event, n.rule, n.check, n.correlation_id, n.subject, n.body, ms(now)],
-        )?;
-        tx.commit()?;
-        Ok(true)
+            w.exec(
+                "INSERT INTO dedupe (notifier, rule, event, last_sent_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (notifier, rule, event) DO UPDATE SET last_sent_ms = excluded.last_sent_ms",
+                params![n.notifier, n.rule, n.event, ms(now)],
+            )?;
+            w.exec(
+                "INSERT INTO outbox (notifier, topic_arn, event, rule, check_name, correlation_id, subject, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![n.notifier, n.topic_arn, n.event, n.rule, n.check, n.correlation_id, n.subject, n.body, ms(now)],
+            )?;
+            Ok(true)
+        })
     }
 
     /// Unsent notifications whose next attempt is due.
@@ -650,7 +644,7 @@ impl Store {
     }
 
     pub fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> R<()> {
-        self.conn().execute(
+        self.write1(
             "UPDATE outbox SET sent_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
             params![id, ms(at)],
         )?;
@@ -658,7 +652,7 @@ impl Store {
     }
 
     pub fn mark_send_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> R<()> {
-        self.conn().execute(
+        self.write1(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1",
             params![id, error, ms(next_attempt)],
         )?;
@@ -685,7 +679,7 @@ impl Store {
         reason: &str,
         at: DateTime<Utc>,
     ) -> R<()> {
-        self.conn().execute(
+        self.write1(
             "INSERT INTO gate_decisions (gate, package_arn, decision, value, reason, decided_ms, applied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
              ON CONFLICT (gate, package_arn) DO UPDATE SET decision = excluded.decision, value = excluded.value, reason = excluded.reason,
                decided_ms = excluded.decided_ms, applied = 0",
@@ -695,7 +689,7 @@ impl Store {
     }
 
     pub fn mark_gate_applied(&self, gate: &str, arn: &str) -> R<()> {
-        self.conn().execute(
+        self.write1(
             "UPDATE gate_decisions SET applied = 1 WHERE gate = ?1 AND package_arn = ?2",
             params![gate, arn],
         )?;
@@ -940,7 +934,7 @@ impl Store {
             Some((o, h)) => (Some(o.as_str()), Some(h.as_str())),
             None => (None, None),
         };
-        self.conn().execute(
+        self.write1(
             "INSERT INTO pipeline_applies (pipeline, applied_hash, pending_op, pending_hash, drift_hash, state, detail, arn, changed_ms, checked_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
              ON CONFLICT (pipeline) DO UPDATE SET applied_hash = excluded.applied_hash, pending_op = excluded.pending_op,
