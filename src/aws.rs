@@ -372,6 +372,9 @@ pub struct Aws {
     sqs: aws_sdk_sqs::Client,
     sts: aws_sdk_sts::Client,
     pub region: String,
+    /// With HA: calls that change AWS (start, approve, publish, apply) are made only while this
+    /// replica holds the lease.
+    act: Option<std::sync::Arc<crate::lease::ActGate>>,
 }
 
 /// A message received from the events queue.
@@ -488,9 +491,17 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         definition: &str,
         role_arn: &str,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// These clients, changing AWS only while `gate` says this replica leads (HA). An
+    /// in-memory cloud ignores it.
+    fn with_gate(self, _gate: std::sync::Arc<crate::lease::ActGate>) -> Self {
+        self
+    }
 }
 
 impl Cloud for Aws {
+    fn with_gate(self, gate: std::sync::Arc<crate::lease::ActGate>) -> Self {
+        self.gated(gate)
+    }
     fn preflight(
         &self,
         cfg: std::sync::Arc<crate::config::Config>,
@@ -693,6 +704,29 @@ impl Aws {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             sts: aws_sdk_sts::Client::new(&sdk),
             region,
+            act: None,
+        }
+    }
+
+    /// These clients, making calls that change AWS only while `gate` says this replica leads.
+    pub fn gated(mut self, gate: std::sync::Arc<crate::lease::ActGate>) -> Aws {
+        self.act = Some(gate);
+        self
+    }
+
+    /// Refuses a call that changes AWS when this replica does not hold the HA lease now.
+    fn acting(&self, service: &'static str, operation: &'static str) -> Result<(), AwsError> {
+        match &self.act {
+            Some(g) if !g.may_act() => Err(AwsError {
+                service,
+                operation,
+                code: "NotLeader".into(),
+                message:
+                    "this replica does not hold the HA lease now; the call is left to the leader"
+                        .into(),
+                transient: true,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -798,6 +832,7 @@ impl Aws {
         params: &BTreeMap<String, String>,
         token: &str,
     ) -> Result<String, AwsError> {
+        self.acting("sagemaker", "StartPipelineExecution")?;
         let params = params
             .iter()
             .map(|(k, v)| {
@@ -889,6 +924,7 @@ impl Aws {
         role_arn: &str,
         token: &str,
     ) -> Result<String, AwsError> {
+        self.acting("sagemaker", "CreatePipeline")?;
         let tag = aws_sdk_sagemaker::types::Tag::builder()
             .key(MANAGED_TAG.0)
             .value(MANAGED_TAG.1)
@@ -915,6 +951,7 @@ impl Aws {
         definition: &str,
         role_arn: &str,
     ) -> Result<String, AwsError> {
+        self.acting("sagemaker", "UpdatePipeline")?;
         let r = self
             .sagemaker
             .update_pipeline()
@@ -959,6 +996,7 @@ impl Aws {
         env: &BTreeMap<String, String>,
         token: &str,
     ) -> Result<String, AwsError> {
+        self.acting("codebuild", "StartBuild")?;
         use aws_sdk_codebuild::types::{EnvironmentVariable, EnvironmentVariableType};
         let mut vars = Vec::new();
         for (k, v) in env.iter().chain(std::iter::once((
@@ -1076,6 +1114,7 @@ impl Aws {
         body: &str,
         attrs: &[(&str, &str)],
     ) -> Result<String, AwsError> {
+        self.acting("sns", "Publish")?;
         use aws_sdk_sns::types::MessageAttributeValue;
         let mut req = self
             .sns
@@ -1201,6 +1240,7 @@ impl Aws {
         approve: bool,
         description: &str,
     ) -> Result<(), AwsError> {
+        self.acting("sagemaker", "UpdateModelPackage")?;
         use aws_sdk_sagemaker::types::ModelApprovalStatus as M;
         self.sagemaker
             .update_model_package()
@@ -1549,6 +1589,10 @@ mod tests {
 pub struct HaTable {
     client: aws_sdk_dynamodb::Client,
     pub table: String,
+    /// This replica's config hash, written on the lease item with each of its writes.
+    pub config_hash: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The config hash on the lease item as last read (the leader's).
+    pub leader_hash: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 const LEASE_PK: &str = "lease";
@@ -1561,12 +1605,14 @@ impl HaTable {
         HaTable {
             client: aws_sdk_dynamodb::Client::new(&sdk),
             table: table.to_string(),
+            config_hash: Default::default(),
+            leader_hash: Default::default(),
         }
     }
 
     /// Checks that the table exists with the key schema mlopsd needs; the error says what is
     /// wrong with which table.
-    pub async fn check(&self) -> Result<(), String> {
+    pub async fn check(&self) -> Result<(), HaCheckError> {
         use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
         let r = self
             .client
@@ -1578,18 +1624,23 @@ impl HaTable {
         let t = match r {
             Ok(r) => r.table,
             Err(e) if e.code == "ResourceNotFoundException" => {
-                return Err(format!(
+                return Err(HaCheckError::Missing(format!(
                     "the HA table \"{}\" does not exist (create it with partition key `pk` (S) and sort key `sk` (S); the CloudFormation template does)",
                     self.table
-                ))
+                )))
             }
-            Err(e) => return Err(format!("cannot read the HA table \"{}\": {e}", self.table)),
+            Err(e) => {
+                return Err(HaCheckError::Unreachable(format!(
+                    "cannot read the HA table \"{}\": {e}",
+                    self.table
+                )))
+            }
         };
         let Some(t) = t else {
-            return Err(format!(
+            return Err(HaCheckError::Missing(format!(
                 "DescribeTable gave no table for \"{}\"",
                 self.table
-            ));
+            )));
         };
         let types: std::collections::HashMap<&str, &ScalarAttributeType> = t
             .attribute_definitions()
@@ -1619,11 +1670,11 @@ impl HaTable {
                     )
                 })
                 .collect();
-            Err(format!(
+            Err(HaCheckError::Schema(format!(
                 "the HA table \"{}\" has the key schema {}; mlopsd needs partition key `pk` (S) and sort key `sk` (S)",
                 self.table,
                 found.join(", ")
-            ))
+            )))
         }
     }
 }
@@ -1645,6 +1696,7 @@ impl crate::lease::LeaseTable for HaTable {
             return Ok(None);
         };
         let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        *self.leader_hash.lock().unwrap_or_else(|p| p.into_inner()) = s("config_hash");
         let n = |k: &str| {
             item.get(k)
                 .and_then(|v| v.as_n().ok())
@@ -1685,6 +1737,14 @@ impl crate::lease::LeaseTable for HaTable {
             .item("holder", V::S(item.holder.clone()))
             .item("fencing", V::N(item.fencing.to_string()))
             .item("version", V::N(item.version.to_string()));
+        let hash = self
+            .config_hash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !hash.is_empty() {
+            req = req.item("config_hash", V::S(hash));
+        }
         req = match expect {
             Expect::Absent => req.condition_expression("attribute_not_exists(pk)"),
             Expect::Version(v) => req
@@ -1700,5 +1760,240 @@ impl crate::lease::LeaseTable for HaTable {
             Err(e) if e.code == "ConditionalCheckFailedException" => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// What is wrong with the HA table, for the start error (and its exit code) and `doctor`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HaCheckError {
+    Missing(String),
+    Schema(String),
+    Unreachable(String),
+}
+
+impl HaCheckError {
+    /// sysexits: a wrong key schema is a configuration error; the rest is unavailable.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            HaCheckError::Schema(_) => 78,
+            HaCheckError::Missing(_) | HaCheckError::Unreachable(_) => 69,
+        }
+    }
+}
+
+impl fmt::Display for HaCheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HaCheckError::Missing(m) | HaCheckError::Schema(m) | HaCheckError::Unreachable(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// Why a log append did not land.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppendError {
+    /// The lease is no longer ours (or the entry exists already): we were deposed.
+    Deposed(String),
+    /// AWS did not take it (after the SDK's retries); it may or may not be stored.
+    Failed(AwsError),
+}
+
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppendError::Deposed(why) => write!(f, "deposed: {why}"),
+            AppendError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The log items of the HA table: `pk = "log"`, `sk = "<seq, 20 digits>#<part, 4 digits>"`.
+const LOG_PK: &str = "log";
+/// Largest part of a log entry in one item (DynamoDB's item limit is 400 KB).
+pub const LOG_PART: usize = 350_000;
+/// Most parts of one entry: one `TransactWriteItems` holds 100 items, one is the lease check.
+pub const LOG_MAX_PARTS: usize = 11;
+
+fn log_sk(seq: u64, part: usize) -> String {
+    format!("{seq:020}#{part:04}")
+}
+
+impl HaTable {
+    /// Appends log entry `seq` as one transaction: its parts (each only if absent) and a check
+    /// that the lease is still `holder`'s with `fencing`. A conflict with a concurrent lease
+    /// renewal is tried again (same client token: DynamoDB makes the retry idempotent).
+    pub async fn append(
+        &self,
+        holder: &str,
+        fencing: u64,
+        seq: u64,
+        entry: &[u8],
+    ) -> Result<(), AppendError> {
+        use aws_sdk_dynamodb::types::{
+            AttributeValue as V, ConditionCheck, Put, TransactWriteItem,
+        };
+        let parts: Vec<&[u8]> = if entry.is_empty() {
+            vec![entry]
+        } else {
+            entry.chunks(LOG_PART).collect()
+        };
+        if parts.len() > LOG_MAX_PARTS {
+            return Err(AppendError::Failed(AwsError {
+                service: "dynamodb",
+                operation: "TransactWriteItems",
+                code: "EntryTooLarge".into(),
+                message: format!(
+                    "a state write of {} bytes (compressed) is over the {} bytes one DynamoDB transaction holds",
+                    entry.len(),
+                    LOG_PART * LOG_MAX_PARTS
+                ),
+                transient: false,
+            }));
+        }
+        let build = |e: aws_smithy_types::error::operation::BuildError| {
+            AppendError::Failed(AwsError {
+                service: "dynamodb",
+                operation: "TransactWriteItems",
+                code: "BuildError".into(),
+                message: e.to_string(),
+                transient: false,
+            })
+        };
+        let mut items = Vec::with_capacity(parts.len() + 1);
+        for (i, p) in parts.iter().enumerate() {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item("pk", V::S(LOG_PK.into()))
+                .item("sk", V::S(log_sk(seq, i)))
+                .item("d", V::B(aws_smithy_types::Blob::new(p.to_vec())))
+                .item("n", V::N(parts.len().to_string()))
+                .item("f", V::N(fencing.to_string()))
+                .condition_expression("attribute_not_exists(sk)")
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", V::S(LEASE_PK.into()))
+            .key("sk", V::S(LEASE_SK.into()))
+            .condition_expression("holder = :h AND fencing = :f")
+            .expression_attribute_values(":h", V::S(holder.into()))
+            .expression_attribute_values(":f", V::N(fencing.to_string()))
+            .build()
+            .map_err(build)?;
+        items.push(TransactWriteItem::builder().condition_check(check).build());
+        // At most 36 characters; the same for every retry of this entry.
+        let token = {
+            use sha2::{Digest, Sha256};
+            let d = Sha256::digest(format!("{holder}\0{fencing}\0{seq}").as_bytes());
+            d.iter()
+                .take(16)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let mut conflicts = 0u32;
+        loop {
+            let r = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .client_request_token(&token)
+                .send()
+                .observed("dynamodb", "TransactWriteItems")
+                .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code == "TransactionCanceledException" => {
+                    if e.message.contains("ConditionalCheckFailed") {
+                        return Err(AppendError::Deposed(format!(
+                            "state write {seq} was refused: the lease is no longer held by {holder} with fencing {fencing}"
+                        )));
+                    }
+                    if e.message.contains("TransactionConflict") && conflicts < 10 {
+                        conflicts += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * conflicts as u64)).await;
+                        continue;
+                    }
+                    return Err(AppendError::Failed(e));
+                }
+                Err(e) => return Err(AppendError::Failed(e)),
+            }
+        }
+    }
+
+    /// The log entries after `after`, in order (strongly consistent reads). An entry is
+    /// whole: its parts were written in one transaction.
+    pub async fn read_log(&self, after: u64) -> Result<Vec<(u64, Vec<u8>)>, AwsError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut start: Option<HashMap<String, V>> = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p AND sk >= :from")
+                .expression_attribute_values(":p", V::S(LOG_PK.into()))
+                .expression_attribute_values(":from", V::S(format!("{:020}", after + 1)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .observed("dynamodb", "Query")
+                .await?;
+            for item in r.items() {
+                let sk = item.get("sk").and_then(|v| v.as_s().ok());
+                let d = item.get("d").and_then(|v| v.as_b().ok());
+                let parsed = sk
+                    .and_then(|s| s.split_once('#'))
+                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<usize>().ok()?)));
+                let (Some((seq, part)), Some(d)) = (parsed, d) else {
+                    return Err(AwsError {
+                        service: "dynamodb",
+                        operation: "Query",
+                        code: "MalformedLog".into(),
+                        message: format!(
+                            "a log item in \"{}\" has no sequence number or data (sk {:?})",
+                            self.table, sk
+                        ),
+                        transient: false,
+                    });
+                };
+                match out.last_mut() {
+                    Some((s, buf)) if *s == seq && part > 0 => buf.extend_from_slice(d.as_ref()),
+                    _ => out.push((seq, d.as_ref().to_vec())),
+                }
+            }
+            match r.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The newest log entry's sequence number (0: none).
+    pub async fn last_seq(&self) -> Result<u64, AwsError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let r = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", V::S(LOG_PK.into()))
+            .consistent_read(true)
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .observed("dynamodb", "Query")
+            .await?;
+        Ok(r.items()
+            .first()
+            .and_then(|i| i.get("sk"))
+            .and_then(|v| v.as_s().ok())
+            .and_then(|s| s.split_once('#'))
+            .and_then(|(a, _)| a.parse().ok())
+            .unwrap_or(0))
     }
 }

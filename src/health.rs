@@ -40,6 +40,49 @@ pub struct Health {
     queue: Mutex<Option<QueueHealth>>,
     /// The preflight's last finding for each (kind, item) it read, and when it last ran.
     preflight: Mutex<Preflight>,
+    /// With HA: this replica's role and what it knows of the table and the leader.
+    ha: Mutex<Option<HaInfo>>,
+}
+
+/// What `/status` and `/healthz` show of high availability.
+#[derive(Debug, Clone)]
+pub struct HaInfo {
+    pub table: String,
+    pub replica: String,
+    /// `starting`, `standby` or `leader`.
+    pub role: &'static str,
+    pub leader: Option<String>,
+    pub fencing: Option<u64>,
+    pub lease: std::time::Duration,
+    /// When the lease item was last seen to change (a standby) or last renewed (the leader),
+    /// on this replica's monotonic clock.
+    pub lease_changed: Option<std::time::Instant>,
+    /// The last log entry in this replica's file.
+    pub applied_seq: u64,
+    /// The last answer from the table, and the error since then if any.
+    pub contact: Option<std::time::Instant>,
+    pub contact_error: Option<String>,
+    pub started: std::time::Instant,
+    pub config_hash: String,
+    /// The leader's config hash as written on the lease item.
+    pub leader_config_hash: Option<String>,
+    pub role_since: DateTime<Utc>,
+}
+
+impl HaInfo {
+    /// Cut off: no answer from the table for a whole lease (or none since the start).
+    pub fn cut_off(&self) -> Option<std::time::Duration> {
+        let since = self.contact.unwrap_or(self.started);
+        let age = since.elapsed();
+        (age > self.lease).then_some(age)
+    }
+    pub fn config_differs(&self) -> bool {
+        self.role == "standby"
+            && self
+                .leader_config_hash
+                .as_ref()
+                .is_some_and(|h| *h != self.config_hash)
+    }
 }
 
 /// What the daemon's preflight found (`doctor::check` over the running config).
@@ -50,6 +93,19 @@ pub struct Preflight {
 }
 
 impl Health {
+    pub fn set_ha(&self, info: HaInfo) {
+        *self.ha.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+    }
+    /// Changes the HA info, when there is some.
+    pub fn update_ha(&self, f: impl FnOnce(&mut HaInfo)) {
+        if let Some(i) = self.ha.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            f(i)
+        }
+    }
+    pub fn ha(&self) -> Option<HaInfo> {
+        self.ha.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Records that `operation` failed (logged by the caller).
     pub fn store_failed(&self, operation: &'static str, error: &str, at: DateTime<Utc>) {
         let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());

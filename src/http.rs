@@ -129,6 +129,20 @@ async fn healthz(State(s): State<HttpState>) -> Response {
         )
             .into_response();
     }
+    if let Some(i) = s.health.ha() {
+        if let Some(age) = i.cut_off() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "unhealthy: cut off from the HA table \"{}\" for {} s ({}); this replica does not act\n",
+                    i.table,
+                    age.as_secs(),
+                    i.contact_error.as_deref().unwrap_or("no answer")
+                ),
+            )
+                .into_response();
+        }
+    }
     let faults = s.health.store_faults(s.clock.now());
     if !faults.is_empty() {
         let mut body = String::from("unhealthy: state store operations are failing:\n");
@@ -396,6 +410,24 @@ pub fn status_json(
                 .map(|f| json!({"kind": f.kind, "name": f.name, "item": f.config_item(), "resource": f.resource, "status": f.status.as_str(), "detail": f.detail}))
                 .collect::<Vec<_>>(),
         },
+        "role": health.ha().map_or("single", |i| i.role),
+        "ha": health.ha().map(|i| json!({
+            "table": i.table,
+            "replica": i.replica,
+            "role": i.role,
+            "role_since": ts(&i.role_since),
+            "leader": i.leader,
+            "fencing": i.fencing,
+            "lease_ms": i.lease.as_millis() as u64,
+            // Since the lease item last changed (a standby's view) or was last renewed (the leader).
+            "lease_age_ms": i.lease_changed.map(|t| t.elapsed().as_millis() as u64),
+            "applied_seq": i.applied_seq,
+            "table_reachable": i.cut_off().is_none(),
+            "table_error": i.contact_error,
+            "config_hash": i.config_hash,
+            "leader_config_hash": i.leader_config_hash,
+            "config_differs": i.config_differs(),
+        })),
         "events": cfg.events.as_ref().map(|ev| {
             let q = health.queue();
             json!({

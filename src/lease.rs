@@ -51,6 +51,31 @@ pub trait LeaseTable: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
+/// Whether this replica may act now (make calls that change AWS, write state): set from each
+/// renewal that succeeded to the instant its lease could lapse for others, cleared on a
+/// step-down. Shared by the lease driver's table, the store's log sink and the AWS clients.
+#[derive(Debug, Default)]
+pub struct ActGate {
+    until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl ActGate {
+    pub fn may_act(&self) -> bool {
+        self.until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|u| Instant::now() < u)
+    }
+    /// A renewal sent at `sent` succeeded.
+    pub fn renewed(&self, sent: Instant, duration: Duration) {
+        *self.until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(sent + duration - margin(duration));
+    }
+    pub fn revoke(&self) {
+        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 /// A replica's role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {

@@ -107,6 +107,8 @@ pub struct Metrics {
     pub pipeline_applies: Family<ApplyL, Counter>,
     pub pipeline_in_sync: Family<PipelineL, Gauge>,
     pub preflight_problems: Gauge,
+    /// 1 while this replica leads (HA), 0 as a standby; 1 on a single machine.
+    pub leader: Gauge,
     pub schedule_lateness: Histogram,
     pub up_since: FGauge,
 }
@@ -142,6 +144,7 @@ impl Metrics {
             pipeline_applies: Family::default(),
             pipeline_in_sync: Family::default(),
             preflight_problems: Gauge::default(),
+            leader: Gauge::default(),
             schedule_lateness: lateness(),
             up_since: FGauge::default(),
             registry: Registry::default(),
@@ -257,6 +260,11 @@ impl Metrics {
             "mlopsd_pipeline_applies",
             "Declared pipelines: applies and findings by result (created, updated, drifted, failed)",
             m.pipeline_applies.clone(),
+        );
+        r.register(
+            "mlopsd_leader",
+            "1 while this replica acts (the HA leader, or a single machine), 0 as a standby",
+            m.leader.clone(),
         );
         r.register(
             "mlopsd_preflight_problems",

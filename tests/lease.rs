@@ -94,6 +94,12 @@ fn the_table_and_its_key_schema_are_checked_with_a_clear_error() {
             .check()
             .await
             .unwrap_err();
+        assert_eq!(
+            e.exit_code(),
+            78,
+            "a wrong key schema is a configuration error"
+        );
+        let e = e.to_string();
         assert!(
             e.contains(&format!(
                 "the HA table \"{wrong}\" has the key schema id (HASH, N)"
@@ -106,6 +112,8 @@ fn the_table_and_its_key_schema_are_checked_with_a_clear_error() {
             .check()
             .await
             .unwrap_err();
+        assert_eq!(e.exit_code(), 69, "a missing table is unavailable");
+        let e = e.to_string();
         assert!(
             e.contains(&format!("the HA table \"{absent}\" does not exist")),
             "{e}"

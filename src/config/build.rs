@@ -631,6 +631,8 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
         shutdown_grace: Duration::from_secs(30),
         poll_interval: Duration::from_secs(15),
         reconcile_interval: Duration::from_secs(600),
+        ha_table: None,
+        ha_lease: Duration::from_secs(15),
     };
     let Some(mut t) = top.table(d, "daemon") else {
         return if top.has("daemon") { None } else { Some(cfg) };
@@ -707,6 +709,38 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             None => ok = false,
         }
     }
+    if let Some(s) = t.string(d, "ha_table") {
+        // DynamoDB's rule for table names.
+        let valid = (3..=255).contains(&s.v.len())
+            && s.v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if valid {
+            cfg.ha_table = Some(s.v);
+        } else {
+            d.push(
+                s.span.clone(),
+                format!("`ha_table` must be a DynamoDB table name (3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`), found {}", d.show(&s)),
+            );
+            ok = false;
+        }
+    }
+    if t.has("ha_lease") {
+        let v = t.duration_text(d, "ha_lease");
+        let span = v.as_ref().map(|x| x.span.clone());
+        match duration(d, v, "ha_lease", true) {
+            // A lease is renewed three times per duration, and a standby waits a whole one.
+            Some(g) if g < Duration::from_secs(3) || g > Duration::from_secs(600) => {
+                d.push(
+                    span.unwrap_or(t.span.clone()),
+                    "`ha_lease` must be between 3s and 10m (the leader renews it three times per lease; a standby takes over after one)",
+                );
+                ok = false;
+            }
+            Some(g) => cfg.ha_lease = g,
+            None => ok = false,
+        }
+    }
     t.finish(
         d,
         &[
@@ -717,6 +751,8 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             "shutdown_grace",
             "poll_interval",
             "reconcile_interval",
+            "ha_table",
+            "ha_lease",
         ],
     );
     ok.then_some(cfg)

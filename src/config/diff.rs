@@ -59,6 +59,12 @@ impl ConfigDiff {
         if old.daemon.state_dir != new.daemon.state_dir {
             restart_needed.push("daemon.state_dir");
         }
+        if old.daemon.ha_table != new.daemon.ha_table {
+            restart_needed.push("daemon.ha_table");
+        }
+        if old.daemon.ha_lease != new.daemon.ha_lease {
+            restart_needed.push("daemon.ha_lease");
+        }
         if old.daemon.listen != new.daemon.listen
             || old.daemon.allow_remote_listen != new.daemon.allow_remote_listen
         {

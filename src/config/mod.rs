@@ -79,6 +79,10 @@ pub struct DaemonConfig {
     pub poll_interval: Duration,
     /// How often declared pipelines are compared with AWS (and put back when drifted).
     pub reconcile_interval: Duration,
+    /// High availability: the DynamoDB table the replicas share (state and the lease).
+    pub ha_table: Option<String>,
+    /// How long a leader's lease lasts without renewal before a standby takes over.
+    pub ha_lease: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

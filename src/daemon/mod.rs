@@ -4,6 +4,7 @@
 mod checks;
 mod declared;
 mod gates;
+mod ha;
 mod inbound;
 mod notices;
 mod outbox;
@@ -46,6 +47,8 @@ pub enum RunError {
     #[error("{0}")]
     Listen(String),
     #[error("{0}")]
+    Ha(crate::aws::HaCheckError),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -55,6 +58,7 @@ impl RunError {
             RunError::Config(_) => EX_CONFIG,
             RunError::State(s) => s.exit_code(),
             RunError::Listen(_) => 69, // EX_UNAVAILABLE
+            RunError::Ha(e) => e.exit_code(),
             RunError::Other(_) => 1,
         }
     }
@@ -97,6 +101,33 @@ pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunEr
     run_with(path, Clock::System, connect, shutdown).await
 }
 
+/// What lives for the whole process, across roles (HA): the store, HTTP's view and health.
+pub(crate) struct Base {
+    path: PathBuf,
+    clock: Clock,
+    store: Arc<Store>,
+    view: tokio::sync::watch::Sender<Arc<http::View>>,
+    heartbeat: Arc<std::sync::atomic::AtomicI64>,
+    health: Arc<Health>,
+}
+
+/// The config as loaded, kept across roles.
+pub(crate) struct Loaded {
+    cfg: Arc<Config>,
+    /// Block hashes of the text `cfg` was loaded from, for fast reloads of small edits.
+    index: Option<config::blocks::Index>,
+    hash: String,
+}
+
+/// Why the active loop returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Asked to stop (a signal or `shutdown`): the process ends.
+    Stopped,
+    /// This replica stopped leading (HA): it goes back to being a standby.
+    Demoted,
+}
+
 /// `run` with the clock and the AWS side given (`connect` gets `[aws]` once the config is
 /// loaded): a test drives the real loop on paused time against an in-memory `Cloud`.
 pub async fn run_with<C, F, Fut>(
@@ -114,7 +145,13 @@ where
     let cfg = config::parse(&text, &path).map_err(RunError::Config)?;
     let hash = config::config_hash(&text, &cfg);
     events::config_loaded(&path, &hash, &cfg);
-    let store = Arc::new(Store::open(&cfg.daemon.state_dir)?);
+    // With HA the local file is a replica of the table's log, kept apart from a
+    // single-machine store in the same state_dir.
+    let store_dir = match &cfg.daemon.ha_table {
+        None => cfg.daemon.state_dir.clone(),
+        Some(t) => cfg.daemon.state_dir.join(format!("ha-{t}")),
+    };
+    let store = Arc::new(Store::open(&store_dir)?);
     let cloud = connect(cfg.aws.clone()).await;
 
     let listener = tokio::net::TcpListener::bind(cfg.daemon.listen).await.map_err(|e| {
@@ -143,7 +180,7 @@ where
     }));
     let heartbeat = Arc::new(std::sync::atomic::AtomicI64::new(now.timestamp_millis()));
     let health = Arc::new(Health::default());
-    let tracker = TaskTracker::new();
+    let http_tracker = TaskTracker::new();
     let stop_http = CancellationToken::new();
     let hs = http::HttpState {
         view: view_rx,
@@ -152,8 +189,54 @@ where
         health: health.clone(),
         clock,
     };
-    tracker.spawn(http::serve(listener, hs, stop_http.clone()));
+    http_tracker.spawn(http::serve(listener, hs, stop_http.clone()));
     tracing::info!(event = "http_listening", addr = %http_addr, "status server listening (/, /status, /metrics, /healthz)");
+    let base = Base {
+        path,
+        clock,
+        store,
+        view,
+        heartbeat,
+        health,
+    };
+    let mut loaded = Loaded {
+        cfg,
+        index: config::blocks::Index::of(&text),
+        hash,
+    };
+    drop(text);
+    let r = match loaded.cfg.daemon.ha_table.clone() {
+        None => {
+            m.leader.set(1);
+            active(&base, &mut loaded, cloud, &shutdown, None)
+                .await
+                .map(|_| ())
+        }
+        Some(table) => ha::run(&base, &mut loaded, cloud, &table, &shutdown).await,
+    };
+    stop_http.cancel();
+    http_tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), http_tracker.wait()).await;
+    r
+}
+
+/// The control loop of a single machine or of the HA leader: evaluates, decides, starts and
+/// publishes until `shutdown` (or, for an HA leader, `demote`).
+pub(crate) async fn active<C: Cloud>(
+    base: &Base,
+    loaded: &mut Loaded,
+    cloud: C,
+    shutdown: &CancellationToken,
+    demote: Option<CancellationToken>,
+) -> Result<Ended, RunError> {
+    let clock = base.clock;
+    let path = base.path.clone();
+    let store = base.store.clone();
+    let cfg = loaded.cfg.clone();
+    let heartbeat = base.heartbeat.clone();
+    let health = base.health.clone();
+    let tracker = TaskTracker::new();
+    let demote = demote.unwrap_or_default();
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let consumer = cfg.events.as_ref().map(|ev| inbound::Consumer {
         cloud: cloud.clone(),
@@ -180,19 +263,17 @@ where
         health: health.clone(),
         store_id,
     });
-    let index = config::blocks::Index::of(&text);
-    drop(text);
     let mut d = Daemon {
         path: path.clone(),
         cfg,
-        index,
-        hash,
+        index: loaded.index.take(),
+        hash: loaded.hash.clone(),
         store: store.clone(),
         timer: Timer::default(),
         tracker: tracker.clone(),
         clock,
         work,
-        view,
+        view: base.view.clone(),
     };
     d.schedule_start(clock.now());
     release_memory();
@@ -270,6 +351,7 @@ where
         };
         tokio::select! {
             _ = shutdown.cancelled() => break "requested",
+            _ = demote.cancelled() => break "stepped down",
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
@@ -311,11 +393,20 @@ where
         }
     };
 
+    let demoted = demote.is_cancelled() && !shutdown.is_cancelled() && reason == "stepped down";
+    // Hand the config back (a standby keeps it, reloads included).
+    loaded.cfg = d.cfg.clone();
+    loaded.index = d.index.take();
+    loaded.hash = d.hash.clone();
+    stop_sender.cancel();
+    d.tracker.close();
+    if demoted {
+        // A deposed leader records nothing more (the store refuses its writes); what it was
+        // doing is resumed by the new leader from the table.
+        return Ok(Ended::Demoted);
+    }
     systemd::stopping();
     events::daemon_stopping(reason);
-    stop_sender.cancel();
-    stop_http.cancel();
-    d.tracker.close();
     let grace = d.cfg.daemon.shutdown_grace;
     // In-flight calls finish within the grace; their answers are still recorded (a started
     // run's ARN), but nothing new is decided.
@@ -342,7 +433,7 @@ where
         tracing::warn!(error = %e, "state store checkpoint at shutdown failed (the WAL keeps the data)");
     }
     events::daemon_stopped(clean);
-    Ok(())
+    Ok(Ended::Stopped)
 }
 
 impl<C: Cloud> Daemon<C> {

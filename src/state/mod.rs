@@ -5,11 +5,11 @@
 
 mod ops;
 mod repl;
-pub use repl::{LogSink, Repl, W};
 pub use ops::{
     CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, PipelineApply, RunRow,
     RunState, EVENT_MEMORY, KEEP_VALUES,
 };
+pub use repl::{LogSink, Repl, W};
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;

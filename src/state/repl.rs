@@ -350,7 +350,9 @@ mod tests {
             "events_seen",
             "pipeline_applies",
         ] {
-            let mut st = c.prepare(&format!("SELECT * FROM {t} ORDER BY rowid")).unwrap();
+            let mut st = c
+                .prepare(&format!("SELECT * FROM {t} ORDER BY rowid"))
+                .unwrap();
             let n = st.column_count();
             let rows = st
                 .query_map([], |r| {
