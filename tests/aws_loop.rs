@@ -598,6 +598,37 @@ fn sigkill_after_decision_then_restart_starts_exactly_once() {
     }
 }
 
+/// Two checks breach in one evaluation; the process dies after the first rule's decision.
+/// The breach notices of both checks were queued with the evaluations that found them, so
+/// none is lost (before, the second check's breach was stored and its notice was not).
+#[test]
+fn sigkill_after_the_first_of_two_decisions_loses_no_breach_notice() {
+    let s = setup("kill-two");
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = String::new();
+    for c in ["a", "b"] {
+        s.aws.put_metric(&s.ns, &format!("m{c}"), &[], 1.0);
+        extra.push_str(&format!(
+            "[checks.{c}]\nschedule = \"every 1s\"\nnamespace = \"{}\"\nmetric = \"m{c}\"\nabove = 0.5\n\n[rules.r{c}]\non_check = \"{c}\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n\n",
+            s.ns
+        ));
+    }
+    let text = config(dir.path(), &s, &s.aws.endpoint, &extra);
+    let mut opts = env();
+    opts.env.push(("MLOPSD_FAILPOINT", "after_decision".into()));
+    let mut r = Running::start(dir.path(), &text, opts);
+    r.wait_exit(T);
+    drop(r);
+    let _r = Running::start(dir.path(), &text, env());
+    let notes = s.aws.notes_until(T, |n| {
+        ["ra", "rb"].iter().all(|rule| {
+            n.iter()
+                .any(|x| x.event() == "check_breached" && x.attrs["rule"] == *rule)
+        })
+    });
+    assert_eq!(events_named(&notes, "check_breached").len(), 2, "{notes:?}");
+}
+
 #[test]
 fn sigkill_after_publish_resends_with_the_same_correlation_id() {
     let s = setup("kill-publish");

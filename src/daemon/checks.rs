@@ -153,49 +153,36 @@ impl<C: Cloud> Work<C> {
                 at,
             })
             .collect();
-        // Not stored → not acted on: the next evaluation decides again from stored state.
-        let r = self.store.save_check_evals(&evals);
-        drop(evals);
-        if self
-            .db("store check evaluations", "", "no rule fires on them", r)
-            .is_none()
+        // The rules on each check, from an index built once per batch: 10,000 checks must not
+        // each scan 10,000 rules.
+        let mut on_check: HashMap<&str, Vec<String>> = HashMap::new();
+        if outcomes
+            .iter()
+            .any(|(_, o)| o.entered_breach || o.recovered || o.firing)
         {
-            return;
+            for (n, r) in &cfg.rules {
+                if let Trigger::Check(c) = &r.trigger {
+                    on_check.entry(c.as_str()).or_default().push(n.clone());
+                }
+            }
         }
-        let mut on_check: Option<HashMap<&str, Vec<String>>> = None;
-        for (name, o) in outcomes {
-            let Some(check) = cfg.checks.get(&name) else {
+        // Breach and recovery notices are queued with the evaluations that cause them.
+        let mut notices = Vec::new();
+        for (name, o) in &outcomes {
+            if !(o.entered_breach || o.recovered) {
+                continue;
+            }
+            let Some(check) = cfg.checks.get(name) else {
                 continue;
             };
             let corr = o.correlation_id.clone().unwrap_or_default();
-            if !(o.entered_breach || o.recovered || o.firing) {
-                continue;
-            }
-            // The rules on this check, from an index built once per batch: 10,000 checks
-            // must not each scan 10,000 rules.
-            let on_check = on_check.get_or_insert_with(|| {
-                let mut m: HashMap<&str, Vec<String>> = HashMap::new();
-                for (n, r) in &cfg.rules {
-                    if let Trigger::Check(c) = &r.trigger {
-                        m.entry(c.as_str()).or_default().push(n.clone());
-                    }
-                }
-                m
-            });
-            let rules: Vec<String> = on_check.get(name.as_str()).cloned().unwrap_or_default();
-            if o.entered_breach || o.recovered {
-                events::CheckIncident {
-                    recovered: o.recovered,
-                    check: &name,
-                    value: o.value,
-                    threshold: &check.threshold,
-                    correlation_id: &corr,
-                }
-                .emit();
-            }
-            if o.entered_breach {
-                for r in &rules {
-                    let m = Message::new("check_breached", r, Some(&name), &corr)
+            for r in on_check
+                .get(name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
+                let m = if o.entered_breach {
+                    Message::new("check_breached", r, Some(name), &corr)
                         .with("value", value_text(o.value))
                         .with("threshold", check.threshold.to_string())
                         .with(
@@ -207,17 +194,41 @@ impl<C: Cloud> Work<C> {
                                     check.namespace, check.metric, check.statistic
                                 ),
                             },
-                        );
-                    self.notify_rule(r, m);
-                }
-            }
-            if o.recovered {
-                for r in &rules {
-                    let m = Message::new("check_recovered", r, Some(&name), &corr)
+                        )
+                } else {
+                    Message::new("check_recovered", r, Some(name), &corr)
                         .with("value", value_text(o.value))
-                        .with("threshold", check.threshold.to_string());
-                    self.notify_rule(r, m);
+                        .with("threshold", check.threshold.to_string())
+                };
+                notices.extend(self.render_rule(r, &m));
+            }
+        }
+        // Not stored → not acted on: the next evaluation decides again from stored state.
+        let r = self.store.save_check_evals(&evals, &notices, now);
+        drop(evals);
+        let Some(queued) = self.db("store check evaluations", "", "no rule fires on them", r)
+        else {
+            return;
+        };
+        self.queued(&notices, &queued);
+        for (name, o) in outcomes {
+            let Some(check) = cfg.checks.get(&name) else {
+                continue;
+            };
+            let corr = o.correlation_id.clone().unwrap_or_default();
+            if !(o.entered_breach || o.recovered || o.firing) {
+                continue;
+            }
+            let rules: Vec<String> = on_check.get(name.as_str()).cloned().unwrap_or_default();
+            if o.entered_breach || o.recovered {
+                events::CheckIncident {
+                    recovered: o.recovered,
+                    check: &name,
+                    value: o.value,
+                    threshold: &check.threshold,
+                    correlation_id: &corr,
                 }
+                .emit();
             }
             if o.firing {
                 for r in rules {

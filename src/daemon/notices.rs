@@ -19,6 +19,53 @@ impl<C: Cloud> Work<C> {
         self.notify(rule, &r.notify, m);
     }
 
+    /// A rule's notification rendered for each of its notifiers, to be queued in the same
+    /// transaction as the state change it tells of (nothing for a dry-run rule).
+    pub(super) fn render_rule(&self, rule: &str, m: &Message) -> Vec<crate::state::Queued> {
+        let Some(r) = self.cfg.rules.get(rule) else {
+            return Vec::new();
+        };
+        if r.dry_run {
+            events::dry_run_notification(rule, &m.event);
+            return Vec::new();
+        }
+        r.notify
+            .iter()
+            .filter_map(|n| {
+                let nc = self.cfg.notifiers.get(n)?;
+                let (subject, body) = notify::render(nc, m);
+                Some(crate::state::Queued {
+                    notifier: n.clone(),
+                    topic_arn: nc.topic_arn.clone(),
+                    event: m.event.clone(),
+                    rule: rule.to_string(),
+                    check: m.check.clone(),
+                    correlation_id: m.correlation_id.clone(),
+                    subject,
+                    body,
+                    repeat_interval: nc.repeat_interval,
+                })
+            })
+            .collect()
+    }
+
+    /// After notices were queued (`queued[i]` false: deduplicated): logs and wakes the sender.
+    pub(super) fn queued(&self, notices: &[crate::state::Queued], queued: &[bool]) {
+        for (n, q) in notices.iter().zip(queued) {
+            if !q {
+                events::notification_deduplicated(
+                    &n.notifier,
+                    &n.rule,
+                    &n.event,
+                    &n.correlation_id,
+                );
+            }
+        }
+        if queued.iter().any(|q| *q) {
+            self.outbox_wake.notify_one();
+        }
+    }
+
     pub(super) fn notify(&self, rule: &str, notifiers: &[String], m: Message) {
         let now = self.now();
         let mut queued = false;

@@ -6,8 +6,8 @@
 mod ops;
 mod repl;
 pub use ops::{
-    CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, PipelineApply, RunRow,
-    RunState, EVENT_MEMORY, KEEP_VALUES,
+    CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, PipelineApply, Queued,
+    RunRow, RunState, EVENT_MEMORY, KEEP_VALUES,
 };
 pub use repl::{LogSink, Repl, W};
 

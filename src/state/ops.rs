@@ -194,6 +194,36 @@ pub struct Outgoing<'a> {
     pub repeat_interval: std::time::Duration,
 }
 
+/// An owned notification to queue (rendered before the transaction that queues it).
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub notifier: String,
+    pub topic_arn: String,
+    pub event: String,
+    pub rule: String,
+    pub check: Option<String>,
+    pub correlation_id: String,
+    pub subject: String,
+    pub body: String,
+    pub repeat_interval: std::time::Duration,
+}
+
+impl Queued {
+    pub fn as_outgoing(&self) -> Outgoing<'_> {
+        Outgoing {
+            notifier: &self.notifier,
+            topic_arn: &self.topic_arn,
+            event: &self.event,
+            rule: &self.rule,
+            check: self.check.as_deref(),
+            correlation_id: &self.correlation_id,
+            subject: &self.subject,
+            body: &self.body,
+            repeat_interval: self.repeat_interval,
+        }
+    }
+}
+
 const RUN_COLS: &str = "id, rule, firing, kind, target, token, request, correlation_id, check_name, status, arn, detail, decided_ms, started_ms, ended_ms, attempts";
 
 impl RunRow {
@@ -289,7 +319,15 @@ impl Store {
     }
 
     /// Stores a batch of evaluations (state + recent values, bounded) in one transaction.
-    pub fn save_check_evals(&self, evals: &[CheckEval<'_>]) -> R<()> {
+    /// The notifications of these evaluations (breached, recovered) are queued in the same
+    /// transaction: a crash never keeps a breach and loses its notice. Returns, for each
+    /// notice, whether it was queued (else deduplicated).
+    pub fn save_check_evals(
+        &self,
+        evals: &[CheckEval<'_>],
+        notices: &[Queued],
+        now: DateTime<Utc>,
+    ) -> R<Vec<bool>> {
         self.write(|w| {
             for e in evals {
                 w.exec(
@@ -314,7 +352,10 @@ impl Store {
                     params![e.name, KEEP_VALUES],
                 )?;
             }
-            Ok(())
+            notices
+                .iter()
+                .map(|n| Self::enqueue_in(w, &n.as_outgoing(), ms(now)))
+                .collect()
         })
     }
 
@@ -574,31 +615,33 @@ impl Store {
     /// Queues a notification unless the same (notifier, rule, event) went out within the
     /// repeat interval. Returns whether it was queued.
     pub fn enqueue(&self, n: &Outgoing<'_>, now: DateTime<Utc>) -> R<bool> {
-        self.write(|w| {
-            let last: Option<i64> = w
-                .query_row(
-                    "SELECT last_sent_ms FROM dedupe WHERE notifier = ?1 AND rule = ?2 AND event = ?3",
-                    params![n.notifier, n.rule, n.event],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let interval = n.repeat_interval.as_millis() as i64;
-            if let Some(last) = last {
-                if interval > 0 && ms(now) - last < interval {
-                    return Ok(false);
-                }
+        self.write(|w| Self::enqueue_in(w, n, ms(now)))
+    }
+
+    fn enqueue_in(w: &mut W<'_>, n: &Outgoing<'_>, now_ms: i64) -> R<bool> {
+        let last: Option<i64> = w
+            .query_row(
+                "SELECT last_sent_ms FROM dedupe WHERE notifier = ?1 AND rule = ?2 AND event = ?3",
+                params![n.notifier, n.rule, n.event],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let interval = n.repeat_interval.as_millis() as i64;
+        if let Some(last) = last {
+            if interval > 0 && now_ms - last < interval {
+                return Ok(false);
             }
-            w.exec(
-                "INSERT INTO dedupe (notifier, rule, event, last_sent_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (notifier, rule, event) DO UPDATE SET last_sent_ms = excluded.last_sent_ms",
-                params![n.notifier, n.rule, n.event, ms(now)],
-            )?;
-            w.exec(
-                "INSERT INTO outbox (notifier, topic_arn, event, rule, check_name, correlation_id, subject, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![n.notifier, n.topic_arn, n.event, n.rule, n.check, n.correlation_id, n.subject, n.body, ms(now)],
-            )?;
-            Ok(true)
-        })
+        }
+        w.exec(
+            "INSERT INTO dedupe (notifier, rule, event, last_sent_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (notifier, rule, event) DO UPDATE SET last_sent_ms = excluded.last_sent_ms",
+            params![n.notifier, n.rule, n.event, now_ms],
+        )?;
+        w.exec(
+            "INSERT INTO outbox (notifier, topic_arn, event, rule, check_name, correlation_id, subject, body, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![n.notifier, n.topic_arn, n.event, n.rule, n.check, n.correlation_id, n.subject, n.body, now_ms],
+        )?;
+        Ok(true)
     }
 
     /// Unsent notifications whose next attempt is due.
@@ -786,7 +829,7 @@ mod tests {
                 breached: false,
                 at: t0 + chrono::Duration::seconds(i),
             };
-            s.save_check_evals(&[e]).unwrap();
+            s.save_check_evals(&[e], &[], t0).unwrap();
         }
         let all = s.all_check_values(KEEP_VALUES as usize + 10).unwrap();
         let v = &all["c"];
