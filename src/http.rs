@@ -421,7 +421,7 @@ pub fn status_json(
             "lease_ms": i.lease.as_millis() as u64,
             // Since the lease item last changed (a standby's view) or was last renewed (the leader).
             "lease_age_ms": i.lease_changed.map(|t| t.elapsed().as_millis() as u64),
-            "applied_seq": i.applied_seq,
+            "applied_seq": store.applied_seq().unwrap_or(i.applied_seq),
             "table_reachable": i.cut_off().is_none(),
             "table_error": i.contact_error,
             "config_hash": i.config_hash,

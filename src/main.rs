@@ -27,6 +27,12 @@ enum Cmd {
     Run {
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
+        /// Serve HTTP here instead of `daemon.listen` (one config file for several replicas).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Keep state here instead of `daemon.state_dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Validate a config: exit 0 when valid, 78 with every error otherwise.
     Validate {
@@ -256,8 +262,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Run { config } => {
+        Cmd::Run {
+            config,
+            listen,
+            state_dir,
+        } => {
             logging::init(logging::LogFormat::from_env());
+            mlopsd::config::set_overrides(mlopsd::config::Overrides { listen, state_dir });
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

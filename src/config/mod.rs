@@ -37,10 +37,34 @@ pub fn parse_reusing(
     path: &Path,
     prev: Option<&Config>,
 ) -> Result<Config, ConfigError> {
-    match blocks::parse_blockwise_sharing(text, prev, &base_dir(path)) {
-        Some(cfg) => Ok(cfg),
-        None => parse_full(text, path),
+    let mut cfg = match blocks::parse_blockwise_sharing(text, prev, &base_dir(path)) {
+        Some(cfg) => cfg,
+        None => parse_full(text, path)?,
+    };
+    if let Some(o) = OVERRIDES.get() {
+        if let Some(l) = o.listen {
+            cfg.daemon.listen = l;
+        }
+        if let Some(d) = &o.state_dir {
+            cfg.daemon.state_dir = d.clone();
+        }
     }
+    Ok(cfg)
+}
+
+/// What `mlopsd run --listen/--state-dir` puts in place of the file's values: the per-machine
+/// keys, so that HA replicas can share one config file (and its hash) on one host.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<std::net::SocketAddr>,
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+static OVERRIDES: std::sync::OnceLock<Overrides> = std::sync::OnceLock::new();
+
+/// Sets the overrides for this process (once, before the config is read).
+pub fn set_overrides(o: Overrides) {
+    let _ = OVERRIDES.set(o);
 }
 
 /// Exit code for an invalid config (sysexits EX_CONFIG).

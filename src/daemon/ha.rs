@@ -380,7 +380,7 @@ pub(super) async fn run<C: Cloud>(
 fn leader_changed(base: &Base, loaded: &Loaded, me: &str, fencing: u64, previous: Option<&str>) {
     let cfg = &loaded.cfg;
     let now = base.clock.now();
-    let m = Message::new("leader_changed", "", None, &format!("ha-{fencing}"))
+    let m = Message::new("leader_changed", "ha", None, &format!("ha-{fencing}"))
         .with("leader", me)
         .with("fencing", fencing)
         .with("previous", previous.unwrap_or("none"))
@@ -391,7 +391,7 @@ fn leader_changed(base: &Base, loaded: &Loaded, me: &str, fencing: u64, previous
             notifier: name,
             topic_arn: &nc.topic_arn,
             event: &m.event,
-            rule: "",
+            rule: "ha",
             check: None,
             correlation_id: &m.correlation_id,
             subject: &subject,

@@ -42,6 +42,7 @@ pub struct TestAws {
     pub sqs: aws_sdk_sqs::Client,
     pub cw: aws_sdk_cloudwatch::Client,
     pub s3: aws_sdk_s3::Client,
+    pub ddb: aws_sdk_dynamodb::Client,
     /// Unique prefix for this test's resources (tests share one moto server).
     pub prefix: String,
     pub queue_url: Option<String>,
@@ -80,6 +81,7 @@ impl TestAws {
             sqs: aws_sdk_sqs::Client::new(&conf),
             cw: aws_sdk_cloudwatch::Client::new(&conf),
             s3: aws_sdk_s3::Client::from_conf(s3conf),
+            ddb: aws_sdk_dynamodb::Client::new(&conf),
             rt,
             endpoint: endpoint.to_string(),
             // Unique per process too, so re-runs against one moto server do not collide.
@@ -97,6 +99,38 @@ impl TestAws {
 
     pub fn name(&self, base: &str) -> String {
         format!("{}-{base}", self.prefix)
+    }
+
+    /// A DynamoDB table with the HA key schema (`pk` S, `sk` S), on-demand.
+    pub fn create_ha_table(&self, base: &str) -> String {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let name = self.name(base);
+        let mut req = self
+            .ddb
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest);
+        for (n, k) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+            req = req
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(n)
+                        .key_type(k)
+                        .build()
+                        .unwrap(),
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(n)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .unwrap(),
+                );
+        }
+        self.rt.block_on(req.send()).expect("create HA table");
+        name
     }
 
     pub fn create_pipeline(&self, base: &str) -> String {

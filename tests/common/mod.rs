@@ -56,12 +56,18 @@ impl Default for Opts<'_> {
 impl Running {
     /// Starts `mlopsd run --config DIR/mlops.toml` with `config_text` written there.
     pub fn start(dir: &Path, config_text: &str, opts: Opts<'_>) -> Running {
+        Self::start_args(dir, config_text, &[], opts)
+    }
+
+    /// `start` with more arguments to `mlopsd run` (`--listen`, `--state-dir`).
+    pub fn start_args(dir: &Path, config_text: &str, args: &[&str], opts: Opts<'_>) -> Running {
         let config = dir.join("mlops.toml");
         std::fs::write(&config, config_text).expect("write config");
         let notes = Arc::new(Mutex::new(Vec::new()));
         let mut cmd = Command::new(bin());
         cmd.args(["run", "--config"])
             .arg(&config)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());

@@ -1,0 +1,537 @@
+//! High availability end to end: real `mlopsd` processes sharing one config file and one
+//! DynamoDB table on moto (conditions and transactions enforced). Two and three replicas;
+//! kill -9 of the leader at each failpoint of a firing; SIGSTOP past the lease; DynamoDB
+//! throttling and dropped connections through the fault proxy; a replica cut off from the
+//! table; start errors for a missing table or a wrong key schema.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::aws::{Note, TestAws};
+use common::proxy::{Fault, Proxy};
+use common::{http_get_json, Running};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+const LEASE_S: u64 = 3;
+
+struct Cluster {
+    aws: TestAws,
+    table: String,
+    pipelines: Vec<String>,
+    /// The shared config text (every replica runs the same file).
+    text: String,
+    root: tempfile::TempDir,
+}
+
+/// A table, `n` pipelines each with a breaching check whose rule starts it once (cooldown 1h)
+/// and tells `ops` (repeat_interval 0s: every message goes out), and `extra` config.
+fn cluster(prefix: &str, n: usize, endpoint: Option<&str>, extra: &str) -> Cluster {
+    let mut aws = TestAws::new(prefix);
+    let table = aws.create_ha_table("ha");
+    let topic = aws.create_topic("ops");
+    let root = tempfile::tempdir().unwrap();
+    let ns = format!("{}/ha", aws.prefix);
+    let endpoint = endpoint.unwrap_or(&aws.endpoint).to_string();
+    let mut text = format!(
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\npoll_interval = \"1s\"\nha_table = \"{table}\"\nha_lease = \"{LEASE_S}s\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nmax_attempts = 3\nattempt_timeout = \"2s\"\n\n[notifiers.ops]\ntopic_arn = \"{topic}\"\nrepeat_interval = \"0s\"\n\n",
+        root.path().join("unused").display()
+    );
+    let mut pipelines = Vec::new();
+    for i in 0..n {
+        let p = aws.create_pipeline(&format!("p{i}"));
+        aws.put_metric(&ns, &format!("m{i}"), &[], 1.0);
+        text.push_str(&format!(
+            "[pipelines.p{i}]\npipeline_name = \"{p}\"\n\n[checks.c{i}]\nschedule = \"every 1s\"\nnamespace = \"{ns}\"\nmetric = \"m{i}\"\nabove = 0.5\n\n[rules.r{i}]\non_check = \"c{i}\"\nstart_pipeline = \"p{i}\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n\n"
+        ));
+        pipelines.push(p);
+    }
+    text.push_str(extra);
+    Cluster {
+        aws,
+        table,
+        pipelines,
+        text,
+        root,
+    }
+}
+
+impl Cluster {
+    fn dir(&self, name: &str) -> PathBuf {
+        let d = self.root.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Starts replica `name` (its own directory and state, the shared config text).
+    fn replica(&self, name: &str, env: &[(&'static str, &str)]) -> Running {
+        self.replica_with(name, &self.text, env)
+    }
+
+    fn replica_with(&self, name: &str, text: &str, env: &[(&'static str, &str)]) -> Running {
+        let dir = self.dir(name);
+        let state = dir.join("state");
+        let mut opts = common::aws_env();
+        opts.env.push(("MLOPSD_REPLICA_ID", name.to_string()));
+        for (k, v) in env {
+            opts.env.push((k, v.to_string()));
+        }
+        Running::start_args(&dir, text, &["--state-dir", state.to_str().unwrap()], opts)
+    }
+
+    /// Executions of each pipeline.
+    fn executions(&self) -> Vec<usize> {
+        self.pipelines
+            .iter()
+            .map(|p| self.aws.executions(p).len())
+            .collect()
+    }
+
+    /// The log items of the table as (seq, fencing), in order.
+    fn log(&self) -> Vec<(u64, u64)> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .aws
+                .rt
+                .block_on(
+                    self.aws
+                        .ddb
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("pk = :p")
+                        .expression_attribute_values(":p", V::S("log".into()))
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .expect("query the log");
+            for i in r.items() {
+                let sk = i["sk"].as_s().unwrap();
+                let seq: u64 = sk.split('#').next().unwrap().parse().unwrap();
+                let f: u64 = i["f"].as_n().unwrap().parse().unwrap();
+                if sk.ends_with("#0000") {
+                    out.push((seq, f));
+                }
+            }
+            match r.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return out,
+            }
+        }
+    }
+}
+
+/// The log is one history: numbered 1.. without a gap, and the fencing number never goes
+/// down (no entry of a deposed leader after its successor's).
+fn assert_one_history(log: &[(u64, u64)], what: &str) {
+    assert!(!log.is_empty(), "{what}: the log has entries");
+    for (i, (seq, _)) in log.iter().enumerate() {
+        assert_eq!(
+            *seq,
+            i as u64 + 1,
+            "{what}: log numbered without gaps: {log:?}"
+        );
+    }
+    for w in log.windows(2) {
+        assert!(w[0].1 <= w[1].1, "{what}: fencing never goes down: {log:?}");
+    }
+}
+
+fn status(r: &Running) -> Value {
+    http_get_json(&r.http_addr(), "/status")
+}
+
+fn wait_status(r: &Running, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    let addr = r.http_addr();
+    loop {
+        if let Ok((200, body)) = mlopsd::status::get(&addr, "/status") {
+            if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < T,
+            "timed out waiting for {what}; output:\n{}",
+            r.raw_output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (event, rule) → how many times it was told.
+fn told(notes: &[Note]) -> HashMap<(String, String), usize> {
+    let mut m = HashMap::new();
+    for n in notes {
+        *m.entry((n.event().to_string(), n.attrs["rule"].clone()))
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn failover_at_each_failpoint_starts_and_tells_each_exactly_once() {
+    for point in [
+        "after_decision",
+        "after_start_sent",
+        "while_following",
+        "after_publish",
+    ] {
+        let c = cluster(&format!("ha-{}", point.replace('_', "-")), 3, None, "");
+        let mut a = c.replica("a", &[("MLOPSD_FAILPOINT", point)]);
+        a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
+        let b = c.replica("b", &[]);
+        let st = a.wait_exit(T);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(9),
+            "{point}: {}",
+            a.raw_output()
+        );
+        let killed_at = Instant::now();
+        let led = b.wait_for_event_where("ha_leading", T, |e| e["replica"] == "b");
+        assert_eq!(
+            led["fencing"], 2,
+            "{point}: a new leader, a new fencing number"
+        );
+        assert_eq!(led["previous"], "a", "{point}");
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(LEASE_S + 5),
+            "{point}: took over within the lease and a few seconds"
+        );
+        // Every pipeline runs to its end, started by whichever replica.
+        let want: Vec<(String, String)> = (0..3)
+            .flat_map(|i| {
+                ["check_breached", "run_started", "run_succeeded"]
+                    .map(|e| (e.to_string(), format!("r{i}")))
+            })
+            .chain([("leader_changed".to_string(), "ha".to_string())])
+            .collect();
+        let mut notes = c.aws.notes_until(T, |n| {
+            let t = told(n);
+            want.iter().all(|k| t.contains_key(k))
+                && t.get(&("leader_changed".into(), "ha".into())) >= Some(&2)
+        });
+        // Anything sent twice would arrive meanwhile.
+        std::thread::sleep(Duration::from_secs(3));
+        notes.extend(c.aws.drain(Duration::from_secs(1)));
+        assert_eq!(
+            c.executions(),
+            vec![1, 1, 1],
+            "{point}: each started exactly once"
+        );
+        let t = told(&notes);
+        let twice: Vec<_> = t.iter().filter(|(_, n)| **n > 1).collect();
+        if point == "after_publish" {
+            // SNS took one message and the replica died before marking it sent: the new
+            // leader sends it again (at least once), with the same correlation id.
+            assert!(
+                twice.len() <= 1,
+                "{point}: at most the one interrupted message again: {twice:?}"
+            );
+            for ((event, rule), _) in &twice {
+                let ids: Vec<_> = notes
+                    .iter()
+                    .filter(|n| n.event() == event && &n.attrs["rule"] == rule)
+                    .map(|n| n.attrs["correlation_id"].clone())
+                    .collect();
+                assert!(ids.windows(2).all(|w| w[0] == w[1]), "{point}: {ids:?}");
+            }
+        } else {
+            let leader_notes = t[&("leader_changed".to_string(), "ha".to_string())];
+            assert_eq!(leader_notes, 2, "{point}: one leader_changed per leader");
+            assert!(
+                twice.iter().all(|((e, _), _)| e == "leader_changed"),
+                "{point}: nothing told twice: {twice:?}"
+            );
+        }
+        for k in &want {
+            assert!(t.contains_key(k), "{point}: {k:?} was told");
+        }
+        assert_eq!(
+            a.events("rule_fired").len() + b.events("rule_fired").len(),
+            3,
+            "{point}: each firing decided once, by one replica (the new leader resumed the old one's decisions)"
+        );
+        assert_one_history(&c.log(), point);
+        let st = status(&b);
+        assert_eq!(st["role"], "leader", "{point}");
+        assert_eq!(st["ha"]["fencing"], 2, "{point}");
+    }
+}
+
+#[test]
+fn three_replicas_one_leads_and_a_sigstopped_leader_is_deposed_and_steps_down() {
+    // A schedule rule writes state every second (and tells ops), so the leader is mid-work
+    // whenever it is stopped.
+    let extra = "[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\n";
+    let c = cluster("ha-three", 2, None, extra);
+    let a = c.replica("a", &[]);
+    a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
+    let b = c.replica("b", &[]);
+    let cc = c.replica("c", &[]);
+    for r in [&b, &cc] {
+        let st = wait_status(r, "a standby that sees a lead", |s| {
+            s["ha"]["leader"] == "a" && s["role"] == "standby"
+        });
+        assert_eq!(st["ha"]["fencing"], 1);
+        assert!(st["ha"]["lease_age_ms"].as_u64().unwrap() < 2 * LEASE_S * 1000);
+        assert_eq!(st["ha"]["config_differs"], false);
+        let health = mlopsd::status::get(&r.http_addr(), "/healthz").unwrap();
+        assert_eq!(health.0, 200, "a standby is healthy: {}", health.1);
+        let metrics = common::http_get(&r.http_addr(), "/metrics");
+        assert!(metrics.contains("mlopsd_leader 0"), "{metrics}");
+    }
+    assert!(common::http_get(&a.http_addr(), "/metrics").contains("mlopsd_leader 1"));
+    // A standby's state follows the leader's: it shows the same runs.
+    wait_status(&b, "the replicated runs", |s| {
+        s["runs"].as_array().is_some_and(|r| r.len() == 2)
+    });
+
+    // Stop the leader for two leases: one of the standbys takes over.
+    a.signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    let new = loop {
+        let led: Vec<String> = [&b, &cc]
+            .iter()
+            .flat_map(|r| r.events("ha_leading"))
+            .map(|e| e["replica"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if let Some(n) = led.first() {
+            break n.clone();
+        }
+        assert!(stopped_at.elapsed() < T, "no standby took over");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (leader, other) = if new == "b" { (&b, &cc) } else { (&cc, &b) };
+    wait_status(other, "the other standby following the new leader", |s| {
+        s["ha"]["leader"] == new.as_str() && s["ha"]["fencing"] == 2
+    });
+    std::thread::sleep(Duration::from_secs(2 * LEASE_S).saturating_sub(stopped_at.elapsed()));
+    a.signal(libc::SIGCONT);
+    a.wait_for_event_where("ha_stepped_down", T, |e| e["replica"] == "a");
+    let st = wait_status(&a, "the old leader following", |s| {
+        s["role"] == "standby" && s["ha"]["leader"] == new.as_str()
+    });
+    assert_eq!(st["ha"]["fencing"], 2);
+    assert!(common::http_get(&a.http_addr(), "/metrics").contains("mlopsd_leader 0"));
+    // Let the new leader work a while, then check that nothing was doubled.
+    std::thread::sleep(Duration::from_secs(4));
+    let notes = c.aws.drain(Duration::from_secs(2));
+    assert_eq!(c.executions(), vec![1, 1], "each pipeline started once");
+    let mut seen = HashMap::new();
+    for n in &notes {
+        *seen
+            .entry((n.event().to_string(), n.attrs["correlation_id"].clone()))
+            .or_insert(0) += 1;
+    }
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "no notification went out twice: {doubled:?}"
+    );
+    assert_one_history(&c.log(), "sigstop");
+    assert!(
+        c.log().iter().any(|(_, f)| *f == 2),
+        "the new leader wrote state"
+    );
+    assert_eq!(status(leader)["role"], "leader");
+    assert!(
+        a.events("ha_leading").len() == 1,
+        "the old leader did not lead again"
+    );
+}
+
+#[test]
+fn dynamodb_throttling_and_dropped_connections_are_retried_and_cut_off_is_told() {
+    let aws = TestAws::new("ha-faults-endpoint");
+    let proxy = Proxy::start(&aws.endpoint);
+    let extra = "[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\n";
+    let c = cluster("ha-faults", 3, Some(&proxy.url), extra);
+    let throttle = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"Rate exceeded"}"#;
+    for op in ["TransactWriteItems", "PutItem", "GetItem", "Query"] {
+        proxy.fault_every(op, Fault::Status(400, throttle.into()), 4);
+        proxy.fault_every(op, Fault::Status(500, "internal error".into()), 7);
+        proxy.fault_every(op, Fault::Reset, 9);
+    }
+    let a = c.replica("a", &[]);
+    a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
+    let b = c.replica("b", &[]);
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        proxy.faults("TransactWriteItems") > 0 && proxy.faults("GetItem") > 0,
+        "the faults hit DynamoDB"
+    );
+    proxy.clear();
+    let notes = c.aws.notes_until(T, |n| {
+        let t = told(n);
+        (0..3).all(|i| t.contains_key(&("run_succeeded".to_string(), format!("r{i}"))))
+    });
+    assert_eq!(c.executions(), vec![1, 1, 1], "each started exactly once");
+    let mut seen = HashMap::new();
+    for n in &notes {
+        *seen
+            .entry((n.event().to_string(), n.attrs["correlation_id"].clone()))
+            .or_insert(0) += 1;
+    }
+    assert!(
+        seen.iter().all(|(k, n)| *n == 1 || k.0 == "leader_changed"),
+        "nothing told twice: {seen:?}"
+    );
+    assert_one_history(&c.log(), "faults");
+    // One replica leads (whichever the faults left in charge), the other follows it.
+    let leaders: Vec<Value> = [&a, &b]
+        .iter()
+        .map(|r| wait_status(r, "a settled role", |s| s["ha"]["leader"].is_string()))
+        .collect();
+    assert_eq!(
+        leaders.iter().filter(|s| s["role"] == "leader").count(),
+        1,
+        "{leaders:?}"
+    );
+
+    // Cut both replicas off from DynamoDB (every request hangs up): the leader stops acting
+    // and /healthz says so; when the table answers again, one leads again.
+    for op in ["TransactWriteItems", "PutItem", "GetItem", "Query"] {
+        proxy.fault(op, Fault::Reset, usize::MAX);
+    }
+    let led_before = c.log().len();
+    for r in [&a, &b] {
+        let start = Instant::now();
+        loop {
+            let (code, body) = mlopsd::status::get(&r.http_addr(), "/healthz").unwrap();
+            if code == 503 {
+                assert!(body.contains("cut off from the HA table"), "{body}");
+                assert!(body.contains(&c.table), "{body}");
+                break;
+            }
+            assert!(start.elapsed() < T, "no cut-off on /healthz: {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(common::http_get(&r.http_addr(), "/metrics").contains("mlopsd_leader 0"));
+    }
+    proxy.clear();
+    let start = Instant::now();
+    loop {
+        let roles: Vec<Value> = [&a, &b].iter().map(|r| status(r)["role"].clone()).collect();
+        if roles.iter().any(|r| r == "leader") {
+            break;
+        }
+        assert!(start.elapsed() < T, "no leader after the table came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for r in [&a, &b] {
+        let start = Instant::now();
+        while mlopsd::status::get(&r.http_addr(), "/healthz").unwrap().0 != 200 {
+            assert!(start.elapsed() < T, "healthy again");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        c.log().len() > led_before,
+        "the new leader writes state again"
+    );
+    assert_one_history(&c.log(), "after the cut-off");
+    assert_eq!(c.executions(), vec![1, 1, 1]);
+}
+
+#[test]
+fn a_missing_table_or_a_wrong_key_schema_is_a_clear_start_error() {
+    let aws = TestAws::new("ha-start");
+    let dir = tempfile::tempdir().unwrap();
+    let absent = aws.name("nowhere");
+    let text = |table: &str| {
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nha_table = \"{table}\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nmax_attempts = 1\n",
+            dir.path().join("state").display(),
+            aws.endpoint
+        )
+    };
+    let mut r = Running::start(dir.path(), &text(&absent), common::aws_env());
+    let st = r.wait_exit(T);
+    assert_eq!(st.code(), Some(69), "{}", r.raw_output());
+    assert!(
+        r.raw_output()
+            .contains(&format!("the HA table \\\"{absent}\\\" does not exist")),
+        "{}",
+        r.raw_output()
+    );
+    // A table keyed by `id` (N).
+    let wrong = aws.name("wrong");
+    {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        aws.rt
+            .block_on(
+                aws.ddb
+                    .create_table()
+                    .table_name(&wrong)
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name("id")
+                            .key_type(KeyType::Hash)
+                            .build()
+                            .unwrap(),
+                    )
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name("id")
+                            .attribute_type(ScalarAttributeType::N)
+                            .build()
+                            .unwrap(),
+                    )
+                    .send(),
+            )
+            .unwrap();
+    }
+    drop(r);
+    let mut r = Running::start(dir.path(), &text(&wrong), common::aws_env());
+    let st = r.wait_exit(T);
+    assert_eq!(st.code(), Some(78), "{}", r.raw_output());
+    assert!(
+        r.raw_output()
+            .contains("mlopsd needs partition key `pk` (S)"),
+        "{}",
+        r.raw_output()
+    );
+    assert!(!r.raw_output().contains("panicked"), "{}", r.raw_output());
+}
+
+#[test]
+fn a_standby_validates_and_reloads_its_config_and_tells_a_differing_one() {
+    let c = cluster("ha-differs", 1, None, "");
+    let a = c.replica("a", &[]);
+    a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
+    // B runs a config with one more notifier: a different hash.
+    let other = format!(
+        "{}\n[notifiers.more]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:more\"\n",
+        c.text
+    );
+    let b = c.replica_with("b", &other, &[]);
+    b.wait_event("ha_config_differs", 1, T);
+    let st = wait_status(&b, "config_differs on /status", |s| {
+        s["ha"]["config_differs"] == true
+    });
+    assert_eq!(st["role"], "standby");
+    assert_ne!(st["ha"]["config_hash"], st["ha"]["leader_config_hash"]);
+    // A bad edit on the standby is rejected and the running config kept.
+    let cfg: &Path = &b.config;
+    common::replace_by_rename(cfg, "[daemon\nnot toml");
+    b.wait_event("config_reload_rejected", 1, T);
+    assert_eq!(status(&b)["role"], "standby");
+    // The same file as the leader's: the difference goes away.
+    common::replace_by_rename(cfg, &c.text);
+    wait_status(&b, "the same config as the leader", |s| {
+        s["ha"]["config_differs"] == false && s["config"]["last_reload"]["ok"] == true
+    });
+}
