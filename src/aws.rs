@@ -142,6 +142,8 @@ where
                         | "ThrottlingException"
                         | "TooManyRequestsException"
                         | "RequestLimitExceeded"
+                        | "ProvisionedThroughputExceededException"
+                        | "LimitExceededException"
                         | "ServiceUnavailable"
                         | "InternalFailure"
                         | "InternalError"

@@ -60,6 +60,7 @@ impl Finding {
             "notifier" => "notifiers",
             "check" => "checks",
             "gate" => "gates",
+            "ha" => return "[daemon] ha_table".into(),
             _ => return "[events]".into(),
         };
         format!("[{section}.{}]", self.name)
@@ -474,6 +475,28 @@ pub struct Identity {
 
 /// `mlopsd doctor`: prints the identity and one line per resource; returns the exit code
 /// (0 all ok, 1 some problem, 2 AWS could not be reached at all).
+/// The HA table: it exists with the key schema mlopsd needs.
+async fn ha_finding(cfg: &Config, table: &str) -> Finding {
+    use crate::aws::HaCheckError as E;
+    let f = |status, detail: String| Finding {
+        kind: "ha",
+        name: table.to_string(),
+        resource: format!("dynamodb table {table}"),
+        status,
+        detail,
+    };
+    match crate::aws::HaTable::new(&cfg.aws, table)
+        .await
+        .check()
+        .await
+    {
+        Ok(()) => f(Status::Ok, "exists, keys pk (S) and sk (S)".into()),
+        Err(E::Missing(m)) | Err(E::Schema(m)) => f(Status::Missing, m),
+        Err(E::Unreachable(m)) if m.contains("AccessDenied") => f(Status::Forbidden, m),
+        Err(E::Unreachable(m)) => f(Status::Unreachable, m),
+    }
+}
+
 pub async fn run(cfg: &Config, as_json: bool) -> u8 {
     let aws = Aws::new(&cfg.aws).await;
     let endpoint = cfg
@@ -513,6 +536,10 @@ pub async fn run(cfg: &Config, as_json: bool) -> u8 {
             check(&aws, cfg, &Scope::all()).await,
         ),
     };
+    let mut findings = findings;
+    if let Some(t) = &cfg.daemon.ha_table {
+        findings.push(ha_finding(cfg, t).await);
+    }
     let all_unreachable =
         !findings.is_empty() && findings.iter().all(|f| f.status == Status::Unreachable);
     let code = if all_unreachable {

@@ -253,6 +253,22 @@ pub fn policy(
             "Resource": "*"
         }));
     }
+    if let Some(t) = &cfg.daemon.ha_table {
+        // HA: the lease item (GetItem, conditional PutItem), the log (Query, and
+        // TransactWriteItems of Puts with a ConditionCheck on the lease), the start check.
+        st.push(json!({
+            "Sid": "HighAvailabilityTable",
+            "Effect": "Allow",
+            "Action": [
+                "dynamodb:DescribeTable",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:ConditionCheckItem"
+            ],
+            "Resource": format!("arn:{partition}:dynamodb:{region}:{account}:table/{t}")
+        }));
+    }
     Ok(json!({ "Version": "2012-10-17", "Statement": st }))
 }
 
@@ -423,6 +439,33 @@ mod tests {
             ),
             "arn:aws:sqs:us-east-1:123456789012:q"
         );
+    }
+
+    #[test]
+    fn ha_adds_the_table_actions_on_its_arn_only() {
+        let p = policy(&reference(), "us-east-1", "123456789012", &[]).unwrap();
+        assert!(p["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["Sid"] != "HighAvailabilityTable"));
+        let mut cfg = reference();
+        cfg.daemon.ha_table = Some("mlopsd-ha".into());
+        let p = policy(&cfg, "us-east-1", "123456789012", &[]).unwrap();
+        let s = statement(&p, "HighAvailabilityTable");
+        assert_eq!(
+            s["Resource"],
+            "arn:aws:dynamodb:us-east-1:123456789012:table/mlopsd-ha"
+        );
+        let acts: Vec<&str> = s["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(acts.contains(&"dynamodb:ConditionCheckItem"));
+        assert!(acts.iter().all(|a| a.starts_with("dynamodb:")));
+        assert!(!acts.contains(&"dynamodb:*"));
     }
 
     #[test]

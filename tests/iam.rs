@@ -607,6 +607,7 @@ fn policy_passes_the_parliament_linter() {
         "tests/fuzz_corpus/demo.toml",
         "config/demo.toml",
         "tests/config_cases/declared_ok.toml",
+        "tests/config_cases/ha_ok.toml",
     ] {
         let path = format!("{}/{cfg}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new(common::bin())

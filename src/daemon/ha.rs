@@ -139,10 +139,31 @@ impl LogSink for Sink {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let (table, me, fencing) = (self.table.clone(), self.me.clone(), self.fencing);
+        let (gate, wait) = (self.gate.clone(), self.wait);
         self.handle.spawn(async move {
-            let _ = tx.send(table.append(&me, fencing, seq, &entry).await);
+            // Throttling, 5xx and dropped connections are tried again (the SDK's attempts
+            // first, then here with backoff, the same client token each time) while the
+            // lease lasts and the caller waits.
+            let until = tokio::time::Instant::now() + wait;
+            let mut backoff = Duration::from_millis(25);
+            let r = loop {
+                let r = table.append(&me, fencing, seq, &entry).await;
+                match &r {
+                    Err(AppendError::Failed(e))
+                        if e.transient
+                            && gate.may_act()
+                            && tokio::time::Instant::now() + backoff < until =>
+                    {
+                        tracing::warn!(event = "ha_write_retry", seq, error = %e, "the HA table did not take a state write; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(400));
+                    }
+                    _ => break r,
+                }
+            };
+            let _ = tx.send(r);
         });
-        let r = match rx.recv_timeout(self.wait) {
+        let r = match rx.recv_timeout(self.wait + Duration::from_millis(100)) {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(AppendError::Deposed(why))) => {
                 self.gate.revoke();
@@ -276,7 +297,7 @@ pub(super) async fn run<C: Cloud>(
     });
     systemd::ready("standby");
     events::daemon_ready(base.store.path(), 0);
-    let mut previous: Option<String> = None;
+    let mut announced: Option<u64> = None;
     let outcome = loop {
         let fencing = match standby(base, loaded, &table, &gate, &mut lead_rx, shutdown).await? {
             Phase::Stop(reason) => break reason,
@@ -305,7 +326,7 @@ pub(super) async fn run<C: Cloud>(
             gate: gate.clone(),
             demote: demote.clone(),
             handle: tokio::runtime::Handle::current(),
-            wait: lease / 3,
+            wait: lease / 2,
         })));
         // Any change of the driver's answer ends this leadership.
         let mut rx = lead_rx.clone();
@@ -332,18 +353,17 @@ pub(super) async fn run<C: Cloud>(
         });
         crate::metrics::get().leader.set(1);
         events::ha_leading(table_name, &me, fencing, applied, prev.as_deref());
-        leader_changed(
-            base,
-            loaded,
-            &me,
-            fencing,
-            prev.as_deref().or(previous.as_deref()),
-        );
-        previous = Some(me.clone());
+        // Once per leadership: leading again with the same fencing number (after a write
+        // that failed) is no change of leader.
+        if announced != Some(fencing) {
+            leader_changed(base, loaded, &me, fencing, prev.as_deref());
+            announced = Some(fencing);
+        }
         let r = active(base, loaded, cloud.clone(), shutdown, Some(demote.clone())).await;
         demote.cancel();
         let _ = watcher.await;
         base.store.set_repl(Repl::Standby);
+        base.health.clear_store_faults();
         crate::metrics::get().leader.set(0);
         let now = base.clock.now();
         base.health.update_ha(|i| {

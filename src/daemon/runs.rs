@@ -130,18 +130,22 @@ impl<C: Cloud> Work<C> {
         match result {
             Ok(arn) => {
                 crate::failpoint::hit("after_start_sent");
-                let r = self.store.mark_started(run_id, &arn, now);
-                if self
+                let mut r = run.clone();
+                r.arn = Some(arn.clone());
+                let notices =
+                    self.render_rule(&run.rule, &run_message("run_started", &run.rule, &r));
+                let stored = self.store.mark_started(run_id, &arn, now, &notices);
+                let Some(queued) = self
                     .db(
                         "store the started run",
                         &run.rule,
                         "it is found again by its token on the next try",
-                        r,
+                        stored,
                     )
-                    .is_none()
-                {
+                    .flatten()
+                else {
                     return;
-                }
+                };
                 events::RunStarted {
                     rule: &run.rule,
                     check: run.check.as_deref(),
@@ -151,9 +155,7 @@ impl<C: Cloud> Work<C> {
                     token: &run.token,
                 }
                 .emit();
-                let mut r = run.clone();
-                r.arn = Some(arn);
-                self.notify_rule(&run.rule, run_message("run_started", &run.rule, &r));
+                self.queued(&notices, &queued);
             }
             Err(e) if e.transient && run.attempts < MAX_START_ATTEMPTS => {
                 events::StartRetry {
@@ -176,16 +178,23 @@ impl<C: Cloud> Work<C> {
     fn start_failed(&mut self, run: &RunRow, code: &str, message: &str, error: &str) {
         let now = self.now();
         let detail = format!("{code}: {message}");
-        let r = self.store.mark_start_failed(run.id, &detail, now);
-        match self.db(
-            "store the failed start",
-            &run.rule,
-            "it is tried again at the next poll",
-            r,
-        ) {
-            Some(true) => {}
-            Some(false) | None => return,
-        }
+        let mut r = run.clone();
+        r.detail = Some(detail.clone());
+        r.status = RunState::StartFailed;
+        let m = run_message("run_failed", &run.rule, &r).with("error_code", code);
+        let notices = self.render_rule(&run.rule, &m);
+        let stored = self.store.mark_start_failed(run.id, &detail, now, &notices);
+        let Some(queued) = self
+            .db(
+                "store the failed start",
+                &run.rule,
+                "it is tried again at the next poll",
+                stored,
+            )
+            .flatten()
+        else {
+            return;
+        };
         events::StartFailed {
             rule: &run.rule,
             check: run.check.as_deref(),
@@ -195,18 +204,14 @@ impl<C: Cloud> Work<C> {
             correlation_id: &run.correlation_id,
         }
         .emit();
-        let r = self.store.clear_cooldown(&run.rule);
+        self.queued(&notices, &queued);
+        let cleared = self.store.clear_cooldown(&run.rule);
         self.db(
             "clear the rule's cooldown",
             &run.rule,
             "the rule waits out its cooldown",
-            r,
+            cleared,
         );
-        let mut r = run.clone();
-        r.detail = Some(detail);
-        r.status = RunState::StartFailed;
-        let m = run_message("run_failed", &run.rule, &r).with("error_code", code);
-        self.notify_rule(&run.rule, m);
         self.chain(&r, false);
     }
 
@@ -300,11 +305,32 @@ impl<C: Cloud> Work<C> {
                 Ok(RunStatus::Failed(reason)) => (false, reason),
             };
             crate::failpoint::hit("while_following");
-            let r = self.store.mark_ended(id, succeeded, &detail, now);
-            match self.db("store the run's end", &run.rule, "it is polled again", r) {
-                Some(true) => {}
-                Some(false) | None => continue,
-            }
+            let mut r = run.clone();
+            r.detail = Some(detail.clone());
+            r.ended = Some(now);
+            r.status = if succeeded {
+                RunState::Succeeded
+            } else {
+                RunState::Failed
+            };
+            let event = if succeeded {
+                "run_succeeded"
+            } else {
+                "run_failed"
+            };
+            let notices = self.render_rule(&run.rule, &run_message(event, &run.rule, &r));
+            let stored = self.store.mark_ended(id, succeeded, &detail, now, &notices);
+            let Some(queued) = self
+                .db(
+                    "store the run's end",
+                    &run.rule,
+                    "it is polled again",
+                    stored,
+                )
+                .flatten()
+            else {
+                continue;
+            };
             let secs = run.started.map(|s| (now - s).num_seconds()).unwrap_or(0);
             events::RunEnded {
                 succeeded,
@@ -317,20 +343,7 @@ impl<C: Cloud> Work<C> {
                 duration_s: secs,
             }
             .emit();
-            let mut r = run.clone();
-            r.detail = Some(detail);
-            r.ended = Some(now);
-            r.status = if succeeded {
-                RunState::Succeeded
-            } else {
-                RunState::Failed
-            };
-            let event = if succeeded {
-                "run_succeeded"
-            } else {
-                "run_failed"
-            };
-            self.notify_rule(&run.rule, run_message(event, &run.rule, &r));
+            self.queued(&notices, &queued);
             self.chain(&r, succeeded);
         }
     }

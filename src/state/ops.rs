@@ -552,31 +552,75 @@ impl Store {
         Ok(())
     }
 
-    pub fn mark_started(&self, id: i64, arn: &str, at: DateTime<Utc>) -> R<()> {
-        self.write1(
-            "UPDATE runs SET status = 'started', arn = ?2, started_ms = ?3 WHERE id = ?1 AND status = 'decided'",
-            params![id, arn, ms(at)],
-        )?;
-        Ok(())
+    /// Marks a decided run started and queues its notices in the same transaction (a crash
+    /// keeps both or neither). `None`: the run was no longer `decided` (nothing written).
+    pub fn mark_started(
+        &self,
+        id: i64,
+        arn: &str,
+        at: DateTime<Utc>,
+        notices: &[Queued],
+    ) -> R<Option<Vec<bool>>> {
+        self.write(|w| {
+            let n = w.exec(
+                "UPDATE runs SET status = 'started', arn = ?2, started_ms = ?3 WHERE id = ?1 AND status = 'decided'",
+                params![id, arn, ms(at)],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            Self::queue_all(w, notices, ms(at)).map(Some)
+        })
     }
 
-    /// Records that AWS refused a decided run's start; returns false if the run was no
-    /// longer `decided` (so a start failure chains and notifies once, like `mark_ended`).
-    pub fn mark_start_failed(&self, id: i64, detail: &str, at: DateTime<Utc>) -> R<bool> {
-        let n = self.write1(
-            "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3 WHERE id = ?1 AND status = 'decided'",
-            params![id, detail, ms(at)],
-        )?;
-        Ok(n == 1)
+    /// Records that AWS refused a decided run's start, with its notices; `None` if the run
+    /// was no longer `decided` (so a start failure chains and notifies once, like `mark_ended`).
+    pub fn mark_start_failed(
+        &self,
+        id: i64,
+        detail: &str,
+        at: DateTime<Utc>,
+        notices: &[Queued],
+    ) -> R<Option<Vec<bool>>> {
+        self.write(|w| {
+            let n = w.exec(
+                "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3 WHERE id = ?1 AND status = 'decided'",
+                params![id, detail, ms(at)],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            Self::queue_all(w, notices, ms(at)).map(Some)
+        })
     }
 
-    /// Marks a run ended; returns false if it had already ended (so its end is handled once).
-    pub fn mark_ended(&self, id: i64, succeeded: bool, detail: &str, at: DateTime<Utc>) -> R<bool> {
-        let n = self.write1(
-            "UPDATE runs SET status = ?2, detail = ?3, ended_ms = ?4 WHERE id = ?1 AND status = 'started'",
-            params![id, if succeeded { "succeeded" } else { "failed" }, detail, ms(at)],
-        )?;
-        Ok(n == 1)
+    /// Marks a run ended, with its notices; `None` if it had already ended (so its end is
+    /// handled once).
+    pub fn mark_ended(
+        &self,
+        id: i64,
+        succeeded: bool,
+        detail: &str,
+        at: DateTime<Utc>,
+        notices: &[Queued],
+    ) -> R<Option<Vec<bool>>> {
+        self.write(|w| {
+            let n = w.exec(
+                "UPDATE runs SET status = ?2, detail = ?3, ended_ms = ?4 WHERE id = ?1 AND status = 'started'",
+                params![id, if succeeded { "succeeded" } else { "failed" }, detail, ms(at)],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            Self::queue_all(w, notices, ms(at)).map(Some)
+        })
+    }
+
+    fn queue_all(w: &mut W<'_>, notices: &[Queued], now_ms: i64) -> R<Vec<bool>> {
+        notices
+            .iter()
+            .map(|n| Self::enqueue_in(w, &n.as_outgoing(), now_ms))
+            .collect()
     }
 
     /// The run AWS knows by this ARN (a SageMaker execution ARN, or a build id).
@@ -891,11 +935,42 @@ mod tests {
         };
         assert_eq!(s.active_runs(&t).unwrap(), 1);
         assert_eq!(s.rule_state("r").unwrap(), st);
-        s.mark_started(ids[0], "arn:1", now).unwrap();
-        assert!(s.mark_ended(ids[0], true, "Succeeded", now).unwrap());
+        let notice = |event: &str| Queued {
+            notifier: "ops".into(),
+            topic_arn: "arn:t".into(),
+            event: event.into(),
+            rule: "r".into(),
+            check: None,
+            correlation_id: "c".into(),
+            subject: "s".into(),
+            body: "b".into(),
+            repeat_interval: std::time::Duration::ZERO,
+        };
+        assert_eq!(
+            s.mark_started(ids[0], "arn:1", now, &[notice("run_started")])
+                .unwrap(),
+            Some(vec![true])
+        );
+        assert_eq!(
+            s.mark_started(ids[0], "arn:1", now, &[notice("run_started")])
+                .unwrap(),
+            None,
+            "started once: no second notice"
+        );
+        assert!(s
+            .mark_ended(ids[0], true, "Succeeded", now, &[notice("run_succeeded")])
+            .unwrap()
+            .is_some());
         assert!(
-            !s.mark_ended(ids[0], true, "Succeeded", now).unwrap(),
+            s.mark_ended(ids[0], true, "Succeeded", now, &[notice("run_succeeded")])
+                .unwrap()
+                .is_none(),
             "the end is handled once"
+        );
+        assert_eq!(
+            s.outbox_unsent().unwrap(),
+            2,
+            "each notice queued with its change, once"
         );
         assert_eq!(s.active_runs(&t).unwrap(), 0);
         assert_eq!(s.run(ids[0]).unwrap().unwrap().status, RunState::Succeeded);

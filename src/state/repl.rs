@@ -393,9 +393,9 @@ mod tests {
             check: None,
         };
         let ids = leader.record_firing("r", &state, &[run], t).unwrap();
-        leader.mark_started(ids[0], "arn:x", t).unwrap();
+        leader.mark_started(ids[0], "arn:x", t, &[]).unwrap();
         // A write that changes nothing is no entry.
-        leader.mark_started(ids[0], "arn:y", t).unwrap();
+        leader.mark_started(ids[0], "arn:y", t, &[]).unwrap();
         let entries = log.entries.lock().unwrap().clone();
         assert_eq!(
             entries.iter().map(|e| e.0).collect::<Vec<_>>(),
