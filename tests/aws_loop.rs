@@ -120,7 +120,12 @@ notify = ["ops"]
     assert_eq!(started["arn"], ok["arn"]);
     // `for = 2`: the first evaluation breached without firing.
     let evals = r.events("check_evaluated");
-    assert_eq!(evals[0]["breach_count"], 1, "{:?}", &evals[..evals.len().min(3)]);
+    assert_eq!(
+        evals[0]["breach_count"],
+        1,
+        "{:?}",
+        &evals[..evals.len().min(3)]
+    );
     assert_eq!(evals[0]["decision"], "breach");
     assert_eq!(evals[0]["value"], "0.3");
     assert_eq!(evals[0]["threshold"], "> 0.1");

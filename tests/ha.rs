@@ -299,7 +299,10 @@ fn failover_at_each_failpoint_starts_and_tells_each_exactly_once() {
             })
             .map(|v| v.to_string())
             .collect();
-        assert!(st["ha"]["fencing"].as_u64() >= Some(2), "{point}: {ha_events:#?}");
+        assert!(
+            st["ha"]["fencing"].as_u64() >= Some(2),
+            "{point}: {ha_events:#?}"
+        );
     }
 }
 

@@ -464,7 +464,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>, base: &Path) -> O
         notifiers: vec![],
     };
 
-    let daemon = read_daemon(d, &mut top);
+    let daemon = read_daemon(d, &mut top, &mut refs);
     let events = read_events(d, &mut top);
     let default_tz = daemon.as_ref().map(|x| x.timezone);
     let aws = read_aws(d, &mut top);
@@ -622,7 +622,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>, base: &Path) -> O
     })
 }
 
-fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
+fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>, refs: &mut Refs) -> Option<DaemonConfig> {
     let mut cfg = DaemonConfig {
         state_dir: PathBuf::from("/var/lib/mlopsd"),
         listen: "127.0.0.1:9464".parse().ok()?,
@@ -633,6 +633,7 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
         reconcile_interval: Duration::from_secs(600),
         ha_table: None,
         ha_lease: Duration::from_secs(15),
+        ha_notify: None,
     };
     let Some(mut t) = top.table(d, "daemon") else {
         return if top.has("daemon") { None } else { Some(cfg) };
@@ -741,6 +742,10 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             None => ok = false,
         }
     }
+    if let Some(n) = t.string_list(d, "ha_notify") {
+        refs.notifiers.extend(n.v.iter().cloned());
+        cfg.ha_notify = Some(n.v.into_iter().map(|x| x.v).collect());
+    }
     t.finish(
         d,
         &[
@@ -753,6 +758,7 @@ fn read_daemon(d: &mut Diags, top: &mut Table<'_, '_>) -> Option<DaemonConfig> {
             "reconcile_interval",
             "ha_table",
             "ha_lease",
+            "ha_notify",
         ],
     );
     ok.then_some(cfg)

@@ -107,6 +107,8 @@ pub struct DaemonConfig {
     pub ha_table: Option<String>,
     /// How long a leader's lease lasts without renewal before a standby takes over.
     pub ha_lease: Duration,
+    /// Who is told `leader_changed` (`None`: every notifier).
+    pub ha_notify: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

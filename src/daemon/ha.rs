@@ -396,7 +396,8 @@ pub(super) async fn run<C: Cloud>(
     Ok(())
 }
 
-/// Queues `leader_changed` for every notifier (the first write of the new leader).
+/// Queues `leader_changed` for `ha_notify` (default: every notifier), the first write of the
+/// new leader.
 fn leader_changed(base: &Base, loaded: &Loaded, me: &str, fencing: u64, previous: Option<&str>) {
     let cfg = &loaded.cfg;
     let now = base.clock.now();
@@ -405,7 +406,14 @@ fn leader_changed(base: &Base, loaded: &Loaded, me: &str, fencing: u64, previous
         .with("fencing", fencing)
         .with("previous", previous.unwrap_or("none"))
         .with("table", cfg.daemon.ha_table.as_deref().unwrap_or_default());
-    for (name, nc) in &cfg.notifiers {
+    let to: Vec<&String> = match &cfg.daemon.ha_notify {
+        Some(names) => names.iter().collect(),
+        None => cfg.notifiers.keys().collect(),
+    };
+    for name in to {
+        let Some(nc) = cfg.notifiers.get(name) else {
+            continue;
+        };
         let (subject, body) = notify::render(nc, &m);
         let out = Outgoing {
             notifier: name,

@@ -257,9 +257,32 @@ impl Drop for Running {
 /// loopback port, fast polling, AWS at `endpoint`.
 pub fn daemon_head(state: &Path, endpoint: &str) -> String {
     format!(
-        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\npoll_interval = \"1s\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nmax_attempts = 2\n\n",
-        state.display()
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\npoll_interval = \"1s\"\n{}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nmax_attempts = 2\n\n",
+        state.display(),
+        backend_lines(state)
     )
+}
+
+/// With `MLOPSD_TEST_BACKEND=dynamodb` the daemon tests that use `daemon_head` run on the HA
+/// backend: one replica, its state in a DynamoDB table on moto made for this state directory
+/// (so a restart of the same test finds the same table). Unset, or `sqlite`: state in SQLite.
+pub fn backend_lines(state: &Path) -> String {
+    match std::env::var("MLOPSD_TEST_BACKEND").as_deref() {
+        Ok("dynamodb") => {}
+        Ok("sqlite") | Err(_) => return String::new(),
+        Ok(other) => panic!("MLOPSD_TEST_BACKEND={other}: use sqlite or dynamodb"),
+    }
+    static TABLES: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+    let mut tables = TABLES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, t)) = tables.iter().find(|(p, _)| p == state) {
+        return format!("ha_table = \"{t}\"\nha_lease = \"3s\"\nha_notify = []\n");
+    }
+    let n = tables.len();
+    let aws = aws::TestAws::new(&format!("be{n}"));
+    let t = aws.create_ha_table("state");
+    tables.push((state.to_path_buf(), t.clone()));
+    // leader_changed is told by tests/ha.rs; here SNS sees what it sees on SQLite.
+    format!("ha_table = \"{t}\"\nha_lease = \"3s\"\nha_notify = []\n")
 }
 
 /// Writes `text` to `path` by writing a sibling temp file and renaming it over (as vim does).
