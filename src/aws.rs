@@ -1999,3 +1999,195 @@ impl HaTable {
             .unwrap_or(0))
     }
 }
+
+/// The snapshot items: parts `pk = "snap"`, `sk = "<seq>#<part>"`, and the pointer to the
+/// newest whole one, `sk = "latest"`.
+const SNAP_PK: &str = "snap";
+const SNAP_LATEST: &str = "latest";
+
+impl HaTable {
+    /// The newest snapshot: (its last log entry, its parts, its bytes), if any (strongly
+    /// consistent).
+    pub async fn latest_snapshot(&self) -> Result<Option<(u64, usize, u64)>, AwsError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let r = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", V::S(SNAP_PK.into()))
+            .key("sk", V::S(SNAP_LATEST.into()))
+            .consistent_read(true)
+            .send()
+            .observed("dynamodb", "GetItem")
+            .await?;
+        let n = |k: &str| {
+            r.item
+                .as_ref()
+                .and_then(|i| i.get(k))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|x| x.parse::<u64>().ok())
+        };
+        Ok(match (n("seq"), n("n")) {
+            (Some(s), Some(p)) => Some((s, p as usize, n("bytes").unwrap_or(0))),
+            _ => None,
+        })
+    }
+
+    /// Stores a snapshot as of log entry `seq` (its parts, then the pointer, which only moves
+    /// forward). Returns false when a newer snapshot was there already.
+    pub async fn put_snapshot(&self, seq: u64, data: &[u8]) -> Result<bool, AwsError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let parts: Vec<&[u8]> = data.chunks(LOG_PART).collect();
+        for (i, p) in parts.iter().enumerate() {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", V::S(SNAP_PK.into()))
+                .item("sk", V::S(log_sk(seq, i)))
+                .item("d", V::B(aws_smithy_types::Blob::new(p.to_vec())))
+                .send()
+                .observed("dynamodb", "PutItem")
+                .await?;
+        }
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", V::S(SNAP_PK.into()))
+            .item("sk", V::S(SNAP_LATEST.into()))
+            .item("seq", V::N(seq.to_string()))
+            .item("n", V::N(parts.len().to_string()))
+            .item("bytes", V::N(data.len().to_string()))
+            .condition_expression("attribute_not_exists(sk) OR seq < :s")
+            .expression_attribute_values(":s", V::N(seq.to_string()))
+            .send()
+            .observed("dynamodb", "PutItem")
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == "ConditionalCheckFailedException" => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The parts of snapshot `seq`, joined.
+    pub async fn read_snapshot(&self, seq: u64, parts: usize) -> Result<Vec<u8>, AwsError> {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let mut out = Vec::new();
+        let mut got = 0;
+        let mut start: Option<HashMap<String, V>> = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p AND sk BETWEEN :a AND :b")
+                .expression_attribute_values(":p", V::S(SNAP_PK.into()))
+                .expression_attribute_values(":a", V::S(log_sk(seq, 0)))
+                .expression_attribute_values(":b", V::S(log_sk(seq, 9999)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .observed("dynamodb", "Query")
+                .await?;
+            for i in r.items() {
+                if let Some(d) = i.get("d").and_then(|v| v.as_b().ok()) {
+                    out.extend_from_slice(d.as_ref());
+                    got += 1;
+                }
+            }
+            match r.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        if got != parts {
+            return Err(AwsError {
+                service: "dynamodb",
+                operation: "Query",
+                code: "IncompleteSnapshot".into(),
+                message: format!(
+                    "snapshot {seq} in \"{}\" has {got} of its {parts} parts",
+                    self.table
+                ),
+                transient: true,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the log entries up to `seq` and the snapshots older than `seq` (after a
+    /// snapshot at `seq` is the latest). Returns how many items went.
+    pub async fn compact_through(&self, seq: u64) -> Result<usize, AwsError> {
+        use aws_sdk_dynamodb::types::{AttributeValue as V, DeleteRequest, WriteRequest};
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for (pk, below) in [(LOG_PK, log_sk(seq, 9999)), (SNAP_PK, log_sk(seq, 0))] {
+            let mut start: Option<HashMap<String, V>> = None;
+            loop {
+                let r = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :p AND sk < :b")
+                    .expression_attribute_values(":p", V::S(pk.into()))
+                    .expression_attribute_values(":b", V::S(below.clone()))
+                    .projection_expression("pk, sk")
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .observed("dynamodb", "Query")
+                    .await?;
+                for i in r.items() {
+                    if let Some(sk) = i.get("sk").and_then(|v| v.as_s().ok()) {
+                        // The pointer sorts after the digits: never below a seq key.
+                        keys.push((pk.to_string(), sk.clone()));
+                    }
+                }
+                match r.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        for chunk in keys.chunks(25) {
+            let mut reqs: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
+            for (pk, sk) in chunk {
+                let del = DeleteRequest::builder()
+                    .key("pk", V::S(pk.clone()))
+                    .key("sk", V::S(sk.clone()))
+                    .build()
+                    .map_err(|e| AwsError {
+                        service: "dynamodb",
+                        operation: "BatchWriteItem",
+                        code: "BuildError".into(),
+                        message: e.to_string(),
+                        transient: false,
+                    })?;
+                reqs.push(WriteRequest::builder().delete_request(del).build());
+            }
+            let mut pending = Some(reqs);
+            let mut tries = 0;
+            while let Some(reqs) = pending.take() {
+                let r = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, reqs)
+                    .send()
+                    .observed("dynamodb", "BatchWriteItem")
+                    .await?;
+                let left = r
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .filter(|v| !v.is_empty());
+                if let Some(left) = left {
+                    tries += 1;
+                    if tries > 8 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50 << tries.min(5))).await;
+                    pending = Some(left);
+                }
+            }
+        }
+        Ok(keys.len())
+    }
+}

@@ -740,3 +740,26 @@ pub fn ha_table_unreachable(table: &str, error: &str) {
         "cannot reach the HA table; retrying"
     );
 }
+
+/// HA: a snapshot replaced this replica's state (it was behind the compacted log).
+pub fn ha_snapshot_restored(table: &str, seq: u64, bytes: usize) {
+    tracing::info!(
+        event = "ha_snapshot_restored",
+        table,
+        seq,
+        bytes,
+        "restored the state from the table's snapshot"
+    );
+}
+
+/// HA: the leader stored a snapshot and deleted the log before it.
+pub fn ha_compacted(table: &str, seq: u64, bytes: usize, deleted: usize) {
+    tracing::info!(
+        event = "ha_compacted",
+        table,
+        seq,
+        bytes,
+        deleted,
+        "stored a snapshot of the state and deleted the log before it"
+    );
+}

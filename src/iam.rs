@@ -255,7 +255,8 @@ pub fn policy(
     }
     if let Some(t) = &cfg.daemon.ha_table {
         // HA: the lease item (GetItem, conditional PutItem), the log (Query, and
-        // TransactWriteItems of Puts with a ConditionCheck on the lease), the start check.
+        // TransactWriteItems of Puts with a ConditionCheck on the lease), its compaction
+        // (snapshot PutItems, BatchWriteItem deletes), the start check.
         st.push(json!({
             "Sid": "HighAvailabilityTable",
             "Effect": "Allow",
@@ -264,7 +265,8 @@ pub fn policy(
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
                 "dynamodb:Query",
-                "dynamodb:ConditionCheckItem"
+                "dynamodb:ConditionCheckItem",
+                "dynamodb:BatchWriteItem"
             ],
             "Resource": format!("arn:{partition}:dynamodb:{region}:{account}:table/{t}")
         }));

@@ -134,14 +134,16 @@ impl Cluster {
     }
 }
 
-/// The log is one history: numbered 1.. without a gap, and the fencing number never goes
+/// The log is one history: numbered without a gap, and the fencing number never goes
 /// down (no entry of a deposed leader after its successor's).
 fn assert_one_history(log: &[(u64, u64)], what: &str) {
     assert!(!log.is_empty(), "{what}: the log has entries");
+    // From 1, or from just after the snapshot it was compacted to.
+    let first = log[0].0;
     for (i, (seq, _)) in log.iter().enumerate() {
         assert_eq!(
             *seq,
-            i as u64 + 1,
+            first + i as u64,
             "{what}: log numbered without gaps: {log:?}"
         );
     }
@@ -612,4 +614,39 @@ fn a_standby_validates_and_reloads_its_config_and_tells_a_differing_one() {
     wait_status(&b, "the same config as the leader", |s| {
         s["ha"]["config_differs"] == false && s["config"]["last_reload"]["ok"] == true
     });
+}
+
+#[test]
+fn the_log_is_compacted_and_a_new_replica_starts_from_the_snapshot() {
+    let _serial = serial();
+    let extra = "[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\n";
+    let c = cluster("ha-compact", 2, None, extra);
+    let mut a = c.replica("a", &[("MLOPSD_HA_COMPACT_SECS", "2")]);
+    a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
+    let compacted = a.wait_for_event_where("ha_compacted", T, |e| {
+        e["deleted"].as_u64().unwrap_or(0) > 0
+    });
+    let at = compacted["seq"].as_u64().unwrap();
+    let log = c.log();
+    assert!(
+        log.iter().all(|(s, _)| *s > at),
+        "the log before the snapshot ({at}) is gone: {log:?}"
+    );
+    // A replica that never ran starts from the snapshot, then the log after it.
+    let b = c.replica("b", &[]);
+    let restored = b.wait_event("ha_snapshot_restored", 1, T);
+    assert!(restored["seq"].as_u64().unwrap() >= at);
+    let st = wait_status(&b, "the replicated runs", |s| {
+        s["runs"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    assert_eq!(st["role"], "standby");
+    // And leads from there: the runs are not started again, the schedule goes on.
+    a.child.kill().unwrap();
+    a.wait_exit(T);
+    b.wait_for_event_where("ha_leading", T, |e| e["replica"] == "b");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.executions(), vec![1, 1]);
+    let log = c.log();
+    assert_one_history(&log, "after compaction and failover");
+    assert!(log.iter().any(|(_, f)| *f == 2), "b wrote state: {log:?}");
 }

@@ -129,6 +129,8 @@ struct Sink {
     demote: CancellationToken,
     handle: tokio::runtime::Handle,
     wait: Duration,
+    /// Bytes appended to the log by this leadership, for compaction.
+    appended: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogSink for Sink {
@@ -140,6 +142,7 @@ impl LogSink for Sink {
         let (tx, rx) = std::sync::mpsc::channel();
         let (table, me, fencing) = (self.table.clone(), self.me.clone(), self.fencing);
         let (gate, wait) = (self.gate.clone(), self.wait);
+        let size = entry.len() as u64;
         self.handle.spawn(async move {
             // Throttling, 5xx and dropped connections are tried again (the SDK's attempts
             // first, then here with backoff, the same client token each time) while the
@@ -164,7 +167,11 @@ impl LogSink for Sink {
             let _ = tx.send(r);
         });
         let r = match rx.recv_timeout(self.wait + Duration::from_millis(100)) {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(())) => {
+                self.appended
+                    .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
             Ok(Err(AppendError::Deposed(why))) => {
                 self.gate.revoke();
                 why
@@ -177,8 +184,17 @@ impl LogSink for Sink {
     }
 }
 
-/// Applies the table's log after this file's last entry; returns the last entry applied.
+/// Applies the table's log after this file's last entry; returns the last entry applied. A
+/// snapshot newer than this file is restored first (the log before it may be compacted away).
 async fn tail(table: &HaTable, store: &Arc<Store>) -> Result<u64, String> {
+    let at = state::off_loop(store, |s| s.applied_seq())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some((seq, parts, _)) = table.latest_snapshot().await.map_err(|e| e.to_string())? {
+        if seq > at {
+            restore(table, store, seq, parts).await?;
+        }
+    }
     let at = state::off_loop(store, |s| s.applied_seq())
         .await
         .map_err(|e| e.to_string())?;
@@ -191,6 +207,114 @@ async fn tail(table: &HaTable, store: &Arc<Store>) -> Result<u64, String> {
     })
     .await
     .map_err(|e| format!("cannot apply the HA log to {}: {e}", store.path().display()))
+}
+
+/// Replaces this file's state with snapshot `seq` from the table.
+async fn restore(
+    table: &HaTable,
+    store: &Arc<Store>,
+    seq: u64,
+    parts: usize,
+) -> Result<(), String> {
+    use std::io::Read;
+    let data = table
+        .read_snapshot(seq, parts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    flate2::read::DeflateDecoder::new(&data[..])
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("HA snapshot {seq} does not inflate: {e}"))?;
+    let path = store.path().with_extension("restore");
+    std::fs::write(&path, &raw).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let p2 = path.clone();
+    let r = state::off_loop(store, move |s| s.restore_from(&p2, seq)).await;
+    let _ = std::fs::remove_file(&path);
+    r.map_err(|e| format!("cannot restore HA snapshot {seq}: {e}"))?;
+    events::ha_snapshot_restored(&table.table, seq, data.len());
+    Ok(())
+}
+
+/// How often the leader looks whether to compact the log, and the least log it compacts.
+/// `MLOPSD_HA_COMPACT_SECS` (a test hook) sets the period and compacts any log.
+fn compact_policy() -> (Duration, u64) {
+    match std::env::var("MLOPSD_HA_COMPACT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(s) => (Duration::from_secs(s), 1),
+        None => (Duration::from_secs(600), 64 * 1024),
+    }
+}
+
+/// The leader's compaction: once the log written since the last snapshot is at least as big
+/// as that snapshot (so compaction at most doubles what is written), a snapshot of this file
+/// is stored and the log before it deleted. Standbys behind it restore the snapshot.
+async fn compact_loop(
+    table: HaTable,
+    store: Arc<Store>,
+    appended: Arc<std::sync::atomic::AtomicU64>,
+    stop: CancellationToken,
+) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let (every, min_bytes) = compact_policy();
+    let mut last_bytes = match table.latest_snapshot().await {
+        Ok(Some((_, _, b))) => b,
+        _ => 0,
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let since = appended.load(Ordering::Relaxed);
+        if since < last_bytes.max(min_bytes) {
+            continue;
+        }
+        let path = store.path().with_extension("snapshot");
+        let p2 = path.clone();
+        let seq = match state::off_loop(&store, move |s| s.snapshot_to(&p2)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(event = "ha_snapshot_failed", error = %e, "cannot snapshot the state for compaction");
+                continue;
+            }
+        };
+        let data = std::fs::read(&path).and_then(|raw| {
+            let mut z =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(&raw)?;
+            z.finish()
+        });
+        let _ = std::fs::remove_file(&path);
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(event = "ha_snapshot_failed", error = %e, "cannot read the snapshot");
+                continue;
+            }
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        match table.put_snapshot(seq, &data).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(event = "ha_snapshot_failed", error = %e, "cannot store the snapshot; the log is kept");
+                continue;
+            }
+        }
+        appended.fetch_sub(since, Ordering::Relaxed);
+        last_bytes = data.len() as u64;
+        match table.compact_through(seq).await {
+            Ok(n) => events::ha_compacted(&table.table, seq, data.len(), n),
+            Err(e) => {
+                tracing::warn!(event = "ha_compact_failed", error = %e, "cannot delete the log before the snapshot; retried at the next one")
+            }
+        }
+    }
 }
 
 enum Phase {
@@ -319,6 +443,13 @@ pub(super) async fn run<C: Cloud>(
         };
         let Some(applied) = applied else { continue };
         let demote = CancellationToken::new();
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let compactor = tokio::spawn(compact_loop(
+            table.clone(),
+            base.store.clone(),
+            appended.clone(),
+            demote.clone(),
+        ));
         base.store.set_repl(Repl::Leader(Arc::new(Sink {
             table: table.clone(),
             me: me.clone(),
@@ -327,6 +458,7 @@ pub(super) async fn run<C: Cloud>(
             demote: demote.clone(),
             handle: tokio::runtime::Handle::current(),
             wait: lease / 2,
+            appended,
         })));
         // Any change of the driver's answer ends this leadership.
         let mut rx = lead_rx.clone();
@@ -362,6 +494,7 @@ pub(super) async fn run<C: Cloud>(
         let r = active(base, loaded, cloud.clone(), shutdown, Some(demote.clone())).await;
         demote.cancel();
         let _ = watcher.await;
+        compactor.abort();
         base.store.set_repl(Repl::Standby);
         base.health.clear_store_faults();
         crate::metrics::get().leader.set(0);

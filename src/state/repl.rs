@@ -185,6 +185,56 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes a consistent copy of this file to `path` (`VACUUM INTO`) and returns the last
+    /// log entry it holds: a snapshot of the replicated state for compacting the log.
+    pub fn snapshot_to(&self, path: &std::path::Path) -> R<u64> {
+        let c = self.conn();
+        let seq = seq_of(&c)?;
+        let _ = std::fs::remove_file(path);
+        c.execute("VACUUM INTO ?1", params![path.to_string_lossy()])?;
+        Ok(seq)
+    }
+
+    /// Replaces every replicated table's rows with the snapshot file's, as of log entry
+    /// `seq`, in one transaction (this file's own `meta`, its store id, is kept).
+    pub fn restore_from(&self, path: &std::path::Path, seq: u64) -> R<()> {
+        let mut c = self.conn();
+        c.execute(
+            "ATTACH DATABASE ?1 AS snap",
+            params![path.to_string_lossy()],
+        )?;
+        let r = (|| {
+            let version: i64 = c.query_row("PRAGMA snap.user_version", [], |r| r.get(0))?;
+            let mine: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version != mine {
+                return Err(conversion(format!(
+                    "the HA snapshot has schema version {version}, this mlopsd {mine}: run the same version on every replica"
+                )));
+            }
+            let tx = c.transaction()?;
+            let tables: Vec<String> = {
+                let mut st = tx.prepare(
+                    "SELECT name FROM snap.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'meta'",
+                )?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                rows.collect::<R<_>>()?
+            };
+            for t in &tables {
+                tx.execute(&format!("DELETE FROM main.\"{t}\""), [])?;
+                tx.execute(
+                    &format!("INSERT INTO main.\"{t}\" SELECT * FROM snap.\"{t}\""),
+                    [],
+                )?;
+            }
+            set_seq(&tx, seq)?;
+            tx.commit()
+        })();
+        let _ = c.execute("DETACH DATABASE snap", []);
+        r
+    }
+}
+
 const FORMAT: u8 = 1;
 
 fn put_u32(out: &mut Vec<u8>, n: usize) -> std::io::Result<()> {
@@ -417,6 +467,35 @@ mod tests {
         assert!(e.to_string().contains("did not take state write 5"), "{e}");
         assert_eq!(leader.last_fire(ItemKind::Rule, "new").unwrap(), None);
         assert_eq!(leader.applied_seq().unwrap(), 4);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_replicated_rows_at_its_entry() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = Store::open(a.path()).unwrap();
+        let log = Arc::new(Log::default());
+        leader.set_repl(Repl::Leader(log.clone()));
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        leader
+            .record_fires(ItemKind::Rule, &[("r".into(), t)])
+            .unwrap();
+        let snap = a.path().join("snap.db");
+        assert_eq!(leader.snapshot_to(&snap).unwrap(), 1);
+        let standby = Store::open(b.path()).unwrap();
+        // The standby had something else (an older state): replaced, not merged.
+        standby.record_fire(ItemKind::Check, "stale", t).unwrap();
+        let id = standby.store_id().unwrap();
+        standby.restore_from(&snap, 1).unwrap();
+        assert_eq!(dump(&standby), dump(&leader));
+        assert_eq!(standby.applied_seq().unwrap(), 1);
+        assert_eq!(standby.store_id().unwrap(), id, "its own store id is kept");
+        // Entries after the snapshot apply on top.
+        leader
+            .record_fires(ItemKind::Rule, &[("s".into(), t)])
+            .unwrap();
+        let (seq, e) = log.entries.lock().unwrap()[1].clone();
+        assert!(standby.apply_entry(seq, &e).unwrap());
+        assert_eq!(dump(&standby), dump(&leader));
     }
 
     #[test]
