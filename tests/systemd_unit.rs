@@ -70,3 +70,37 @@ fn offline_security_assessment_is_ok_or_better() {
     assert!(score <= 4.0, "exposure {score} is worse than OK: {line}");
     assert!(line.contains("OK") || line.contains("SAFE"), "{line}");
 }
+
+/// The template for several replicas on one host (`mlopsd@9464`, `mlopsd@9465`): the same
+/// config file, its own port, replica id and local state; as hardened as the main unit.
+#[test]
+fn replica_template_differs_only_in_port_state_and_id() {
+    let t = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/mlopsd@.service"
+    ))
+    .expect("read template");
+    let lines: Vec<&str> = t.lines().map(str::trim).collect();
+    for want in [
+        "ExecStart=/usr/bin/mlopsd run --config /etc/mlopsd/mlops.toml --listen 127.0.0.1:%i --state-dir /var/lib/mlopsd/replica-%i",
+        "Environment=MLOPSD_REPLICA_ID=%H-%i",
+        "StateDirectory=mlopsd/replica-%i",
+    ] {
+        assert!(lines.contains(&want), "missing `{want}` in systemd/mlopsd@.service");
+    }
+    let main = unit();
+    let directives = |u: &str| -> Vec<String> {
+        u.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter(|l| {
+                !l.starts_with("Description=")
+                    && !l.starts_with("ExecStart=")
+                    && !l.starts_with("StateDirectory=")
+                    && !l.starts_with("Environment=MLOPSD_REPLICA_ID")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(directives(&t), directives(&main), "the rest is the main unit's");
+}
