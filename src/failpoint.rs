@@ -5,7 +5,9 @@
 //! answer not stored), `while_following` (run ended on AWS, end not stored), `after_publish`
 //! (SNS accepted a message, not yet marked sent), `after_event_stored` (an events batch's
 //! effects and ids stored, its messages not yet deleted), `after_apply_decided` (a declared
-//! pipeline's create or update stored, not sent), `after_apply_sent` (AWS took it, not stored).
+//! pipeline's create or update stored, not sent), `after_apply_sent` (AWS took it, not stored),
+//! `after_run_end` (a run's end stored, its chain not yet considered), `after_chain` (its
+//! chained rules decided, the run not yet marked chained).
 
 use std::sync::OnceLock;
 

@@ -121,6 +121,26 @@ pub fn render(addr: &str, st: &Value) -> String {
             out.push_str(&format!("last reload ok at {}\n", s(&r["at"])));
         }
     }
+    let ha = &st["ha"];
+    if ha.is_object() {
+        out.push_str(&format!(
+            "role {} (replica {}, table {}): leader {}, fencing {}, lease age {} ms, log entry {}{}\n",
+            s(&ha["role"]),
+            s(&ha["replica"]),
+            s(&ha["table"]),
+            s(&ha["leader"]),
+            s(&ha["fencing"]),
+            s(&ha["lease_age_ms"]),
+            s(&ha["applied_seq"]),
+            if ha["config_differs"] == Value::Bool(true) {
+                "; CONFIG DIFFERS from the leader's"
+            } else if ha["table_reachable"] == Value::Bool(false) {
+                "; CUT OFF from the table"
+            } else {
+                ""
+            }
+        ));
+    }
     let mut rows = vec![vec![
         "CHECK".into(),
         "STATE".into(),

@@ -646,6 +646,53 @@ fn sigkill_after_the_first_of_two_decisions_loses_no_breach_notice() {
     }
 }
 
+/// A kill between storing a run's end and deciding its chained rule, or between deciding it and
+/// marking the run chained: after the restart the chained build starts exactly once (before,
+/// a kill after the end was stored lost the chained start: nothing looked at the run again).
+#[test]
+fn sigkill_around_a_runs_chain_chains_exactly_once() {
+    for point in ["after_run_end", "after_chain"] {
+        let s = setup(&format!("chain-{}", point.replace('_', "-")));
+        let dir = tempfile::tempdir().unwrap();
+        let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n\n[rules.after]\non_success = \"pipeline:train\"\nstart_build = \"ci\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
+        s.aws
+            .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        let text = config(
+            dir.path(),
+            &s,
+            &s.aws.endpoint,
+            &(drift_check(&s.ns, 1, "Average") + rules),
+        );
+        let mut opts = env();
+        opts.env.push(("MLOPSD_FAILPOINT", point.into()));
+        let mut r = Running::start(dir.path(), &text, opts);
+        let st = r.wait_exit(T);
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(9),
+            "{point}: {}",
+            r.raw_output()
+        );
+        assert_eq!(s.aws.executions(&s.pipeline).len(), 1, "{point}");
+        drop(r);
+        let r = Running::start(dir.path(), &text, env());
+        r.wait_for("the chained build", T, |l| {
+            l.iter()
+                .any(|v| v["event"] == "run_started" && v["target"] == "build:ci")
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(s.aws.builds(&s.project).len(), 1, "{point}: chained once");
+        assert_eq!(s.aws.executions(&s.pipeline).len(), 1, "{point}");
+        assert!(
+            r.events("rule_suppressed")
+                .iter()
+                .all(|e| e["rule"] != "after"),
+            "{point}: the chain considered again is no second firing: {:?}",
+            r.events("rule_suppressed")
+        );
+    }
+}
+
 #[test]
 fn sigkill_after_publish_resends_with_the_same_correlation_id() {
     let s = setup("kill-publish");

@@ -330,6 +330,12 @@ fn three_replicas_one_leads_and_a_sigstopped_leader_is_deposed_and_steps_down() 
         assert_eq!(health.0, 200, "a standby is healthy: {}", health.1);
         let metrics = common::http_get(&r.http_addr(), "/metrics");
         assert!(metrics.contains("mlopsd_leader 0"), "{metrics}");
+        let (code, out, err) = common::mlopsd(&["status", "--addr", &r.http_addr()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("role standby") && out.contains("leader a, fencing 1"),
+            "{out}"
+        );
     }
     assert!(common::http_get(&a.http_addr(), "/metrics").contains("mlopsd_leader 1"));
     // A standby's state follows the leader's: it shows the same runs.
@@ -614,6 +620,13 @@ fn a_standby_validates_and_reloads_its_config_and_tells_a_differing_one() {
     wait_status(&b, "the same config as the leader", |s| {
         s["ha"]["config_differs"] == false && s["config"]["last_reload"]["ok"] == true
     });
+    // The leader reloads an edit: its new hash reaches the standby through the lease item.
+    common::replace_by_rename(&a.config, &other);
+    a.wait_event("config_reload_accepted", 1, T);
+    wait_status(&b, "the leader's new config told", |s| {
+        s["ha"]["config_differs"] == true
+    });
+    assert_eq!(b.events("ha_config_differs").len(), 2);
 }
 
 #[test]

@@ -102,5 +102,9 @@ fn replica_template_differs_only_in_port_state_and_id() {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(directives(&t), directives(&main), "the rest is the main unit's");
+    assert_eq!(
+        directives(&t),
+        directives(&main),
+        "the rest is the main unit's"
+    );
 }

@@ -106,6 +106,14 @@ impl LeaseTable for Watched {
     }
 
     async fn write(&self, item: LeaseItem, expect: Expect) -> Result<bool, AwsError> {
+        // The config this replica runs now (reloads, as leader or standby, update it).
+        if let Some(i) = self.health.ha() {
+            *self
+                .table
+                .config_hash
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = i.config_hash;
+        }
         let sent = tokio::time::Instant::now();
         let r = self.table.write(item.clone(), expect).await;
         self.answered(r.as_ref().err());
@@ -515,6 +523,7 @@ pub(super) async fn run<C: Cloud>(
             }
             Ended::Demoted => {
                 events::ha_stepped_down(table_name, &me, "the control loop stopped");
+                systemd::ready("standby");
                 // A write that failed while the lease is still ours: let the table settle.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -672,6 +672,8 @@ impl<C: Cloud> Daemon<C> {
             }
         };
         let (cfg, hash) = (self.cfg.clone(), self.hash.clone());
+        // An HA leader writes its config hash on the lease item (standbys compare theirs).
+        self.work.health.update_ha(|i| i.config_hash = hash.clone());
         self.view.send_modify(|v| {
             let loaded = if info.ok { now } else { v.loaded_at };
             *v = Arc::new(http::View {

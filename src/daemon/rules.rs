@@ -18,6 +18,24 @@ impl<C: Cloud> Work<C> {
         let now = self.now();
         let corr = cause.correlation_id(now);
         let check = cause.check().map(str::to_string);
+        // A chain considered again after a crash: a rule this run's end already fired is done.
+        if let Cause::RunEnded { run, .. } = &cause {
+            let key = format!("chained\0{name}\0{}", run.id);
+            let r = self.store.events_seen(&[key.as_str()]);
+            match self.db(
+                "read the chain's key",
+                name,
+                "the rule does not fire now",
+                r,
+            ) {
+                Some(seen) if seen.first() == Some(&false) => {}
+                Some(_) => {
+                    tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this run's end fired the rule before; nothing is started again");
+                    return;
+                }
+                None => return,
+            }
+        }
         let r = self.store.rule_state(name);
         let Some(state) = self.db("read rule state", name, "the rule does not fire", r) else {
             return;
@@ -101,38 +119,17 @@ impl<C: Cloud> Work<C> {
                 }
             })
             .collect();
-        // Each event fires a rule at most once: the key is stored with the firing.
+        // Each event fires a rule at most once, and each run's end chains a rule at most once
+        // (also when the chain is considered again after a crash): the key is stored with the
+        // firing.
         let once = match &cause {
             Cause::Event(e) => Some(format!("fired\0{name}\0{}", e.id)),
+            Cause::RunEnded { run, .. } => Some(format!("chained\0{name}\0{}", run.id)),
             _ => None,
         };
-        let r = self
-            .store
-            .record_firing_once(name, &new_state, &runs, now, once.as_deref());
-        let Some(ids) = self.db("store the firing", name, "nothing is started", r) else {
-            return;
-        };
-        let Some(ids) = ids else {
-            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this event fired the rule before; nothing is started again");
-            return;
-        };
-        let value = match &cause {
-            Cause::Check { value, .. } => Some(*value),
-            _ => None,
-        };
-        events::RuleFired {
-            rule: name,
-            check: check.as_deref(),
-            firing: new_state.firings,
-            correlation_id: &corr,
-            starts: runs.len(),
-            value,
-        }
-        .emit();
-        crate::failpoint::hit("after_decision");
-        if rule.start.is_empty() {
-            // A notify-only rule tells what triggered it.
-            let m = match &cause {
+        // A notify-only rule tells what triggered it, queued with the firing itself.
+        let told = if rule.start.is_empty() {
+            match &cause {
                 Cause::Check { .. } => None, // check_breached was already sent to it
                 Cause::Schedule => Some(Message::new("schedule_fired", name, None, &corr)),
                 Cause::Event(e) => Some(
@@ -150,11 +147,36 @@ impl<C: Cloud> Work<C> {
                     name,
                     run,
                 )),
-            };
-            if let Some(m) = m {
-                self.notify_rule(name, m);
             }
+        } else {
+            None
+        };
+        let notices = told.map(|m| self.render_rule(name, &m)).unwrap_or_default();
+        let r =
+            self.store
+                .record_firing_with(name, &new_state, &runs, now, once.as_deref(), &notices);
+        let Some(fired) = self.db("store the firing", name, "nothing is started", r) else {
+            return;
+        };
+        let Some((ids, queued)) = fired else {
+            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this event (or run end) fired the rule before; nothing is started again");
+            return;
+        };
+        let value = match &cause {
+            Cause::Check { value, .. } => Some(*value),
+            _ => None,
+        };
+        events::RuleFired {
+            rule: name,
+            check: check.as_deref(),
+            firing: new_state.firings,
+            correlation_id: &corr,
+            starts: runs.len(),
+            value,
         }
+        .emit();
+        self.queued(&notices, &queued);
+        crate::failpoint::hit("after_decision");
         for id in ids {
             // Unreadable now: the run is decided and stored, so the next poll re-drives it.
             let r = self.store.run(id);

@@ -217,6 +217,20 @@ impl<C: Cloud> Work<C> {
 
     /// Polls every started run; re-drives decided runs whose start is not in flight.
     pub fn follow_tick(&mut self) {
+        // Ends stored but not chained yet (a crash came between): chained now, once per rule
+        // and run (the firing's key says whether it happened).
+        let r = self.store.unchained_runs();
+        if let Some(unchained) = self.db(
+            "read unchained runs",
+            "",
+            "their chain is considered at the next poll",
+            r,
+        ) {
+            for run in unchained {
+                let succeeded = run.status == RunState::Succeeded;
+                self.chain(&run, succeeded);
+            }
+        }
         let r = self.store.runs_with_status(RunState::Decided);
         if let Some(decided) = self.db(
             "read decided runs",
@@ -344,11 +358,13 @@ impl<C: Cloud> Work<C> {
             }
             .emit();
             self.queued(&notices, &queued);
+            crate::failpoint::hit("after_run_end");
             self.chain(&r, succeeded);
         }
     }
 
-    /// Fires the `on_success` / `on_failure` rules of a run's target.
+    /// Fires the `on_success` / `on_failure` rules of a run's target (each at most once for
+    /// this run), then marks the run chained.
     fn chain(&mut self, run: &RunRow, succeeded: bool) {
         let target = run.target();
         let rules: Vec<String> = self
@@ -371,6 +387,14 @@ impl<C: Cloud> Work<C> {
                 },
             );
         }
+        crate::failpoint::hit("after_chain");
+        let r = self.store.mark_chained(run.id);
+        self.db(
+            "mark the run chained",
+            &run.rule,
+            "its chain is considered again (each rule fires at most once for it)",
+            r,
+        );
     }
 }
 

@@ -22,7 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::config::ItemKind;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 pub const DB_FILE: &str = "mlopsd.db";
 const LOCK_FILE: &str = "mlopsd.lock";
 
@@ -102,6 +102,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE pipeline_applies (
         pipeline TEXT PRIMARY KEY, applied_hash TEXT, pending_op TEXT, pending_hash TEXT, drift_hash TEXT,
         state TEXT NOT NULL, detail TEXT, arn TEXT, changed_ms INTEGER NOT NULL, checked_ms INTEGER);
+    "#,
+    // 3 → 4: a run's end is chained (its on_success / on_failure rules considered) once, also
+    // across a crash between storing the end and deciding the chained rules.
+    r#"
+    ALTER TABLE runs ADD COLUMN chained INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX runs_unchained ON runs (chained) WHERE chained = 0;
     "#,
 ];
 

@@ -461,6 +461,22 @@ impl Store {
         now: DateTime<Utc>,
         once: Option<&str>,
     ) -> R<Option<Vec<i64>>> {
+        Ok(self
+            .record_firing_with(rule, state, runs, now, once, &[])?
+            .map(|(ids, _)| ids))
+    }
+
+    /// `record_firing_once` that also queues `notices` (a notify-only rule's message) in the
+    /// same transaction; returns the run ids and which notices were queued.
+    pub fn record_firing_with(
+        &self,
+        rule: &str,
+        state: &RuleState,
+        runs: &[NewRun],
+        now: DateTime<Utc>,
+        once: Option<&str>,
+        notices: &[Queued],
+    ) -> R<Option<(Vec<i64>, Vec<bool>)>> {
         self.write(|w| {
             if let Some(key) = once {
                 if w.exec(
@@ -481,7 +497,8 @@ impl Store {
                 )?;
                 ids.push(w.last_insert_rowid());
             }
-            Ok(Some(ids))
+            let queued = Self::queue_all(w, notices, ms(now))?;
+            Ok(Some((ids, queued)))
         })
     }
 
@@ -584,7 +601,7 @@ impl Store {
     ) -> R<Option<Vec<bool>>> {
         self.write(|w| {
             let n = w.exec(
-                "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3 WHERE id = ?1 AND status = 'decided'",
+                "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3, chained = 0 WHERE id = ?1 AND status = 'decided'",
                 params![id, detail, ms(at)],
             )?;
             if n == 0 {
@@ -606,7 +623,7 @@ impl Store {
     ) -> R<Option<Vec<bool>>> {
         self.write(|w| {
             let n = w.exec(
-                "UPDATE runs SET status = ?2, detail = ?3, ended_ms = ?4 WHERE id = ?1 AND status = 'started'",
+                "UPDATE runs SET status = ?2, detail = ?3, ended_ms = ?4, chained = 0 WHERE id = ?1 AND status = 'started'",
                 params![id, if succeeded { "succeeded" } else { "failed" }, detail, ms(at)],
             )?;
             if n == 0 {
@@ -614,6 +631,22 @@ impl Store {
             }
             Self::queue_all(w, notices, ms(at)).map(Some)
         })
+    }
+
+    /// A run's end was chained: its on_success / on_failure rules were considered.
+    pub fn mark_chained(&self, id: i64) -> R<()> {
+        self.write1("UPDATE runs SET chained = 1 WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Ended runs whose chain was not considered yet (a crash came between).
+    pub fn unchained_runs(&self) -> R<Vec<RunRow>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {RUN_COLS} FROM runs WHERE chained = 0 ORDER BY id"
+        ))?;
+        let rows = st.query_map([], run_row)?;
+        rows.collect()
     }
 
     fn queue_all(w: &mut W<'_>, notices: &[Queued], now_ms: i64) -> R<Vec<bool>> {
