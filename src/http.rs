@@ -698,6 +698,22 @@ mod tests {
     }
 
     #[test]
+    fn page_shows_the_ha_role_and_a_cut_off() {
+        let st = json!({"config": {"path": "p", "hash": "h", "loaded_at": "t"}, "checks": [], "rules": [], "runs": [], "gates": [], "generated_at": "now",
+                        "ha": {"role": "standby", "replica": "b", "table": "t1", "leader": "a", "fencing": 2, "lease_age_ms": 900, "applied_seq": 41,
+                               "config_differs": true, "table_reachable": false, "table_error": "connection refused"}});
+        let p = render_page(&st);
+        assert!(p.contains("standby</span> replica <code>b</code>"), "{p}");
+        assert!(p.contains("leader <code>a</code>, fencing 2"), "{p}");
+        assert!(
+            p.contains("config differs") && p.contains("connection refused"),
+            "{p}"
+        );
+        let single = json!({"config": {"path": "p", "hash": "h", "loaded_at": "t"}, "checks": [], "rules": [], "runs": [], "gates": [], "generated_at": "now"});
+        assert!(!render_page(&single).contains("replica"));
+    }
+
+    #[test]
     fn badge_class_is_the_state_word() {
         assert_eq!(
             badge("breaching 2/2"),
