@@ -428,3 +428,24 @@ async fn declared_pipelines_reconcile_on_their_interval_and_type_check_rendered_
     assert_eq!(seen.starts[0].2["Epochs"], "12");
     assert_eq!(ts(&seen.starts[0].0), "2026-06-01T00:40:00Z");
 }
+
+/// HA on a single-threaded runtime would wait for itself (a leader's store write blocks for a
+/// task on the runtime): it is a clear error at start, not a hang.
+#[tokio::test(start_paused = true)]
+async fn ha_on_a_single_threaded_runtime_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(Clock::driven(at("2026-06-01T00:00:00Z")), vec![]);
+    let cfg = head(dir.path(), free_port()).replacen(
+        "[daemon]\n",
+        "[daemon]\nha_table = \"mlopsd-ha\"\n",
+        1,
+    );
+    let e = drive(dir.path(), &cfg, &fake, Duration::from_secs(1))
+        .await
+        .expect_err("refused");
+    assert!(
+        e.to_string().contains("needs the multi-threaded runtime"),
+        "{e}"
+    );
+    assert!(fake.starts().is_empty());
+}

@@ -339,6 +339,15 @@ pub(super) async fn run<C: Cloud>(
     table_name: &str,
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
+    // The leader's store writes wait (blocking their thread) for a task on the runtime's
+    // workers: a single-threaded runtime would wait for itself.
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return Err(RunError::Other(
+            "daemon.ha_table needs the multi-threaded runtime (as `mlopsd run` builds it)".into(),
+        ));
+    }
     let cfg = loaded.cfg.clone();
     let table = HaTable::new(&cfg.aws, table_name).await;
     table.check().await.map_err(RunError::Ha)?;
