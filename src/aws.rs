@@ -1911,7 +1911,7 @@ impl HaTable {
                 Err(e) if e.code == "TransactionCanceledException" => {
                     if e.message.contains("ConditionalCheckFailed") {
                         return Err(AppendError::Deposed(format!(
-                            "state write {seq} was refused: the lease is no longer held by {holder} with fencing {fencing}"
+                            "state write {seq} was refused: the lease is no longer held by {holder} with fencing {fencing}, or entry {seq} is in the log already"
                         )));
                     }
                     if e.message.contains("TransactionConflict") && conflicts < 10 {

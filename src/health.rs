@@ -62,6 +62,8 @@ pub struct HaInfo {
     /// The last answer from the table, and the error since then if any.
     pub contact: Option<std::time::Instant>,
     pub contact_error: Option<String>,
+    /// Why this replica cannot follow the table's log now (it does not lead meanwhile).
+    pub log_error: Option<String>,
     pub started: std::time::Instant,
     pub config_hash: String,
     /// The leader's config hash as written on the lease item.

@@ -130,6 +130,15 @@ async fn healthz(State(s): State<HttpState>) -> Response {
             .into_response();
     }
     if let Some(i) = s.health.ha() {
+        if let Some(e) = &i.log_error {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "unhealthy: cannot follow the HA table's log ({e}); this replica does not lead until it can\n"
+                ),
+            )
+                .into_response();
+        }
         if let Some(age) = i.cut_off() {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -431,6 +440,7 @@ pub fn status_json(
             "applied_seq": store.applied_seq().unwrap_or(i.applied_seq),
             "table_reachable": i.cut_off().is_none(),
             "table_error": i.contact_error,
+            "log_error": i.log_error,
             "config_hash": i.config_hash,
             "leader_config_hash": i.leader_config_hash,
             "config_differs": i.config_differs(),

@@ -663,3 +663,71 @@ fn the_log_is_compacted_and_a_new_replica_starts_from_the_snapshot() {
     assert_one_history(&log, "after compaction and failover");
     assert!(log.iter().any(|(_, f)| *f == 2), "b wrote state: {log:?}");
 }
+
+/// A log entry no replica can apply (a damaged item; or a newer mlopsd's schema): no replica
+/// leads from a stale file — the leader, refused at its next write, steps down and cannot catch
+/// up either — and /healthz says why. With the item gone, one leads again and goes on.
+#[test]
+fn an_entry_no_replica_can_apply_stops_leadership_until_it_is_gone() {
+    let _serial = serial();
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let extra = "[rules.tick]\non_schedule = \"every 1s\"\nnotify = [\"ops\"]\n";
+    let c = cluster("ha-bad-entry", 1, None, extra);
+    let a = c.replica("a", &[]);
+    a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
+    let b = c.replica("b", &[]);
+    b.wait_for_event_where("ha_following", T, |e| e["leader"] == "a");
+    std::thread::sleep(Duration::from_secs(2));
+    let next = c.log().last().map(|(s, _)| s + 1).unwrap();
+    let sk = format!("{next:020}#0000");
+    c.aws
+        .rt
+        .block_on(
+            c.aws
+                .ddb
+                .put_item()
+                .table_name(&c.table)
+                .item("pk", V::S("log".into()))
+                .item("sk", V::S(sk.clone()))
+                .item(
+                    "d",
+                    V::B(aws_smithy_types::Blob::new(b"not an entry".to_vec())),
+                )
+                .item("n", V::N("1".into()))
+                .item("f", V::N("1".into()))
+                .send(),
+        )
+        .unwrap();
+    for r in [&a, &b] {
+        wait_status(
+            r,
+            "a replica that cannot follow the log, not leading",
+            |s| s["role"] == "standby" && s["ha"]["log_error"].is_string(),
+        );
+        let (code, body) = mlopsd::status::get(&r.http_addr(), "/healthz").unwrap();
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("cannot follow the HA table's log"), "{body}");
+    }
+    let runs_then = c.log().len();
+    std::thread::sleep(Duration::from_secs(2 * LEASE_S));
+    assert_eq!(c.log().len(), runs_then, "nobody wrote state meanwhile");
+    c.aws
+        .rt
+        .block_on(
+            c.aws
+                .ddb
+                .delete_item()
+                .table_name(&c.table)
+                .key("pk", V::S("log".into()))
+                .key("sk", V::S(sk))
+                .send(),
+        )
+        .unwrap();
+    let start = Instant::now();
+    while ![&a, &b].iter().any(|r| status(r)["role"] == "leader") {
+        assert!(start.elapsed() < T, "nobody leads after the item is gone");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_one_history(&c.log(), "after the damaged entry");
+}

@@ -65,11 +65,18 @@ fn blocks(text: &str) -> Option<Vec<(&str, &str)>> {
             starts.push(ls);
         }
     }
-    // Before the first header: only blank lines and comments.
+    // Before the first header: only blank lines and comments, and (as TOML requires of a
+    // comment) no control character but a tab; the blocks' own parse checks the rest.
     let first = starts.first().copied().unwrap_or(text.len());
-    if !text[..first]
-        .lines()
-        .all(|l| matches!(l.trim_start().chars().next(), None | Some('#')))
+    let pre = &bytes[..first];
+    let bad_control = pre.iter().enumerate().any(|(i, &b)| {
+        (b < 0x20 && b != b'\t' && b != b'\n' && !(b == b'\r' && pre.get(i + 1) == Some(&b'\n')))
+            || b == 0x7f
+    });
+    if bad_control
+        || !text[..first]
+            .lines()
+            .all(|l| matches!(l.trim_start().chars().next(), None | Some('#')))
     {
         return None;
     }

@@ -58,6 +58,9 @@ struct Watched {
     gate: Arc<ActGate>,
     health: Arc<crate::health::Health>,
     last: Arc<Mutex<Option<(String, u64, u64)>>>,
+    /// Set while this replica cannot catch up with the log (an entry it cannot apply, the
+    /// table unreadable): it does not take, or keep, the lease, so another replica leads.
+    abstain: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Watched {
@@ -106,6 +109,10 @@ impl LeaseTable for Watched {
     }
 
     async fn write(&self, item: LeaseItem, expect: Expect) -> Result<bool, AwsError> {
+        if item.holder == self.me && self.abstain.load(std::sync::atomic::Ordering::SeqCst) {
+            // As if the condition failed: a standby does not take over, a leader steps down.
+            return Ok(false);
+        }
         // The config this replica runs now (reloads, as leader or standby, update it).
         if let Some(i) = self.health.ha() {
             *self
@@ -380,6 +387,7 @@ pub(super) async fn run<C: Cloud>(
         applied_seq: applied,
         contact: Some(std::time::Instant::now()),
         contact_error: None,
+        log_error: None,
         started: std::time::Instant::now(),
         config_hash: loaded.hash.clone(),
         leader_config_hash: None,
@@ -391,6 +399,7 @@ pub(super) async fn run<C: Cloud>(
     let cloud = cloud.with_gate(gate.clone());
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
     let stop_lease = CancellationToken::new();
+    let abstain = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watched = Watched {
         table: table.clone(),
         me: me.clone(),
@@ -398,6 +407,7 @@ pub(super) async fn run<C: Cloud>(
         gate: gate.clone(),
         health: base.health.clone(),
         last: Arc::default(),
+        abstain: abstain.clone(),
     };
     let driver = tokio::spawn(lease::drive(
         watched,
@@ -440,7 +450,17 @@ pub(super) async fn run<C: Cloud>(
     events::daemon_ready(base.store.path(), 0);
     let mut announced: Option<u64> = None;
     let outcome = loop {
-        let fencing = match standby(base, loaded, &table, &gate, &mut lead_rx, shutdown).await? {
+        let fencing = match standby(
+            base,
+            loaded,
+            &table,
+            &gate,
+            &abstain,
+            &mut lead_rx,
+            shutdown,
+        )
+        .await?
+        {
             Phase::Stop(reason) => break reason,
             Phase::Lead(f) => f,
         };
@@ -450,6 +470,10 @@ pub(super) async fn run<C: Cloud>(
             match tail(&table, &base.store).await {
                 Ok(a) => break Some(a),
                 Err(e) => {
+                    // Not caught up: the lease is not renewed meanwhile (another replica that
+                    // can follow the log may lead); retried until the lease lapses.
+                    abstain.store(true, std::sync::atomic::Ordering::SeqCst);
+                    base.health.update_ha(|i| i.log_error = Some(e.clone()));
                     events::ha_table_unreachable(table_name, &e);
                     if !gate.may_act() || shutdown.is_cancelled() {
                         break None;
@@ -458,6 +482,13 @@ pub(super) async fn run<C: Cloud>(
                 }
             }
         };
+        if applied.is_none() {
+            // Leading without the whole log is never done: the lease is left for another.
+            gate.revoke();
+            continue;
+        }
+        abstain.store(false, std::sync::atomic::Ordering::SeqCst);
+        base.health.update_ha(|i| i.log_error = None);
         let Some(applied) = applied else { continue };
         let demote = CancellationToken::new();
         let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -590,6 +621,7 @@ async fn standby(
     loaded: &mut Loaded,
     table: &HaTable,
     gate: &Arc<ActGate>,
+    abstain: &std::sync::atomic::AtomicBool,
     lead_rx: &mut tokio::sync::watch::Receiver<Option<u64>>,
     shutdown: &CancellationToken,
 ) -> Result<Phase, RunError> {
@@ -657,8 +689,19 @@ async fn standby(
                 return Err(RunError::Other("the HA lease driver stopped".into()));
             },
             _ = tail_tick.tick() => match tail(table, &base.store).await {
-                Ok(seq) => base.health.update_ha(|i| i.applied_seq = seq),
-                Err(e) => events::ha_table_unreachable(&table.table, &e),
+                Ok(seq) => {
+                    abstain.store(false, std::sync::atomic::Ordering::SeqCst);
+                    base.health.update_ha(|i| {
+                        i.applied_seq = seq;
+                        i.log_error = None;
+                    });
+                }
+                Err(e) => {
+                    // A replica that cannot follow the log must not lead from a stale file.
+                    abstain.store(true, std::sync::atomic::Ordering::SeqCst);
+                    base.health.update_ha(|i| i.log_error = Some(e.clone()));
+                    events::ha_table_unreachable(&table.table, &e);
+                }
             },
             _ = heartbeat_tick.tick() => {}
         }
