@@ -130,15 +130,6 @@ async fn healthz(State(s): State<HttpState>) -> Response {
             .into_response();
     }
     if let Some(i) = s.health.ha() {
-        if let Some(e) = &i.log_error {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "unhealthy: cannot follow the HA table's log ({e}); this replica does not lead until it can\n"
-                ),
-            )
-                .into_response();
-        }
         if let Some(age) = i.cut_off() {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -147,6 +138,15 @@ async fn healthz(State(s): State<HttpState>) -> Response {
                     i.table,
                     age.as_secs(),
                     i.contact_error.as_deref().unwrap_or("no answer")
+                ),
+            )
+                .into_response();
+        }
+        if let Some(e) = &i.log_error {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "unhealthy: cannot follow the HA table's log ({e}); this replica does not lead until it can\n"
                 ),
             )
                 .into_response();
