@@ -1930,44 +1930,56 @@ impl HaTable {
     /// whole: its parts were written in one transaction.
     pub async fn read_log(&self, after: u64) -> Result<Vec<(u64, Vec<u8>)>, AwsError> {
         use aws_sdk_dynamodb::types::AttributeValue as V;
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :p AND sk >= :from")
+            .expression_attribute_values(":p", V::S(LOG_PK.into()))
+            .expression_attribute_values(":from", V::S(format!("{:020}", after + 1)))
+            .consistent_read(true);
         let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut start: Option<HashMap<String, V>> = None;
+        for item in self.query_all(q).await? {
+            let sk = item.get("sk").and_then(|v| v.as_s().ok());
+            let d = item.get("d").and_then(|v| v.as_b().ok());
+            let parsed = sk
+                .and_then(|s| s.split_once('#'))
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<usize>().ok()?)));
+            let (Some((seq, part)), Some(d)) = (parsed, d) else {
+                return Err(AwsError {
+                    service: "dynamodb",
+                    operation: "Query",
+                    code: "MalformedLog".into(),
+                    message: format!(
+                        "a log item in \"{}\" has no sequence number or data (sk {:?})",
+                        self.table, sk
+                    ),
+                    transient: false,
+                });
+            };
+            match out.last_mut() {
+                Some((s, buf)) if *s == seq && part > 0 => buf.extend_from_slice(d.as_ref()),
+                _ => out.push((seq, d.as_ref().to_vec())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every item a query matches, page after page.
+    async fn query_all(
+        &self,
+        q: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, AwsError> {
+        let mut out = Vec::new();
+        let mut start = None;
         loop {
-            let r = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :p AND sk >= :from")
-                .expression_attribute_values(":p", V::S(LOG_PK.into()))
-                .expression_attribute_values(":from", V::S(format!("{:020}", after + 1)))
-                .consistent_read(true)
+            let r = q
+                .clone()
                 .set_exclusive_start_key(start.take())
                 .send()
                 .observed("dynamodb", "Query")
                 .await?;
-            for item in r.items() {
-                let sk = item.get("sk").and_then(|v| v.as_s().ok());
-                let d = item.get("d").and_then(|v| v.as_b().ok());
-                let parsed = sk
-                    .and_then(|s| s.split_once('#'))
-                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<usize>().ok()?)));
-                let (Some((seq, part)), Some(d)) = (parsed, d) else {
-                    return Err(AwsError {
-                        service: "dynamodb",
-                        operation: "Query",
-                        code: "MalformedLog".into(),
-                        message: format!(
-                            "a log item in \"{}\" has no sequence number or data (sk {:?})",
-                            self.table, sk
-                        ),
-                        transient: false,
-                    });
-                };
-                match out.last_mut() {
-                    Some((s, buf)) if *s == seq && part > 0 => buf.extend_from_slice(d.as_ref()),
-                    _ => out.push((seq, d.as_ref().to_vec())),
-                }
-            }
+            out.extend(r.items.unwrap_or_default());
             match r.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(out),
@@ -2073,32 +2085,21 @@ impl HaTable {
     /// The parts of snapshot `seq`, joined.
     pub async fn read_snapshot(&self, seq: u64, parts: usize) -> Result<Vec<u8>, AwsError> {
         use aws_sdk_dynamodb::types::AttributeValue as V;
+        let q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :p AND sk BETWEEN :a AND :b")
+            .expression_attribute_values(":p", V::S(SNAP_PK.into()))
+            .expression_attribute_values(":a", V::S(log_sk(seq, 0)))
+            .expression_attribute_values(":b", V::S(log_sk(seq, 9999)))
+            .consistent_read(true);
         let mut out = Vec::new();
         let mut got = 0;
-        let mut start: Option<HashMap<String, V>> = None;
-        loop {
-            let r = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :p AND sk BETWEEN :a AND :b")
-                .expression_attribute_values(":p", V::S(SNAP_PK.into()))
-                .expression_attribute_values(":a", V::S(log_sk(seq, 0)))
-                .expression_attribute_values(":b", V::S(log_sk(seq, 9999)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .observed("dynamodb", "Query")
-                .await?;
-            for i in r.items() {
-                if let Some(d) = i.get("d").and_then(|v| v.as_b().ok()) {
-                    out.extend_from_slice(d.as_ref());
-                    got += 1;
-                }
-            }
-            match r.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+        for i in self.query_all(q).await? {
+            if let Some(d) = i.get("d").and_then(|v| v.as_b().ok()) {
+                out.extend_from_slice(d.as_ref());
+                got += 1;
             }
         }
         if got != parts {
@@ -2122,29 +2123,18 @@ impl HaTable {
         use aws_sdk_dynamodb::types::{AttributeValue as V, DeleteRequest, WriteRequest};
         let mut keys: Vec<(String, String)> = Vec::new();
         for (pk, below) in [(LOG_PK, log_sk(seq, 9999)), (SNAP_PK, log_sk(seq, 0))] {
-            let mut start: Option<HashMap<String, V>> = None;
-            loop {
-                let r = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :p AND sk < :b")
-                    .expression_attribute_values(":p", V::S(pk.into()))
-                    .expression_attribute_values(":b", V::S(below.clone()))
-                    .projection_expression("pk, sk")
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .observed("dynamodb", "Query")
-                    .await?;
-                for i in r.items() {
-                    if let Some(sk) = i.get("sk").and_then(|v| v.as_s().ok()) {
-                        // The pointer sorts after the digits: never below a seq key.
-                        keys.push((pk.to_string(), sk.clone()));
-                    }
-                }
-                match r.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
+            let q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p AND sk < :b")
+                .expression_attribute_values(":p", V::S(pk.into()))
+                .expression_attribute_values(":b", V::S(below.clone()))
+                .projection_expression("pk, sk");
+            for i in self.query_all(q).await? {
+                if let Some(sk) = i.get("sk").and_then(|v| v.as_s().ok()) {
+                    // The pointer sorts after the digits: never below a seq key.
+                    keys.push((pk.to_string(), sk.clone()));
                 }
             }
         }

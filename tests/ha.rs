@@ -626,6 +626,9 @@ fn a_standby_validates_and_reloads_its_config_and_tells_a_differing_one() {
     wait_status(&b, "the leader's new config told", |s| {
         s["ha"]["config_differs"] == true
     });
+    // Logged once more (the standby's loop tells each new difference once).
+    b.wait_event("ha_config_differs", 2, T);
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(b.events("ha_config_differs").len(), 2);
 }
 

@@ -769,16 +769,6 @@ fn reload(
     if let Some(w) = watcher {
         w.set_extra(&config::definition_files(&loaded.cfg));
     }
-    let (cfg, hash) = (loaded.cfg.clone(), loaded.hash.clone());
-    base.view.send_modify(|v| {
-        let at = if info.ok { now } else { v.loaded_at };
-        *v = Arc::new(http::View {
-            cfg,
-            path: v.path.clone(),
-            hash,
-            loaded_at: at,
-            last_reload: Some(info),
-        });
-    });
+    super::publish_view(&base.view, &loaded.cfg, &loaded.hash, info, now);
     systemd::ready("standby");
 }

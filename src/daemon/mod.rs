@@ -671,19 +671,11 @@ impl<C: Cloud> Daemon<C> {
                 }
             }
         };
-        let (cfg, hash) = (self.cfg.clone(), self.hash.clone());
         // An HA leader writes its config hash on the lease item (standbys compare theirs).
-        self.work.health.update_ha(|i| i.config_hash = hash.clone());
-        self.view.send_modify(|v| {
-            let loaded = if info.ok { now } else { v.loaded_at };
-            *v = Arc::new(http::View {
-                cfg,
-                path: v.path.clone(),
-                hash,
-                loaded_at: loaded,
-                last_reload: Some(info),
-            });
-        });
+        self.work
+            .health
+            .update_ha(|i| i.config_hash = self.hash.clone());
+        publish_view(&self.view, &self.cfg, &self.hash, info, now);
         if !fast_path {
             // A full parse leaves its tree behind; a fast reload barely allocates.
             release_memory();
@@ -749,6 +741,27 @@ impl<C: Cloud> Daemon<C> {
             }
         }
     }
+}
+
+/// Shows a reload's outcome on HTTP: the running config (kept when the reload failed), its
+/// hash, and what the reload said.
+fn publish_view(
+    view: &tokio::sync::watch::Sender<Arc<http::View>>,
+    cfg: &Arc<Config>,
+    hash: &str,
+    info: http::ReloadInfo,
+    now: DateTime<Utc>,
+) {
+    view.send_modify(|v| {
+        let loaded_at = if info.ok { now } else { v.loaded_at };
+        *v = Arc::new(http::View {
+            cfg: cfg.clone(),
+            path: v.path.clone(),
+            hash: hash.to_string(),
+            loaded_at,
+            last_reload: Some(info),
+        });
+    });
 }
 
 /// The schedule of a check, a gate or an `on_schedule` rule.

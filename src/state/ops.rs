@@ -578,16 +578,12 @@ impl Store {
         at: DateTime<Utc>,
         notices: &[Queued],
     ) -> R<Option<Vec<bool>>> {
-        self.write(|w| {
-            let n = w.exec(
-                "UPDATE runs SET status = 'started', arn = ?2, started_ms = ?3 WHERE id = ?1 AND status = 'decided'",
-                params![id, arn, ms(at)],
-            )?;
-            if n == 0 {
-                return Ok(None);
-            }
-            Self::queue_all(w, notices, ms(at)).map(Some)
-        })
+        self.move_run(
+            "UPDATE runs SET status = 'started', arn = ?2, started_ms = ?3 WHERE id = ?1 AND status = 'decided'",
+            params![id, arn, ms(at)],
+            at,
+            notices,
+        )
     }
 
     /// Records that AWS refused a decided run's start, with its notices; `None` if the run
@@ -599,16 +595,12 @@ impl Store {
         at: DateTime<Utc>,
         notices: &[Queued],
     ) -> R<Option<Vec<bool>>> {
-        self.write(|w| {
-            let n = w.exec(
-                "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3, chained = 0 WHERE id = ?1 AND status = 'decided'",
-                params![id, detail, ms(at)],
-            )?;
-            if n == 0 {
-                return Ok(None);
-            }
-            Self::queue_all(w, notices, ms(at)).map(Some)
-        })
+        self.move_run(
+            "UPDATE runs SET status = 'start_failed', detail = ?2, ended_ms = ?3, chained = 0 WHERE id = ?1 AND status = 'decided'",
+            params![id, detail, ms(at)],
+            at,
+            notices,
+        )
     }
 
     /// Marks a run ended, with its notices; `None` if it had already ended (so its end is
@@ -621,12 +613,25 @@ impl Store {
         at: DateTime<Utc>,
         notices: &[Queued],
     ) -> R<Option<Vec<bool>>> {
+        self.move_run(
+            "UPDATE runs SET status = ?2, detail = ?3, ended_ms = ?4, chained = 0 WHERE id = ?1 AND status = 'started'",
+            params![id, if succeeded { "succeeded" } else { "failed" }, detail, ms(at)],
+            at,
+            notices,
+        )
+    }
+
+    /// Moves a run to its next state (`update`, guarded by the state it must be in) and
+    /// queues its notices in the same transaction; `None` when the run was not in that state.
+    fn move_run(
+        &self,
+        update: &str,
+        params: &[&dyn rusqlite::ToSql],
+        at: DateTime<Utc>,
+        notices: &[Queued],
+    ) -> R<Option<Vec<bool>>> {
         self.write(|w| {
-            let n = w.exec(
-                "UPDATE runs SET status = ?2, detail = ?3, ended_ms = ?4, chained = 0 WHERE id = ?1 AND status = 'started'",
-                params![id, if succeeded { "succeeded" } else { "failed" }, detail, ms(at)],
-            )?;
-            if n == 0 {
+            if w.exec(update, params)? == 0 {
                 return Ok(None);
             }
             Self::queue_all(w, notices, ms(at)).map(Some)
