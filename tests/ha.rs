@@ -681,11 +681,12 @@ fn an_entry_no_replica_can_apply_stops_leadership_until_it_is_gone() {
     let b = c.replica("b", &[]);
     b.wait_for_event_where("ha_following", T, |e| e["leader"] == "a");
     std::thread::sleep(Duration::from_secs(2));
-    let next = c.log().last().map(|(s, _)| s + 1).unwrap();
-    let sk = format!("{next:020}#0000");
-    c.aws
-        .rt
-        .block_on(
+    // A few entries ahead of the leader, and never over an entry it wrote: it meets the item
+    // at its own next append there.
+    let sk = loop {
+        let ahead = c.log().last().map(|(s, _)| s + 3).unwrap();
+        let sk = format!("{ahead:020}#0000");
+        let put = c.aws.rt.block_on(
             c.aws
                 .ddb
                 .put_item()
@@ -698,9 +699,13 @@ fn an_entry_no_replica_can_apply_stops_leadership_until_it_is_gone() {
                 )
                 .item("n", V::N("1".into()))
                 .item("f", V::N("1".into()))
+                .condition_expression("attribute_not_exists(sk)")
                 .send(),
-        )
-        .unwrap();
+        );
+        if put.is_ok() {
+            break sk;
+        }
+    };
     for r in [&a, &b] {
         wait_status(
             r,
