@@ -615,6 +615,11 @@ fn a_standby_validates_and_reloads_its_config_and_tells_a_differing_one() {
     common::replace_by_rename(cfg, "[daemon\nnot toml");
     b.wait_event("config_reload_rejected", 1, T);
     assert_eq!(status(&b)["role"], "standby");
+    let metrics = common::http_get(&b.http_addr(), "/metrics");
+    assert!(
+        metrics.contains("mlopsd_config_reloads_total{result=\"failure\"} 1"),
+        "a standby's reloads are counted: {metrics}"
+    );
     // The same file as the leader's: the difference goes away.
     common::replace_by_rename(cfg, &c.text);
     wait_status(&b, "the same config as the leader", |s| {

@@ -23,7 +23,6 @@ use crate::aws::{AppendError, AwsError, Cloud, HaTable};
 use crate::config::{self, diff::ConfigDiff};
 use crate::events;
 use crate::health::HaInfo;
-use crate::http;
 use crate::lease::{self, ActGate, Change, Expect, LeaseItem, LeaseTable};
 use crate::notify::{self, Message};
 use crate::state::{self, LogSink, Outgoing, Repl, Store};
@@ -718,7 +717,6 @@ fn reload(
 ) {
     let t0 = std::time::Instant::now();
     let now = base.clock.now();
-    let m = crate::metrics::get();
     let r = config::read_text(&base.path).and_then(|text| {
         config::parse_reusing(&text, &base.path, Some(&loaded.cfg)).map(|cfg| {
             let hash = config::config_hash(&text, &cfg);
@@ -728,13 +726,7 @@ fn reload(
     let info = match r {
         Err(e) => {
             events::config_reload_rejected(&base.path, trigger, &e);
-            m.last_reload_ok.set(0);
-            http::ReloadInfo {
-                at: now,
-                ok: false,
-                trigger: trigger.into(),
-                error: Some(e.to_string()),
-            }
+            super::reload_outcome(now, trigger, Some(e.to_string()))
         }
         Ok((cfg, hash, index)) => {
             let diff = ConfigDiff::new(&loaded.cfg, &cfg);
@@ -755,15 +747,7 @@ fn reload(
             loaded.hash = hash.clone();
             *table.config_hash.lock().unwrap_or_else(|p| p.into_inner()) = hash.clone();
             base.health.update_ha(|i| i.config_hash = hash);
-            m.last_reload_ok.set(1);
-            m.last_reload_success_ts
-                .set(now.timestamp_millis() as f64 / 1000.0);
-            http::ReloadInfo {
-                at: now,
-                ok: true,
-                trigger: trigger.into(),
-                error: None,
-            }
+            super::reload_outcome(now, trigger, None)
         }
     };
     if let Some(w) = watcher {

@@ -612,18 +612,7 @@ impl<C: Cloud> Daemon<C> {
         let info = match loaded {
             Err(e) => {
                 events::config_reload_rejected(&self.path, trigger, &e);
-                m.reloads
-                    .get_or_create(&crate::metrics::ResultL {
-                        result: "failure".into(),
-                    })
-                    .inc();
-                m.last_reload_ok.set(0);
-                http::ReloadInfo {
-                    at: now,
-                    ok: false,
-                    trigger: trigger.into(),
-                    error: Some(e.to_string()),
-                }
+                reload_outcome(now, trigger, Some(e.to_string()))
             }
             Ok((new, hash, index, fast_diff)) => {
                 let fast = fast_diff.is_some();
@@ -655,20 +644,7 @@ impl<C: Cloud> Daemon<C> {
                         fast,
                     );
                 }
-                m.reloads
-                    .get_or_create(&crate::metrics::ResultL {
-                        result: "success".into(),
-                    })
-                    .inc();
-                m.last_reload_ok.set(1);
-                m.last_reload_success_ts
-                    .set(now.timestamp_millis() as f64 / 1000.0);
-                http::ReloadInfo {
-                    at: now,
-                    ok: true,
-                    trigger: trigger.into(),
-                    error: None,
-                }
+                reload_outcome(now, trigger, None)
             }
         };
         // An HA leader writes its config hash on the lease item (standbys compare theirs).
@@ -740,6 +716,28 @@ impl<C: Cloud> Daemon<C> {
                 }
             }
         }
+    }
+}
+
+/// A reload's outcome (`error`: why it was rejected), counted in the metrics.
+fn reload_outcome(now: DateTime<Utc>, trigger: &str, error: Option<String>) -> http::ReloadInfo {
+    let m = crate::metrics::get();
+    let ok = error.is_none();
+    m.reloads
+        .get_or_create(&crate::metrics::ResultL {
+            result: if ok { "success" } else { "failure" }.into(),
+        })
+        .inc();
+    m.last_reload_ok.set(i64::from(ok));
+    if ok {
+        m.last_reload_success_ts
+            .set(now.timestamp_millis() as f64 / 1000.0);
+    }
+    http::ReloadInfo {
+        at: now,
+        ok,
+        trigger: trigger.into(),
+        error,
     }
 }
 
