@@ -14,7 +14,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -624,12 +623,7 @@ async fn standby(
     lead_rx: &mut tokio::sync::watch::Receiver<Option<u64>>,
     shutdown: &CancellationToken,
 ) -> Result<Phase, RunError> {
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| RunError::Other(format!("cannot handle SIGHUP: {e}")))?;
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| RunError::Other(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| RunError::Other(format!("cannot handle SIGINT: {e}")))?;
+    let (mut hup, mut term, mut int) = super::signals()?;
     let (file_tx, mut file_rx) = mpsc::channel::<watch::Change>(64);
     let mut watcher = watch::Watch::new(&base.path, file_tx).ok();
     if let Some(w) = watcher.as_mut() {

@@ -315,12 +315,7 @@ pub(crate) async fn active<C: Cloud>(
     if let Some(w) = watcher.as_mut() {
         w.set_extra(&config::definition_files(&d.cfg));
     }
-    let mut hup = signal(SignalKind::hangup())
-        .map_err(|e| RunError::Other(format!("cannot handle SIGHUP: {e}")))?;
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| RunError::Other(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| RunError::Other(format!("cannot handle SIGINT: {e}")))?;
+    let (mut hup, mut term, mut int) = signals()?;
 
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -717,6 +712,25 @@ impl<C: Cloud> Daemon<C> {
             }
         }
     }
+}
+
+/// The signals the daemon handles: SIGHUP (reload), SIGTERM and SIGINT (stop).
+fn signals() -> Result<
+    (
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    ),
+    RunError,
+> {
+    let on = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| RunError::Other(format!("cannot handle {name}: {e}")))
+    };
+    Ok((
+        on(SignalKind::hangup(), "SIGHUP")?,
+        on(SignalKind::terminate(), "SIGTERM")?,
+        on(SignalKind::interrupt(), "SIGINT")?,
+    ))
 }
 
 /// A reload's outcome (`error`: why it was rejected), counted in the metrics.
