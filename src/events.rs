@@ -135,6 +135,15 @@ pub struct StateError<'a> {
 
 impl StateError<'_> {
     pub fn emit(&self, health: &crate::health::Health, now: DateTime<Utc>) {
+        if crate::state::is_not_leading(self.error) {
+            // An HA replica that does not lead (any more): its role says so, on /status and
+            // in `ha_stepped_down`; the store itself is fine.
+            tracing::warn!(
+                event = "state_write_refused", operation = self.operation, item = self.item, error = %self.error,
+                "state store: not leading, so cannot {}{}{}; {}", self.operation, if self.item.is_empty() { "" } else { " for " }, self.item, self.consequence
+            );
+            return;
+        }
         health.store_failed(self.operation, &self.error.to_string(), now);
         tracing::error!(
             event = "state_error", operation = self.operation, item = self.item, error = %self.error,

@@ -131,16 +131,6 @@ impl Health {
     }
 
     /// Records that `operation` succeeded: a fault it had is over.
-    /// Forgets every failing operation (an HA leader that stepped down: its writes were
-    /// refused because it no longer leads, not because the store is broken).
-    pub fn clear_store_faults(&self) {
-        self.faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.any.store(false, Ordering::Release);
-    }
-
     pub fn store_ok(&self, operation: &'static str) {
         if !self.any.load(Ordering::Acquire) {
             return;

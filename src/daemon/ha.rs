@@ -542,7 +542,6 @@ pub(super) async fn run<C: Cloud>(
         let _ = watcher.await;
         compactor.abort();
         base.store.set_repl(Repl::Standby);
-        base.health.clear_store_faults();
         crate::metrics::get().leader.set(0);
         let now = base.clock.now();
         base.health.update_ha(|i| {

@@ -397,7 +397,17 @@ pub(crate) async fn active<C: Cloud>(
     d.tracker.close();
     if demoted {
         // A deposed leader records nothing more (the store refuses its writes); what it was
-        // doing is resumed by the new leader from the table.
+        // doing is resumed by the new leader from the table. Its tasks (the outbox, calls in
+        // flight: AWS refuses the gated ones at once) end before this replica is a standby,
+        // so none of them outlives this leadership into a next one.
+        let lease = d.cfg.daemon.ha_lease;
+        if tokio::time::timeout(lease, d.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                event = "ha_tasks_left",
+                tasks = d.tracker.len(),
+                "calls of the old leadership still running after a lease"
+            );
+        }
         return Ok(Ended::Demoted);
     }
     systemd::stopping();

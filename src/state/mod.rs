@@ -9,7 +9,7 @@ pub use ops::{
     CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, PipelineApply, Queued,
     RunRow, RunState, EVENT_MEMORY, KEEP_VALUES,
 };
-pub use repl::{LogSink, Repl, W};
+pub use repl::{is_not_leading, LogSink, NotLeading, Repl, W};
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;

@@ -64,6 +64,29 @@ fn conversion(msg: String) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(msg.into())
 }
 
+/// A write refused because this replica does not lead (a standby, or a leader whose log
+/// append was refused or left without answer and who steps down for it). A change of role,
+/// not a fault of the store: it is logged but never shown as a failing store operation.
+#[derive(Debug)]
+pub struct NotLeading(pub String);
+
+impl std::fmt::Display for NotLeading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotLeading {}
+
+fn not_leading(msg: String) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(NotLeading(msg)))
+}
+
+/// Whether `e` is a write refused because this replica does not lead.
+pub fn is_not_leading(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::ToSqlConversionFailure(b) if b.downcast_ref::<NotLeading>().is_some())
+}
+
 impl W<'_> {
     /// Runs one write statement (and records it when the store is replicated).
     pub fn exec(&mut self, sql: &str, params: &[&dyn ToSql]) -> R<usize> {
@@ -122,7 +145,7 @@ impl Store {
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut W<'_>) -> R<T>) -> R<T> {
         let repl = self.repl();
         if matches!(repl, Repl::Standby) {
-            return Err(conversion(
+            return Err(not_leading(
                 "this replica is a standby: only the leader writes state".into(),
             ));
         }
@@ -139,7 +162,7 @@ impl Store {
                 let seq = seq_of(&tx)? + 1;
                 let entry = encode(&ops).map_err(|e| conversion(e.to_string()))?;
                 sink.append(seq, entry).map_err(|e| {
-                    conversion(format!("the HA table did not take state write {seq}: {e}"))
+                    not_leading(format!("the HA table did not take state write {seq}: {e}"))
                 })?;
                 set_seq(&tx, seq)?;
             }
@@ -467,6 +490,37 @@ mod tests {
         assert!(e.to_string().contains("did not take state write 5"), "{e}");
         assert_eq!(leader.last_fire(ItemKind::Rule, "new").unwrap(), None);
         assert_eq!(leader.applied_seq().unwrap(), 4);
+    }
+
+    /// A write refused because the replica does not lead is a change of role, not a failing
+    /// store: it never turns /healthz to 503 (a leader that stepped down and leads again was
+    /// unhealthy for an outbox write its old leadership had refused).
+    #[test]
+    fn a_write_refused_for_not_leading_is_no_store_fault() {
+        let a = tempfile::tempdir().unwrap();
+        let store = Store::open(a.path()).unwrap();
+        let log = Arc::new(Log::default());
+        let health = crate::health::Health::default();
+        let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        log.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        store.set_repl(Repl::Leader(log.clone()));
+        let refused = store.record_fire(ItemKind::Rule, "r", t);
+        store.set_repl(Repl::Standby);
+        let standby = store.record_fire(ItemKind::Rule, "r", t);
+        for r in [refused, standby] {
+            let e = r.as_ref().unwrap_err();
+            assert!(is_not_leading(e), "{e}");
+            assert_eq!(
+                health.stored(t, "store a failed send", "", "retried", r),
+                None
+            );
+        }
+        assert!(health.store_faults(t).is_empty());
+        // Any other failure of a write still is one.
+        let other: R<()> = Err(conversion("disk I/O error".into()));
+        assert!(!is_not_leading(other.as_ref().unwrap_err()));
+        health.stored(t, "store a failed send", "", "retried", other);
+        assert_eq!(health.store_faults(t).len(), 1);
     }
 
     #[test]
