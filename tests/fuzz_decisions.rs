@@ -112,16 +112,41 @@ fn grain_of(s: &str) -> Grain {
 fn config(rng: &mut Rng, dir: &Path, port: u16) -> (String, Grain) {
     let poll = *rng.pick(&["1s", "15s", "1h", "3650d"]);
     let mut grain = grain_of(poll);
+    // Half the configs also declare a pipeline from a definition file, reconciled at a random
+    // interval (a start of it waits for its create or update).
+    let declared = rng.next().is_multiple_of(2);
+    let reconcile_interval = *rng.pick(&["1s", "10m", "3650d"]);
+    if declared {
+        grain = grain.max(grain_of(reconcile_interval));
+    }
     let mut s = format!(
-        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\npoll_interval = \"{}\"\nshutdown_grace = \"{}\"\n\n[aws]\nregion = \"us-east-1\"\n\n\
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\npoll_interval = \"{}\"\nshutdown_grace = \"{}\"\n{}\n[aws]\nregion = \"us-east-1\"\n\n\
          [notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\nrepeat_interval = \"{}\"\n\n\
          [pipelines.p]\npipeline_name = \"p\"\nmax_concurrent = {}\n\n",
         dir.join("state").display(),
         poll,
         rng.pick(&["1ms", "30s", "3650d"]),
+        if declared {
+            format!("reconcile_interval = \"{reconcile_interval}\"\n")
+        } else {
+            String::new()
+        },
         rng.pick(&["0s", "1ms", "4h", "3650d"]),
         rng.pick(&["1", "2", "4294967295"]),
     );
+    if declared {
+        std::fs::write(dir.join("d.json"), DEFINITION).unwrap();
+        let sched = *rng.pick(SCHEDULES);
+        grain = grain.max(grain_of(sched));
+        s.push_str(&format!(
+            "[pipelines.d]\npipeline_name = \"d\"\ndefinition = \"d.json\"\nrole_arn = \"arn:aws:iam::123456789012:role/R\"\nreconcile = \"{}\"\nmax_concurrent = {}\nparameters = {{ Threshold = \"{}\" }}\n\n\
+             [rules.declared]\non_schedule = \"{sched}\"\nstart_pipeline = \"d\"\ncooldown = \"{}\"\nnotify = [\"ops\"]\n\n",
+            rng.pick(&["apply", "report"]),
+            rng.pick(&["1", "4294967295"]),
+            rng.pick(&["0", "1e308", "-0.0", "5e-324"]),
+            rng.pick(DURATIONS),
+        ));
+    }
     for i in 0..(1 + rng.next() % 3) {
         let sched = *rng.pick(SCHEDULES);
         grain = grain.max(grain_of(sched));
@@ -169,15 +194,29 @@ fn config(rng: &mut Rng, dir: &Path, port: u16) -> (String, Grain) {
             rng.pick(DURATIONS),
             rng.next().is_multiple_of(4),
         ));
+        if declared {
+            s.push_str(&format!(
+                "\n[rules.on-data-declared]\non_event = {{ source = \"aws.s3\" }}\nstart_pipeline = \"d\"\n\
+                 parameters = {{ Key = \"{{{{ event.detail.object.key }}}}\", Threshold = \"{{{{ event.detail.object.size }}}}\" }}\ncooldown = \"{}\"\n",
+                rng.pick(DURATIONS),
+            ));
+        }
     }
     (s, grain)
 }
+
+/// The declared pipeline's definition: a string and a float parameter, one step.
+const DEFINITION: &str = r#"{"Version": "2020-12-01", "Metadata": {},
+  "Parameters": [{"Name": "Key", "Type": "String", "DefaultValue": "in/"},
+                 {"Name": "Threshold", "Type": "Float", "DefaultValue": 0.5}],
+  "Steps": [{"Name": "Train", "Type": "Training", "Arguments": {"Threshold": {"Get": "Parameters.Threshold"}}}]}"#;
 
 /// Message bodies for the fake events queue: good events of each kind, bad bodies, extremes.
 fn bodies(rng: &mut Rng, n: usize) -> Vec<String> {
     let long = "k".repeat(10_000);
     let kinds: Vec<String> = vec![
-        r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{"key":"in/x.csv"}}}"#.into(),
+        r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{"key":"in/x.csv","size":1.5e308}}}"#.into(),
+        r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{"key":"in/y.csv","size":"big"}}}"#.into(),
         r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{"key":"in/"}}}"#.into(),
         r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{}}}"#.into(),
         r#"{"id":"ID","source":"aws.s3","detail-type":"Object Created","detail":{"object":{"key":7}}}"#.into(),
@@ -212,8 +251,8 @@ async fn random_extreme_configs_never_panic_the_loop() {
         .unwrap_or(24);
     let mut rng = Rng(seed);
     let mut taken = 0usize;
-    let (mut simulated_h, mut evaluations, mut starts, mut published) =
-        (0f64, 0usize, 0usize, 0usize);
+    let (mut simulated_h, mut evaluations, mut starts, mut published, mut applies) =
+        (0f64, 0usize, 0usize, 0usize, 0usize);
     for case in 0..n {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -270,10 +309,13 @@ async fn random_extreme_configs_never_panic_the_loop() {
             mlopsd::daemon::run_with(path, clock, move |_| async move { f }, s).await
         });
         tokio::time::sleep(span).await;
-        assert!(
-            !daemon.is_finished(),
-            "case {case} (seed {seed}): the daemon stopped on its own\n{text}"
-        );
+        if daemon.is_finished() {
+            let why = match daemon.await {
+                Ok(r) => format!("{r:?}"),
+                Err(e) => format!("panicked: {e}"),
+            };
+            panic!("case {case} (seed {seed}): the daemon stopped on its own: {why}\n{text}");
+        }
         stop.cancel();
         match daemon.await {
             Ok(Ok(())) => {}
@@ -286,12 +328,13 @@ async fn random_extreme_configs_never_panic_the_loop() {
         starts += seen.starts.len();
         published += seen.published.len();
         taken += seen.deleted.len();
+        applies += seen.pipeline_writes.len();
     }
     println!(
-        "decision fuzz (seed {seed}): {n} configs, {simulated_h:.0} simulated hours, {evaluations} metric reads, {starts} starts, {published} notifications, {taken} queue messages taken, 0 panics"
+        "decision fuzz (seed {seed}): {n} configs, {simulated_h:.0} simulated hours, {evaluations} metric reads, {starts} starts, {published} notifications, {taken} queue messages taken, {applies} pipeline creates/updates, 0 panics"
     );
     assert!(
-        evaluations > 0 && starts > 0 && published > 0 && taken > 0,
+        evaluations > 0 && starts > 0 && published > 0 && taken > 0 && applies > 0,
         "the pass must exercise the loop"
     );
 }
