@@ -1704,11 +1704,17 @@ impl crate::lease::LeaseTable for HaTable {
                 .and_then(|v| v.as_n().ok())
                 .and_then(|x| x.parse::<u64>().ok())
         };
+        let released = item
+            .get("released")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false);
         match (s("holder"), n("fencing"), n("version")) {
             (Some(holder), Some(fencing), Some(version)) => Ok(Some(crate::lease::LeaseItem {
                 holder,
                 fencing,
                 version,
+                released,
             })),
             _ => Err(AwsError {
                 service: "dynamodb",
@@ -1747,13 +1753,18 @@ impl crate::lease::LeaseTable for HaTable {
         if !hash.is_empty() {
             req = req.item("config_hash", V::S(hash));
         }
+        if item.released {
+            req = req.item("released", V::Bool(true));
+        }
         req = match expect {
             Expect::Absent => req.condition_expression("attribute_not_exists(pk)"),
             Expect::Version(v) => req
                 .condition_expression("version = :v")
                 .expression_attribute_values(":v", V::N(v.to_string())),
             Expect::Held { holder, fencing } => req
-                .condition_expression("holder = :h AND fencing = :f")
+                .condition_expression(
+                    "holder = :h AND fencing = :f AND attribute_not_exists(released)",
+                )
                 .expression_attribute_values(":h", V::S(holder))
                 .expression_attribute_values(":f", V::N(fencing.to_string())),
         };
@@ -1881,7 +1892,7 @@ impl HaTable {
             .table_name(&self.table)
             .key("pk", V::S(LEASE_PK.into()))
             .key("sk", V::S(LEASE_SK.into()))
-            .condition_expression("holder = :h AND fencing = :f")
+            .condition_expression("holder = :h AND fencing = :f AND attribute_not_exists(released)")
             .expression_attribute_values(":h", V::S(holder.into()))
             .expression_attribute_values(":f", V::N(fencing.to_string()))
             .build()

@@ -26,6 +26,9 @@ pub struct LeaseItem {
     pub fencing: u64,
     /// Grows by one with every write (a renewal, a takeover): what standbys watch.
     pub version: u64,
+    /// The holder gave the lease up (a clean stop, after its last write): a standby takes
+    /// over at once instead of after a whole lease, and no write of the holder's passes.
+    pub released: bool,
 }
 
 /// What a conditional write of the lease item expects to find.
@@ -109,6 +112,8 @@ pub struct Lease {
     held: Option<(LeaseItem, Instant)>,
     /// The last item seen (for the fencing number a takeover increments).
     last: Option<LeaseItem>,
+    /// Why the takeover being tried is allowed: "absent", "expired" or "released".
+    taking: &'static str,
 }
 
 /// How much earlier than a standby could take over a leader stops acting: a share of the
@@ -131,6 +136,7 @@ impl Lease {
             watched: None,
             held: None,
             last: None,
+            taking: "",
         }
     }
 
@@ -157,9 +163,19 @@ impl Lease {
         }
     }
 
-    /// How often a leader renews and a standby looks: a third of the lease.
+    /// How often a leader renews (a third of the lease) and a standby looks (as often, but at
+    /// least every 5 s: a lease given up is taken soon even when the lease is long).
     pub fn tick(&self) -> Duration {
-        self.duration / 3
+        match self.role {
+            Role::Leader { .. } => self.duration / 3,
+            Role::Standby { .. } => (self.duration / 3).min(Duration::from_secs(5)),
+        }
+    }
+
+    /// Why the last takeover this replica tried was allowed: `absent` (no lease item yet),
+    /// `expired` (unchanged for a whole lease) or `released` (its holder gave it up).
+    pub fn took(&self) -> &'static str {
+        self.taking
     }
 
     /// What to do at `now`: a leader renews; a standby reads.
@@ -170,6 +186,7 @@ impl Lease {
                     holder: self.me.clone(),
                     fencing: *fencing,
                     version: item.version + 1,
+                    released: false,
                 },
                 expect: Expect::Held {
                     holder: self.me.clone(),
@@ -185,11 +202,13 @@ impl Lease {
     pub fn on_read(&mut self, item: Option<LeaseItem>, now: Instant) -> Option<Next> {
         let Some(item) = item else {
             self.watched = None;
+            self.taking = "absent";
             return Some(Next::Write {
                 item: LeaseItem {
                     holder: self.me.clone(),
                     fencing: self.last.as_ref().map_or(0, |l| l.fencing) + 1,
                     version: 1,
+                    released: false,
                 },
                 expect: Expect::Absent,
             });
@@ -198,19 +217,24 @@ impl Lease {
             leader: Some(item.holder.clone()),
             fencing: item.fencing,
         };
-        let expired = match self.watched {
-            Some((v, since)) if v == item.version => now.duration_since(since) >= self.duration,
-            _ => {
-                self.watched = Some((item.version, now));
-                false
-            }
-        };
+        // A released lease is free at once: its holder wrote its last state before giving
+        // it up, and the table refuses any write of its after that.
+        let expired = item.released
+            || match self.watched {
+                Some((v, since)) if v == item.version => now.duration_since(since) >= self.duration,
+                _ => {
+                    self.watched = Some((item.version, now));
+                    false
+                }
+            };
         self.last = Some(item.clone());
+        self.taking = if item.released { "released" } else { "expired" };
         expired.then(|| Next::Write {
             item: LeaseItem {
                 holder: self.me.clone(),
                 fencing: item.fencing + 1,
                 version: item.version + 1,
+                released: false,
             },
             expect: Expect::Version(item.version),
         })
@@ -230,6 +254,25 @@ impl Lease {
         } else {
             self.step_down();
         }
+    }
+
+    /// The write that gives our lease up (a clean stop), while we hold it.
+    pub fn release(&self) -> Option<Next> {
+        let (Role::Leader { fencing }, Some((item, _))) = (&self.role, &self.held) else {
+            return None;
+        };
+        Some(Next::Write {
+            item: LeaseItem {
+                holder: self.me.clone(),
+                fencing: *fencing,
+                version: item.version + 1,
+                released: true,
+            },
+            expect: Expect::Held {
+                holder: self.me.clone(),
+                fencing: *fencing,
+            },
+        })
     }
 
     /// A write of ours was refused for our fencing number, or the lease could not be renewed
@@ -316,6 +359,12 @@ pub async fn drive<T: LeaseTable>(
                     match (was_leader, ok) {
                         (false, true) => {
                             following = None;
+                            tracing::info!(
+                                event = "ha_lease_taken",
+                                fencing = item.fencing,
+                                took = lease.took(),
+                                "took the lease"
+                            );
                             let _ = changes.send(Change::Leading {
                                 fencing: item.fencing,
                             });
@@ -345,8 +394,31 @@ pub async fn drive<T: LeaseTable>(
             wake = wake.min(until);
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    // A clean stop: the caller has stopped acting, so the lease is given up for a standby to
+    // take at once. Bounded: without an answer, the standbys take it after the lease.
+    if let Some(Next::Write { item, expect }) = lease.release() {
+        let fencing = item.fencing;
+        match tokio::time::timeout(lease.tick(), table.write(item, expect)).await {
+            Ok(Ok(true)) => {
+                tracing::info!(
+                    event = "ha_lease_released",
+                    fencing,
+                    "gave the lease up for a standby to take at once"
+                )
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(event = "ha_lease_release_failed", error = %e, "cannot give the lease up; a standby takes it after the lease")
+            }
+            Err(_) => tracing::warn!(
+                event = "ha_lease_release_failed",
+                error = "no answer",
+                "cannot give the lease up; a standby takes it after the lease"
+            ),
         }
     }
 }
@@ -362,6 +434,7 @@ mod tests {
             holder: holder.into(),
             fencing,
             version,
+            released: false,
         }
     }
 
@@ -386,6 +459,7 @@ mod tests {
             }
         );
         assert!(!b.may_act(t0 + D + D));
+        assert_eq!(b.took(), "expired");
     }
 
     #[tokio::test(start_paused = true)]
@@ -463,7 +537,7 @@ mod tests {
                 (None, Expect::Absent) => true,
                 (Some(c), Expect::Version(v)) => c.version == *v,
                 (Some(c), Expect::Held { holder, fencing }) => {
-                    c.holder == *holder && c.fencing == *fencing
+                    c.holder == *holder && c.fencing == *fencing && !c.released
                 }
                 _ => false,
             };
@@ -509,5 +583,77 @@ mod tests {
             })
         );
         stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_lease_is_taken_at_once_and_its_holders_writes_are_refused() {
+        let t0 = Instant::now();
+        let mut a = Lease::new("a", D);
+        assert_eq!(a.release(), None, "a standby has nothing to give up");
+        a.on_written(item("a", 3, 10), true, t0);
+        let Some(Next::Write { item: gone, expect }) = a.release() else {
+            panic!("a leader releases");
+        };
+        assert!(gone.released && gone.version == 11 && gone.fencing == 3);
+        assert_eq!(
+            expect,
+            Expect::Held {
+                holder: "a".into(),
+                fencing: 3
+            }
+        );
+        // A standby's first sight of a released item: taken at once, fenced higher.
+        let mut b = Lease::new("b", D);
+        let take = b.on_read(Some(gone), t0).unwrap();
+        let Next::Write { item: took, expect } = take else {
+            panic!("a released lease is taken");
+        };
+        assert_eq!(
+            (took.holder.as_str(), took.fencing, took.released),
+            ("b", 4, false)
+        );
+        assert_eq!(expect, Expect::Version(11));
+        assert_eq!(b.took(), "released");
+        // A standby looks at least every 5 s, whatever the lease; a leader renews at a third.
+        assert_eq!(b.tick(), Duration::from_secs(5));
+        assert_eq!(a.tick(), D / 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_leader_gives_the_lease_up_and_a_standby_leads_before_the_lease_ends() {
+        let mem = Mem::default();
+        let (a_tx, mut a_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_a, stop_b) = (
+            tokio_util::sync::CancellationToken::new(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let a = tokio::spawn(drive(mem.as_("a"), "a".into(), D, a_tx, stop_a.clone()));
+        assert_eq!(a_rx.recv().await, Some(Change::Leading { fencing: 1 }));
+        tokio::time::sleep(D * 2).await;
+        stop_a.cancel();
+        a.await.unwrap();
+        let held = mem.item.lock().unwrap().clone().unwrap();
+        assert!(held.released && held.holder == "a", "{held:?}");
+        // A's late renewal after giving it up is refused.
+        let late = mem
+            .as_("a")
+            .write(
+                item("a", 1, held.version + 1),
+                Expect::Held {
+                    holder: "a".into(),
+                    fencing: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!late);
+        // B starts now: it leads at its first read, not after a lease of watching.
+        let started = Instant::now();
+        tokio::spawn(drive(mem.as_("b"), "b".into(), D, b_tx, stop_b.clone()));
+        assert!(matches!(b_rx.recv().await, Some(Change::Following { .. })));
+        assert_eq!(b_rx.recv().await, Some(Change::Leading { fencing: 2 }));
+        assert_eq!(Instant::now(), started, "taken at B's first read");
+        stop_b.cancel();
     }
 }

@@ -217,6 +217,9 @@ fn failover_at_each_failpoint_starts_and_tells_each_exactly_once() {
             a.raw_output()
         );
         let killed_at = Instant::now();
+        // Killed: nothing was given up; b took the lease after watching it unchanged.
+        let took = b.wait_for_event_where("ha_lease_taken", T, |_| true);
+        assert_eq!(took["took"], "expired", "{point}: {took}");
         let led = b.wait_for_event_where("ha_leading", T, |e| e["replica"] == "b");
         assert_eq!(
             led["fencing"], 2,
@@ -506,6 +509,61 @@ fn dynamodb_throttling_and_dropped_connections_are_retried_and_cut_off_is_told()
     );
     assert_one_history(&c.log(), "after the cut-off");
     assert_eq!(c.executions(), vec![1, 1, 1]);
+}
+
+/// A planned stop (SIGTERM, as `systemctl restart` sends) hands the lease over: the leader
+/// finishes, gives the lease up, and a standby takes it at its next look (every 5 s at most)
+/// because it was released — not after watching it unchanged for the lease (30 s here) —
+/// with nothing doubled or lost.
+#[test]
+fn a_stopped_leader_gives_the_lease_up_and_a_standby_leads_at_once() {
+    let _serial = serial();
+    let c = cluster("ha-release", 2, None, "");
+    let text = c
+        .text
+        .replace(&format!("ha_lease = \"{LEASE_S}s\""), "ha_lease = \"30s\"");
+    let mut a = c.replica_with("a", &text, &[]);
+    a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
+    let b = c.replica_with("b", &text, &[]);
+    wait_status(&b, "b follows a", |s| s["ha"]["leader"] == "a");
+    // a decides and starts both pipelines, then is stopped.
+    let mut notes = c.aws.notes_until(T, |n| {
+        let t = told(n);
+        (0..2).all(|i| t.contains_key(&("run_succeeded".to_string(), format!("r{i}"))))
+    });
+    a.signal(libc::SIGTERM);
+    assert!(a.wait_exit(T).success(), "a clean stop");
+    let released = a.events("ha_lease_released");
+    assert_eq!(released.len(), 1, "{:#?}", a.logs());
+    assert_eq!(released[0]["fencing"], 1);
+    let took = b.wait_for_event_where("ha_lease_taken", T, |_| true);
+    assert_eq!(took["took"], "released", "{took}");
+    let led = b.wait_for_event_where("ha_leading", T, |e| e["replica"] == "b");
+    assert_eq!(led["fencing"], 2, "{led}");
+    let st = wait_status(&b, "b leads", |s| s["role"] == "leader");
+    assert_eq!(st["ha"]["fencing"], 2);
+    // b's first writes follow a's in one history; nothing was started twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = c.log();
+    assert!(log.iter().any(|e| e.1 == 2), "b writes state: {log:?}");
+    assert_one_history(&log, "after the handover");
+    assert_eq!(c.executions(), vec![1, 1]);
+    notes.extend(c.aws.notes_until(T, |n| {
+        n.iter()
+            .any(|n| n.event() == "leader_changed" && n.attrs["correlation_id"] == "ha-2")
+    }));
+    // Each notice once (a stopped, not killed: nothing was in flight at SNS).
+    let mut seen = HashMap::new();
+    for n in notes.iter().filter(|n| ONCE.contains(&n.event())) {
+        *seen
+            .entry((n.event().to_string(), n.attrs["correlation_id"].clone()))
+            .or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    let t = told(&notes);
+    for i in 0..2 {
+        assert_eq!(t[&("run_started".to_string(), format!("r{i}"))], 1, "{t:?}");
+    }
 }
 
 #[test]

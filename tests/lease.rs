@@ -185,6 +185,7 @@ fn one_replica_leads_a_standby_takes_over_only_when_it_stops_and_a_deposed_leade
                     holder: "a".into(),
                     fencing: 1,
                     version: 99,
+                    released: false,
                 },
                 Expect::Held {
                     holder: "a".into(),
@@ -204,6 +205,7 @@ fn one_replica_leads_a_standby_takes_over_only_when_it_stops_and_a_deposed_leade
                     holder: "c".into(),
                     fencing: cur.fencing + 1,
                     version: cur.version + 1,
+                    released: false,
                 },
                 Expect::Version(cur.version),
             )

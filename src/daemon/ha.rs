@@ -107,7 +107,10 @@ impl LeaseTable for Watched {
     }
 
     async fn write(&self, item: LeaseItem, expect: Expect) -> Result<bool, AwsError> {
-        if item.holder == self.me && self.abstain.load(std::sync::atomic::Ordering::SeqCst) {
+        if item.holder == self.me
+            && !item.released
+            && self.abstain.load(std::sync::atomic::Ordering::SeqCst)
+        {
             // As if the condition failed: a standby does not take over, a leader steps down.
             return Ok(false);
         }
@@ -122,7 +125,7 @@ impl LeaseTable for Watched {
         let sent = tokio::time::Instant::now();
         let r = self.table.write(item.clone(), expect).await;
         self.answered(r.as_ref().err());
-        if matches!(r, Ok(true)) && item.holder == self.me {
+        if matches!(r, Ok(true)) && item.holder == self.me && !item.released {
             self.gate.renewed(sent, self.lease);
             let now = std::time::Instant::now();
             self.health.update_ha(|i| i.lease_changed = Some(now));
@@ -553,6 +556,8 @@ pub(super) async fn run<C: Cloud>(
         });
         match r? {
             Ended::Stopped => {
+                // Nothing more is done: the lease is given up for a standby to take at once.
+                gate.revoke();
                 stop_lease.cancel();
                 let _ = driver.await;
                 roles.abort();
@@ -568,6 +573,7 @@ pub(super) async fn run<C: Cloud>(
     };
     systemd::stopping();
     events::daemon_stopping(outcome);
+    gate.revoke();
     stop_lease.cancel();
     let _ = driver.await;
     roles.abort();
