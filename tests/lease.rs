@@ -170,7 +170,7 @@ fn one_replica_leads_a_standby_takes_over_only_when_it_stops_and_a_deposed_leade
         assert!(b_rx.try_recv().is_err(), "no change while A renews");
         assert!(a_rx.try_recv().is_err(), "A still leads");
 
-        // A stops (as a killed process would): B takes over with fencing 2.
+        // A stops (a clean stop: it gives the lease up): B takes over with fencing 2.
         a_stop.cancel();
         // (When, relative to A's last renewal, is the pure state machine's business: its unit
         // tests drive it on paused time. Here: the takeover is real and fenced higher.)
@@ -224,5 +224,34 @@ fn one_replica_leads_a_standby_takes_over_only_when_it_stops_and_a_deposed_leade
             })
         );
         b_stop.cancel();
+
+        // C gives its lease up: DynamoDB then refuses C's renewal and C's log appends (the
+        // conditions hold `released` absent), while C's appends passed before.
+        let cur = table.read().await.unwrap().unwrap();
+        table.append("c", 3, 1, b"entry one").await.unwrap();
+        let gone = LeaseItem {
+            released: true,
+            version: cur.version + 1,
+            ..cur.clone()
+        };
+        let held = Expect::Held {
+            holder: "c".into(),
+            fencing: 3,
+        };
+        assert!(table.write(gone, held.clone()).await.unwrap());
+        assert!(table.read().await.unwrap().unwrap().released);
+        let renew = LeaseItem {
+            released: false,
+            version: cur.version + 2,
+            ..cur.clone()
+        };
+        assert!(
+            !table.write(renew, held).await.unwrap(),
+            "no renewal after a release"
+        );
+        match table.append("c", 3, 2, b"entry two").await {
+            Err(mlopsd::aws::AppendError::Deposed(_)) => {}
+            other => panic!("an append after the release is refused: {other:?}"),
+        }
     });
 }
