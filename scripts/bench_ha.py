@@ -11,6 +11,8 @@ and answers); CloudWatch GetMetricData is answered by scripts/bench.py's stub (n
 Figures:
   - failover: kill -9 of the leader → the other replica's `ha_leading` (logged when it has
     caught up with the table and starts acting), p50 / p99 / max, at ha_lease = 3s and 15s;
+  - handover: the same after SIGTERM (a planned restart: the leader gives the lease up), at
+    ha_lease = 15s, sent at a random moment of the standby's 5 s look cycle;
   - requests per minute by operation, leader + one standby, at each size, over 2 minutes;
   - the write and read request units per minute and the month they imply at on-demand prices;
   - RSS of the standby and of the leader.
@@ -20,6 +22,7 @@ import http.client
 import json
 import math
 import os
+import random
 import re
 import signal
 import socket
@@ -204,9 +207,9 @@ def stamp(ev):
     return datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def failovers(count, lease, endpoint):
+def failovers(count, lease, endpoint, planned=False):
     tmp = tempfile.mkdtemp(prefix="mlopsd-bench-ha-")
-    table = f"bench-failover-{lease}-{os.getpid()}"
+    table = f"bench-failover-{lease}-{int(planned)}-{os.getpid()}"
     create_table(table)
     cfg = os.path.join(tmp, "mlops.toml")
     with open(cfg, "w") as f:
@@ -219,8 +222,14 @@ def failovers(count, lease, endpoint):
     took = []
     for _ in range(count):
         before = len(reps[other].named("ha_leading"))
+        if planned:
+            # A restart comes at any moment of the standby's look cycle (every 5 s here).
+            time.sleep(random.uniform(0, 5))
         t0 = time.time()
-        reps[leader].kill()
+        if planned:
+            reps[leader].stop()
+        else:
+            reps[leader].kill()
         ev = reps[other].wait("ha_leading", before + 1, 10 * lease + 30)[-1]
         took.append(stamp(ev) - t0)
         # The killed one comes back as a standby of the new leader.
@@ -286,6 +295,10 @@ def main():
             took = failovers(n, lease, endpoint)
             print(f"failover at ha_lease = {lease}s over {n}: p50 {B.pct(took, 50):.2f} s, p99 {B.pct(took, 99):.2f} s, "
                   f"max {max(took):.2f} s (goal < {lease + 2} s)")
+        n = count
+        took = failovers(n, 15, endpoint, planned=True)
+        print(f"handover (SIGTERM of the leader) at ha_lease = 15s over {n}: p50 {B.pct(took, 50):.2f} s, "
+              f"p99 {B.pct(took, 99):.2f} s, max {max(took):.2f} s (a standby looks every 5 s)")
         for n in sizes:
             per, rss = load(n, endpoint, 120)
             total = sum(v[0] for v in per.values())
