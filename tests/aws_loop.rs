@@ -63,9 +63,12 @@ environment = {{ STAGE = "test" }}
         )
 }
 
+/// The drift check; its dimension value is the test's own namespace, since moto matches a
+/// query with dimensions by metric name and dimensions only (not by namespace): tests running
+/// side by side, or a re-run within the period, would otherwise read each other's values.
 fn drift_check(ns: &str, for_count: u32, statistic: &str) -> String {
     format!(
-        "[checks.drift]\nschedule = \"every 1s\"\nnamespace = \"{ns}\"\nmetric = \"distance\"\ndimensions = {{ Endpoint = \"prod\" }}\nstatistic = \"{statistic}\"\nperiod = \"1m\"\nabove = 0.1\nfor = {for_count}\n\n"
+        "[checks.drift]\nschedule = \"every 1s\"\nnamespace = \"{ns}\"\nmetric = \"distance\"\ndimensions = {{ Endpoint = \"{ns}\" }}\nstatistic = \"{statistic}\"\nperiod = \"1m\"\nabove = 0.1\nfor = {for_count}\n\n"
     )
 }
 
@@ -113,7 +116,7 @@ notify = ["ops"]
         &(drift_check(&s.ns, 2, "Minimum") + rules),
     );
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.3);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.3);
     let r = Running::start(dir.path(), &text, env());
     let started = r.wait_event("run_started", 1, T);
     let ok = r.wait_event("run_succeeded", 1, T);
@@ -181,7 +184,7 @@ notify = ["ops"]
 
     // Recovery: Minimum drops below the threshold.
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.01);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.01);
     let rec = r.wait_event("check_recovered", 1, T);
 
     let notes = s.aws.notes_until(T, |n| {
@@ -324,7 +327,7 @@ fn dry_run_changes_nothing_on_aws_or_sns() {
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\ndry_run = true\n";
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
     let text = config(
         dir.path(),
         &s,
@@ -359,7 +362,7 @@ fn max_concurrent_suppresses_a_second_run_while_one_is_active() {
     let rules =
         "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\n";
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
     let text = config(
         dir.path(),
         &s,
@@ -551,7 +554,7 @@ fn sigkill_after_decision_then_restart_starts_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
         let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
         s.aws
-            .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+            .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
         let text = config(
             dir.path(),
             &s,
@@ -656,7 +659,7 @@ fn sigkill_around_a_runs_chain_chains_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
         let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n\n[rules.after]\non_success = \"pipeline:train\"\nstart_build = \"ci\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
         s.aws
-            .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+            .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
         let text = config(
             dir.path(),
             &s,
@@ -699,7 +702,7 @@ fn sigkill_after_publish_resends_with_the_same_correlation_id() {
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nnotify = [\"ops\"]\n";
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
     let text = config(
         dir.path(),
         &s,
@@ -743,7 +746,7 @@ fn throttling_and_5xx_on_start_are_retried_with_the_same_token_and_start_once() 
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
     let text = config(
         dir.path(),
         &s,
@@ -771,7 +774,7 @@ fn start_timeouts_are_retried_and_start_once() {
     let dir = tempfile::tempdir().unwrap();
     let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
     let text = config(
         dir.path(),
         &s,
@@ -802,7 +805,7 @@ fn unknown_pipeline_is_a_clear_run_failed_and_the_rule_can_fire_again() {
         rules
     );
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
     let r = Running::start(
         dir.path(),
         &config(dir.path(), &s, &s.aws.endpoint, &extra),
@@ -908,7 +911,7 @@ fn check_command_exit_codes() {
     let s = setup("cmd");
     let dir = tempfile::tempdir().unwrap();
     s.aws
-        .put_metric(&s.ns, "distance", &[("Endpoint", "prod")], 0.5);
+        .put_metric(&s.ns, "distance", &[("Endpoint", s.ns.as_str())], 0.5);
     let mut text = config(
         dir.path(),
         &s,
