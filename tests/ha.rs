@@ -186,6 +186,16 @@ const ONCE: [&str; 5] = [
     "rule_fired",
 ];
 
+/// (event, correlation id) → how many times it was told.
+fn told_by_id(notes: &[Note]) -> HashMap<(String, String), usize> {
+    let mut m = HashMap::new();
+    for n in notes.iter().filter(|n| ONCE.contains(&n.event())) {
+        *m.entry((n.event().to_string(), n.attrs["correlation_id"].clone()))
+            .or_insert(0) += 1;
+    }
+    m
+}
+
 /// (event, rule) → how many times it was told.
 fn told(notes: &[Note]) -> HashMap<(String, String), usize> {
     let mut m = HashMap::new();
@@ -377,12 +387,7 @@ fn three_replicas_one_leads_and_a_sigstopped_leader_is_deposed_and_steps_down() 
     std::thread::sleep(Duration::from_secs(4));
     let notes = c.aws.drain(Duration::from_secs(2));
     assert_eq!(c.executions(), vec![1, 1], "each pipeline started once");
-    let mut seen = HashMap::new();
-    for n in notes.iter().filter(|n| ONCE.contains(&n.event())) {
-        *seen
-            .entry((n.event().to_string(), n.attrs["correlation_id"].clone()))
-            .or_insert(0) += 1;
-    }
+    let seen = told_by_id(&notes);
     let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         doubled.is_empty(),
@@ -427,12 +432,7 @@ fn dynamodb_throttling_and_dropped_connections_are_retried_and_cut_off_is_told()
         (0..3).all(|i| t.contains_key(&("run_succeeded".to_string(), format!("r{i}"))))
     });
     assert_eq!(c.executions(), vec![1, 1, 1], "each started exactly once");
-    let mut seen = HashMap::new();
-    for n in notes.iter().filter(|n| ONCE.contains(&n.event())) {
-        *seen
-            .entry((n.event().to_string(), n.attrs["correlation_id"].clone()))
-            .or_insert(0) += 1;
-    }
+    let seen = told_by_id(&notes);
     let trace = |r: &Running| -> Vec<String> {
         r.logs()
             .iter()
@@ -553,12 +553,7 @@ fn a_stopped_leader_gives_the_lease_up_and_a_standby_leads_at_once() {
             .any(|n| n.event() == "leader_changed" && n.attrs["correlation_id"] == "ha-2")
     }));
     // Each notice once (a stopped, not killed: nothing was in flight at SNS).
-    let mut seen = HashMap::new();
-    for n in notes.iter().filter(|n| ONCE.contains(&n.event())) {
-        *seen
-            .entry((n.event().to_string(), n.attrs["correlation_id"].clone()))
-            .or_insert(0) += 1;
-    }
+    let seen = told_by_id(&notes);
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
     let t = told(&notes);
     for i in 0..2 {
