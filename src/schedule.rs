@@ -75,8 +75,11 @@ struct DowSpec {
 
 const YEAR_MIN: i32 = 1970;
 const YEAR_MAX: i32 = 2199;
-/// How far ahead a cron is searched before it is declared to never fire again.
-const SEARCH_YEARS: i32 = 12;
+/// How far ahead a cron without a year field is searched before it is declared to never fire
+/// again: the Gregorian calendar repeats every 400 years (146,097 days, a whole number of
+/// weeks), so a day that can ever match matches within one cycle. A cron with a year field
+/// stops at its last year (≤ 2199).
+const SEARCH_YEARS: i32 = 400;
 /// Larger than any UTC offset change a zone makes at one transition.
 const DST_WINDOW: i64 = 3 * 3600;
 
@@ -477,6 +480,33 @@ impl Cron {
         }
     }
 
+    /// The last local date a search from `from` looks at: the cron's last year, else one
+    /// whole calendar cycle ahead.
+    fn search_limit(&self, from: NaiveDate) -> Option<NaiveDate> {
+        let last_year = match &self.years {
+            Some(bits) => YEAR_MIN + bits.iter().rposition(|b| *b)? as i32,
+            None => from.year() + SEARCH_YEARS,
+        };
+        if last_year < from.year() {
+            return None;
+        }
+        NaiveDate::from_ymd_opt(last_year, 12, 31)
+    }
+
+    /// Whether any day of month `m` of year `y` can match; false lets the search jump a whole
+    /// month. Exact for a day-of-month field of plain days (`30` in February, `29` in a common
+    /// year's); anything else is left to the day-by-day test.
+    fn month_may_match(&self, y: i32, m: u32) -> bool {
+        let plain_dom = self.dom.last_offsets.is_empty()
+            && !self.dom.last_weekday
+            && self.dom.nearest_weekday.is_empty();
+        if self.dom_or_dow || !plain_dom {
+            return true;
+        }
+        let days = (1u64 << (days_in_month(y, m) + 1)) - 2;
+        u64::from(self.dom.mask) & days != 0
+    }
+
     /// The first wall-clock time `>= from` that matches, searching no later than `limit`.
     fn next_wall(&self, from: NaiveDateTime, limit: NaiveDate) -> Option<NaiveDateTime> {
         let mut date = from.date();
@@ -492,7 +522,9 @@ impl Cron {
                 (h, m, s) = (0, 0, 0);
                 continue;
             }
-            if self.months & (1 << date.month()) == 0 {
+            if self.months & (1 << date.month()) == 0
+                || !self.month_may_match(date.year(), date.month())
+            {
                 date = match (date.month() + 1..=12).find(|mo| self.months & (1 << mo) != 0) {
                     Some(mo) => NaiveDate::from_ymd_opt(date.year(), mo, 1)?,
                     None => NaiveDate::from_ymd_opt(date.year() + 1, 1, 1)?,
@@ -568,9 +600,7 @@ impl Cron {
         }
         // Fires are on whole seconds: the first candidate is the next whole second.
         let start = DateTime::<Utc>::from_timestamp(after.timestamp() + 1, 0)?;
-        let limit = (start.with_timezone(&tz).date_naive())
-            .with_year(start.year() + SEARCH_YEARS)
-            .or_else(|| NaiveDate::from_ymd_opt(start.year() + SEARCH_YEARS, 3, 1))?;
+        let limit = self.search_limit(start.with_timezone(&tz).date_naive())?;
         let offset_at = |u: DateTime<Utc>| u.with_timezone(&tz).naive_local() - u.naive_utc();
 
         // Fast path: no UTC offset change near `start` nor before the candidate.
@@ -1026,6 +1056,61 @@ mod tests {
             next_n("every 7m", "UTC", "1970-01-01T00:00:00Z", 2),
             ["1970-01-01T00:07:00Z", "1970-01-01T00:14:00Z"]
         );
+    }
+
+    /// The search has no horizon short of the calendar (issue 20: it gave up ~12 years ahead).
+    #[test]
+    fn a_fire_decades_ahead_is_found() {
+        let from = "2026-01-01T00:00:00Z";
+        assert_eq!(
+            next_n("cron(0 0 1 1 ? 2038)", "UTC", from, 2),
+            ["2038-01-01T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("cron(0 0 2 1 ? 2038)", "UTC", from, 2),
+            ["2038-01-02T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("cron(0 0 ? 2 5#5 2026-2060)", "UTC", from, 2),
+            ["2052-02-29T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("cron(30 12 31 12 ? 2199)", "Asia/Tokyo", from, 2),
+            ["2199-12-31T03:30:00Z"]
+        );
+        // Feb 29 on a Sunday, against chrono's own calendar as the oracle.
+        let want: Vec<String> = (2026..2200)
+            .filter_map(|y| NaiveDate::from_ymd_opt(y, 2, 29))
+            .filter(|d| d.weekday() == chrono::Weekday::Sun)
+            .map(|d| format!("{d}T00:00:00Z"))
+            .collect();
+        assert_eq!(
+            want[..3],
+            [
+                "2032-02-29T00:00:00Z",
+                "2060-02-29T00:00:00Z",
+                "2088-02-29T00:00:00Z"
+            ]
+        );
+        assert_eq!(next_n("0 0 29 2 */7", "UTC", from, want.len()), want);
+        // Beyond 2199 for a cron without a year field: 2100 is no leap year, so after 2096
+        // the next Feb 29 is 2104.
+        assert_eq!(
+            next_n("0 0 29 2 *", "UTC", "2096-03-01T00:00:00Z", 1),
+            ["2104-02-29T00:00:00Z"]
+        );
+        // A day of February on one weekday (`*/7` = Sunday, and a field starting with `*` is
+        // unrestricted, so both day fields must match), in a zone with DST: 09:00 CET.
+        for day in [1, 13, 28, 29] {
+            let want: Vec<String> = (2026..2200)
+                .filter_map(|y| NaiveDate::from_ymd_opt(y, 2, day))
+                .filter(|d| d.weekday() == chrono::Weekday::Sun)
+                .take(6)
+                .map(|d| format!("{d}T08:00:00Z"))
+                .collect();
+            let expr = format!("0 9 {day} 2 */7");
+            assert_eq!(next_n(&expr, "Europe/Berlin", from, 6), want, "{expr}");
+        }
     }
 
     #[test]
