@@ -278,7 +278,8 @@ def main():
     count = args[0] if args else 20
     sizes = args[1:] or [0, 1000, 10000]
     MOTO = free_port()
-    moto = subprocess.Popen([os.path.join(VENV, "bin", "moto_server"), "-H", "127.0.0.1", "-p", str(MOTO)],
+    moto = subprocess.Popen([os.path.join(VENV, "bin", "python"), os.path.join(ROOT, "scripts", "moto_server.py"),
+                             "-H", "127.0.0.1", "-p", str(MOTO)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):

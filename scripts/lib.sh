@@ -1,5 +1,6 @@
 # Shared by scripts/test and scripts/demo: a Python venv with moto server, started on a free
-# loopback port. Source it; then `moto_start` exports MOTO_URL and stops the server on exit.
+# loopback port through scripts/moto_server.py (moto with the AWS behaviour the tests need that
+# moto leaves out). Source it; then `moto_start` exports MOTO_URL and stops the server on exit.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MLOPSD_VENV:-$ROOT/.venv}"
@@ -26,7 +27,7 @@ moto_start() {
     local port
     port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     MOTO_LOG="${MOTO_LOG:-$(mktemp -t moto.XXXXXX.log)}"
-    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
+    "$VENV/bin/python" "$ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
     MOTO_PID=$!
     trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
     export MOTO_URL="http://127.0.0.1:$port"

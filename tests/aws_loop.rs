@@ -649,13 +649,25 @@ fn sigkill_after_the_first_of_two_decisions_loses_no_breach_notice() {
     }
 }
 
-/// A kill between storing a run's end and deciding its chained rule, or between deciding it and
-/// marking the run chained: after the restart the chained build starts exactly once (before,
-/// a kill after the end was stored lost the chained start: nothing looked at the run again).
+/// A kill around a run's chain, at three points: after storing the run's end (nothing of the
+/// chain yet), after deciding the chained rule (its start not sent), and after the chained
+/// start got out to AWS (answered, the run not yet marked chained). After the restart the
+/// chained build exists exactly once, and where the start got out the restart found it by its
+/// token and sent no second `StartBuild`. (Before: a kill after the end was stored lost the
+/// chained start; and on moto, which kept no environment overrides, the lookup could never
+/// find a build, so a start that got out was sent again — the test failed about 1 time in 3.)
 #[test]
 fn sigkill_around_a_runs_chain_chains_exactly_once() {
-    for point in ["after_run_end", "after_chain"] {
-        let s = setup(&format!("chain-{}", point.replace('_', "-")));
+    for (point, got_out) in [
+        ("after_run_end", false),
+        ("after_decision:after", false),
+        ("after_chain", true),
+    ] {
+        let s = setup(&format!(
+            "chain-{}",
+            point.replace(['_', ':'], "-")
+        ));
+        let proxy = Proxy::start(&s.aws.endpoint);
         let dir = tempfile::tempdir().unwrap();
         let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n\n[rules.after]\non_success = \"pipeline:train\"\nstart_build = \"ci\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
         s.aws
@@ -663,7 +675,7 @@ fn sigkill_around_a_runs_chain_chains_exactly_once() {
         let text = config(
             dir.path(),
             &s,
-            &s.aws.endpoint,
+            &proxy.url,
             &(drift_check(&s.ns, 1, "Average") + rules),
         );
         let mut opts = env();
@@ -677,6 +689,12 @@ fn sigkill_around_a_runs_chain_chains_exactly_once() {
             r.raw_output()
         );
         assert_eq!(s.aws.executions(&s.pipeline).len(), 1, "{point}");
+        assert_eq!(
+            s.aws.builds(&s.project).len(),
+            usize::from(got_out),
+            "{point}: whether the chained start got out before the kill"
+        );
+        let sent = proxy.count("StartBuild");
         drop(r);
         let r = Running::start(dir.path(), &text, env());
         r.wait_for("the chained build", T, |l| {
@@ -686,6 +704,11 @@ fn sigkill_around_a_runs_chain_chains_exactly_once() {
         std::thread::sleep(Duration::from_secs(3));
         assert_eq!(s.aws.builds(&s.project).len(), 1, "{point}: chained once");
         assert_eq!(s.aws.executions(&s.pipeline).len(), 1, "{point}");
+        assert_eq!(
+            proxy.count("StartBuild"),
+            sent + usize::from(!got_out),
+            "{point}: a start that got out is found by its token, not sent again"
+        );
         assert!(
             r.events("rule_suppressed")
                 .iter()
@@ -694,6 +717,81 @@ fn sigkill_around_a_runs_chain_chains_exactly_once() {
             r.events("rule_suppressed")
         );
     }
+}
+
+/// The moto the tests run on (scripts/moto_server.py) behaves as AWS does where never-twice
+/// depends on it: a build keeps its environment overrides (a lookup by the token variable can
+/// find it), and a start's idempotency token returns the same build or execution, or a
+/// mismatch error when a parameter differs.
+#[test]
+fn the_test_moto_keeps_build_overrides_and_honours_start_tokens() {
+    use aws_sdk_codebuild::types::{EnvironmentVariable, EnvironmentVariableType};
+    let s = setup("launcher");
+    let var = |v: &str| {
+        EnvironmentVariable::builder()
+            .name("MLOPSD_IDEMPOTENCY_TOKEN")
+            .value(v)
+            .r#type(EnvironmentVariableType::Plaintext)
+            .build()
+            .unwrap()
+    };
+    let start = |token: &str, value: &str| {
+        s.aws.rt.block_on(
+            s.aws
+                .cb
+                .start_build()
+                .project_name(&s.project)
+                .environment_variables_override(var(value))
+                .idempotency_token(token)
+                .send(),
+        )
+    };
+    let a = start("token-1", "one").unwrap().build.unwrap();
+    let b = start("token-1", "one").unwrap().build.unwrap();
+    assert_eq!(a.id, b.id, "the same token is the same build");
+    assert_eq!(s.aws.builds(&s.project).len(), 1);
+    let e = start("token-1", "two").unwrap_err();
+    assert_eq!(
+        aws_sdk_codebuild::error::ProvideErrorMetadata::code(&e),
+        Some("InvalidInputException"),
+        "{e:?}"
+    );
+    let got = s
+        .aws
+        .rt
+        .block_on(
+            s.aws
+                .cb
+                .batch_get_builds()
+                .ids(a.id.clone().unwrap())
+                .send(),
+        )
+        .unwrap();
+    let vars = got.builds()[0].environment().unwrap().environment_variables();
+    assert_eq!(
+        vars.iter()
+            .map(|v| (v.name(), v.value()))
+            .collect::<Vec<_>>(),
+        [("MLOPSD_IDEMPOTENCY_TOKEN", "one")],
+        "the build shows its overrides"
+    );
+    let exec = |token: &str| {
+        s.aws
+            .rt
+            .block_on(
+                s.aws
+                    .sm
+                    .start_pipeline_execution()
+                    .pipeline_name(&s.pipeline)
+                    .client_request_token(token)
+                    .send(),
+            )
+            .unwrap()
+            .pipeline_execution_arn
+    };
+    let token = "mlopsd-0123456789abcdef0123456789abcdef";
+    assert_eq!(exec(token), exec(token));
+    assert_eq!(s.aws.executions(&s.pipeline).len(), 1);
 }
 
 #[test]

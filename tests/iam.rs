@@ -49,19 +49,22 @@ fn moto_with_auth(free: usize) -> Moto {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(venv_bin("moto_server"))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    // The project's launcher: moto with the AWS behaviour the tests rely on (SPEC, "Testing
+    // against AWS without AWS").
+    let launcher = format!("{}/scripts/moto_server.py", env!("CARGO_MANIFEST_DIR"));
+    let child = Command::new(venv_bin("python"))
+        .args([launcher.as_str(), "-H", "127.0.0.1", "-p", &port.to_string()])
         .env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start moto_server");
+        .expect("start scripts/moto_server.py");
     let url = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "moto_server did not start"
+            "scripts/moto_server.py did not start"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -176,7 +176,7 @@ impl<C: Cloud> Work<C> {
         }
         .emit();
         self.queued(&notices, &queued);
-        crate::failpoint::hit("after_decision");
+        crate::failpoint::hit_for("after_decision", name);
         for id in ids {
             // Unreadable now: the run is decided and stored, so the next poll re-drives it.
             let r = self.store.run(id);
