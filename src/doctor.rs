@@ -1,17 +1,19 @@
 //! Preflight: every AWS resource a config names, read from AWS (never changed) and given a
 //! status a person can act on. `mlopsd doctor` prints it; the daemon runs the same checks at
 //! start and after a reload that adds or changes items, and shows the problems on `/status`.
+//! It reads through the port (`cloud`), never the adapter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde_json::{json, Value};
-
-use crate::aws::{Aws, AwsError, MetricQuery};
+use crate::cloud::{AwsError, Cloud, ErrorKind, HaCheckError, HaLog, MetricQuery, RemotePipeline};
 use crate::config::{Config, Declared};
 
 /// What a resource's check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Ok,
     Missing,
@@ -38,11 +40,39 @@ impl fmt::Display for Status {
     }
 }
 
+/// Which kind of config item a resource belongs to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    Pipeline,
+    Build,
+    Notifier,
+    Check,
+    Gate,
+    Events,
+    Ha,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Pipeline => "pipeline",
+            ResourceKind::Build => "build",
+            ResourceKind::Notifier => "notifier",
+            ResourceKind::Check => "check",
+            ResourceKind::Gate => "gate",
+            ResourceKind::Events => "events",
+            ResourceKind::Ha => "ha",
+        }
+    }
+}
+
 /// One resource the config names, and what AWS said about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
-    /// `pipeline`, `build`, `notifier`, `check`, `gate`, `events`.
-    pub kind: &'static str,
+    pub kind: ResourceKind,
     /// The config item's name (`[pipelines.NAME]`'s NAME).
     pub name: String,
     /// The AWS resource (pipeline name, topic ARN, …).
@@ -55,13 +85,13 @@ impl Finding {
     /// The config item, as `[pipelines.NAME]`.
     pub fn config_item(&self) -> String {
         let section = match self.kind {
-            "pipeline" => "pipelines",
-            "build" => "builds",
-            "notifier" => "notifiers",
-            "check" => "checks",
-            "gate" => "gates",
-            "ha" => return "[daemon] ha_table".into(),
-            _ => return "[events]".into(),
+            ResourceKind::Pipeline => "pipelines",
+            ResourceKind::Build => "builds",
+            ResourceKind::Notifier => "notifiers",
+            ResourceKind::Check => "checks",
+            ResourceKind::Gate => "gates",
+            ResourceKind::Ha => return "[daemon] ha_table".into(),
+            ResourceKind::Events => return "[events]".into(),
         };
         format!("[{section}.{}]", self.name)
     }
@@ -127,39 +157,20 @@ fn action(e: &AwsError) -> String {
     format!("{}:{}", e.service, e.operation)
 }
 
-/// Whether an AWS error is a denial.
-pub fn is_denied(e: &AwsError) -> bool {
-    e.code.contains("AccessDenied")
-        || e.code == "AuthorizationError"
-        || e.code == "UnauthorizedOperation"
-        || e.code == "AuthorizationErrorException"
-        || e.message.contains("not authorized to perform")
-}
-
-/// Whether AWS could not be reached at all (transport, credentials), as opposed to an answer.
-pub fn is_unreachable(e: &AwsError) -> bool {
-    matches!(
-        e.code.as_str(),
-        "ConnectionError" | "Timeout" | "NoCredentials" | "ResponseError"
-    )
-}
-
 /// The status and detail an AWS error gives a resource.
 fn from_error(e: &AwsError) -> (Status, String) {
-    if is_denied(e) {
-        (
+    match e.kind {
+        ErrorKind::Denied => (
             Status::Forbidden,
             format!("{} is denied: {}: {}", action(e), e.code, e.message),
-        )
-    } else if is_unreachable(e) {
-        (Status::Unreachable, e.to_string())
-    } else {
-        (Status::Missing, e.to_string())
+        ),
+        ErrorKind::Unreachable | ErrorKind::Credentials => (Status::Unreachable, e.to_string()),
+        _ => (Status::Missing, e.to_string()),
     }
 }
 
 fn finding(
-    kind: &'static str,
+    kind: ResourceKind,
     name: &str,
     resource: &str,
     status: Status,
@@ -176,7 +187,7 @@ fn finding(
 
 /// Checks every resource in `scope`: batched like the daemon's own calls (`BatchGetProjects`,
 /// `DescribeAlarms` and `GetMetricData` for many at once), read-only.
-pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
+pub async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Finding> {
     let mut out = Vec::new();
     let now = chrono::Utc::now();
 
@@ -202,7 +213,7 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
         answers[i] = Some(a);
     }
     for ((name, p), a) in pipes.iter().zip(answers) {
-        let f = |s, d: String| finding("pipeline", name, &p.pipeline_name, s, d);
+        let f = |s, d: String| finding(ResourceKind::Pipeline, name, &p.pipeline_name, s, d);
         out.push(match a {
             None => f(Status::Unreachable, "the call did not complete".into()),
             Some(Err(e)) => {
@@ -218,7 +229,7 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
                     Status::Missing,
                     format!(
                         "no SageMaker pipeline named \"{}\" in {} (create it, or declare it with `definition`)",
-                        p.pipeline_name, aws.region
+                        p.pipeline_name, aws.region()
                     ),
                 ),
             },
@@ -257,7 +268,7 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
         }
     }
     for (name, project) in builds {
-        let f = |s, d: String| finding("build", name, project, s, d);
+        let f = |s, d: String| finding(ResourceKind::Build, name, project, s, d);
         out.push(match &missing {
             Err(e) => {
                 let (s, d) = from_error(e);
@@ -265,7 +276,10 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
             }
             Ok(m) if m.contains(project) => f(
                 Status::Missing,
-                format!("no CodeBuild project named \"{project}\" in {}", aws.region),
+                format!(
+                    "no CodeBuild project named \"{project}\" in {}",
+                    aws.region()
+                ),
             ),
             Ok(_) => f(Status::Ok, "exists".into()),
         });
@@ -277,7 +291,7 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
         .iter()
         .filter(|(n, _)| wanted(&scope.notifiers, n))
     {
-        let f = |s, d: String| finding("notifier", name, &n.topic_arn, s, d);
+        let f = |s, d: String| finding(ResourceKind::Notifier, name, &n.topic_arn, s, d);
         out.push(match aws.topic_exists(&n.topic_arn).await {
             Ok(true) => f(Status::Ok, "exists".into()),
             Ok(false) => f(Status::Missing, format!("no SNS topic {}", n.topic_arn)),
@@ -290,7 +304,7 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
 
     // Gates: their model package group.
     for (name, g) in cfg.gates.iter().filter(|(n, _)| wanted(&scope.gates, n)) {
-        let f = |s, d: String| finding("gate", name, &g.model_package_group, s, d);
+        let f = |s, d: String| finding(ResourceKind::Gate, name, &g.model_package_group, s, d);
         out.push(
             match aws.package_group_exists(&g.model_package_group).await {
                 Ok(true) => f(Status::Ok, "exists".into()),
@@ -298,7 +312,8 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
                     Status::Missing,
                     format!(
                         "no model package group named \"{}\" in {}",
-                        g.model_package_group, aws.region
+                        g.model_package_group,
+                        aws.region()
                     ),
                 ),
                 Err(e) => {
@@ -344,13 +359,13 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
     let mut values = values.into_iter();
     for (name, c) in &checks {
         if let Some(alarm) = &c.alarm {
-            let f = |s, d: String| finding("check", name, alarm, s, d);
+            let f = |s, d: String| finding(ResourceKind::Check, name, alarm, s, d);
             out.push(match &alarm_states {
                 Ok(m) => match m.get(alarm) {
-                    Some(state) => f(Status::Ok, format!("alarm is {state}")),
+                    Some(state) => f(Status::Ok, format!("alarm is {}", state.as_str())),
                     None => f(
                         Status::Missing,
-                        format!("no CloudWatch alarm named \"{alarm}\" in {}", aws.region),
+                        format!("no CloudWatch alarm named \"{alarm}\" in {}", aws.region()),
                     ),
                 },
                 Err(e) => {
@@ -361,7 +376,7 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
             continue;
         }
         let resource = format!("{}/{}", c.namespace, c.metric);
-        let f = |s, d: String| finding("check", name, &resource, s, d);
+        let f = |s, d: String| finding(ResourceKind::Check, name, &resource, s, d);
         let v = values.next();
         out.push(match v {
             Some(Ok(Some(v))) => f(Status::Ok, format!("latest value {v}")),
@@ -377,7 +392,7 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
     // The events queue.
     if scope.events {
         if let Some(ev) = &cfg.events {
-            let f = |s, d: String| finding("events", "events", &ev.queue_url, s, d);
+            let f = |s, d: String| finding(ResourceKind::Events, "events", &ev.queue_url, s, d);
             out.push(match aws.queue_exists(&ev.queue_url).await {
                 Ok(true) => f(Status::Ok, "exists".into()),
                 Ok(false) => f(Status::Missing, format!("no SQS queue at {}", ev.queue_url)),
@@ -391,7 +406,7 @@ pub async fn check(aws: &Aws, cfg: &Config, scope: &Scope) -> Vec<Finding> {
     out
 }
 
-fn sync_detail(remote: &crate::aws::RemotePipeline, d: &Declared) -> String {
+fn sync_detail(remote: &RemotePipeline, d: &Declared) -> String {
     let aws = crate::config::definition::state_hash(
         &crate::config::definition::canonical_text(&remote.definition),
         &remote.role_arn,
@@ -399,9 +414,9 @@ fn sync_detail(remote: &crate::aws::RemotePipeline, d: &Declared) -> String {
     if aws == d.state_hash() {
         format!("exists, in sync with {}", d.file)
     } else {
-        let n = crate::diff::compare(Some(remote), d);
+        let n = crate::reconcile::compare(Some(remote), d);
         let count = match n {
-            crate::diff::Verdict::Update(c) => c.len(),
+            crate::reconcile::Verdict::Update(c) => c.len(),
             _ => 0,
         };
         format!(
@@ -413,7 +428,7 @@ fn sync_detail(remote: &crate::aws::RemotePipeline, d: &Declared) -> String {
 
 /// Why a metric query has no data: the metric does not exist in the namespace, or it exists
 /// with other dimensions (the classic typo), or it has no recent datapoints.
-async fn explain_no_data(aws: &Aws, c: &crate::config::Check) -> String {
+async fn explain_no_data<C: Cloud>(aws: &C, c: &crate::config::Check) -> String {
     let window = crate::duration::format_duration(c.period * 2);
     let dims = |d: &[(String, String)]| {
         if d.is_empty() {
@@ -464,135 +479,19 @@ async fn explain_no_data(aws: &Aws, c: &crate::config::Check) -> String {
     }
 }
 
-/// The caller, from STS `GetCallerIdentity`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    pub arn: String,
-    pub account: String,
-    pub region: String,
-    pub endpoint: String,
-}
-
-/// `mlopsd doctor`: prints the identity and one line per resource; returns the exit code
-/// (0 all ok, 1 some problem, 2 AWS could not be reached at all).
 /// The HA table: it exists with the key schema mlopsd needs.
-async fn ha_finding(cfg: &Config, table: &str) -> Finding {
-    use crate::aws::HaCheckError as E;
+pub async fn ha_finding<T: HaLog>(table: &T) -> Finding {
     let f = |status, detail: String| Finding {
-        kind: "ha",
-        name: table.to_string(),
-        resource: format!("dynamodb table {table}"),
+        kind: ResourceKind::Ha,
+        name: table.name().to_string(),
+        resource: format!("dynamodb table {}", table.name()),
         status,
         detail,
     };
-    match crate::aws::HaTable::new(&cfg.aws, table)
-        .await
-        .check()
-        .await
-    {
+    match table.check().await {
         Ok(()) => f(Status::Ok, "exists, keys pk (S) and sk (S)".into()),
-        Err(E::Missing(m)) | Err(E::Schema(m)) => f(Status::Missing, m),
-        Err(E::Unreachable(m)) if m.contains("AccessDenied") => f(Status::Forbidden, m),
-        Err(E::Unreachable(m)) => f(Status::Unreachable, m),
+        Err(HaCheckError::Missing(m)) | Err(HaCheckError::Schema(m)) => f(Status::Missing, m),
+        Err(HaCheckError::Denied(m)) => f(Status::Forbidden, m),
+        Err(HaCheckError::Unreachable(m)) => f(Status::Unreachable, m),
     }
-}
-
-pub async fn run(cfg: &Config, as_json: bool) -> u8 {
-    let aws = Aws::new(&cfg.aws).await;
-    let endpoint = cfg
-        .aws
-        .endpoint_url
-        .clone()
-        .unwrap_or_else(|| format!("AWS ({})", aws.region));
-    let identity = aws.caller_identity().await;
-    let (identity, findings) = match identity {
-        Err(e)
-            if is_unreachable(&e)
-                || e.code == "InvalidClientTokenId"
-                || e.code == "SignatureDoesNotMatch"
-                || e.code == "ExpiredToken" =>
-        {
-            if as_json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"identity": null, "error": e.to_string(), "resources": []})
-                    )
-                    .unwrap_or_default()
-                );
-            } else {
-                println!("AWS could not be reached: {e}");
-            }
-            return 2;
-        }
-        Err(e) => (Err(e), check(&aws, cfg, &Scope::all()).await),
-        Ok((arn, account)) => (
-            Ok(Identity {
-                arn,
-                account,
-                region: aws.region.clone(),
-                endpoint: endpoint.clone(),
-            }),
-            check(&aws, cfg, &Scope::all()).await,
-        ),
-    };
-    let mut findings = findings;
-    if let Some(t) = &cfg.daemon.ha_table {
-        findings.push(ha_finding(cfg, t).await);
-    }
-    let all_unreachable =
-        !findings.is_empty() && findings.iter().all(|f| f.status == Status::Unreachable);
-    let code = if all_unreachable {
-        2
-    } else if findings.iter().all(|f| f.status == Status::Ok) && identity.is_ok() {
-        0
-    } else {
-        1
-    };
-    if as_json {
-        let id = match &identity {
-            Ok(i) => {
-                json!({"arn": i.arn, "account": i.account, "region": i.region, "endpoint": i.endpoint})
-            }
-            Err(e) => json!({"error": e.to_string()}),
-        };
-        let res: Vec<Value> = findings
-            .iter()
-            .map(|f| json!({"kind": f.kind, "name": f.name, "resource": f.resource, "status": f.status.as_str(), "detail": f.detail}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"identity": id, "resources": res}))
-                .unwrap_or_default()
-        );
-        return code;
-    }
-    match &identity {
-        Ok(i) => println!(
-            "identity: {} (account {}), region {}, endpoint {}",
-            i.arn, i.account, i.region, i.endpoint
-        ),
-        Err(e) => println!("identity: unknown ({e})"),
-    }
-    let w = findings
-        .iter()
-        .map(|f| f.config_item().chars().count())
-        .max()
-        .unwrap_or(0);
-    for f in &findings {
-        println!(
-            "{:<11} {:<w$}  {}: {}",
-            f.status.as_str(),
-            f.config_item(),
-            f.resource,
-            f.detail
-        );
-    }
-    let problems = findings.iter().filter(|f| f.status != Status::Ok).count();
-    println!(
-        "{} resource(s): {} ok, {problems} with a problem",
-        findings.len(),
-        findings.len() - problems
-    );
-    code
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use crate::aws::AwsError;
 use crate::clock::ts;
+use crate::cloud::AwsError;
 use crate::config::diff::ConfigDiff;
 use crate::config::{Config, ConfigError, Target};
 use crate::metrics;
@@ -129,13 +129,13 @@ fn value_text(v: Option<f64>) -> String {
 pub struct StateError<'a> {
     pub operation: &'static str,
     pub item: &'a str,
-    pub error: &'a rusqlite::Error,
+    pub error: &'a crate::state::StoreError,
     pub consequence: &'static str,
 }
 
 impl StateError<'_> {
     pub fn emit(&self, health: &crate::health::Health, now: DateTime<Utc>) {
-        if crate::state::is_not_leading(self.error) {
+        if self.error.is_not_leading() {
             // An HA replica that does not lead (any more): its role says so, on /status and
             // in `ha_stepped_down`; the store itself is fine.
             tracing::warn!(
@@ -160,7 +160,7 @@ pub struct CheckFailed<'a> {
 impl CheckFailed<'_> {
     pub fn emit(&self) {
         let e = self.error;
-        tracing::warn!(event = "check_failed", check = %self.check, error = %e, code = %e.code, transient = e.transient, "could not evaluate check; its state is unchanged");
+        tracing::warn!(event = "check_failed", check = %self.check, error = %e, code = %e.code, transient = e.transient(), "could not evaluate check; its state is unchanged");
     }
 }
 
@@ -448,7 +448,7 @@ pub fn gate_applied(gate: &str, arn: &str, approve: bool, result: &Result<(), Aw
         Ok(()) => {
             tracing::info!(event = "gate_applied", gate = %gate, arn = %arn, status = if approve { "Approved" } else { "Rejected" }, "model package status set")
         }
-        Err(e) if e.transient => {
+        Err(e) if e.transient() => {
             tracing::warn!(event = "gate_apply_retry", gate = %gate, arn = %arn, error = %e, "could not set model package status; retrying on the next poll")
         }
         Err(e) => {
@@ -687,7 +687,7 @@ pub fn start_held(rule: &str, pipeline: &str, run_id: i64) {
 /// problem; the item keeps running, and its first use will fail the same way).
 pub fn preflight_failed(f: &crate::doctor::Finding) {
     tracing::warn!(
-        event = "preflight_failed", kind = f.kind, item = %f.name, config_item = %f.config_item(), resource = %f.resource,
+        event = "preflight_failed", kind = f.kind.as_str(), item = %f.name, config_item = %f.config_item(), resource = %f.resource,
         status = f.status.as_str(), reason = %f.detail,
         "preflight: {} {} is {}: {}", f.config_item(), f.resource, f.status.as_str(), f.detail
     );

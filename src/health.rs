@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
+use crate::state::StoreError;
+
 /// One failing store operation: what was being done, the error, since when, how often.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreFault {
@@ -90,7 +92,7 @@ impl HaInfo {
 /// What the daemon's preflight found (`doctor::check` over the running config).
 #[derive(Debug, Clone, Default)]
 pub struct Preflight {
-    pub findings: BTreeMap<(&'static str, String), crate::doctor::Finding>,
+    pub findings: BTreeMap<(crate::doctor::ResourceKind, String), crate::doctor::Finding>,
     pub checked_at: Option<DateTime<Utc>>,
 }
 
@@ -150,7 +152,7 @@ impl Health {
         operation: &'static str,
         item: &str,
         consequence: &'static str,
-        r: Result<T, rusqlite::Error>,
+        r: Result<T, StoreError>,
     ) -> Option<T> {
         match r {
             Ok(v) => {
@@ -219,9 +221,9 @@ impl Health {
     }
 
     /// Forgets findings of items no longer in the config.
-    pub fn preflight_keep(&self, keep: impl Fn(&str, &str) -> bool) {
+    pub fn preflight_keep(&self, keep: impl Fn(crate::doctor::ResourceKind, &str) -> bool) {
         let mut p = self.preflight.lock().unwrap_or_else(|x| x.into_inner());
-        p.findings.retain(|(k, n), _| keep(k, n));
+        p.findings.retain(|(k, n), _| keep(*k, n));
     }
 
     pub fn preflight(&self) -> Preflight {
@@ -278,5 +280,28 @@ mod tests {
         );
         h.store_ok("queue notification");
         assert!(h.store_faults(t).is_empty());
+    }
+
+    /// A write refused for not leading is a change of role, not a fault of the store: it never
+    /// turns /healthz to 503 (a leader that stepped down and leads again was unhealthy for an
+    /// outbox write its old leadership had been refused). Any other failure still is a fault.
+    #[test]
+    fn a_write_refused_for_not_leading_is_no_store_fault() {
+        let h = Health::default();
+        let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let refused: Result<(), StoreError> = Err(StoreError::NotLeading(
+            "the HA table did not take state write 81".into(),
+        ));
+        assert_eq!(
+            h.stored(t, "store a failed send", "", "retried", refused),
+            None
+        );
+        assert!(h.store_faults(t).is_empty());
+        let other: Result<(), StoreError> = Err(StoreError::Invalid("disk I/O error".into()));
+        assert_eq!(
+            h.stored(t, "store a failed send", "", "retried", other),
+            None
+        );
+        assert_eq!(h.store_faults(t).len(), 1);
     }
 }

@@ -223,18 +223,19 @@ pub fn status_json(
 ) -> Value {
     let cfg = &view.cfg;
     let pre = health.preflight();
-    let problem = |kind: &'static str, name: &str| -> Option<Value> {
+    use crate::doctor::ResourceKind as K;
+    let problem = |kind: K, name: &str| -> Option<Value> {
         pre.findings
             .get(&(kind, name.to_string()))
             .filter(|f| f.status != crate::doctor::Status::Ok)
             .map(|f| json!({"item": f.config_item(), "resource": f.resource, "status": f.status.as_str(), "detail": f.detail}))
     };
     // A rule's or gate's problems: its targets' and its notifiers'.
-    let problems_of = |targets: &[(&'static str, &str)], notify: &[String]| -> Vec<Value> {
+    let problems_of = |targets: &[(K, &str)], notify: &[String]| -> Vec<Value> {
         targets
             .iter()
             .copied()
-            .chain(notify.iter().map(|n| ("notifier", n.as_str())))
+            .chain(notify.iter().map(|n| (K::Notifier, n.as_str())))
             .filter_map(|(k, n)| problem(k, n))
             .collect()
     };
@@ -271,7 +272,7 @@ pub fn status_json(
                 "last_value": st.last_value,
                 "last_evaluated": last_eval.map(|t| ts(&t)),
                 "values": vals.iter().map(|(t, v, b)| json!({"at": ts(t), "value": v, "breached": b})).collect::<Vec<_>>(),
-                "preflight": problem("check", name),
+                "preflight": problem(K::Check, name),
             })
         })
         .collect();
@@ -300,12 +301,12 @@ pub fn status_json(
                     json!({"target": t.to_string(), "active_runs": active.get(&t).copied().unwrap_or(0)})
                 })
                 .collect();
-            let target_items: Vec<(&'static str, &str)> = r
+            let target_items: Vec<(K, &str)> = r
                 .start
                 .iter()
                 .map(|s| match s {
-                    crate::config::Start::Pipeline { name, .. } => ("pipeline", name.as_str()),
-                    crate::config::Start::Build { name, .. } => ("build", name.as_str()),
+                    crate::config::Start::Pipeline { name, .. } => (K::Pipeline, name.as_str()),
+                    crate::config::Start::Build { name, .. } => (K::Build, name.as_str()),
                 })
                 .collect();
             let rule_problems = problems_of(&target_items, &r.notify);
@@ -359,7 +360,7 @@ pub fn status_json(
                 .collect();
             json!({
                 "name": name,
-                "preflight": problems_of(&[("gate", name.as_str())], &g.notify),
+                "preflight": problems_of(&[(K::Gate, name.as_str())], &g.notify),
                 "model_package_group": g.model_package_group,
                 "schedule": g.timed.expression,
                 "next_fire": g.timed.schedule.next_after(g.timed.timezone, now).map(|t| ts(&t)),
@@ -400,7 +401,7 @@ pub fn status_json(
             json!({
                 "name": name,
                 "pipeline_name": p.pipeline_name,
-                "preflight": problem("pipeline", name),
+                "preflight": problem(K::Pipeline, name),
                 "max_concurrent": p.max_concurrent,
                 "declared": declared,
             })
@@ -423,7 +424,7 @@ pub fn status_json(
         "preflight": {
             "checked_at": pre.checked_at.map(|t| ts(&t)),
             "problems": pre.findings.values().filter(|f| f.status != crate::doctor::Status::Ok)
-                .map(|f| json!({"kind": f.kind, "name": f.name, "item": f.config_item(), "resource": f.resource, "status": f.status.as_str(), "detail": f.detail}))
+                .map(|f| json!({"kind": f.kind.as_str(), "name": f.name, "item": f.config_item(), "resource": f.resource, "status": f.status.as_str(), "detail": f.detail}))
                 .collect::<Vec<_>>(),
         },
         "role": health.ha().map_or("single", |i| i.role),

@@ -8,76 +8,13 @@
 //! that succeeded, minus a margin, so it stops acting before any standby may take over.
 //!
 //! `Lease` is the pure state machine (instants are given, nothing is read or written); `drive`
-//! runs it against a `LeaseTable` (DynamoDB in `aws.rs`, in memory in tests).
+//! runs it against a `cloud::LeaseTable` (DynamoDB in `aws/dynamodb.rs`, in memory in tests).
 
-use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::aws::AwsError;
-
-/// The lease item as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseItem {
-    /// The replica that holds it.
-    pub holder: String,
-    /// Grows by one with every new leader; every state write of the leader is conditioned on it.
-    pub fencing: u64,
-    /// Grows by one with every write (a renewal, a takeover): what standbys watch.
-    pub version: u64,
-    /// The holder gave the lease up (a clean stop, after its last write): a standby takes
-    /// over at once instead of after a whole lease, and no write of the holder's passes.
-    pub released: bool,
-}
-
-/// What a conditional write of the lease item expects to find.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expect {
-    /// No lease item yet.
-    Absent,
-    /// The item a standby watched expire: still at this version.
-    Version(u64),
-    /// Our own lease: this holder and fencing number (a renewal).
-    Held { holder: String, fencing: u64 },
-}
-
-/// Where the lease item lives.
-pub trait LeaseTable: Clone + Send + Sync + 'static {
-    /// The lease item (strongly consistent read), `None` when there is none.
-    fn read(&self) -> impl Future<Output = Result<Option<LeaseItem>, AwsError>> + Send;
-    /// Writes `item` if the stored item is as `expect` says; `Ok(false)` when it is not.
-    fn write(
-        &self,
-        item: LeaseItem,
-        expect: Expect,
-    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
-}
-
-/// Whether this replica may act now (make calls that change AWS, write state): set from each
-/// renewal that succeeded to the instant its lease could lapse for others, cleared on a
-/// step-down. Shared by the lease driver's table, the store's log sink and the AWS clients.
-#[derive(Debug, Default)]
-pub struct ActGate {
-    until: std::sync::Mutex<Option<Instant>>,
-}
-
-impl ActGate {
-    pub fn may_act(&self) -> bool {
-        self.until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|u| Instant::now() < u)
-    }
-    /// A renewal sent at `sent` succeeded.
-    pub fn renewed(&self, sent: Instant, duration: Duration) {
-        *self.until.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(sent + duration - margin(duration));
-    }
-    pub fn revoke(&self) {
-        *self.until.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
+use crate::cloud::{Expect, LeaseItem, LeaseTable};
 
 /// A replica's role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,6 +363,7 @@ pub async fn drive<T: LeaseTable>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::AwsError;
 
     const D: Duration = Duration::from_secs(15);
 

@@ -15,15 +15,16 @@
 //! `main.rs` only parses the command line and calls into these.
 
 pub mod aws;
-pub mod check;
+pub mod cli;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod daemon;
-pub mod diff;
 pub mod doctor;
 pub mod duration;
 pub mod engine;
 pub mod events;
+pub mod exit;
 pub mod failpoint;
 pub mod health;
 pub mod http;
@@ -33,8 +34,6 @@ pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
-pub mod plan;
 pub mod reconcile;
 pub mod schedule;
 pub mod state;
-pub mod status;

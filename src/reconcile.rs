@@ -8,7 +8,11 @@
 //! a restart after a crash between deciding and confirming an apply finishes it as the same
 //! create or update, not as a drift.
 
-use crate::config::Reconcile;
+use serde_json::Value;
+
+use crate::cloud::{AwsError, RemotePipeline};
+use crate::config::definition::{self, Change};
+use crate::config::{Declared, Reconcile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyOp {
@@ -179,6 +183,45 @@ pub fn create_token(store_id: &str, pipeline: &str, state: &str) -> String {
     let d = Sha256::digest(format!("mlopsd-create\0{store_id}\0{pipeline}\0{state}").as_bytes());
     let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!("mlopsd-{hex}")
+}
+
+/// What an apply would do to one pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Create,
+    Update(Vec<Change>),
+    InSync,
+    Unreadable(AwsError),
+}
+
+/// Compares one declared pipeline with what AWS holds: every changed JSON path, and
+/// `RoleArn` when the role differs.
+pub fn compare(remote: Option<&RemotePipeline>, decl: &Declared) -> Verdict {
+    let Some(r) = remote else {
+        return Verdict::Create;
+    };
+    let file: Value = serde_json::from_str(&decl.definition.json).unwrap_or_default();
+    let mut changes = Vec::new();
+    if r.role_arn != decl.role_arn {
+        changes.push(Change {
+            path: "RoleArn".into(),
+            aws: Some(Value::String(r.role_arn.clone())),
+            file: Some(Value::String(decl.role_arn.clone())),
+        });
+    }
+    match serde_json::from_str::<Value>(&r.definition) {
+        Ok(aws) => changes.extend(definition::changes(&aws, &file)),
+        Err(_) => changes.push(Change {
+            path: "(whole)".into(),
+            aws: Some(Value::String(r.definition.clone())),
+            file: Some(file),
+        }),
+    }
+    if changes.is_empty() {
+        Verdict::InSync
+    } else {
+        Verdict::Update(changes)
+    }
 }
 
 #[cfg(test)]

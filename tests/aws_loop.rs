@@ -663,10 +663,7 @@ fn sigkill_around_a_runs_chain_chains_exactly_once() {
         ("after_decision:after", false),
         ("after_chain", true),
     ] {
-        let s = setup(&format!(
-            "chain-{}",
-            point.replace(['_', ':'], "-")
-        ));
+        let s = setup(&format!("chain-{}", point.replace(['_', ':'], "-")));
         let proxy = Proxy::start(&s.aws.endpoint);
         let dir = tempfile::tempdir().unwrap();
         let rules = "[rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\ncooldown = \"1h\"\n\n[rules.after]\non_success = \"pipeline:train\"\nstart_build = \"ci\"\ncooldown = \"1h\"\nnotify = [\"ops\"]\n";
@@ -735,26 +732,33 @@ fn the_test_moto_keeps_build_overrides_and_honours_start_tokens() {
             .build()
             .unwrap()
     };
+    // The build, or the AWS error code.
     let start = |token: &str, value: &str| {
-        s.aws.rt.block_on(
-            s.aws
-                .cb
-                .start_build()
-                .project_name(&s.project)
-                .environment_variables_override(var(value))
-                .idempotency_token(token)
-                .send(),
-        )
+        s.aws
+            .rt
+            .block_on(
+                s.aws
+                    .cb
+                    .start_build()
+                    .project_name(&s.project)
+                    .environment_variables_override(var(value))
+                    .idempotency_token(token)
+                    .send(),
+            )
+            .map_err(|e| {
+                aws_sdk_codebuild::error::ProvideErrorMetadata::code(&e).map(str::to_string)
+            })
     };
-    let a = start("token-1", "one").unwrap().build.unwrap();
-    let b = start("token-1", "one").unwrap().build.unwrap();
+    // Tokens are the account's: this test's own (tests share one moto server).
+    let token = format!("{}-token", s.project);
+    let a = start(&token, "one").unwrap().build_value.unwrap();
+    let b = start(&token, "one").unwrap().build_value.unwrap();
     assert_eq!(a.id, b.id, "the same token is the same build");
     assert_eq!(s.aws.builds(&s.project).len(), 1);
-    let e = start("token-1", "two").unwrap_err();
     assert_eq!(
-        aws_sdk_codebuild::error::ProvideErrorMetadata::code(&e),
+        start(&token, "two").unwrap_err().as_deref(),
         Some("InvalidInputException"),
-        "{e:?}"
+        "another parameter under the same token"
     );
     let got = s
         .aws
@@ -767,7 +771,10 @@ fn the_test_moto_keeps_build_overrides_and_honours_start_tokens() {
                 .send(),
         )
         .unwrap();
-    let vars = got.builds()[0].environment().unwrap().environment_variables();
+    let vars = got.builds()[0]
+        .environment()
+        .unwrap()
+        .environment_variables();
     assert_eq!(
         vars.iter()
             .map(|v| (v.name(), v.value()))
@@ -789,8 +796,8 @@ fn the_test_moto_keeps_build_overrides_and_honours_start_tokens() {
             .unwrap()
             .pipeline_execution_arn
     };
-    let token = "mlopsd-0123456789abcdef0123456789abcdef";
-    assert_eq!(exec(token), exec(token));
+    let token = format!("{}-0123456789abcdef0123456789abcdef", s.pipeline);
+    assert_eq!(exec(&token), exec(&token));
     assert_eq!(s.aws.executions(&s.pipeline).len(), 1);
 }
 

@@ -140,7 +140,9 @@ fn a_pipeline_event_ends_a_followed_run_at_once_and_a_redelivery_does_nothing() 
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(r.events("run_succeeded").len(), 1);
     r.wait_for("the queue to be empty", T, |_| w.left() == 0);
-    let m = mlopsd::status::get(&r.http_addr(), "/metrics").unwrap().1;
+    let m = mlopsd::cli::status::get(&r.http_addr(), "/metrics")
+        .unwrap()
+        .1;
     assert!(
         m.contains("mlopsd_events_total{result=\"handled\"} 1"),
         "{m}"
@@ -233,7 +235,9 @@ fn a_malformed_body_is_rejected_deleted_and_the_next_one_handled() {
     );
     assert!(!r.raw_output().contains("hunter2"), "a body was logged");
     r.wait_for("the queue to be empty", T, |_| w.left() == 0);
-    let m = mlopsd::status::get(&r.http_addr(), "/metrics").unwrap().1;
+    let m = mlopsd::cli::status::get(&r.http_addr(), "/metrics")
+        .unwrap()
+        .1;
     assert!(
         m.contains("mlopsd_events_total{result=\"rejected\"} 2"),
         "{m}"
@@ -258,12 +262,12 @@ fn an_unreachable_queue_is_shown_and_retried_and_stops_nothing() {
         down["error"].as_str().unwrap().contains("ReceiveMessage"),
         "{down}"
     );
-    let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
+    let st = mlopsd::cli::status::fetch(&r.http_addr()).unwrap();
     assert_eq!(st["events"]["queue_url"], w.queue.as_str());
     assert_eq!(st["events"]["state"], "unreachable", "{st}");
     r.wait_event("events_queue_reachable", 1, T);
     let start = std::time::Instant::now();
-    while mlopsd::status::fetch(&r.http_addr()).unwrap()["events"]["state"] != "receiving" {
+    while mlopsd::cli::status::fetch(&r.http_addr()).unwrap()["events"]["state"] != "receiving" {
         assert!(
             start.elapsed() < T,
             "the queue did not come back on /status"
@@ -271,7 +275,9 @@ fn an_unreachable_queue_is_shown_and_retried_and_stops_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
-        mlopsd::status::get(&r.http_addr(), "/healthz").unwrap().0,
+        mlopsd::cli::status::get(&r.http_addr(), "/healthz")
+            .unwrap()
+            .0,
         200,
         "an unreachable queue is not a sick daemon"
     );
@@ -392,7 +398,7 @@ fn an_alarm_event_wakes_its_check_and_aws_decides() {
     w.send(&alarm_event("al-ok", &alarm, "OK"));
     let rec = r.wait_event("check_recovered", 1, T);
     assert_eq!(rec["correlation_id"], b["correlation_id"]);
-    let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
+    let st = mlopsd::cli::status::fetch(&r.http_addr()).unwrap();
     assert_eq!(st["checks"][0]["metric"], format!("alarm {alarm}"));
     // `mlopsd check` reads the alarm too.
     let out = std::process::Command::new(common::bin())

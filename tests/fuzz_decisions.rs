@@ -291,7 +291,7 @@ async fn random_extreme_configs_never_panic_the_loop() {
             seen.alarms
                 .insert("a1".into(), rng.pick(&states).to_string());
             for (i, body) in bodies(&mut rng, 12).into_iter().enumerate() {
-                seen.queue.push_back(mlopsd::aws::QueueMessage {
+                seen.queue.push_back(mlopsd::cloud::QueueMessage {
                     message_id: format!("m{i}"),
                     receipt: format!("r{i}"),
                     body,

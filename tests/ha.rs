@@ -160,7 +160,7 @@ fn wait_status(r: &Running, what: &str, pred: impl Fn(&Value) -> bool) -> Value 
     let start = Instant::now();
     let addr = r.http_addr();
     loop {
-        if let Ok((200, body)) = mlopsd::status::get(&addr, "/status") {
+        if let Ok((200, body)) = mlopsd::cli::status::get(&addr, "/status") {
             if let Ok(v) = serde_json::from_str::<Value>(&body) {
                 if pred(&v) {
                     return v;
@@ -339,7 +339,7 @@ fn three_replicas_one_leads_and_a_sigstopped_leader_is_deposed_and_steps_down() 
         assert_eq!(st["ha"]["fencing"], 1);
         assert!(st["ha"]["lease_age_ms"].as_u64().unwrap() < 2 * LEASE_S * 1000);
         assert_eq!(st["ha"]["config_differs"], false);
-        let health = mlopsd::status::get(&r.http_addr(), "/healthz").unwrap();
+        let health = mlopsd::cli::status::get(&r.http_addr(), "/healthz").unwrap();
         assert_eq!(health.0, 200, "a standby is healthy: {}", health.1);
         let metrics = common::http_get(&r.http_addr(), "/metrics");
         assert!(metrics.contains("mlopsd_leader 0"), "{metrics}");
@@ -471,7 +471,7 @@ fn dynamodb_throttling_and_dropped_connections_are_retried_and_cut_off_is_told()
     for r in [&a, &b] {
         let start = Instant::now();
         loop {
-            let (code, body) = mlopsd::status::get(&r.http_addr(), "/healthz").unwrap();
+            let (code, body) = mlopsd::cli::status::get(&r.http_addr(), "/healthz").unwrap();
             if code == 503 && body.contains("cut off from the HA table") {
                 assert!(body.contains(&c.table), "{body}");
                 break;
@@ -494,7 +494,7 @@ fn dynamodb_throttling_and_dropped_connections_are_retried_and_cut_off_is_told()
     for r in [&a, &b] {
         let start = Instant::now();
         loop {
-            let (code, body) = mlopsd::status::get(&r.http_addr(), "/healthz").unwrap();
+            let (code, body) = mlopsd::cli::status::get(&r.http_addr(), "/healthz").unwrap();
             if code == 200 {
                 break;
             }
@@ -770,7 +770,7 @@ fn an_entry_no_replica_can_apply_stops_leadership_until_it_is_gone() {
             "a replica that cannot follow the log, not leading",
             |s| s["role"] == "standby" && s["ha"]["log_error"].is_string(),
         );
-        let (code, body) = mlopsd::status::get(&r.http_addr(), "/healthz").unwrap();
+        let (code, body) = mlopsd::cli::status::get(&r.http_addr(), "/healthz").unwrap();
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("cannot follow the HA table's log"), "{body}");
     }

@@ -20,7 +20,7 @@ fn env() -> Opts<'static> {
 
 /// Plain HTTP GET: (status, content-type, body).
 fn get(addr: &str, path: &str) -> (u16, String, String) {
-    let (code, body) = mlopsd::status::get(addr, path).expect("daemon answers");
+    let (code, body) = mlopsd::cli::status::get(addr, path).expect("daemon answers");
     // Content type from a second request with the header kept.
     let raw = raw_get(addr, path);
     let ct = raw

@@ -53,7 +53,13 @@ fn moto_with_auth(free: usize) -> Moto {
     // against AWS without AWS").
     let launcher = format!("{}/scripts/moto_server.py", env!("CARGO_MANIFEST_DIR"));
     let child = Command::new(venv_bin("python"))
-        .args([launcher.as_str(), "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            launcher.as_str(),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -11,7 +11,8 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use mlopsd::aws::HaTable;
-use mlopsd::lease::{drive, Change, Expect, LeaseItem, LeaseTable};
+use mlopsd::cloud::{Expect, HaLog, LeaseItem, LeaseTable};
+use mlopsd::lease::{drive, Change};
 use tokio_util::sync::CancellationToken;
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -250,7 +251,7 @@ fn one_replica_leads_a_standby_takes_over_only_when_it_stops_and_a_deposed_leade
             "no renewal after a release"
         );
         match table.append("c", 3, 2, b"entry two").await {
-            Err(mlopsd::aws::AppendError::Deposed(_)) => {}
+            Err(mlopsd::cloud::AppendError::Deposed(_)) => {}
             other => panic!("an append after the release is refused: {other:?}"),
         }
     });

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::fake::{secs, Fake};
-use mlopsd::aws::AwsError;
 use mlopsd::clock::{ts, Clock};
+use mlopsd::cloud::{AwsError, ErrorKind};
 use tokio_util::sync::CancellationToken;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -73,8 +73,8 @@ async fn six_hours_of_for_and_cooldown_in_milliseconds() {
     assert_eq!(fake.starts(), want);
     assert_eq!(
         fake.seen.lock().unwrap().metric_reads,
-        72,
-        "one read every 5 minutes for 6 hours"
+        73,
+        "one read every 5 minutes for 6 hours, and the preflight's at the start"
     );
     assert_eq!(
         fake.published("check_breached"),
@@ -165,13 +165,13 @@ async fn a_start_refused_for_good_fails_chains_and_notifies_once() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::driven(at("2026-05-31T23:00:00Z"));
     let mut fake = Fake::new(clock, vec![]);
-    fake.start_error = Some(AwsError {
-        service: "sagemaker",
-        operation: "StartPipelineExecution",
-        code: "ValidationException".into(),
-        message: "Pipeline does not exist".into(),
-        transient: false,
-    });
+    fake.start_error = Some(AwsError::new(
+        "sagemaker",
+        "StartPipelineExecution",
+        ErrorKind::Refused,
+        "ValidationException",
+        "Pipeline does not exist",
+    ));
     let cfg = format!(
         "{}[rules.kick]\non_schedule = \"rate(1 day)\"\nstart_pipeline = \"train\"\nnotify = [\"ops\"]\n\n\
          [rules.page]\non_failure = \"pipeline:train\"\nnotify = [\"ops\"]\n",
@@ -278,7 +278,7 @@ async fn a_store_read_error_is_not_a_decision() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
     let addr = format!("127.0.0.1:{port}");
     let (code, body) =
-        tokio::task::spawn_blocking(move || mlopsd::status::get(&addr, "/healthz").unwrap())
+        tokio::task::spawn_blocking(move || mlopsd::cli::status::get(&addr, "/healthz").unwrap())
             .await
             .unwrap();
     stop.cancel();
@@ -332,7 +332,7 @@ async fn on_event_rules_keep_cooldown_and_dry_run() {
             .lock()
             .unwrap()
             .queue
-            .push_back(mlopsd::aws::QueueMessage {
+            .push_back(mlopsd::cloud::QueueMessage {
                 message_id: format!("m{i}"),
                 receipt: format!("r{i}"),
                 body: body.to_string(),
@@ -396,7 +396,7 @@ async fn declared_pipelines_reconcile_on_their_interval_and_type_check_rendered_
             .lock()
             .unwrap()
             .queue
-            .push_back(mlopsd::aws::QueueMessage {
+            .push_back(mlopsd::cloud::QueueMessage {
                 message_id: format!("m{i}"),
                 receipt: format!("r{i}"),
                 body: body.to_string(),
@@ -420,8 +420,9 @@ async fn declared_pipelines_reconcile_on_their_interval_and_type_check_rendered_
         ],
         "created once each, nothing written while in sync"
     );
-    // At start, then at 00:10, 00:20, …, 01:00: 7 reconciles of 3 pipelines.
-    assert_eq!(seen.pipeline_reads, 21);
+    // At start, then at 00:10, 00:20, …, 01:00: 7 reconciles of 3 pipelines; and the
+    // preflight's read of the one pipeline that is not declared.
+    assert_eq!(seen.pipeline_reads, 22);
     // "ten" is not an Integer: no start; "12" starts, carrying it.
     assert_eq!(seen.starts.len(), 1, "{:?}", seen.starts);
     assert_eq!(seen.starts[0].1, "declared-0");

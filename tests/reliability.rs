@@ -100,7 +100,7 @@ fn faults_over_many_firings_start_each_exactly_once() {
     assert!(!r.raw_output().contains("panicked"));
     // The daemon recovered: it still evaluates, and /healthz is fine.
     let addr = r.http_addr();
-    assert_eq!(mlopsd::status::get(&addr, "/healthz").unwrap().0, 200);
+    assert_eq!(mlopsd::cli::status::get(&addr, "/healthz").unwrap().0, 200);
     println!(
         "RELIABILITY aws-faults: {} decided starts under {faults} injected faults in {during} requests: {starts} started, 0 doubled, 0 lost; {ended} runs followed to the end ({:.0} s to settle after faults stopped); start retries logged: {}",
         pipelines_n + BUILDS,
@@ -183,7 +183,7 @@ fn sighup_storm_leaves_one_consistent_config() {
                 && v["hash"] == want.as_str()
         })
     });
-    let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
+    let st = mlopsd::cli::status::fetch(&r.http_addr()).unwrap();
     let names: Vec<&str> = st["checks"]
         .as_array()
         .unwrap()
@@ -238,7 +238,7 @@ fn bad_files_keep_the_old_config_running() {
     replace_by_rename(&r.config, &good);
     r.wait_event("config_reload_unchanged", 1, T);
     // Through all of it the original check stayed scheduled.
-    let st = mlopsd::status::fetch(&r.http_addr()).unwrap();
+    let st = mlopsd::cli::status::fetch(&r.http_addr()).unwrap();
     assert_eq!(st["checks"][0]["name"], "a");
 }
 
@@ -313,12 +313,12 @@ fn full_disk_is_reported_and_recovered_from() {
     );
     let r = Running::start(dir.path(), &text, env());
     let addr = r.http_addr();
-    assert_eq!(mlopsd::status::get(&addr, "/healthz").unwrap().0, 200);
+    assert_eq!(mlopsd::cli::status::get(&addr, "/healthz").unwrap().0, 200);
     let filler = fs.fill();
     r.wait_for("a state write to fail", T, |l| {
         l.iter().any(|v| v["event"] == "state_error")
     });
-    let (code, body) = mlopsd::status::get(&addr, "/healthz").unwrap();
+    let (code, body) = mlopsd::cli::status::get(&addr, "/healthz").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(
         body.contains("not writable") && body.contains("full"),
@@ -326,7 +326,7 @@ fn full_disk_is_reported_and_recovered_from() {
     );
     std::fs::remove_file(&filler).unwrap();
     let start = Instant::now();
-    while mlopsd::status::get(&addr, "/healthz").unwrap().0 != 200 {
+    while mlopsd::cli::status::get(&addr, "/healthz").unwrap().0 != 200 {
         assert!(start.elapsed() < T, "did not recover after space was freed");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -407,7 +407,11 @@ fn full_disk_with_real_notifications_publishes_each_message_once() {
     );
     std::fs::remove_file(&filler).unwrap();
     let start = Instant::now();
-    while mlopsd::status::get(&r.http_addr(), "/healthz").unwrap().0 != 200 {
+    while mlopsd::cli::status::get(&r.http_addr(), "/healthz")
+        .unwrap()
+        .0
+        != 200
+    {
         assert!(start.elapsed() < T, "did not recover after space was freed");
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -67,9 +67,6 @@ pub fn set_overrides(o: Overrides) {
     let _ = OVERRIDES.set(o);
 }
 
-/// Exit code for an invalid config (sysexits EX_CONFIG).
-pub const EX_CONFIG: i32 = 78;
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub daemon: DaemonConfig,
@@ -83,6 +80,28 @@ pub struct Config {
     pub gates: BTreeMap<String, Arc<Gate>>,
     /// `[events]`: the SQS queue EventBridge delivers to (none: everything is polled).
     pub events: Option<Events>,
+}
+
+impl Config {
+    /// Every scheduled item of the config: checks, `on_schedule` rules and gates.
+    pub fn scheduled(&self) -> Vec<(ItemKind, &String, &Timed)> {
+        let mut out = Vec::new();
+        for (n, c) in &self.checks {
+            // (an alarm check without a schedule is woken by alarm events only)
+            if !matches!(c.timed.schedule, crate::schedule::Schedule::Never) {
+                out.push((ItemKind::Check, n, &c.timed));
+            }
+        }
+        for (n, r) in &self.rules {
+            if let Trigger::Schedule(t) = &r.trigger {
+                out.push((ItemKind::Rule, n, t));
+            }
+        }
+        for (n, g) in &self.gates {
+            out.push((ItemKind::Gate, n, &g.timed));
+        }
+        out
+    }
 }
 
 /// `[events]`.

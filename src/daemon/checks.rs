@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::work::{new_correlation_id, Cause, Msg, Work};
-use crate::aws::{AwsError, Cloud, MetricQuery};
+use crate::cloud::{AlarmState, AwsError, Cloud, ErrorKind, MetricQuery};
 use crate::config::{Check, Trigger};
 use crate::engine::{self, CheckOutcome, Verdict};
 use crate::events;
@@ -17,20 +17,20 @@ use crate::state::CheckEval;
 /// An alarm's state as a check value: `ALARM` 1, `OK` 0, `INSUFFICIENT_DATA` no data.
 fn alarm_value(
     alarm: &str,
-    states: &Result<std::collections::HashMap<String, String>, AwsError>,
+    states: &Result<HashMap<String, AlarmState>, AwsError>,
 ) -> Result<Option<f64>, AwsError> {
     let states = states.as_ref().map_err(Clone::clone)?;
-    match states.get(alarm).map(String::as_str) {
-        Some("ALARM") => Ok(Some(1.0)),
-        Some("OK") => Ok(Some(0.0)),
-        Some(_) => Ok(None),
-        None => Err(AwsError {
-            service: "cloudwatch",
-            operation: "DescribeAlarms",
-            code: "AlarmNotFound".into(),
-            message: format!("no alarm named {alarm:?} in this account and region"),
-            transient: false,
-        }),
+    match states.get(alarm) {
+        Some(AlarmState::Alarm) => Ok(Some(1.0)),
+        Some(AlarmState::Ok) => Ok(Some(0.0)),
+        Some(AlarmState::InsufficientData) => Ok(None),
+        None => Err(AwsError::new(
+            "cloudwatch",
+            "DescribeAlarms",
+            ErrorKind::NotFound,
+            "AlarmNotFound",
+            format!("no alarm named {alarm:?} in this account and region"),
+        )),
     }
 }
 

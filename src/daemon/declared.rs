@@ -5,7 +5,7 @@
 //! while its apply is in flight.
 
 use super::work::{Msg, Work};
-use crate::aws::{AwsError, Cloud, RemotePipeline};
+use crate::cloud::{AwsError, Cloud, RemotePipeline};
 use crate::config::definition::{self, canonical_text};
 use crate::config::Declared;
 use crate::events;
@@ -248,8 +248,18 @@ impl<C: Cloud> Work<C> {
         tracing::info!(event = "pipeline_apply", pipeline = %pipeline, pipeline_name = %aws_name, operation = s.op.operation(), reason = s.reason, "applying the declared pipeline");
         self.tracker.spawn(async move {
             let result = match s.op {
-                ApplyOp::Create => cloud.create_pipeline(&aws_name, &body, &role, &token).await,
-                ApplyOp::Update => cloud.update_pipeline(&aws_name, &body, &role).await,
+                ApplyOp::Create => match cloud.acting() {
+                    Ok(act) => {
+                        cloud
+                            .create_pipeline(&act, &aws_name, &body, &role, &token)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+                ApplyOp::Update => match cloud.acting() {
+                    Ok(act) => cloud.update_pipeline(&act, &aws_name, &body, &role).await,
+                    Err(e) => Err(e),
+                },
             };
             let _ = tx.send(Msg::PipelineApplied {
                 pipeline: name,

@@ -2,7 +2,7 @@
 //! then sets its approval status; unapplied decisions are re-applied on every poll.
 
 use super::work::{new_correlation_id, GateScan, Msg, Work};
-use crate::aws::{AwsError, Cloud};
+use crate::cloud::{AwsError, Cloud};
 use crate::config::GateMetric;
 use crate::engine::{self, GateVerdict};
 use crate::events;
@@ -26,7 +26,7 @@ impl<C: Cloud> Work<C> {
                             None => Err("the package has no evaluation report (ModelMetrics.ModelQuality.Statistics)".to_string()),
                             Some(uri) => match cloud.read_s3(uri).await {
                                 Ok(text) => engine::report_value(&text, path),
-                                Err(e) if e.transient => return Err(e),
+                                Err(e) if e.transient() => return Err(e),
                                 Err(e) => Err(format!("cannot read evaluation report {uri}: {e}")),
                             },
                         },
@@ -166,7 +166,10 @@ impl<C: Cloud> Work<C> {
         let (cloud, tx) = (self.cloud.clone(), self.tx.clone());
         let (g, a, r) = (gate.to_string(), arn.to_string(), reason.to_string());
         self.tracker.spawn(async move {
-            let result = cloud.set_approval(&a, approve, &r).await;
+            let result = match cloud.acting() {
+                Ok(act) => cloud.set_approval(&act, &a, approve, &r).await,
+                Err(e) => Err(e),
+            };
             let _ = tx.send(Msg::GateApplied {
                 gate: g,
                 arn: a,
@@ -208,7 +211,7 @@ impl<C: Cloud> Work<C> {
         self.applying.remove(&(gate.clone(), arn.clone()));
         events::gate_applied(&gate, &arn, approve, &result);
         // Applied, or refused for good: either way not applied again. Transient: next poll.
-        if !matches!(&result, Err(e) if e.transient) {
+        if !matches!(&result, Err(e) if e.transient()) {
             let r = self.store.mark_gate_applied(&gate, &arn);
             self.db(
                 "mark a gate decision applied",

@@ -18,11 +18,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{active, systemd, watch, Base, Ended, Loaded, RunError, DEBOUNCE, SETTLE};
-use crate::aws::{AppendError, AwsError, Cloud, HaTable};
+use crate::cloud::{
+    ActGate, AppendError, AwsError, Cloud, Expect, Gated, HaCheckError, HaLog, LeaseItem,
+    LeaseTable,
+};
 use crate::config::{self, diff::ConfigDiff};
 use crate::events;
 use crate::health::HaInfo;
-use crate::lease::{self, ActGate, Change, Expect, LeaseItem, LeaseTable};
+use crate::lease::{self, Change};
 use crate::notify::{self, Message};
 use crate::state::{self, LogSink, Outgoing, Repl, Store};
 
@@ -49,8 +52,8 @@ pub fn replica_id() -> String {
 /// table last answered and the lease item last changed, and opening the act gate on each
 /// renewal that succeeded.
 #[derive(Clone)]
-struct Watched {
-    table: HaTable,
+struct Watched<T> {
+    table: T,
     me: String,
     lease: Duration,
     gate: Arc<ActGate>,
@@ -61,7 +64,7 @@ struct Watched {
     abstain: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Watched {
+impl<T: HaLog> Watched<T> {
     fn answered(&self, err: Option<&AwsError>) {
         let now = std::time::Instant::now();
         self.health.update_ha(|i| match err {
@@ -72,12 +75,12 @@ impl Watched {
             Some(e) => i.contact_error = Some(e.to_string()),
         });
         if let Some(e) = err {
-            events::ha_table_unreachable(&self.table.table, &e.to_string());
+            events::ha_table_unreachable(self.table.name(), &e.to_string());
         }
     }
 }
 
-impl LeaseTable for Watched {
+impl<T: HaLog> LeaseTable for Watched<T> {
     async fn read(&self) -> Result<Option<LeaseItem>, AwsError> {
         let r = self.table.read().await;
         self.answered(r.as_ref().err());
@@ -87,12 +90,7 @@ impl LeaseTable for Watched {
             if last.as_ref() != Some(&key) {
                 *last = Some(key);
                 let now = std::time::Instant::now();
-                let leader_hash = self
-                    .table
-                    .leader_hash
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let leader_hash = self.table.leader_config_hash();
                 self.health.update_ha(|i| {
                     i.lease_changed = Some(now);
                     if item.holder != self.me {
@@ -116,17 +114,14 @@ impl LeaseTable for Watched {
         }
         // The config this replica runs now (reloads, as leader or standby, update it).
         if let Some(i) = self.health.ha() {
-            *self
-                .table
-                .config_hash
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = i.config_hash;
+            self.table.set_config_hash(&i.config_hash);
         }
         let sent = tokio::time::Instant::now();
         let r = self.table.write(item.clone(), expect).await;
         self.answered(r.as_ref().err());
         if matches!(r, Ok(true)) && item.holder == self.me && !item.released {
-            self.gate.renewed(sent, self.lease);
+            self.gate
+                .renewed(sent, self.lease, lease::margin(self.lease));
             let now = std::time::Instant::now();
             self.health.update_ha(|i| i.lease_changed = Some(now));
         }
@@ -137,8 +132,8 @@ impl LeaseTable for Watched {
 /// The leader's log sink: appends each state write to the table (blocking the caller, the
 /// loop's thread or a blocking-pool thread, as a SQLite commit does) and demotes this
 /// replica on any write that was refused or left without answer.
-struct Sink {
-    table: HaTable,
+struct Sink<T> {
+    table: T,
     me: String,
     fencing: u64,
     gate: Arc<ActGate>,
@@ -149,7 +144,7 @@ struct Sink {
     appended: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl LogSink for Sink {
+impl<T: HaLog> LogSink for Sink<T> {
     fn append(&self, seq: u64, entry: Vec<u8>) -> Result<(), String> {
         if self.demote.is_cancelled() || !self.gate.may_act() {
             self.demote.cancel();
@@ -169,7 +164,7 @@ impl LogSink for Sink {
                 let r = table.append(&me, fencing, seq, &entry).await;
                 match &r {
                     Err(AppendError::Failed(e))
-                        if e.transient
+                        if e.transient()
                             && gate.may_act()
                             && tokio::time::Instant::now() + backoff < until =>
                     {
@@ -202,13 +197,13 @@ impl LogSink for Sink {
 
 /// Applies the table's log after this file's last entry; returns the last entry applied. A
 /// snapshot newer than this file is restored first (the log before it may be compacted away).
-async fn tail(table: &HaTable, store: &Arc<Store>) -> Result<u64, String> {
+async fn tail<T: HaLog>(table: &T, store: &Arc<Store>) -> Result<u64, String> {
     let at = state::off_loop(store, |s| s.applied_seq())
         .await
         .map_err(|e| e.to_string())?;
-    if let Some((seq, parts, _)) = table.latest_snapshot().await.map_err(|e| e.to_string())? {
-        if seq > at {
-            restore(table, store, seq, parts).await?;
+    if let Some(snap) = table.latest_snapshot().await.map_err(|e| e.to_string())? {
+        if snap.seq > at {
+            restore(table, store, snap.seq, snap.parts).await?;
         }
     }
     let at = state::off_loop(store, |s| s.applied_seq())
@@ -226,8 +221,8 @@ async fn tail(table: &HaTable, store: &Arc<Store>) -> Result<u64, String> {
 }
 
 /// Replaces this file's state with snapshot `seq` from the table.
-async fn restore(
-    table: &HaTable,
+async fn restore<T: HaLog>(
+    table: &T,
     store: &Arc<Store>,
     seq: u64,
     parts: usize,
@@ -247,7 +242,7 @@ async fn restore(
     let r = state::off_loop(store, move |s| s.restore_from(&p2, seq)).await;
     let _ = std::fs::remove_file(&path);
     r.map_err(|e| format!("cannot restore HA snapshot {seq}: {e}"))?;
-    events::ha_snapshot_restored(&table.table, seq, data.len());
+    events::ha_snapshot_restored(table.name(), seq, data.len());
     Ok(())
 }
 
@@ -266,8 +261,8 @@ fn compact_policy() -> (Duration, u64) {
 /// The leader's compaction: once the log written since the last snapshot is at least as big
 /// as that snapshot (so compaction at most doubles what is written), a snapshot of this file
 /// is stored and the log before it deleted. Standbys behind it restore the snapshot.
-async fn compact_loop(
-    table: HaTable,
+async fn compact_loop<T: HaLog>(
+    table: T,
     store: Arc<Store>,
     appended: Arc<std::sync::atomic::AtomicU64>,
     stop: CancellationToken,
@@ -276,7 +271,7 @@ async fn compact_loop(
     use std::sync::atomic::Ordering;
     let (every, min_bytes) = compact_policy();
     let mut last_bytes = match table.latest_snapshot().await {
-        Ok(Some((_, _, b))) => b,
+        Ok(Some(snap)) => snap.bytes,
         _ => 0,
     };
     loop {
@@ -325,7 +320,7 @@ async fn compact_loop(
         appended.fetch_sub(since, Ordering::Relaxed);
         last_bytes = data.len() as u64;
         match table.compact_through(seq).await {
-            Ok(n) => events::ha_compacted(&table.table, seq, data.len(), n),
+            Ok(n) => events::ha_compacted(table.name(), seq, data.len(), n),
             Err(e) => {
                 tracing::warn!(event = "ha_compact_failed", error = %e, "cannot delete the log before the snapshot; retried at the next one")
             }
@@ -340,13 +335,15 @@ enum Phase {
 
 /// Runs this replica until `shutdown` (or SIGTERM/SIGINT): a standby, and the leader while it
 /// holds the lease.
-pub(super) async fn run<C: Cloud>(
+pub(super) async fn run<C: Cloud, T: HaLog>(
     base: &Base,
     loaded: &mut Loaded,
     cloud: C,
-    table_name: &str,
+    table: T,
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
+    let table_name = table.name().to_string();
+    let table_name = table_name.as_str();
     // The leader's store writes wait (blocking their thread) for a task on the runtime's
     // workers: a single-threaded runtime would wait for itself.
     if tokio::runtime::Handle::current().runtime_flavor()
@@ -357,12 +354,11 @@ pub(super) async fn run<C: Cloud>(
         ));
     }
     let cfg = loaded.cfg.clone();
-    let table = HaTable::new(&cfg.aws, table_name).await;
     table.check().await.map_err(RunError::Ha)?;
     let last = table
         .last_seq()
         .await
-        .map_err(|e| RunError::Ha(crate::aws::HaCheckError::Unreachable(e.to_string())))?;
+        .map_err(|e| RunError::Ha(HaCheckError::Unreachable(e.to_string())))?;
     let applied = base
         .store
         .applied_seq()
@@ -376,7 +372,7 @@ pub(super) async fn run<C: Cloud>(
     }
     let me = replica_id();
     let lease = cfg.daemon.ha_lease;
-    *table.config_hash.lock().unwrap_or_else(|p| p.into_inner()) = loaded.hash.clone();
+    table.set_config_hash(&loaded.hash);
     base.health.set_ha(HaInfo {
         table: table_name.to_string(),
         replica: me.clone(),
@@ -397,7 +393,7 @@ pub(super) async fn run<C: Cloud>(
     crate::metrics::get().leader.set(0);
     base.store.set_repl(Repl::Standby);
     let gate = Arc::new(ActGate::default());
-    let cloud = cloud.with_gate(gate.clone());
+    let cloud = Gated::new(cloud, gate.clone());
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
     let stop_lease = CancellationToken::new();
     let abstain = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -619,10 +615,10 @@ fn leader_changed(base: &Base, loaded: &Loaded, me: &str, fencing: u64, previous
 }
 
 /// A standby until this replica leads (`Phase::Lead`) or is asked to stop.
-async fn standby(
+async fn standby<T: HaLog>(
     base: &Base,
     loaded: &mut Loaded,
-    table: &HaTable,
+    table: &T,
     gate: &Arc<ActGate>,
     abstain: &std::sync::atomic::AtomicBool,
     lead_rx: &mut tokio::sync::watch::Receiver<Option<u64>>,
@@ -698,7 +694,7 @@ async fn standby(
                     // A replica that cannot follow the log must not lead from a stale file.
                     abstain.store(true, std::sync::atomic::Ordering::SeqCst);
                     base.health.update_ha(|i| i.log_error = Some(e.clone()));
-                    events::ha_table_unreachable(&table.table, &e);
+                    events::ha_table_unreachable(table.name(), &e);
                 }
             },
             _ = heartbeat_tick.tick() => {}
@@ -707,10 +703,10 @@ async fn standby(
 }
 
 /// A standby's reload: the whole file validated, kept if good, shown on `/status`.
-fn reload(
+fn reload<T: HaLog>(
     base: &Base,
     loaded: &mut Loaded,
-    table: &HaTable,
+    table: &T,
     trigger: &str,
     watcher: Option<&mut watch::Watch>,
 ) {
@@ -744,7 +740,7 @@ fn reload(
             loaded.cfg = Arc::new(cfg);
             loaded.index = index;
             loaded.hash = hash.clone();
-            *table.config_hash.lock().unwrap_or_else(|p| p.into_inner()) = hash.clone();
+            table.set_config_hash(&hash);
             base.health.update_ha(|i| i.config_hash = hash);
             super::reload_outcome(now, trigger, None)
         }

@@ -11,8 +11,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::work::{Cause, Msg, Work};
-use crate::aws::{Cloud, RunStatus};
 use crate::clock::Clock;
+use crate::cloud::{Cloud, Gated, RunStatus};
 use crate::config::{RunKind, Trigger};
 use crate::events;
 use crate::health::Health;
@@ -28,7 +28,7 @@ fn backoff(failures: u32) -> Duration {
 
 /// Long-polls the queue until `stop`; unreachable → backoff, shown on `/status`.
 pub struct Consumer<C> {
-    pub cloud: C,
+    pub cloud: Gated<C>,
     pub queue_url: String,
     pub tx: UnboundedSender<Msg>,
     pub health: Arc<Health>,
@@ -276,7 +276,11 @@ impl<C: Cloud> Work<C> {
         }
         let (cloud, url) = (self.cloud.clone(), queue_url.to_string());
         self.tracker.spawn(async move {
-            if let Err(e) = cloud.delete_events(&url, &receipts).await {
+            let deleted = match cloud.acting() {
+                Ok(act) => cloud.delete_events(&act, &url, &receipts).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = deleted {
                 events::events_delete_failed(&url, receipts.len(), &e);
             }
         });

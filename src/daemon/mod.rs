@@ -25,14 +25,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::aws::{Aws, Cloud};
+use crate::aws::{Aws, HaTable};
 use crate::clock::{ts, Clock};
+use crate::cloud::{Cloud, Gated, HaCheckError, Identity as _};
 use crate::config::diff::ConfigDiff;
-use crate::config::{self, CatchUp, Config, ConfigError, ItemKind, Trigger, EX_CONFIG};
+use crate::config::{self, CatchUp, Config, ConfigError, ItemKind, Trigger};
 use crate::events;
 use crate::health::Health;
 use crate::http;
-use crate::plan::scheduled;
 use crate::state::{StateError, Store};
 use timer::Timer;
 use work::{Cause, Msg, Parts, Work};
@@ -47,19 +47,19 @@ pub enum RunError {
     #[error("{0}")]
     Listen(String),
     #[error("{0}")]
-    Ha(crate::aws::HaCheckError),
+    Ha(HaCheckError),
     #[error("{0}")]
     Other(String),
 }
 
 impl RunError {
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Config(_) => EX_CONFIG,
+            RunError::Config(_) => crate::exit::CONFIG,
             RunError::State(s) => s.exit_code(),
-            RunError::Listen(_) => 69, // EX_UNAVAILABLE
+            RunError::Listen(_) => crate::exit::UNAVAILABLE,
             RunError::Ha(e) => e.exit_code(),
-            RunError::Other(_) => 1,
+            RunError::Other(_) => crate::exit::FAILED,
         }
     }
 }
@@ -95,7 +95,7 @@ struct Daemon<C> {
 pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunError> {
     let connect = |cfg: config::AwsConfig| async move {
         let aws = Aws::new(&cfg).await;
-        tracing::info!(event = "aws_configured", region = %aws.region, endpoint = %cfg.endpoint_url.clone().unwrap_or_else(|| "default".into()), max_attempts = cfg.max_attempts, "AWS clients ready");
+        tracing::info!(event = "aws_configured", region = %aws.region(), endpoint = %cfg.endpoint_url.clone().unwrap_or_else(|| "default".into()), max_attempts = cfg.max_attempts, "AWS clients ready");
         aws
     };
     run_with(path, Clock::System, connect, shutdown).await
@@ -208,11 +208,14 @@ where
     let r = match loaded.cfg.daemon.ha_table.clone() {
         None => {
             m.leader.set(1);
-            active(&base, &mut loaded, cloud, &shutdown, None)
+            active(&base, &mut loaded, Gated::open(cloud), &shutdown, None)
                 .await
                 .map(|_| ())
         }
-        Some(table) => ha::run(&base, &mut loaded, cloud, &table, &shutdown).await,
+        Some(table) => {
+            let table = HaTable::new(&loaded.cfg.aws, &table).await;
+            ha::run(&base, &mut loaded, cloud, table, &shutdown).await
+        }
     };
     stop_http.cancel();
     http_tracker.close();
@@ -225,7 +228,7 @@ where
 pub(crate) async fn active<C: Cloud>(
     base: &Base,
     loaded: &mut Loaded,
-    cloud: C,
+    cloud: Gated<C>,
     shutdown: &CancellationToken,
     demote: Option<CancellationToken>,
 ) -> Result<Ended, RunError> {
@@ -246,10 +249,10 @@ pub(crate) async fn active<C: Cloud>(
         clock,
     });
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
-    let store_id = store.store_id().map_err(|e| {
+    let store_id = store.store_id().map_err(|source| {
         RunError::State(StateError::Sqlite {
             path: store.path().to_path_buf(),
-            source: e,
+            source,
         })
     })?;
     let work = Work::new(Parts {
@@ -446,7 +449,7 @@ impl<C: Cloud> Daemon<C> {
     /// `catch_up = "once"` rules that missed a fire while the daemon was down.
     fn schedule_start(&mut self, now: DateTime<Utc>) {
         let cfg = self.cfg.clone();
-        for (kind, name, timed) in scheduled(&cfg) {
+        for (kind, name, timed) in cfg.scheduled() {
             let key = (kind, name.clone());
             let mut next = timed.schedule.next_after(timed.timezone, now);
             if kind == ItemKind::Rule {

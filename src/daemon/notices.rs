@@ -3,7 +3,8 @@
 //! publishes it. A dry-run rule queues nothing.
 
 use super::work::Work;
-use crate::aws::Cloud;
+use crate::cloud::Cloud;
+use crate::doctor::ResourceKind;
 use crate::events;
 use crate::notify::{self, Message};
 use crate::state::Outgoing;
@@ -111,7 +112,7 @@ impl<C: Cloud> Work<C> {
         scope.skip_declared = true;
         let (cloud, tx, cfg) = (self.cloud.clone(), self.tx.clone(), self.cfg.clone());
         tokio::spawn(async move {
-            let findings = cloud.preflight(cfg, scope).await;
+            let findings = crate::doctor::check(&*cloud, &cfg, &scope).await;
             let _ = tx.send(super::work::Msg::Preflight { findings });
         });
     }
@@ -150,14 +151,14 @@ impl<C: Cloud> Work<C> {
     }
 }
 
-fn item_exists(cfg: &crate::config::Config, kind: &str, name: &str) -> bool {
+fn item_exists(cfg: &crate::config::Config, kind: ResourceKind, name: &str) -> bool {
     match kind {
-        "pipeline" => cfg.pipelines.contains_key(name),
-        "build" => cfg.builds.contains_key(name),
-        "notifier" => cfg.notifiers.contains_key(name),
-        "check" => cfg.checks.contains_key(name),
-        "gate" => cfg.gates.contains_key(name),
-        "events" => cfg.events.is_some(),
-        _ => false,
+        ResourceKind::Pipeline => cfg.pipelines.contains_key(name),
+        ResourceKind::Build => cfg.builds.contains_key(name),
+        ResourceKind::Notifier => cfg.notifiers.contains_key(name),
+        ResourceKind::Check => cfg.checks.contains_key(name),
+        ResourceKind::Gate => cfg.gates.contains_key(name),
+        ResourceKind::Events => cfg.events.is_some(),
+        ResourceKind::Ha => false,
     }
 }

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::Cloud;
 use crate::clock::{self, Clock};
+use crate::cloud::{Cloud, Gated};
 use crate::events;
 use crate::health::Health;
 use crate::state::{self, Store};
@@ -52,7 +52,7 @@ impl Memory {
 
 pub struct Outbox<C> {
     pub store: Arc<Store>,
-    pub cloud: C,
+    pub cloud: Gated<C>,
     pub clock: Clock,
     pub health: Arc<Health>,
     pub wake: Arc<Notify>,
@@ -66,7 +66,7 @@ impl<C: Cloud> Outbox<C> {
         &self,
         operation: &'static str,
         consequence: &'static str,
-        r: Result<T, rusqlite::Error>,
+        r: Result<T, crate::state::StoreError>,
     ) -> Option<T> {
         self.health
             .stored(self.clock.now(), operation, "", consequence, r)
@@ -128,11 +128,15 @@ impl<C: Cloud> Outbox<C> {
                         ("check", check.as_str()),
                         ("correlation_id", row.correlation_id.as_str()),
                     ];
-                    match self
-                        .cloud
-                        .publish(&row.topic_arn, &row.subject, &row.body, &attrs)
-                        .await
-                    {
+                    let published = match self.cloud.acting() {
+                        Ok(act) => {
+                            self.cloud
+                                .publish(&act, &row.topic_arn, &row.subject, &row.body, &attrs)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match published {
                         Ok(id) => {
                             crate::failpoint::hit("after_publish");
                             events::notification_sent(&row, &id);

@@ -2,7 +2,7 @@
 //! fired: the decision and its runs are stored in one transaction, then the starts go out.
 
 use super::work::{Cause, Work};
-use crate::aws::Cloud;
+use crate::cloud::Cloud;
 use crate::config::{Config, RunKind, Start, Target};
 use crate::engine;
 use crate::events;

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::work::{Cause, Msg, Work, MAX_START_ATTEMPTS};
-use crate::aws::{AwsError, Cloud, RunStatus};
 use crate::clock::ts;
+use crate::cloud::{AwsError, Cloud, RunStatus};
 use crate::config::{RunKind, Trigger};
 use crate::events;
 use crate::notify::Message;
@@ -80,8 +80,10 @@ impl<C: Cloud> Work<C> {
                                 return Ok(arn);
                             }
                         }
+                        let act = cloud.acting()?;
                         cloud
                             .start_pipeline(
+                                &act,
                                 &req.name,
                                 req.parameters.as_ref().unwrap_or(&empty),
                                 &token,
@@ -94,8 +96,10 @@ impl<C: Cloud> Work<C> {
                                 return Ok(id);
                             }
                         }
+                        let act = cloud.acting()?;
                         cloud
                             .start_build(
+                                &act,
                                 &req.name,
                                 req.source_version.as_deref(),
                                 req.environment.as_ref().unwrap_or(&empty),
@@ -158,7 +162,7 @@ impl<C: Cloud> Work<C> {
                 .emit();
                 self.queued(&notices, &queued);
             }
-            Err(e) if e.transient && run.attempts < MAX_START_ATTEMPTS => {
+            Err(e) if e.transient() && run.attempts < MAX_START_ATTEMPTS => {
                 events::StartRetry {
                     rule: &run.rule,
                     target: &target,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::aws::{AwsError, Cloud, PendingPackage, RunStatus};
 use crate::clock::Clock;
+use crate::cloud::{AwsError, Cloud, Gated, PendingPackage, RunStatus};
 use crate::config::Config;
 use crate::health::Health;
 use crate::state::{RunRow, Store};
@@ -57,7 +57,7 @@ pub enum Msg {
     /// `DescribePipeline` of a declared pipeline (`None`: it does not exist).
     PipelineDescribed {
         pipeline: String,
-        result: Result<Option<crate::aws::RemotePipeline>, AwsError>,
+        result: Result<Option<crate::cloud::RemotePipeline>, AwsError>,
     },
     /// What a preflight found (`doctor::check` over the items it was asked about).
     Preflight {
@@ -139,7 +139,7 @@ pub fn new_correlation_id(now: DateTime<Utc>) -> String {
 pub struct Parts<C> {
     pub cfg: Arc<Config>,
     pub store: Arc<Store>,
-    pub cloud: C,
+    pub cloud: Gated<C>,
     pub clock: Clock,
     pub tx: UnboundedSender<Msg>,
     pub tracker: tokio_util::task::TaskTracker,
@@ -153,7 +153,7 @@ pub struct Parts<C> {
 pub struct Work<C> {
     pub(super) cfg: Arc<Config>,
     pub(super) store: Arc<Store>,
-    pub(super) cloud: C,
+    pub(super) cloud: Gated<C>,
     pub(super) clock: Clock,
     pub(super) tx: UnboundedSender<Msg>,
     pub(super) tracker: tokio_util::task::TaskTracker,
@@ -217,7 +217,7 @@ impl<C: Cloud> Work<C> {
         operation: &'static str,
         item: &str,
         consequence: &'static str,
-        r: Result<T, rusqlite::Error>,
+        r: Result<T, crate::state::StoreError>,
     ) -> Option<T> {
         self.health
             .stored(self.now(), operation, item, consequence, r)

@@ -3,13 +3,24 @@
 //! two daemons never share one store. Every write is one transaction: after `kill -9` or power
 //! loss the store holds each decision whole or not at all.
 
-mod ops;
+mod checks;
+mod gates;
+mod outbox;
+mod pipelines;
 mod repl;
-pub use ops::{
-    CheckEval, GateDecision, GateDecisionRow, NewRun, OutboxRow, Outgoing, PipelineApply, Queued,
-    RunRow, RunState, EVENT_MEMORY, KEEP_VALUES,
-};
-pub use repl::{is_not_leading, LogSink, NotLeading, Repl, W};
+mod rules;
+mod runs;
+mod seen;
+#[cfg(test)]
+mod tests;
+
+pub use checks::{CheckEval, StateAt, ValueAt, KEEP_VALUES};
+pub use gates::{GateDecision, GateDecisionRow};
+pub use outbox::{OutboxRow, Outgoing, Queued};
+pub use pipelines::PipelineApply;
+pub use repl::{LogSink, Repl, W};
+pub use runs::{NewRun, RunRow, RunState};
+pub use seen::EVENT_MEMORY;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
@@ -26,6 +37,54 @@ pub const SCHEMA_VERSION: i64 = 4;
 pub const DB_FILE: &str = "mlopsd.db";
 const LOCK_FILE: &str = "mlopsd.lock";
 
+/// A store call that failed: the one error type the rest of the daemon sees of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A write refused because this replica does not lead (a standby, or a leader whose log
+    /// append was refused or left without answer and who steps down for it). A change of
+    /// role, not a fault of the store: logged, never shown as a failing store operation.
+    #[error("{0}")]
+    NotLeading(String),
+    /// SQLite failed (a full disk, a missing table, a damaged file, …).
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    /// Data the store holds or is given that it cannot take (a log entry that does not
+    /// decode, a gap in the log, a snapshot of another schema, a call that panicked).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// Whether this is a write refused because this replica does not lead.
+    pub fn is_not_leading(&self) -> bool {
+        matches!(self, StoreError::NotLeading(_))
+    }
+}
+
+/// The result of a store call.
+pub type R<T> = Result<T, StoreError>;
+
+/// The result of a SQLite call, inside the store.
+pub(crate) type Sql<T> = rusqlite::Result<T>;
+
+/// A value read from a column that does not parse as its type: the store is damaged.
+pub(crate) fn bad_column(col: usize, what: &str, found: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        col,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} {found:?} in the state store").into(),
+    )
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.and_then(DateTime::<Utc>::from_timestamp_millis)
+}
+
+/// Why the store could not be opened (the daemon's start error and exit code).
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state store {path}: cannot create or open: {source}")]
@@ -44,19 +103,16 @@ pub enum StateError {
     #[error("state store {path} is in use by another mlopsd process (lock held on {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
     #[error("state store {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, source: StoreError },
 }
 
 impl StateError {
     /// The process exit code for this error (sysexits).
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self {
-            StateError::Corrupt { .. } | StateError::Newer { .. } => 65, // EX_DATAERR
-            StateError::Io { .. } | StateError::Sqlite { .. } => 74,     // EX_IOERR
-            StateError::Locked { .. } => 75,                             // EX_TEMPFAIL
+            StateError::Corrupt { .. } | StateError::Newer { .. } => crate::exit::DATAERR,
+            StateError::Io { .. } | StateError::Sqlite { .. } => crate::exit::IOERR,
+            StateError::Locked { .. } => crate::exit::TEMPFAIL,
         }
     }
 }
@@ -116,14 +172,12 @@ const MIGRATIONS: &[&str] = &[
 /// store error.
 pub async fn off_loop<T: Send + 'static>(
     store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, rusqlite::Error> + Send + 'static,
-) -> Result<T, rusqlite::Error> {
+    f: impl FnOnce(&Store) -> R<T> + Send + 'static,
+) -> R<T> {
     let s = store.clone();
     match tokio::task::spawn_blocking(move || f(&s)).await {
         Ok(r) => r,
-        Err(e) => Err(rusqlite::Error::ToSqlConversionFailure(
-            format!("state store call failed: {e}").into(),
-        )),
+        Err(e) => Err(StoreError::Invalid(format!("state store call failed: {e}"))),
     }
 }
 
@@ -168,7 +222,7 @@ fn classify(path: &Path, e: rusqlite::Error) -> StateError {
     }
     StateError::Sqlite {
         path: path.to_path_buf(),
-        source: e,
+        source: e.into(),
     }
 }
 
@@ -254,7 +308,7 @@ impl Store {
 
     /// A random id made when the store was created. It is part of every idempotency token, so
     /// a new store (state wiped or moved) never reuses an old store's tokens for new decisions.
-    pub fn store_id(&self) -> Result<String, rusqlite::Error> {
+    pub fn store_id(&self) -> R<String> {
         let c = self.conn();
         if let Some(id) = c
             .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
@@ -280,9 +334,11 @@ impl Store {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
             params![id],
         )?;
-        c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
-            r.get(0)
-        })
+        Ok(
+            c.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
+                r.get(0)
+            })?,
+        )
     }
 
     /// The connection, private to the store's own queries; a poisoned lock (a panic
@@ -292,18 +348,14 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn schema_version(&self) -> Result<i64, rusqlite::Error> {
-        self.conn()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+    pub fn schema_version(&self) -> R<i64> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// Records that a scheduled item fired at `at`.
-    pub fn record_fire(
-        &self,
-        kind: ItemKind,
-        name: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), rusqlite::Error> {
+    pub fn record_fire(&self, kind: ItemKind, name: &str, at: DateTime<Utc>) -> R<()> {
         self.write1(
             "INSERT INTO schedule_state (kind, name, last_fire_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (kind, name) DO UPDATE SET last_fire_ms = excluded.last_fire_ms",
@@ -313,11 +365,7 @@ impl Store {
     }
 
     /// Records several fires in one transaction.
-    pub fn record_fires(
-        &self,
-        kind: ItemKind,
-        fires: &[(String, DateTime<Utc>)],
-    ) -> Result<(), rusqlite::Error> {
+    pub fn record_fires(&self, kind: ItemKind, fires: &[(String, DateTime<Utc>)]) -> R<()> {
         self.write(|w| {
             for (name, at) in fires {
                 w.exec(
@@ -330,11 +378,7 @@ impl Store {
         })
     }
 
-    pub fn last_fire(
-        &self,
-        kind: ItemKind,
-        name: &str,
-    ) -> Result<Option<DateTime<Utc>>, rusqlite::Error> {
+    pub fn last_fire(&self, kind: ItemKind, name: &str) -> R<Option<DateTime<Utc>>> {
         let ms: Option<i64> = self
             .conn()
             .query_row(
@@ -347,13 +391,14 @@ impl Store {
     }
 
     /// Moves the WAL into the database file (at shutdown; the WAL keeps the data either way).
-    pub fn checkpoint(&self) -> Result<(), rusqlite::Error> {
-        self.conn()
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+    pub fn checkpoint(&self) -> R<()> {
+        Ok(self
+            .conn()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?)
     }
 
     /// Checks that the store is writable now, waiting at most `wait` for a lock (health checks).
-    pub fn probe_write_within(&self, wait: std::time::Duration) -> Result<(), rusqlite::Error> {
+    pub fn probe_write_within(&self, wait: std::time::Duration) -> R<()> {
         let c = self.conn();
         c.busy_timeout(wait)?;
         let r = c.execute(
@@ -361,7 +406,7 @@ impl Store {
             params![Utc::now().timestamp_millis().to_string()],
         );
         c.busy_timeout(std::time::Duration::from_secs(5))?;
-        r.map(|_| ())
+        Ok(r.map(|_| ())?)
     }
 }
 
@@ -377,7 +422,7 @@ impl From<rusqlite::Error> for InitError {
 }
 
 #[cfg(test)]
-mod tests {
+mod open_tests {
     use super::*;
 
     #[test]

@@ -19,9 +19,7 @@ use std::sync::Arc;
 use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{params, OptionalExtension, ToSql, Transaction};
 
-use super::Store;
-
-type R<T> = Result<T, rusqlite::Error>;
+use super::{Store, StoreError, R};
 
 /// Where a leader's log entries go (the HA table). `append` blocks until the entry is stored
 /// or refused; an error means the entry may or may not be stored, and the caller must stop
@@ -60,31 +58,12 @@ impl<'c> std::ops::Deref for W<'c> {
     }
 }
 
-fn conversion(msg: String) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(msg.into())
+fn conversion(msg: String) -> StoreError {
+    StoreError::Invalid(msg)
 }
 
-/// A write refused because this replica does not lead (a standby, or a leader whose log
-/// append was refused or left without answer and who steps down for it). A change of role,
-/// not a fault of the store: it is logged but never shown as a failing store operation.
-#[derive(Debug)]
-pub struct NotLeading(pub String);
-
-impl std::fmt::Display for NotLeading {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotLeading {}
-
-fn not_leading(msg: String) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(NotLeading(msg)))
-}
-
-/// Whether `e` is a write refused because this replica does not lead.
-pub fn is_not_leading(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::ToSqlConversionFailure(b) if b.downcast_ref::<NotLeading>().is_some())
+fn not_leading(msg: String) -> StoreError {
+    StoreError::NotLeading(msg)
 }
 
 impl W<'_> {
@@ -241,7 +220,7 @@ impl Store {
                     "SELECT name FROM snap.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'meta'",
                 )?;
                 let rows = st.query_map([], |r| r.get(0))?;
-                rows.collect::<R<_>>()?
+                rows.collect::<super::Sql<_>>()?
             };
             for t in &tables {
                 tx.execute(&format!("DELETE FROM main.\"{t}\""), [])?;
@@ -251,7 +230,7 @@ impl Store {
                 )?;
             }
             set_seq(&tx, seq)?;
-            tx.commit()
+            Ok(tx.commit()?)
         })();
         let _ = c.execute("DETACH DATABASE snap", []);
         r
@@ -492,15 +471,14 @@ mod tests {
         assert_eq!(leader.applied_seq().unwrap(), 4);
     }
 
-    /// A write refused because the replica does not lead is a change of role, not a failing
-    /// store: it never turns /healthz to 503 (a leader that stepped down and leads again was
-    /// unhealthy for an outbox write its old leadership had refused).
+    /// A write refused because this replica does not lead (a standby's, or one whose log
+    /// append was refused) is `StoreError::NotLeading`, told apart from every other failure
+    /// (which `Health` then never counts as a store fault: `health::tests`).
     #[test]
-    fn a_write_refused_for_not_leading_is_no_store_fault() {
+    fn a_write_refused_for_not_leading_is_its_own_error() {
         let a = tempfile::tempdir().unwrap();
         let store = Store::open(a.path()).unwrap();
         let log = Arc::new(Log::default());
-        let health = crate::health::Health::default();
         let t = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         log.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
         store.set_repl(Repl::Leader(log.clone()));
@@ -508,19 +486,10 @@ mod tests {
         store.set_repl(Repl::Standby);
         let standby = store.record_fire(ItemKind::Rule, "r", t);
         for r in [refused, standby] {
-            let e = r.as_ref().unwrap_err();
-            assert!(is_not_leading(e), "{e}");
-            assert_eq!(
-                health.stored(t, "store a failed send", "", "retried", r),
-                None
-            );
+            let e = r.unwrap_err();
+            assert!(e.is_not_leading(), "{e}");
         }
-        assert!(health.store_faults(t).is_empty());
-        // Any other failure of a write still is one.
-        let other: R<()> = Err(conversion("disk I/O error".into()));
-        assert!(!is_not_leading(other.as_ref().unwrap_err()));
-        health.stored(t, "store a failed send", "", "retried", other);
-        assert_eq!(health.store_faults(t).len(), 1);
+        assert!(!conversion("disk I/O error".into()).is_not_leading());
     }
 
     #[test]

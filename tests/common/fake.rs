@@ -6,10 +6,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use mlopsd::aws::{
-    AwsError, Cloud, MetricQuery, PendingPackage, QueueMessage, RemotePipeline, RunStatus,
-};
 use mlopsd::clock::{ts, Clock};
+use mlopsd::cloud::{
+    Acting, AlarmState, AwsError, Builds, ErrorKind, Identity, MetricQuery, Metrics, Notifier,
+    Objects, PendingPackage, Pipelines, Queue, QueueMessage, Registry, RemotePipeline, RunStatus,
+};
 
 /// A start call: (instant, pipeline, parameters, token).
 pub type StartCall = (DateTime<Utc>, String, BTreeMap<String, String>, String);
@@ -89,16 +90,28 @@ pub fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 fn unsupported(op: &'static str) -> AwsError {
-    AwsError {
-        service: "fake",
-        operation: op,
-        code: "NotUsed".into(),
-        message: "not used by this test".into(),
-        transient: false,
+    AwsError::new(
+        "fake",
+        op,
+        ErrorKind::Refused,
+        "NotUsed",
+        "not used by this test",
+    )
+}
+
+impl Identity for Fake {
+    fn region(&self) -> &str {
+        "us-east-1"
+    }
+    async fn caller_identity(&self) -> Result<(String, String), AwsError> {
+        Ok((
+            "arn:aws:iam::123456789012:user/fake".into(),
+            "123456789012".into(),
+        ))
     }
 }
 
-impl Cloud for Fake {
+impl Metrics for Fake {
     fn latest_values(
         &self,
         queries: &[MetricQuery<'_>],
@@ -111,8 +124,36 @@ impl Cloud for Fake {
         self.seen.lock().unwrap().metric_reads += 1;
         async move { (out, 1) }
     }
+    async fn alarm_states(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, AlarmState>, AwsError> {
+        let s = self.seen.lock().unwrap();
+        // A state the real adapter does not know is read as INSUFFICIENT_DATA, as here.
+        Ok(names
+            .iter()
+            .filter_map(|n| {
+                let st = s.alarms.get(n)?;
+                Some((
+                    n.clone(),
+                    AlarmState::parse(st).unwrap_or(AlarmState::InsufficientData),
+                ))
+            })
+            .collect())
+    }
+    async fn metric_dimension_sets(
+        &self,
+        _namespace: &str,
+        _metric: &str,
+    ) -> Result<Vec<Vec<(String, String)>>, AwsError> {
+        Ok(vec![])
+    }
+}
+
+impl Pipelines for Fake {
     async fn start_pipeline(
         &self,
+        _act: &Acting<'_>,
         pipeline_name: &str,
         params: &BTreeMap<String, String>,
         token: &str,
@@ -151,87 +192,6 @@ impl Cloud for Fake {
             .push((self.clock.now(), arn.to_string()));
         Ok(RunStatus::Succeeded)
     }
-    async fn start_build(
-        &self,
-        _p: &str,
-        _s: Option<&str>,
-        _e: &BTreeMap<String, String>,
-        _t: &str,
-    ) -> Result<String, AwsError> {
-        Err(unsupported("StartBuild"))
-    }
-    async fn find_build(&self, _p: &str, _t: &str) -> Result<Option<String>, AwsError> {
-        Ok(None)
-    }
-    async fn build_statuses(
-        &self,
-        _ids: &[String],
-    ) -> Result<HashMap<String, RunStatus>, AwsError> {
-        Ok(HashMap::new())
-    }
-    async fn publish(
-        &self,
-        _topic: &str,
-        subject: &str,
-        _body: &str,
-        attrs: &[(&str, &str)],
-    ) -> Result<String, AwsError> {
-        let event = attrs
-            .iter()
-            .find(|a| a.0 == "event")
-            .map(|a| a.1.to_string())
-            .unwrap_or_default();
-        let mut s = self.seen.lock().unwrap();
-        s.published
-            .push((self.clock.now(), event, subject.to_string()));
-        Ok(format!("m-{}", s.published.len()))
-    }
-    async fn pending_packages(&self, _group: &str) -> Result<Vec<PendingPackage>, AwsError> {
-        Ok(vec![])
-    }
-    async fn read_s3(&self, _uri: &str) -> Result<String, AwsError> {
-        Err(unsupported("GetObject"))
-    }
-    async fn set_approval(&self, _arn: &str, _approve: bool, _d: &str) -> Result<(), AwsError> {
-        Ok(())
-    }
-    async fn alarm_states(&self, names: &[String]) -> Result<HashMap<String, String>, AwsError> {
-        let s = self.seen.lock().unwrap();
-        Ok(names
-            .iter()
-            .filter_map(|n| s.alarms.get(n).map(|v| (n.clone(), v.clone())))
-            .collect())
-    }
-    async fn receive_events(&self, _queue_url: &str) -> Result<Vec<QueueMessage>, AwsError> {
-        // A long poll: what is queued now, or nothing after the wait.
-        for _ in 0..20 {
-            let batch: Vec<QueueMessage> = {
-                let mut s = self.seen.lock().unwrap();
-                let n = s.queue.len().min(10);
-                s.queue.drain(..n).collect()
-            };
-            if !batch.is_empty() {
-                return Ok(batch);
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        Ok(vec![])
-    }
-    async fn delete_events(&self, _queue_url: &str, receipts: &[String]) -> Result<(), AwsError> {
-        self.seen
-            .lock()
-            .unwrap()
-            .deleted
-            .extend(receipts.iter().cloned());
-        Ok(())
-    }
-    async fn preflight(
-        &self,
-        _cfg: std::sync::Arc<mlopsd::config::Config>,
-        _scope: mlopsd::doctor::Scope,
-    ) -> Vec<mlopsd::doctor::Finding> {
-        Vec::new()
-    }
     async fn describe_pipeline(&self, name: &str) -> Result<Option<RemotePipeline>, AwsError> {
         let mut s = self.seen.lock().unwrap();
         s.pipeline_reads += 1;
@@ -243,6 +203,7 @@ impl Cloud for Fake {
     }
     async fn create_pipeline(
         &self,
+        _act: &Acting<'_>,
         name: &str,
         definition: &str,
         role_arn: &str,
@@ -259,6 +220,7 @@ impl Cloud for Fake {
     }
     async fn update_pipeline(
         &self,
+        _act: &Acting<'_>,
         name: &str,
         definition: &str,
         role_arn: &str,
@@ -271,5 +233,112 @@ impl Cloud for Fake {
         Ok(format!(
             "arn:aws:sagemaker:us-east-1:123456789012:pipeline/{name}"
         ))
+    }
+}
+
+impl Builds for Fake {
+    async fn start_build(
+        &self,
+        _act: &Acting<'_>,
+        _p: &str,
+        _s: Option<&str>,
+        _e: &BTreeMap<String, String>,
+        _t: &str,
+    ) -> Result<String, AwsError> {
+        Err(unsupported("StartBuild"))
+    }
+    async fn find_build(&self, _p: &str, _t: &str) -> Result<Option<String>, AwsError> {
+        Ok(None)
+    }
+    async fn build_statuses(
+        &self,
+        _ids: &[String],
+    ) -> Result<HashMap<String, RunStatus>, AwsError> {
+        Ok(HashMap::new())
+    }
+    async fn missing_projects(&self, _names: &[String]) -> Result<Vec<String>, AwsError> {
+        Ok(vec![])
+    }
+}
+
+impl Registry for Fake {
+    async fn pending_packages(&self, _group: &str) -> Result<Vec<PendingPackage>, AwsError> {
+        Ok(vec![])
+    }
+    async fn set_approval(
+        &self,
+        _act: &Acting<'_>,
+        _arn: &str,
+        _approve: bool,
+        _d: &str,
+    ) -> Result<(), AwsError> {
+        Ok(())
+    }
+    async fn package_group_exists(&self, _name: &str) -> Result<bool, AwsError> {
+        Ok(true)
+    }
+}
+
+impl Objects for Fake {
+    async fn read_s3(&self, _uri: &str) -> Result<String, AwsError> {
+        Err(unsupported("GetObject"))
+    }
+}
+
+impl Notifier for Fake {
+    async fn publish(
+        &self,
+        _act: &Acting<'_>,
+        _topic: &str,
+        subject: &str,
+        _body: &str,
+        attrs: &[(&str, &str)],
+    ) -> Result<String, AwsError> {
+        let event = attrs
+            .iter()
+            .find(|a| a.0 == "event")
+            .map(|a| a.1.to_string())
+            .unwrap_or_default();
+        let mut s = self.seen.lock().unwrap();
+        s.published
+            .push((self.clock.now(), event, subject.to_string()));
+        Ok(format!("m-{}", s.published.len()))
+    }
+    async fn topic_exists(&self, _arn: &str) -> Result<bool, AwsError> {
+        Ok(true)
+    }
+}
+
+impl Queue for Fake {
+    async fn receive_events(&self, _queue_url: &str) -> Result<Vec<QueueMessage>, AwsError> {
+        // A long poll: what is queued now, or nothing after the wait.
+        for _ in 0..20 {
+            let batch: Vec<QueueMessage> = {
+                let mut s = self.seen.lock().unwrap();
+                let n = s.queue.len().min(10);
+                s.queue.drain(..n).collect()
+            };
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        Ok(vec![])
+    }
+    async fn delete_events(
+        &self,
+        _act: &Acting<'_>,
+        _queue_url: &str,
+        receipts: &[String],
+    ) -> Result<(), AwsError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .deleted
+            .extend(receipts.iter().cloned());
+        Ok(())
+    }
+    async fn queue_exists(&self, _url: &str) -> Result<bool, AwsError> {
+        Ok(true)
     }
 }

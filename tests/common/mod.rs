@@ -294,7 +294,7 @@ pub fn replace_by_rename(path: &Path, text: &str) {
 
 /// GET `path` of the daemon at `addr`: the body (panics unless 200).
 pub fn http_get(addr: &str, path: &str) -> String {
-    let (code, body) = mlopsd::status::get(addr, path).expect("daemon answers");
+    let (code, body) = mlopsd::cli::status::get(addr, path).expect("daemon answers");
     assert_eq!(code, 200, "GET {path}: {body}");
     body
 }

@@ -15,28 +15,8 @@ pub struct PlannedSchedule {
     pub next: Vec<DateTime<Utc>>,
 }
 
-/// Every scheduled item of the config: checks, `on_schedule` rules and gates.
-pub fn scheduled(cfg: &Config) -> Vec<(ItemKind, &String, &Timed)> {
-    let mut out = Vec::new();
-    for (n, c) in &cfg.checks {
-        // (an alarm check without a schedule is woken by alarm events only)
-        if !matches!(c.timed.schedule, crate::schedule::Schedule::Never) {
-            out.push((ItemKind::Check, n, &c.timed));
-        }
-    }
-    for (n, r) in &cfg.rules {
-        if let Trigger::Schedule(t) = &r.trigger {
-            out.push((ItemKind::Rule, n, t));
-        }
-    }
-    for (n, g) in &cfg.gates {
-        out.push((ItemKind::Gate, n, &g.timed));
-    }
-    out
-}
-
 pub fn plan(cfg: &Config, from: DateTime<Utc>, count: usize) -> Vec<PlannedSchedule> {
-    scheduled(cfg)
+    cfg.scheduled()
         .into_iter()
         .map(|(kind, name, t)| PlannedSchedule {
             kind,

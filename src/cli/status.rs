@@ -7,6 +7,25 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// `mlopsd status`: prints the daemon's `/status` as tables (or JSON); 69 when it does not
+/// answer like mlopsd.
+pub(crate) fn run(addr: &str, json: bool) -> u8 {
+    match fetch(addr) {
+        Ok(v) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", render(addr, &v));
+            }
+            crate::exit::OK
+        }
+        Err(e) => {
+            eprintln!("mlopsd status: {e}");
+            crate::exit::UNAVAILABLE
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error("mlopsd is not running at {addr} (or not listening there): {reason}")]

@@ -1,0 +1,114 @@
+//! `mlopsd check NAME`: one evaluation of one check against AWS, printed; changes nothing.
+
+use chrono::Utc;
+
+use crate::aws::Aws;
+use crate::cloud::{AlarmState, MetricQuery, Metrics as _};
+use crate::config::{Check, Config, MissingData};
+use crate::duration::format_duration;
+use crate::exit;
+
+/// Prints the verdict and returns the exit code: 0 not breaching, 1 breaching, 2 could not evaluate.
+pub(crate) async fn run(cfg: &Config, name: &str) -> u8 {
+    let Some(c) = cfg.checks.get(name) else {
+        let known: Vec<&str> = cfg.checks.keys().map(String::as_str).collect();
+        eprintln!(
+            "no check named \"{name}\" (defined: {})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        );
+        return exit::NO_ANSWER;
+    };
+    let aws = Aws::new(&cfg.aws).await;
+    if let Some(alarm) = &c.alarm {
+        return alarm_check(&aws, name, c, alarm).await;
+    }
+    let q = MetricQuery::of(c);
+    let what = format!(
+        "{} of {}/{} over {}",
+        c.statistic,
+        c.namespace,
+        c.metric,
+        format_duration(c.period)
+    );
+    match aws
+        .latest_values(std::slice::from_ref(&q), Utc::now())
+        .await
+        .0
+        .pop()
+    {
+        Some(Ok(Some(v))) => {
+            let breach = c.threshold.breached_by(v);
+            println!(
+                "check {name}: {v} ({what}) vs threshold {}: {}",
+                c.threshold,
+                if breach { "BREACHING" } else { "ok" }
+            );
+            if c.for_count > 1 && breach {
+                println!(
+                    "(the daemon fires after {} consecutive breaching evaluations)",
+                    c.for_count
+                );
+            }
+            if breach {
+                exit::FOUND
+            } else {
+                exit::OK
+            }
+        }
+        Some(Ok(None)) => {
+            let (verdict, code) = missing(c);
+            println!(
+                "check {name}: no data ({what}) vs threshold {}: {verdict}",
+                c.threshold
+            );
+            code
+        }
+        Some(Err(e)) => {
+            eprintln!("check {name}: could not evaluate: {e}");
+            exit::NO_ANSWER
+        }
+        None => exit::NO_ANSWER,
+    }
+}
+
+/// An alarm check: the alarm's state (`DescribeAlarms`) as the value.
+async fn alarm_check(aws: &Aws, name: &str, c: &Check, alarm: &str) -> u8 {
+    match aws.alarm_states(&[alarm.to_string()]).await {
+        Ok(states) => match states.get(alarm) {
+            Some(AlarmState::Alarm) => {
+                println!("check {name}: alarm {alarm} is ALARM: BREACHING");
+                exit::FOUND
+            }
+            Some(AlarmState::Ok) => {
+                println!("check {name}: alarm {alarm} is OK: ok");
+                exit::OK
+            }
+            Some(st) => {
+                let (verdict, code) = missing(c);
+                println!("check {name}: alarm {alarm} is {}: {verdict}", st.as_str());
+                code
+            }
+            None => {
+                eprintln!("check {name}: could not evaluate: cloudwatch DescribeAlarms: no alarm named {alarm:?} in this account and region");
+                exit::NO_ANSWER
+            }
+        },
+        Err(e) => {
+            eprintln!("check {name}: could not evaluate: {e}");
+            exit::NO_ANSWER
+        }
+    }
+}
+
+/// What no data means for this check (`missing_data`), and its exit code.
+fn missing(c: &Check) -> (&'static str, u8) {
+    match c.missing_data {
+        MissingData::Ignore => ("ignored (missing_data = \"ignore\")", exit::OK),
+        MissingData::Ok => ("ok (missing_data = \"ok\")", exit::OK),
+        MissingData::Breach => ("BREACHING (missing_data = \"breach\")", exit::FOUND),
+    }
+}

@@ -1,0 +1,137 @@
+//! Table `rule_state`: each rule's firings and cooldown; a firing stored with its decided runs
+//! and notices in one transaction.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+
+use super::{from_ms, ms, Sql, Store, R, W};
+use super::{NewRun, Queued};
+use crate::engine::RuleState;
+
+impl Store {
+    /// Every rule's stored state.
+    pub fn rule_states(&self) -> R<std::collections::HashMap<String, RuleState>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT name, firings, last_fired_ms, cooldown_until_ms FROM rule_state",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                RuleState {
+                    firings: r.get::<_, i64>(1)? as u64,
+                    last_fired: from_ms(r.get(2)?),
+                    cooldown_until: from_ms(r.get(3)?),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Sql<_>>()?)
+    }
+
+    pub fn rule_state(&self, name: &str) -> R<RuleState> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT firings, last_fired_ms, cooldown_until_ms FROM rule_state WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(RuleState {
+                        firings: r.get::<_, i64>(0)? as u64,
+                        last_fired: from_ms(r.get(1)?),
+                        cooldown_until: from_ms(r.get(2)?),
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row.unwrap_or_default())
+    }
+
+    fn put_rule_state(w: &mut W<'_>, name: &str, s: &RuleState) -> R<()> {
+        w.exec(
+            "INSERT INTO rule_state (name, firings, last_fired_ms, cooldown_until_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET firings = excluded.firings, last_fired_ms = excluded.last_fired_ms, cooldown_until_ms = excluded.cooldown_until_ms",
+            params![name, s.firings as i64, s.last_fired.map(ms), s.cooldown_until.map(ms)],
+        )?;
+        Ok(())
+    }
+
+    /// Writes a rule's new state and its decided runs in one transaction, before any AWS
+    /// call. Returns the run ids.
+    pub fn record_firing(
+        &self,
+        rule: &str,
+        state: &RuleState,
+        runs: &[NewRun],
+        now: DateTime<Utc>,
+    ) -> R<Vec<i64>> {
+        Ok(self
+            .record_firing_once(rule, state, runs, now, None)?
+            .unwrap_or_default())
+    }
+
+    /// `record_firing`, at most once per `once` key (an EventBridge event id and the rule):
+    /// the key is stored in the same transaction, and `None` means it was there already —
+    /// nothing is written, the firing happened before.
+    pub fn record_firing_once(
+        &self,
+        rule: &str,
+        state: &RuleState,
+        runs: &[NewRun],
+        now: DateTime<Utc>,
+        once: Option<&str>,
+    ) -> R<Option<Vec<i64>>> {
+        Ok(self
+            .record_firing_with(rule, state, runs, now, once, &[])?
+            .map(|(ids, _)| ids))
+    }
+
+    /// `record_firing_once` that also queues `notices` (a notify-only rule's message) in the
+    /// same transaction; returns the run ids and which notices were queued.
+    pub fn record_firing_with(
+        &self,
+        rule: &str,
+        state: &RuleState,
+        runs: &[NewRun],
+        now: DateTime<Utc>,
+        once: Option<&str>,
+        notices: &[Queued],
+    ) -> R<Option<(Vec<i64>, Vec<bool>)>> {
+        self.write(|w| {
+            if let Some(key) = once {
+                if w.exec(
+                    "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+                    params![key, ms(now)],
+                )? == 0
+                {
+                    return Ok(None);
+                }
+            }
+            Self::put_rule_state(w, rule, state)?;
+            let mut ids = Vec::new();
+            for r in runs {
+                w.exec(
+                    "INSERT INTO runs (rule, firing, kind, target, token, request, correlation_id, check_name, status, decided_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'decided', ?9)",
+                    params![rule, state.firings as i64, r.kind.as_str(), r.target, r.token, r.request, r.correlation_id, r.check, ms(now)],
+                )?;
+                ids.push(w.last_insert_rowid());
+            }
+            let queued = Self::queue_all(w, notices, ms(now))?;
+            Ok(Some((ids, queued)))
+        })
+    }
+
+    /// A dry-run firing: the rule's state moves (cooldown), no run is recorded.
+    pub fn record_rule_state(&self, rule: &str, state: &RuleState) -> R<()> {
+        self.write(|w| Self::put_rule_state(w, rule, state))
+    }
+
+    /// Lets a rule fire again (after a start that failed for good).
+    pub fn clear_cooldown(&self, rule: &str) -> R<()> {
+        self.write1(
+            "UPDATE rule_state SET cooldown_until_ms = NULL WHERE name = ?1",
+            params![rule],
+        )?;
+        Ok(())
+    }
+}

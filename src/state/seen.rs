@@ -1,0 +1,44 @@
+//! Table `events_seen`: EventBridge event ids handled (remembered `EVENT_MEMORY`), and the
+//! keys of firings that must happen once (`fired\0RULE\0EVENT`, `chained\0RULE\0RUN`).
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::{ms, Sql, Store, R};
+
+/// How long a handled EventBridge event id is remembered (a redelivery within it does nothing).
+pub const EVENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+impl Store {
+    /// Which of these event ids were handled before (within `EVENT_MEMORY`).
+    pub fn events_seen(&self, ids: &[&str]) -> R<Vec<bool>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached("SELECT 1 FROM events_seen WHERE id = ?1")?;
+        Ok(ids
+            .iter()
+            .map(|id| st.exists(params![id]))
+            .collect::<Sql<_>>()?)
+    }
+
+    /// Remembers EventBridge event ids in one transaction, forgetting those older than
+    /// `EVENT_MEMORY`; for each id, whether it is new (not handled before).
+    pub fn mark_events_seen(&self, ids: &[&str], now: DateTime<Utc>) -> R<Vec<bool>> {
+        let forget = ms(now) - EVENT_MEMORY.as_millis() as i64;
+        self.write(|w| {
+            w.exec(
+                "DELETE FROM events_seen WHERE seen_ms < ?1",
+                params![forget],
+            )?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(
+                    w.exec(
+                        "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+                        params![id, ms(now)],
+                    )? == 1,
+                );
+            }
+            Ok(out)
+        })
+    }
+}
