@@ -11,7 +11,9 @@ use crate::clock::ts;
 use crate::cloud::AwsError;
 use crate::config::diff::ConfigDiff;
 use crate::config::{Config, ConfigError, Target};
+use crate::health::Health;
 use crate::metrics;
+use crate::state::StoreError;
 
 pub fn config_loaded(path: &Path, hash: &str, cfg: &Config) {
     tracing::info!(
@@ -124,17 +126,47 @@ fn value_text(v: Option<f64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_else(|| "no data".into())
 }
 
+/// A store call's result: its value, or — on error — `None`, with the error logged as
+/// `state_error` (what was being done, for which item, what follows), counted and
+/// recorded in `health`. A success clears the operation's fault. The one seam the loop and the
+/// outbox pass every store result through.
+pub fn stored<T>(
+    health: &Health,
+    now: DateTime<Utc>,
+    operation: &'static str,
+    item: &str,
+    consequence: &'static str,
+    r: Result<T, StoreError>,
+) -> Option<T> {
+    match r {
+        Ok(v) => {
+            health.store_ok(operation);
+            Some(v)
+        }
+        Err(error) => {
+            StateError {
+                operation,
+                item,
+                error: &error,
+                consequence,
+            }
+            .emit(health, now);
+            None
+        }
+    }
+}
+
 /// A state store operation failed: logged with what was being done, counted, and shown on
 /// `/healthz` until that operation succeeds again.
 pub struct StateError<'a> {
     pub operation: &'static str,
     pub item: &'a str,
-    pub error: &'a crate::state::StoreError,
+    pub error: &'a StoreError,
     pub consequence: &'static str,
 }
 
 impl StateError<'_> {
-    pub fn emit(&self, health: &crate::health::Health, now: DateTime<Utc>) {
+    pub fn emit(&self, health: &Health, now: DateTime<Utc>) {
         if self.error.is_not_leading() {
             // An HA replica that does not lead (any more): its role says so, on /status and
             // in `ha_stepped_down`; the store itself is fine.
@@ -145,6 +177,12 @@ impl StateError<'_> {
             return;
         }
         health.store_failed(self.operation, &self.error.to_string(), now);
+        metrics::get()
+            .state_errors
+            .get_or_create(&metrics::OperationL {
+                operation: self.operation.to_string(),
+            })
+            .inc();
         tracing::error!(
             event = "state_error", operation = self.operation, item = self.item, error = %self.error,
             "state store: cannot {}{}{}; {}", self.operation, if self.item.is_empty() { "" } else { " for " }, self.item, self.consequence
@@ -771,4 +809,33 @@ pub fn ha_compacted(table: &str, seq: u64, bytes: usize, deleted: usize) {
         deleted,
         "stored a snapshot of the state and deleted the log before it"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write refused for not leading is a change of role, not a fault of the store: it never
+    /// turns /healthz to 503 (a leader that stepped down and leads again was unhealthy for an
+    /// outbox write its old leadership had been refused). Any other failure still is a fault.
+    #[test]
+    fn a_write_refused_for_not_leading_is_no_store_fault() {
+        let h = Health::default();
+        let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let refused: Result<(), crate::state::StoreError> = Err(
+            crate::state::StoreError::NotLeading("the HA table did not take state write 81".into()),
+        );
+        assert_eq!(
+            stored(&h, t, "store a failed send", "", "retried", refused),
+            None
+        );
+        assert!(h.store_faults(t).is_empty());
+        let other: Result<(), crate::state::StoreError> =
+            Err(crate::state::StoreError::Invalid("disk I/O error".into()));
+        assert_eq!(
+            stored(&h, t, "store a failed send", "", "retried", other),
+            None
+        );
+        assert_eq!(h.store_faults(t).len(), 1);
+    }
 }

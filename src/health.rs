@@ -9,8 +9,6 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use crate::state::StoreError;
-
 /// One failing store operation: what was being done, the error, since when, how often.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreFault {
@@ -110,7 +108,7 @@ impl Health {
         self.ha.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Records that `operation` failed (logged by the caller).
+    /// Records that `operation` failed (logged and counted by `events::StateError`).
     pub fn store_failed(&self, operation: &'static str, error: &str, at: DateTime<Utc>) {
         let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         let e = f.entry(operation).or_insert_with(|| StoreFault {
@@ -124,12 +122,6 @@ impl Health {
         e.last = at;
         e.count += 1;
         self.any.store(true, Ordering::Release);
-        crate::metrics::get()
-            .state_errors
-            .get_or_create(&crate::metrics::OperationL {
-                operation: operation.to_string(),
-            })
-            .inc();
     }
 
     /// Records that `operation` succeeded: a fault it had is over.
@@ -140,36 +132,6 @@ impl Health {
         let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         f.remove(operation);
         self.any.store(!f.is_empty(), Ordering::Release);
-    }
-
-    /// A store call's result: its value, or — on error — `None`, with the error logged as
-    /// `state_error` (what was being done, for which item, what follows), counted and
-    /// recorded here. A success clears the operation's fault. The one seam the loop and the
-    /// outbox pass every store result through.
-    pub fn stored<T>(
-        &self,
-        now: DateTime<Utc>,
-        operation: &'static str,
-        item: &str,
-        consequence: &'static str,
-        r: Result<T, StoreError>,
-    ) -> Option<T> {
-        match r {
-            Ok(v) => {
-                self.store_ok(operation);
-                Some(v)
-            }
-            Err(error) => {
-                crate::events::StateError {
-                    operation,
-                    item,
-                    error: &error,
-                    consequence,
-                }
-                .emit(self, now);
-                None
-            }
-        }
     }
 
     /// A receive from the events queue answered (`error: None`) or failed.
@@ -280,28 +242,5 @@ mod tests {
         );
         h.store_ok("queue notification");
         assert!(h.store_faults(t).is_empty());
-    }
-
-    /// A write refused for not leading is a change of role, not a fault of the store: it never
-    /// turns /healthz to 503 (a leader that stepped down and leads again was unhealthy for an
-    /// outbox write its old leadership had been refused). Any other failure still is a fault.
-    #[test]
-    fn a_write_refused_for_not_leading_is_no_store_fault() {
-        let h = Health::default();
-        let t = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
-        let refused: Result<(), StoreError> = Err(StoreError::NotLeading(
-            "the HA table did not take state write 81".into(),
-        ));
-        assert_eq!(
-            h.stored(t, "store a failed send", "", "retried", refused),
-            None
-        );
-        assert!(h.store_faults(t).is_empty());
-        let other: Result<(), StoreError> = Err(StoreError::Invalid("disk I/O error".into()));
-        assert_eq!(
-            h.stored(t, "store a failed send", "", "retried", other),
-            None
-        );
-        assert_eq!(h.store_faults(t).len(), 1);
     }
 }

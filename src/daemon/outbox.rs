@@ -68,8 +68,14 @@ impl<C: Cloud> Outbox<C> {
         consequence: &'static str,
         r: Result<T, crate::state::StoreError>,
     ) -> Option<T> {
-        self.health
-            .stored(self.clock.now(), operation, "", consequence, r)
+        crate::events::stored(
+            &self.health,
+            self.clock.now(),
+            operation,
+            "",
+            consequence,
+            r,
+        )
     }
 
     /// How long to sleep: until the earliest queued message or held one is due, at most

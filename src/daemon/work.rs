@@ -219,7 +219,6 @@ impl<C: Cloud> Work<C> {
         consequence: &'static str,
         r: Result<T, crate::state::StoreError>,
     ) -> Option<T> {
-        self.health
-            .stored(self.now(), operation, item, consequence, r)
+        crate::events::stored(&self.health, self.now(), operation, item, consequence, r)
     }
 }
