@@ -129,6 +129,21 @@ impl Scope {
             skip_declared: false,
         }
     }
+    /// The items a reload added or changed (declared pipelines left to their reconcile).
+    pub fn touched(diff: &crate::config::diff::ConfigDiff) -> Scope {
+        let touched = |d: &crate::config::diff::SectionDiff| {
+            Some(d.added.iter().chain(&d.changed).cloned().collect())
+        };
+        Scope {
+            pipelines: touched(&diff.pipelines),
+            builds: touched(&diff.builds),
+            notifiers: touched(&diff.notifiers),
+            checks: touched(&diff.checks),
+            gates: touched(&diff.gates),
+            events: false,
+            skip_declared: true,
+        }
+    }
     pub fn is_empty(&self) -> bool {
         let empty = |s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(BTreeSet::is_empty);
         empty(&self.pipelines)

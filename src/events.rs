@@ -632,12 +632,12 @@ impl PipelineApplied<'_> {
     pub fn emit(&self) {
         pipeline_result(
             self.pipeline,
-            self.op.event().trim_start_matches("pipeline_"),
+            self.op.kind().as_str().trim_start_matches("pipeline_"),
             true,
         );
         let changes = self.changes.join("; ");
         tracing::info!(
-            event = self.op.event(), pipeline = %self.pipeline, pipeline_name = %self.pipeline_name, arn = %self.arn,
+            event = self.op.kind().as_str(), pipeline = %self.pipeline, pipeline_name = %self.pipeline_name, arn = %self.arn,
             reason = %self.reason, changes = %changes, changed_paths = self.changes.len(),
             "declared pipeline {} in SageMaker ({})", if self.op == crate::reconcile::ApplyOp::Create { "created" } else { "updated" }, self.reason
         );

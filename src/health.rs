@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
+pub use crate::lease::Role;
+
 /// One failing store operation: what was being done, the error, since when, how often.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreFault {
@@ -49,10 +51,8 @@ pub struct Health {
 pub struct HaInfo {
     pub table: String,
     pub replica: String,
-    /// `starting`, `standby` or `leader`.
-    pub role: &'static str,
-    pub leader: Option<String>,
-    pub fencing: Option<u64>,
+    /// Leading with a fencing number, or a standby (with the leader it saw).
+    pub role: Role,
     pub lease: std::time::Duration,
     /// When the lease item was last seen to change (a standby) or last renewed (the leader),
     /// on this replica's monotonic clock.
@@ -79,11 +79,35 @@ impl HaInfo {
         (age > self.lease).then_some(age)
     }
     pub fn config_differs(&self) -> bool {
-        self.role == "standby"
+        matches!(self.role, Role::Standby { .. })
             && self
                 .leader_config_hash
                 .as_ref()
                 .is_some_and(|h| *h != self.config_hash)
+    }
+    /// The replica that leads, as far as this one knows.
+    pub fn leader(&self) -> Option<&str> {
+        match &self.role {
+            Role::Leader { .. } => Some(&self.replica),
+            Role::Standby { leader, .. } => leader.as_deref(),
+        }
+    }
+    /// The leader's fencing number, when one is known.
+    pub fn fencing(&self) -> Option<u64> {
+        match &self.role {
+            Role::Leader { fencing } => Some(*fencing),
+            Role::Standby { fencing: 0, .. } => None,
+            Role::Standby { fencing, .. } => Some(*fencing),
+        }
+    }
+    /// A standby saw `leader` hold the lease with `fencing` (a leader keeps its own role).
+    pub fn saw_leader(&mut self, leader: &str, fencing: u64) {
+        if let Role::Standby { .. } = self.role {
+            self.role = Role::Standby {
+                leader: Some(leader.to_string()),
+                fencing,
+            };
+        }
     }
 }
 

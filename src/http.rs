@@ -154,7 +154,10 @@ async fn healthz(State(s): State<HttpState>) -> Response {
     }
     // A standby writes nothing but the log it applies: writes refused or left over from its
     // time as leader are not faults of its store.
-    let standby = s.health.ha().is_some_and(|i| i.role != "leader");
+    let standby = s
+        .health
+        .ha()
+        .is_some_and(|i| !matches!(i.role, crate::health::Role::Leader { .. }));
     let faults = if standby {
         Vec::new()
     } else {
@@ -427,14 +430,14 @@ pub fn status_json(
                 .map(|f| json!({"kind": f.kind.as_str(), "name": f.name, "item": f.config_item(), "resource": f.resource, "status": f.status.as_str(), "detail": f.detail}))
                 .collect::<Vec<_>>(),
         },
-        "role": health.ha().map_or("single", |i| i.role),
+        "role": health.ha().map_or("single", |i| i.role.as_str()),
         "ha": health.ha().map(|i| json!({
             "table": i.table,
             "replica": i.replica,
-            "role": i.role,
+            "role": i.role.as_str(),
             "role_since": ts(&i.role_since),
-            "leader": i.leader,
-            "fencing": i.fencing,
+            "leader": i.leader(),
+            "fencing": i.fencing(),
             "lease_ms": i.lease.as_millis() as u64,
             // Since the lease item last changed (a standby's view) or was last renewed (the leader).
             "lease_age_ms": i.lease_changed.map(|t| t.elapsed().as_millis() as u64),

@@ -16,16 +16,28 @@ use tokio::time::Instant;
 
 use crate::cloud::{Expect, LeaseItem, LeaseTable};
 
-/// A replica's role.
+/// A replica's role: the one type the lease, `/status` and the logs use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     Leader {
         fencing: u64,
     },
     Standby {
+        /// The replica seen holding the lease, if any.
         leader: Option<String>,
+        /// Its fencing number (0: none seen).
         fencing: u64,
     },
+}
+
+impl Role {
+    /// `leader` or `standby`, as `/status` says it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Leader { .. } => "leader",
+            Role::Standby { .. } => "standby",
+        }
+    }
 }
 
 /// What the driver should do next.

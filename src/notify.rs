@@ -9,10 +9,60 @@ use crate::config::{MessageFormat, Notifier};
 /// SNS subjects must be under 100 characters; we keep to 99.
 pub const MAX_SUBJECT: usize = 99;
 
+/// What a notification tells (its `event` attribute and field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    CheckBreached,
+    CheckRecovered,
+    RunStarted,
+    RunSucceeded,
+    RunFailed,
+    RuleSuppressed,
+    /// A notify-only rule on a schedule fired.
+    ScheduleFired,
+    /// A notify-only `on_event` rule matched an event.
+    EventReceived,
+    GateApproved,
+    GateRejected,
+    PipelineCreated,
+    PipelineUpdated,
+    PipelineDrifted,
+    PipelineApplyFailed,
+    LeaderChanged,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::CheckBreached => "check_breached",
+            Kind::CheckRecovered => "check_recovered",
+            Kind::RunStarted => "run_started",
+            Kind::RunSucceeded => "run_succeeded",
+            Kind::RunFailed => "run_failed",
+            Kind::RuleSuppressed => "rule_suppressed",
+            Kind::ScheduleFired => "schedule_fired",
+            Kind::EventReceived => "event_received",
+            Kind::GateApproved => "gate_approved",
+            Kind::GateRejected => "gate_rejected",
+            Kind::PipelineCreated => "pipeline_created",
+            Kind::PipelineUpdated => "pipeline_updated",
+            Kind::PipelineDrifted => "pipeline_drifted",
+            Kind::PipelineApplyFailed => "pipeline_apply_failed",
+            Kind::LeaderChanged => "leader_changed",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One notification, before rendering.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    pub event: String,
+    pub kind: Kind,
     pub rule: String,
     pub check: Option<String>,
     pub correlation_id: String,
@@ -21,9 +71,9 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(event: &str, rule: &str, check: Option<&str>, correlation_id: &str) -> Message {
+    pub fn new(kind: Kind, rule: &str, check: Option<&str>, correlation_id: &str) -> Message {
         Message {
-            event: event.into(),
+            kind,
             rule: rule.into(),
             check: check.map(str::to_string),
             correlation_id: correlation_id.into(),
@@ -38,7 +88,7 @@ impl Message {
 
     fn all_fields(&self) -> BTreeMap<String, String> {
         let mut m = self.fields.clone();
-        m.insert("event".into(), self.event.clone());
+        m.insert("event".into(), self.kind.as_str().into());
         m.insert("rule".into(), self.rule.clone());
         m.insert("check".into(), self.check.clone().unwrap_or_default());
         m.insert("correlation_id".into(), self.correlation_id.clone());
@@ -55,12 +105,12 @@ pub fn render(n: &Notifier, m: &Message) -> (String, String) {
     let subject = env
         .render_str(&n.subject, &fields)
         .or_else(|_| env.render_str(crate::config::DEFAULT_SUBJECT, &fields))
-        .unwrap_or_else(|_| format!("[mlops] {}: {}", m.rule, m.event));
+        .unwrap_or_else(|_| format!("[mlops] {}: {}", m.rule, m.kind));
     let subject = sanitize_subject(&subject);
     let body = match n.format {
         MessageFormat::Json => serde_json::to_string(&fields).unwrap_or_default(),
         MessageFormat::Text => {
-            let mut s = format!("mlopsd: {} for rule {}\n\n", m.event, m.rule);
+            let mut s = format!("mlopsd: {} for rule {}\n\n", m.kind, m.rule);
             let order = ["event", "rule", "check", "correlation_id"];
             for k in order {
                 if let Some(v) = fields.get(k).filter(|v| !v.is_empty()) {
@@ -106,7 +156,7 @@ pub fn sanitize_subject(s: &str) -> String {
 /// The message attributes SPEC names, in order.
 pub fn attributes(m: &Message) -> Vec<(&'static str, String)> {
     vec![
-        ("event", m.event.clone()),
+        ("event", m.kind.as_str().to_string()),
         ("rule", m.rule.clone()),
         ("check", m.check.clone().unwrap_or_else(|| "-".into())),
         ("correlation_id", m.correlation_id.clone()),
@@ -129,7 +179,7 @@ mod tests {
 
     #[test]
     fn default_subject_and_text_body_carry_every_field() {
-        let m = Message::new("check_breached", "retrain", Some("drift"), "c-1")
+        let m = Message::new(Kind::CheckBreached, "retrain", Some("drift"), "c-1")
             .with("value", 0.3)
             .with("threshold", "> 0.1");
         let (s, b) = render(
@@ -151,7 +201,7 @@ mod tests {
 
     #[test]
     fn json_body() {
-        let m = Message::new("run_started", "r", None, "c-2").with("arn", "arn:x");
+        let m = Message::new(Kind::RunStarted, "r", None, "c-2").with("arn", "arn:x");
         let (_, b) = render(&notifier("{{ event }}", MessageFormat::Json), &m);
         let v: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(v["arn"], "arn:x");
@@ -160,7 +210,7 @@ mod tests {
 
     #[test]
     fn subject_is_ascii_single_line_and_short() {
-        let m = Message::new("run_failed", &"x".repeat(300), None, "c");
+        let m = Message::new(Kind::RunFailed, &"x".repeat(300), None, "c");
         let (s, _) = render(&notifier("Ümlaut\n{{ rule }}", MessageFormat::Text), &m);
         assert!(s.len() <= 100);
         assert!(s.is_ascii() && !s.contains('\n'));

@@ -34,11 +34,11 @@ impl ApplyOp {
             _ => None,
         }
     }
-    /// The operator event of a landed op.
-    pub fn event(&self) -> &'static str {
+    /// The notification of a landed op.
+    pub fn kind(&self) -> crate::notify::Kind {
         match self {
-            ApplyOp::Create => "pipeline_created",
-            ApplyOp::Update => "pipeline_updated",
+            ApplyOp::Create => crate::notify::Kind::PipelineCreated,
+            ApplyOp::Update => crate::notify::Kind::PipelineUpdated,
         }
     }
     /// The AWS operation that carries it.

@@ -11,7 +11,7 @@ use crate::cloud::{AlarmState, AwsError, Cloud, ErrorKind, MetricQuery};
 use crate::config::{Check, Trigger};
 use crate::engine::{self, CheckOutcome, Verdict};
 use crate::events;
-use crate::notify::Message;
+use crate::notify::{Kind, Message};
 use crate::state::CheckEval;
 
 /// An alarm's state as a check value: `ALARM` 1, `OK` 0, `INSUFFICIENT_DATA` no data.
@@ -182,7 +182,7 @@ impl<C: Cloud> Work<C> {
                 .unwrap_or(&[])
             {
                 let m = if o.entered_breach {
-                    Message::new("check_breached", r, Some(name), &corr)
+                    Message::new(Kind::CheckBreached, r, Some(name), &corr)
                         .with("value", value_text(o.value))
                         .with("threshold", check.threshold.to_string())
                         .with(
@@ -196,7 +196,7 @@ impl<C: Cloud> Work<C> {
                             },
                         )
                 } else {
-                    Message::new("check_recovered", r, Some(name), &corr)
+                    Message::new(Kind::CheckRecovered, r, Some(name), &corr)
                         .with("value", value_text(o.value))
                         .with("threshold", check.threshold.to_string())
                 };

@@ -9,7 +9,7 @@ use crate::cloud::{AwsError, Cloud, RemotePipeline};
 use crate::config::definition::{self, canonical_text};
 use crate::config::Declared;
 use crate::events;
-use crate::notify::Message;
+use crate::notify::{Kind, Message};
 use crate::reconcile::{self, ApplyOp, ApplyRow, Outcome, SyncState, ABSENT};
 use crate::state::RunRow;
 
@@ -373,7 +373,7 @@ impl<C: Cloud> Work<C> {
             self.save_apply(pipeline, &row, None);
         }
         let m = Message::new(
-            "pipeline_apply_failed",
+            Kind::PipelineApplyFailed,
             pipeline,
             None,
             &correlation_id(pipeline, &decl.state_hash()),
@@ -411,7 +411,7 @@ impl<C: Cloud> Work<C> {
         }
         .emit();
         let mut m = Message::new(
-            op.event(),
+            op.kind(),
             pipeline,
             None,
             &correlation_id(pipeline, &decl.state_hash()),
@@ -450,7 +450,7 @@ impl<C: Cloud> Work<C> {
         }
         .emit();
         let m = Message::new(
-            "pipeline_drifted",
+            Kind::PipelineDrifted,
             pipeline,
             None,
             &correlation_id(pipeline, &decl.state_hash()),

@@ -6,7 +6,7 @@ use crate::cloud::{AwsError, Cloud};
 use crate::config::GateMetric;
 use crate::engine::{self, GateVerdict};
 use crate::events;
-use crate::notify::Message;
+use crate::notify::{Kind, Message};
 use crate::state::GateDecision;
 
 impl<C: Cloud> Work<C> {
@@ -144,13 +144,13 @@ impl<C: Cloud> Work<C> {
         }
         .emit();
         let approve = decision == GateDecision::Approved;
-        let event = if approve {
-            "gate_approved"
+        let kind = if approve {
+            Kind::GateApproved
         } else {
-            "gate_rejected"
+            Kind::GateRejected
         };
         let corr = new_correlation_id(now);
-        let m = Message::new(event, gate_name, None, &corr)
+        let m = Message::new(kind, gate_name, None, &corr)
             .with("arn", arn)
             .with("value", value)
             .with("reason", reason)

@@ -14,7 +14,7 @@ impl<C: Cloud> Work<C> {
         let cfg = self.cfg.clone();
         let Some(r) = cfg.rules.get(rule) else { return };
         if r.dry_run {
-            events::dry_run_notification(rule, &m.event);
+            events::dry_run_notification(rule, m.kind.as_str());
             return;
         }
         self.notify(rule, &r.notify, m);
@@ -27,7 +27,7 @@ impl<C: Cloud> Work<C> {
             return Vec::new();
         };
         if r.dry_run {
-            events::dry_run_notification(rule, &m.event);
+            events::dry_run_notification(rule, m.kind.as_str());
             return Vec::new();
         }
         r.notify
@@ -38,7 +38,7 @@ impl<C: Cloud> Work<C> {
                 Some(crate::state::Queued {
                     notifier: n.clone(),
                     topic_arn: nc.topic_arn.clone(),
-                    event: m.event.clone(),
+                    event: m.kind.as_str().to_string(),
                     rule: rule.to_string(),
                     check: m.check.clone(),
                     correlation_id: m.correlation_id.clone(),
@@ -78,7 +78,7 @@ impl<C: Cloud> Work<C> {
             let out = Outgoing {
                 notifier: n,
                 topic_arn: &nc.topic_arn,
-                event: &m.event,
+                event: m.kind.as_str(),
                 rule,
                 check: m.check.as_deref(),
                 correlation_id: &m.correlation_id,
@@ -90,7 +90,7 @@ impl<C: Cloud> Work<C> {
             match self.db("queue a notification", n, "it is not sent", r) {
                 Some(true) => queued = true,
                 Some(false) => {
-                    events::notification_deduplicated(n, rule, &m.event, &m.correlation_id)
+                    events::notification_deduplicated(n, rule, m.kind.as_str(), &m.correlation_id)
                 }
                 None => {}
             }

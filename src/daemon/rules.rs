@@ -6,7 +6,7 @@ use crate::cloud::Cloud;
 use crate::config::{Config, RunKind, Start, Target};
 use crate::engine;
 use crate::events;
-use crate::notify::Message;
+use crate::notify::{Kind, Message};
 use crate::state::NewRun;
 
 impl<C: Cloud> Work<C> {
@@ -75,7 +75,7 @@ impl<C: Cloud> Work<C> {
             }
             .emit();
             if !rule.dry_run {
-                let m = Message::new("rule_suppressed", name, check.as_deref(), &corr)
+                let m = Message::new(Kind::RuleSuppressed, name, check.as_deref(), &corr)
                     .with("reason", detail);
                 self.notify_rule(name, m);
             }
@@ -131,18 +131,18 @@ impl<C: Cloud> Work<C> {
         let told = if rule.start.is_empty() {
             match &cause {
                 Cause::Check { .. } => None, // check_breached was already sent to it
-                Cause::Schedule => Some(Message::new("schedule_fired", name, None, &corr)),
+                Cause::Schedule => Some(Message::new(Kind::ScheduleFired, name, None, &corr)),
                 Cause::Event(e) => Some(
-                    Message::new("event_received", name, None, &corr)
+                    Message::new(Kind::EventReceived, name, None, &corr)
                         .with("source", &e.source)
                         .with("detail_type", &e.detail_type)
                         .with("event_id", &e.id),
                 ),
                 Cause::RunEnded { run, succeeded } => Some(super::runs::run_message(
                     if *succeeded {
-                        "run_succeeded"
+                        Kind::RunSucceeded
                     } else {
-                        "run_failed"
+                        Kind::RunFailed
                     },
                     name,
                     run,

@@ -9,7 +9,7 @@ use crate::clock::ts;
 use crate::cloud::{AwsError, Cloud, RunStatus};
 use crate::config::{RunKind, Trigger};
 use crate::events;
-use crate::notify::Message;
+use crate::notify::{Kind, Message};
 use crate::state::{RunRow, RunState};
 
 /// A start call as stored with its decision (`runs.request`), read back before it is sent.
@@ -138,7 +138,7 @@ impl<C: Cloud> Work<C> {
                 let mut r = run.clone();
                 r.arn = Some(arn.clone());
                 let notices =
-                    self.render_rule(&run.rule, &run_message("run_started", &run.rule, &r));
+                    self.render_rule(&run.rule, &run_message(Kind::RunStarted, &run.rule, &r));
                 let stored = self.store.mark_started(run_id, &arn, now, &notices);
                 let Some(queued) = self
                     .db(
@@ -186,7 +186,7 @@ impl<C: Cloud> Work<C> {
         let mut r = run.clone();
         r.detail = Some(detail.clone());
         r.status = RunState::StartFailed;
-        let m = run_message("run_failed", &run.rule, &r).with("error_code", code);
+        let m = run_message(Kind::RunFailed, &run.rule, &r).with("error_code", code);
         let notices = self.render_rule(&run.rule, &m);
         let stored = self.store.mark_start_failed(run.id, &detail, now, &notices);
         let Some(queued) = self
@@ -332,12 +332,12 @@ impl<C: Cloud> Work<C> {
             } else {
                 RunState::Failed
             };
-            let event = if succeeded {
-                "run_succeeded"
+            let kind = if succeeded {
+                Kind::RunSucceeded
             } else {
-                "run_failed"
+                Kind::RunFailed
             };
-            let notices = self.render_rule(&run.rule, &run_message(event, &run.rule, &r));
+            let notices = self.render_rule(&run.rule, &run_message(kind, &run.rule, &r));
             let stored = self.store.mark_ended(id, succeeded, &detail, now, &notices);
             let Some(queued) = self
                 .db(
@@ -406,8 +406,8 @@ impl<C: Cloud> Work<C> {
     }
 }
 
-pub(super) fn run_message(event: &str, rule: &str, run: &RunRow) -> Message {
-    let mut m = Message::new(event, rule, run.check.as_deref(), &run.correlation_id)
+pub(super) fn run_message(kind: Kind, rule: &str, run: &RunRow) -> Message {
+    let mut m = Message::new(kind, rule, run.check.as_deref(), &run.correlation_id)
         .with("target", run.target().to_string())
         .with("token", &run.token);
     if let Some(a) = &run.arn {

@@ -33,22 +33,15 @@ impl Timer {
         }
     }
 
-    pub fn get(&self, key: &Key) -> Option<DateTime<Utc>> {
-        self.next.get(key).copied()
-    }
-
     pub fn contains(&self, key: &Key) -> bool {
         self.next.contains_key(key)
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.next.keys()
     }
 
     pub fn len(&self) -> usize {
         self.next.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.next.is_empty()
     }
