@@ -262,12 +262,12 @@ fn an_unreachable_queue_is_shown_and_retried_and_stops_nothing() {
         down["error"].as_str().unwrap().contains("ReceiveMessage"),
         "{down}"
     );
-    let st = mlopsd::cli::status::fetch(&r.http_addr()).unwrap();
+    let st = common::http_get_json(&r.http_addr(), "/status");
     assert_eq!(st["events"]["queue_url"], w.queue.as_str());
     assert_eq!(st["events"]["state"], "unreachable", "{st}");
     r.wait_event("events_queue_reachable", 1, T);
     let start = std::time::Instant::now();
-    while mlopsd::cli::status::fetch(&r.http_addr()).unwrap()["events"]["state"] != "receiving" {
+    while common::http_get_json(&r.http_addr(), "/status")["events"]["state"] != "receiving" {
         assert!(
             start.elapsed() < T,
             "the queue did not come back on /status"
@@ -398,7 +398,7 @@ fn an_alarm_event_wakes_its_check_and_aws_decides() {
     w.send(&alarm_event("al-ok", &alarm, "OK"));
     let rec = r.wait_event("check_recovered", 1, T);
     assert_eq!(rec["correlation_id"], b["correlation_id"]);
-    let st = mlopsd::cli::status::fetch(&r.http_addr()).unwrap();
+    let st = common::http_get_json(&r.http_addr(), "/status");
     assert_eq!(st["checks"][0]["metric"], format!("alarm {alarm}"));
     // `mlopsd check` reads the alarm too.
     let out = std::process::Command::new(common::bin())

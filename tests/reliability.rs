@@ -183,7 +183,7 @@ fn sighup_storm_leaves_one_consistent_config() {
                 && v["hash"] == want.as_str()
         })
     });
-    let st = mlopsd::cli::status::fetch(&r.http_addr()).unwrap();
+    let st = common::http_get_json(&r.http_addr(), "/status");
     let names: Vec<&str> = st["checks"]
         .as_array()
         .unwrap()
@@ -238,7 +238,7 @@ fn bad_files_keep_the_old_config_running() {
     replace_by_rename(&r.config, &good);
     r.wait_event("config_reload_unchanged", 1, T);
     // Through all of it the original check stayed scheduled.
-    let st = mlopsd::cli::status::fetch(&r.http_addr()).unwrap();
+    let st = common::http_get_json(&r.http_addr(), "/status");
     assert_eq!(st["checks"][0]["name"], "a");
 }
 

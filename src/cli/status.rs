@@ -1,11 +1,12 @@
 //! `mlopsd status`: asks the running daemon for `/status` and prints it as compact tables
 //! (or the JSON with `--json`). A plain HTTP/1.0 GET over loopback; no client library needed.
+//! The document is the server's own type (`http::status::StatusDoc`), read back.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use serde_json::Value;
+use crate::http::status::{StatusDoc, ThresholdOp};
 
 /// `mlopsd status`: prints the daemon's `/status` as tables (or JSON); 69 when it does not
 /// answer like mlopsd.
@@ -74,7 +75,8 @@ pub fn get(addr: &str, path: &str) -> Result<(u16, String), StatusError> {
     Ok((code, body.to_string()))
 }
 
-pub fn fetch(addr: &str) -> Result<Value, StatusError> {
+/// The daemon's `/status` document.
+pub fn fetch(addr: &str) -> Result<StatusDoc, StatusError> {
     let (code, body) = get(addr, "/status")?;
     if code != 200 {
         return Err(StatusError::BadAnswer {
@@ -84,7 +86,7 @@ pub fn fetch(addr: &str) -> Result<Value, StatusError> {
     }
     serde_json::from_str(&body).map_err(|e| StatusError::BadAnswer {
         addr: addr.into(),
-        reason: format!("not JSON: {e}"),
+        reason: format!("not a /status document: {e}"),
     })
 }
 
@@ -111,106 +113,115 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(x) => x.clone(),
-        other => other.to_string(),
-    }
+/// A value, or `-` for none.
+fn or_dash<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "-".into())
+}
+
+fn header(row: &[&str]) -> Vec<String> {
+    row.iter().map(|s| s.to_string()).collect()
 }
 
 /// The human view of `/status`.
-pub fn render(addr: &str, st: &Value) -> String {
-    let c = &st["config"];
+pub fn render(addr: &str, st: &StatusDoc) -> String {
+    let mut out = head(addr, st);
+    for section in [checks(st), rules(st), runs(st), gates(st), declared(st)]
+        .into_iter()
+        .flatten()
+    {
+        out.push('\n');
+        out.push_str(&section);
+    }
+    out
+}
+
+/// The daemon, its config, its last reload, its HA role.
+fn head(addr: &str, st: &StatusDoc) -> String {
+    let c = &st.config;
     let mut out = format!(
         "mlopsd {} at {addr}: config {} (hash {}) loaded {}\n",
-        s(&st["version"]),
-        s(&c["path"]),
-        s(&c["hash"]),
-        s(&c["loaded_at"])
+        st.version, c.path, c.hash, c.loaded_at
     );
-    if let Some(r) = c["last_reload"].as_object() {
-        if r.get("ok").and_then(Value::as_bool) == Some(false) {
-            out.push_str(&format!(
-                "last reload FAILED at {} (previous config keeps running):\n  {}\n",
-                s(&r["at"]),
-                s(&r["error"]).replace('\n', "\n  ")
-            ));
-        } else {
-            out.push_str(&format!("last reload ok at {}\n", s(&r["at"])));
-        }
+    match &c.last_reload {
+        Some(r) if !r.ok => out.push_str(&format!(
+            "last reload FAILED at {} (previous config keeps running):\n  {}\n",
+            r.at,
+            or_dash(&r.error).replace('\n', "\n  ")
+        )),
+        Some(r) => out.push_str(&format!("last reload ok at {}\n", r.at)),
+        None => {}
     }
-    let ha = &st["ha"];
-    if ha.is_object() {
+    if let Some(ha) = &st.ha {
         out.push_str(&format!(
             "role {} (replica {}, table {}): leader {}, fencing {}, lease age {} ms, log entry {}{}\n",
-            s(&ha["role"]),
-            s(&ha["replica"]),
-            s(&ha["table"]),
-            s(&ha["leader"]),
-            s(&ha["fencing"]),
-            s(&ha["lease_age_ms"]),
-            s(&ha["applied_seq"]),
-            if ha["config_differs"] == Value::Bool(true) {
+            ha.role,
+            ha.replica,
+            ha.table,
+            or_dash(&ha.leader),
+            or_dash(&ha.fencing),
+            or_dash(&ha.lease_age_ms),
+            ha.applied_seq,
+            if ha.config_differs {
                 "; CONFIG DIFFERS from the leader's"
-            } else if ha["table_reachable"] == Value::Bool(false) {
+            } else if !ha.table_reachable {
                 "; CUT OFF from the table"
             } else {
                 ""
             }
         ));
     }
-    let mut rows = vec![vec![
-        "CHECK".into(),
-        "STATE".into(),
-        "LAST".into(),
-        "THRESHOLD".into(),
-        "BREACHES".into(),
-        "NEXT".into(),
-    ]];
-    for ch in st["checks"].as_array().into_iter().flatten() {
-        let op = if ch["threshold"]["op"] == "below" {
-            "<"
-        } else {
-            ">"
+    out
+}
+
+fn checks(st: &StatusDoc) -> Option<String> {
+    let mut rows = vec![header(&[
+        "CHECK",
+        "STATE",
+        "LAST",
+        "THRESHOLD",
+        "BREACHES",
+        "NEXT",
+    ])];
+    for ch in &st.checks {
+        let op = match ch.threshold.op {
+            ThresholdOp::Below => "<",
+            ThresholdOp::Above => ">",
         };
         rows.push(vec![
-            s(&ch["name"]),
-            s(&ch["state"]),
-            s(&ch["last_value"]),
-            format!("{op} {}", s(&ch["threshold"]["value"])),
-            format!("{}/{}", s(&ch["breach_count"]), s(&ch["for"])),
-            s(&ch["next_fire"]),
+            ch.name.clone(),
+            ch.state.as_str().to_string(),
+            or_dash(&ch.last_value),
+            format!("{op} {}", ch.threshold.value),
+            format!("{}/{}", ch.breach_count, ch.for_count),
+            or_dash(&ch.next_fire),
         ]);
     }
-    out.push('\n');
-    out.push_str(&table(&rows));
-    let mut rows = vec![vec![
-        "RULE".into(),
-        "TRIGGER".into(),
-        "FIRINGS".into(),
-        "LAST FIRED".into(),
-        "COOLDOWN UNTIL".into(),
-        "ACTIVE".into(),
-    ]];
-    for r in st["rules"].as_array().into_iter().flatten() {
-        let active: Vec<String> = r["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|t| format!("{}={}", s(&t["target"]), s(&t["active_runs"])))
+    Some(table(&rows))
+}
+
+fn rules(st: &StatusDoc) -> Option<String> {
+    let mut rows = vec![header(&[
+        "RULE",
+        "TRIGGER",
+        "FIRINGS",
+        "LAST FIRED",
+        "COOLDOWN UNTIL",
+        "ACTIVE",
+    ])];
+    for r in &st.rules {
+        let active: Vec<String> = r
+            .targets
+            .iter()
+            .map(|t| format!("{}={}", t.target, t.active_runs))
             .collect();
         rows.push(vec![
-            s(&r["name"])
-                + if r["dry_run"] == true {
-                    " (dry run)"
-                } else {
-                    ""
-                },
-            s(&r["trigger"]),
-            s(&r["firings"]),
-            s(&r["last_fired"]),
-            s(&r["cooldown_until"]),
+            format!("{}{}", r.name, if r.dry_run { " (dry run)" } else { "" }),
+            r.trigger.clone(),
+            r.firings.to_string(),
+            or_dash(&r.last_fired),
+            or_dash(&r.cooldown_until),
             if active.is_empty() {
                 "-".into()
             } else {
@@ -218,80 +229,77 @@ pub fn render(addr: &str, st: &Value) -> String {
             },
         ]);
     }
-    out.push('\n');
-    out.push_str(&table(&rows));
-    let mut rows = vec![vec![
-        "RUN".into(),
-        "RULE".into(),
-        "TARGET".into(),
-        "STATUS".into(),
-        "STARTED".into(),
-        "DURATION".into(),
-        "CORRELATION".into(),
-    ]];
-    for r in st["runs"].as_array().into_iter().flatten().take(10) {
+    Some(table(&rows))
+}
+
+fn runs(st: &StatusDoc) -> Option<String> {
+    let mut rows = vec![header(&[
+        "RUN",
+        "RULE",
+        "TARGET",
+        "STATUS",
+        "STARTED",
+        "DURATION",
+        "CORRELATION",
+    ])];
+    for r in st.runs.iter().take(10) {
         rows.push(vec![
-            s(&r["id"]),
-            s(&r["rule"]),
-            s(&r["target"]),
-            s(&r["status"]),
-            s(&r["started"]),
-            r["duration_s"]
-                .as_i64()
+            r.id.to_string(),
+            r.rule.clone(),
+            r.target.clone(),
+            r.status.clone(),
+            or_dash(&r.started),
+            r.duration_s
                 .map(|d| format!("{d}s"))
                 .unwrap_or_else(|| "-".into()),
-            s(&r["correlation_id"]),
+            r.correlation_id.clone(),
         ]);
     }
-    out.push('\n');
-    out.push_str(&table(&rows));
-    let gates = st["gates"].as_array().cloned().unwrap_or_default();
-    if !gates.is_empty() {
-        let mut rows = vec![vec![
-            "GATE".into(),
-            "PACKAGE".into(),
-            "DECISION".into(),
-            "VALUE".into(),
-        ]];
-        for g in &gates {
-            for d in g["decisions"].as_array().into_iter().flatten().take(5) {
-                rows.push(vec![
-                    s(&g["name"]),
-                    s(&d["arn"]),
-                    s(&d["decision"]),
-                    s(&d["value"]),
-                ]);
-            }
-        }
-        out.push('\n');
-        out.push_str(&table(&rows));
+    Some(table(&rows))
+}
+
+fn gates(st: &StatusDoc) -> Option<String> {
+    if st.gates.is_empty() {
+        return None;
     }
-    let declared: Vec<&Value> = st["pipelines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["declared"].is_object())
-        .collect();
-    if !declared.is_empty() {
-        let mut rows = vec![vec![
-            "PIPELINE".into(),
-            "DEFINITION".into(),
-            "STATE".into(),
-            "SINCE".into(),
-            "DETAIL".into(),
-        ]];
-        for p in declared {
-            let d = &p["declared"];
+    let mut rows = vec![header(&["GATE", "PACKAGE", "DECISION", "VALUE"])];
+    for g in &st.gates {
+        for d in g.decisions.iter().take(5) {
             rows.push(vec![
-                s(&p["name"]),
-                s(&d["definition"]),
-                s(&d["state"]),
-                s(&d["since"]),
-                s(&d["detail"]),
+                g.name.clone(),
+                d.arn.clone(),
+                d.decision.clone(),
+                or_dash(&d.value),
             ]);
         }
-        out.push('\n');
-        out.push_str(&table(&rows));
     }
-    out
+    Some(table(&rows))
+}
+
+fn declared(st: &StatusDoc) -> Option<String> {
+    let declared: Vec<_> = st
+        .pipelines
+        .iter()
+        .filter_map(|p| Some((p, p.declared.as_ref()?)))
+        .collect();
+    if declared.is_empty() {
+        return None;
+    }
+    let mut rows = vec![header(&[
+        "PIPELINE",
+        "DEFINITION",
+        "STATE",
+        "SINCE",
+        "DETAIL",
+    ])];
+    for (p, d) in declared {
+        rows.push(vec![
+            p.name.clone(),
+            d.definition.clone(),
+            d.state.clone(),
+            or_dash(&d.since),
+            or_dash(&d.detail),
+        ]);
+    }
+    Some(table(&rows))
 }
