@@ -204,9 +204,19 @@ fn finding(
 /// `DescribeAlarms` and `GetMetricData` for many at once), read-only.
 pub async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Finding> {
     let mut out = Vec::new();
-    let now = chrono::Utc::now();
+    pipelines(aws, cfg, scope, &mut out).await;
+    builds(aws, cfg, scope, &mut out).await;
+    notifiers(aws, cfg, scope, &mut out).await;
+    gates(aws, cfg, scope, &mut out).await;
+    checks(aws, cfg, scope, &mut out).await;
+    if scope.events {
+        events(aws, cfg, &mut out).await;
+    }
+    out
+}
 
-    // Pipelines: DescribePipeline each (with a definition: whether it is in sync).
+/// Pipelines: `DescribePipeline` each (with a definition: whether it is in sync), a few at a time.
+async fn pipelines<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Finding>) {
     let pipes: Vec<(&String, &crate::config::Pipeline)> = cfg
         .pipelines
         .iter()
@@ -254,8 +264,10 @@ pub async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Findin
             },
         });
     }
+}
 
-    // Build projects: BatchGetProjects, up to 100 names a call.
+/// Build projects: `BatchGetProjects`, up to 100 names a call.
+async fn builds<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Finding>) {
     let builds: Vec<(&String, &String)> = cfg
         .builds
         .iter()
@@ -299,8 +311,10 @@ pub async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Findin
             Ok(_) => f(Status::Ok, "exists".into()),
         });
     }
+}
 
-    // Notifier topics: GetTopicAttributes each.
+/// Notifier topics: `GetTopicAttributes` each.
+async fn notifiers<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Finding>) {
     for (name, n) in cfg
         .notifiers
         .iter()
@@ -316,8 +330,10 @@ pub async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Findin
             }
         });
     }
+}
 
-    // Gates: their model package group.
+/// Gates: their model package group.
+async fn gates<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Finding>) {
     for (name, g) in cfg.gates.iter().filter(|(n, _)| wanted(&scope.gates, n)) {
         let f = |s, d: String| finding(ResourceKind::Gate, name, &g.model_package_group, s, d);
         out.push(
@@ -338,9 +354,13 @@ pub async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Findin
             },
         );
     }
+}
 
-    // Checks: alarms with DescribeAlarms (100 a call), metrics with GetMetricData over their
-    // last two periods (batched as the daemon does); no data is then explained with ListMetrics.
+/// Checks: alarms with `DescribeAlarms` (100 a call), metrics with `GetMetricData` over
+/// their last two periods (batched as the daemon does); no data is then explained with
+/// `ListMetrics`.
+async fn checks<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Finding>) {
+    let now = chrono::Utc::now();
     let checks: Vec<(&String, &std::sync::Arc<crate::config::Check>)> = cfg
         .checks
         .iter()
@@ -403,22 +423,20 @@ pub async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Findin
             None => f(Status::Unreachable, "no answer for this query".into()),
         });
     }
+}
 
-    // The events queue.
-    if scope.events {
-        if let Some(ev) = &cfg.events {
-            let f = |s, d: String| finding(ResourceKind::Events, "events", &ev.queue_url, s, d);
-            out.push(match aws.queue_exists(&ev.queue_url).await {
-                Ok(true) => f(Status::Ok, "exists".into()),
-                Ok(false) => f(Status::Missing, format!("no SQS queue at {}", ev.queue_url)),
-                Err(e) => {
-                    let (s, d) = from_error(&e);
-                    f(s, d)
-                }
-            });
+/// The events queue.
+async fn events<C: Cloud>(aws: &C, cfg: &Config, out: &mut Vec<Finding>) {
+    let Some(ev) = &cfg.events else { return };
+    let f = |s, d: String| finding(ResourceKind::Events, "events", &ev.queue_url, s, d);
+    out.push(match aws.queue_exists(&ev.queue_url).await {
+        Ok(true) => f(Status::Ok, "exists".into()),
+        Ok(false) => f(Status::Missing, format!("no SQS queue at {}", ev.queue_url)),
+        Err(e) => {
+            let (s, d) = from_error(&e);
+            f(s, d)
         }
-    }
-    out
+    });
 }
 
 fn sync_detail(remote: &RemotePipeline, d: &Declared) -> String {

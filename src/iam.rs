@@ -14,6 +14,48 @@ fn sm(s: &str) -> String {
     s.to_ascii_lowercase()
 }
 
+/// How this account's ARNs are spelled.
+struct Arns<'a> {
+    partition: &'static str,
+    region: &'a str,
+    account: &'a str,
+}
+
+impl Arns<'_> {
+    fn pipeline(&self, p: &str) -> String {
+        let Arns {
+            partition,
+            region,
+            account,
+        } = self;
+        format!(
+            "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
+            sm(p)
+        )
+    }
+    fn project(&self, p: &str) -> String {
+        let Arns {
+            partition,
+            region,
+            account,
+        } = self;
+        format!("arn:{partition}:codebuild:{region}:{account}:project/{p}")
+    }
+    fn sagemaker(&self, what: &str) -> String {
+        let Arns {
+            partition,
+            region,
+            account,
+        } = self;
+        format!("arn:{partition}:sagemaker:{region}:{account}:{what}")
+    }
+}
+
+/// A statement allowing `actions` on `resource`.
+fn allow(sid: &str, actions: &[&str], resource: impl Into<Value>) -> Value {
+    json!({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resource.into()})
+}
+
 /// The policy document for `cfg` in `region` and `account`. `report_buckets` are the S3 buckets
 /// holding evaluation reports, needed when a gate uses `report_path`.
 pub fn policy(
@@ -29,21 +71,31 @@ pub fn policy(
     } else {
         "aws"
     };
-    let mut st: Vec<Value> = Vec::new();
-    let pipeline_arn = |p: &str| {
-        format!(
-            "arn:{partition}:sagemaker:{region}:{account}:pipeline/{}",
-            sm(p)
-        )
+    let a = Arns {
+        partition,
+        region,
+        account,
     };
+    let mut st: Vec<Value> = Vec::new();
+    st.extend(checks(cfg, &a));
+    st.extend(events(cfg, &a));
+    st.extend(runs(cfg, &a));
+    st.extend(notify(cfg));
+    st.extend(gates(cfg, &a, report_buckets)?);
+    st.extend(preflight(cfg, &a));
+    st.extend(ha(cfg, &a));
+    Ok(json!({ "Version": "2012-10-17", "Statement": st }))
+}
 
+/// Metric checks read `GetMetricData` (no narrower resource); alarm checks their alarms.
+fn checks(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
+    let mut st = Vec::new();
     if cfg.checks.values().any(|c| c.alarm.is_none()) {
-        st.push(json!({
-            "Sid": "ReadCheckMetrics",
-            "Effect": "Allow",
-            "Action": ["cloudwatch:GetMetricData"],
-            "Resource": "*"
-        }));
+        st.push(allow(
+            "ReadCheckMetrics",
+            &["cloudwatch:GetMetricData"],
+            "*",
+        ));
     }
     let alarms: BTreeSet<&str> = cfg
         .checks
@@ -51,59 +103,88 @@ pub fn policy(
         .filter_map(|c| c.alarm.as_deref())
         .collect();
     if !alarms.is_empty() {
-        st.push(json!({
-            "Sid": "ReadCheckAlarms",
-            "Effect": "Allow",
-            "Action": ["cloudwatch:DescribeAlarms"],
-            "Resource": alarms.iter().map(|a| format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:{a}")).collect::<Vec<_>>()
-        }));
+        let Arns {
+            partition,
+            region,
+            account,
+        } = a;
+        let arns: Vec<String> = alarms
+            .iter()
+            .map(|x| format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:{x}"))
+            .collect();
+        st.push(allow(
+            "ReadCheckAlarms",
+            &["cloudwatch:DescribeAlarms"],
+            arns,
+        ));
     }
-    if let Some(ev) = &cfg.events {
-        st.push(json!({
-            "Sid": "ReadEvents",
-            "Effect": "Allow",
-            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-            "Resource": [queue_arn(&ev.queue_url, partition, region, account)]
-        }));
-    }
+    st
+}
 
-    // Only targets some rule starts (a pipeline defined but never started needs nothing).
+/// `[events]`: the queue, long-polled and its handled messages deleted.
+fn events(cfg: &Config, a: &Arns<'_>) -> Option<Value> {
+    let ev = cfg.events.as_ref()?;
+    Some(allow(
+        "ReadEvents",
+        &[
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+        ],
+        vec![queue_arn(&ev.queue_url, a.partition, a.region, a.account)],
+    ))
+}
+
+/// Starting and following runs of the targets some rule starts (a pipeline defined but never
+/// started needs nothing), and applying declared pipelines.
+fn runs(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
     let mut pipelines = BTreeSet::new();
     let mut projects = BTreeSet::new();
-    for r in cfg.rules.values() {
-        for s in &r.start {
-            let t = s.target();
-            match t.kind {
-                RunKind::Pipeline => {
-                    if let Some(p) = cfg.pipelines.get(&t.name) {
-                        pipelines.insert(p.pipeline_name.clone());
-                    }
-                }
-                RunKind::Build => {
-                    if let Some(b) = cfg.builds.get(&t.name) {
-                        projects.insert(b.project_name.clone());
-                    }
-                }
+    for s in cfg.rules.values().flat_map(|r| &r.start) {
+        let t = s.target();
+        match t.kind {
+            RunKind::Pipeline => {
+                pipelines.extend(cfg.pipelines.get(&t.name).map(|p| &p.pipeline_name))
             }
+            RunKind::Build => projects.extend(cfg.builds.get(&t.name).map(|b| &b.project_name)),
         }
     }
+    let mut st = Vec::new();
     if !pipelines.is_empty() {
-        let arns: Vec<String> = pipelines.iter().map(|p| pipeline_arn(p)).collect();
-        let execs: Vec<String> = arns.iter().map(|a| format!("{a}/execution/*")).collect();
-        st.push(json!({
-            "Sid": "StartAndFindPipelineRuns",
-            "Effect": "Allow",
-            "Action": ["sagemaker:StartPipelineExecution", "sagemaker:ListPipelineExecutions"],
-            "Resource": arns
-        }));
-        st.push(json!({
-            "Sid": "FollowPipelineRuns",
-            "Effect": "Allow",
-            "Action": ["sagemaker:DescribePipelineExecution"],
-            "Resource": execs
-        }));
+        let arns: Vec<String> = pipelines.iter().map(|p| a.pipeline(p)).collect();
+        let execs: Vec<String> = arns.iter().map(|x| format!("{x}/execution/*")).collect();
+        st.push(allow(
+            "StartAndFindPipelineRuns",
+            &[
+                "sagemaker:StartPipelineExecution",
+                "sagemaker:ListPipelineExecutions",
+            ],
+            arns,
+        ));
+        st.push(allow(
+            "FollowPipelineRuns",
+            &["sagemaker:DescribePipelineExecution"],
+            execs,
+        ));
     }
-    // Declared pipelines: read, create, update and tag them, and pass their roles to SageMaker.
+    st.extend(declared(cfg, a));
+    if !projects.is_empty() {
+        let arns: Vec<String> = projects.iter().map(|p| a.project(p)).collect();
+        st.push(allow(
+            "StartFindAndFollowBuilds",
+            &[
+                "codebuild:StartBuild",
+                "codebuild:BatchGetBuilds",
+                "codebuild:ListBuildsForProject",
+            ],
+            arns,
+        ));
+    }
+    st
+}
+
+/// Declared pipelines: read, create, update and tag them, and pass their roles to SageMaker.
+fn declared(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
     let declared: Vec<(&str, &str)> = cfg
         .pipelines
         .values()
@@ -113,165 +194,178 @@ pub fn policy(
                 .map(|d| (p.pipeline_name.as_str(), d.role_arn.as_str()))
         })
         .collect();
-    if !declared.is_empty() {
-        let arns: BTreeSet<String> = declared.iter().map(|(p, _)| pipeline_arn(p)).collect();
-        let roles: BTreeSet<&str> = declared.iter().map(|(_, r)| *r).collect();
-        st.push(json!({
-            "Sid": "ApplyDeclaredPipelines",
-            "Effect": "Allow",
-            "Action": ["sagemaker:DescribePipeline", "sagemaker:CreatePipeline", "sagemaker:UpdatePipeline", "sagemaker:AddTags"],
-            "Resource": arns.into_iter().collect::<Vec<_>>()
-        }));
-        st.push(json!({
-            "Sid": "PassDeclaredPipelineRoles",
-            "Effect": "Allow",
-            "Action": ["iam:PassRole"],
-            "Resource": roles.into_iter().collect::<Vec<_>>(),
-            "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-        }));
+    if declared.is_empty() {
+        return Vec::new();
     }
-    if !projects.is_empty() {
-        let arns: Vec<String> = projects
-            .iter()
-            .map(|p| format!("arn:{partition}:codebuild:{region}:{account}:project/{p}"))
-            .collect();
-        st.push(json!({
-            "Sid": "StartFindAndFollowBuilds",
-            "Effect": "Allow",
-            "Action": ["codebuild:StartBuild", "codebuild:BatchGetBuilds", "codebuild:ListBuildsForProject"],
-            "Resource": arns
-        }));
-    }
+    let arns: BTreeSet<String> = declared.iter().map(|(p, _)| a.pipeline(p)).collect();
+    let roles: BTreeSet<&str> = declared.iter().map(|(_, r)| *r).collect();
+    let mut pass = allow(
+        "PassDeclaredPipelineRoles",
+        &["iam:PassRole"],
+        roles.into_iter().collect::<Vec<_>>(),
+    );
+    pass["Condition"] = json!({"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}});
+    vec![
+        allow(
+            "ApplyDeclaredPipelines",
+            &[
+                "sagemaker:DescribePipeline",
+                "sagemaker:CreatePipeline",
+                "sagemaker:UpdatePipeline",
+                "sagemaker:AddTags",
+            ],
+            arns.into_iter().collect::<Vec<_>>(),
+        ),
+        pass,
+    ]
+}
 
-    // Topics of notifiers some rule or gate uses.
-    let mut used: BTreeSet<&str> = BTreeSet::new();
-    for r in cfg.rules.values() {
-        used.extend(r.notify.iter().map(String::as_str));
-    }
-    for g in cfg.gates.values() {
-        used.extend(g.notify.iter().map(String::as_str));
-    }
-    for d in cfg.pipelines.values().filter_map(|p| p.declared.as_ref()) {
-        used.extend(d.notify.iter().map(String::as_str));
-    }
+/// The topics of notifiers some rule, gate or declared pipeline uses.
+fn notify(cfg: &Config) -> Option<Value> {
+    let used: BTreeSet<&str> = cfg
+        .rules
+        .values()
+        .flat_map(|r| &r.notify)
+        .chain(cfg.gates.values().flat_map(|g| &g.notify))
+        .chain(
+            cfg.pipelines
+                .values()
+                .filter_map(|p| p.declared.as_ref())
+                .flat_map(|d| &d.notify),
+        )
+        .map(String::as_str)
+        .collect();
     let topics: BTreeSet<String> = used
         .iter()
         .filter_map(|n| cfg.notifiers.get(*n))
         .map(|n| n.topic_arn.clone())
         .collect();
-    if !topics.is_empty() {
-        st.push(json!({
-            "Sid": "Notify",
-            "Effect": "Allow",
-            "Action": ["sns:Publish"],
-            "Resource": topics.into_iter().collect::<Vec<_>>()
-        }));
-    }
+    (!topics.is_empty()).then(|| {
+        allow(
+            "Notify",
+            &["sns:Publish"],
+            topics.into_iter().collect::<Vec<_>>(),
+        )
+    })
+}
 
-    if !cfg.gates.is_empty() {
-        let groups: BTreeSet<String> = cfg
-            .gates
-            .values()
-            .map(|g| g.model_package_group.clone())
-            .collect();
-        st.push(json!({
-            "Sid": "ListPendingModelPackages",
-            "Effect": "Allow",
-            "Action": ["sagemaker:ListModelPackages"],
-            "Resource": "*"
-        }));
-        st.push(json!({
-            "Sid": "ReadAndApproveModelPackages",
-            "Effect": "Allow",
-            "Action": ["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
-            "Resource": groups.iter().map(|g| format!("arn:{partition}:sagemaker:{region}:{account}:model-package/{}/*", sm(g))).collect::<Vec<_>>()
-        }));
-        if cfg
-            .gates
-            .values()
-            .any(|g| matches!(g.metric, GateMetric::Report(_)))
-        {
-            if report_buckets.is_empty() {
-                return Err("a gate reads its metric from an evaluation report in S3 (`report_path`); name the bucket(s) that hold the reports with --report-bucket".into());
-            }
-            st.push(json!({
-                "Sid": "ReadEvaluationReports",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject"],
-                "Resource": report_buckets.iter().map(|b| format!("arn:{partition}:s3:::{b}/*")).collect::<Vec<_>>()
-            }));
-        }
+/// Gates: list pending packages (no narrower resource), read and approve them in their
+/// groups, read evaluation reports from the buckets given.
+fn gates(cfg: &Config, a: &Arns<'_>, report_buckets: &[String]) -> Result<Vec<Value>, String> {
+    if cfg.gates.is_empty() {
+        return Ok(Vec::new());
     }
-    // The preflight (`mlopsd doctor`, and the daemon at start and after a reload) reads every
-    // resource the config names; these reads are its own (the rest it shares with the loop).
-    let mut pre_actions: Vec<&str> = Vec::new();
-    let mut pre_res: BTreeSet<String> = BTreeSet::new();
+    let groups: BTreeSet<String> = cfg
+        .gates
+        .values()
+        .map(|g| g.model_package_group.clone())
+        .collect();
+    let mut st = vec![
+        allow(
+            "ListPendingModelPackages",
+            &["sagemaker:ListModelPackages"],
+            "*",
+        ),
+        allow(
+            "ReadAndApproveModelPackages",
+            &[
+                "sagemaker:DescribeModelPackage",
+                "sagemaker:UpdateModelPackage",
+            ],
+            groups
+                .iter()
+                .map(|g| a.sagemaker(&format!("model-package/{}/*", sm(g))))
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    if cfg
+        .gates
+        .values()
+        .any(|g| matches!(g.metric, GateMetric::Report(_)))
+    {
+        if report_buckets.is_empty() {
+            return Err("a gate reads its metric from an evaluation report in S3 (`report_path`); name the bucket(s) that hold the reports with --report-bucket".into());
+        }
+        let partition = a.partition;
+        st.push(allow(
+            "ReadEvaluationReports",
+            &["s3:GetObject"],
+            report_buckets
+                .iter()
+                .map(|b| format!("arn:{partition}:s3:::{b}/*"))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    Ok(st)
+}
+
+/// The preflight (`mlopsd doctor`, and the daemon at start and after a reload) reads every
+/// resource the config names; these reads are its own (the rest it shares with the loop).
+fn preflight(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
+    let mut actions: Vec<&str> = Vec::new();
+    let mut res: BTreeSet<String> = BTreeSet::new();
     if !cfg.pipelines.is_empty() {
-        pre_actions.push("sagemaker:DescribePipeline");
-        pre_res.extend(
-            cfg.pipelines
-                .values()
-                .map(|p| pipeline_arn(&p.pipeline_name)),
-        );
+        actions.push("sagemaker:DescribePipeline");
+        res.extend(cfg.pipelines.values().map(|p| a.pipeline(&p.pipeline_name)));
     }
     if !cfg.builds.is_empty() {
-        pre_actions.push("codebuild:BatchGetProjects");
-        pre_res.extend(cfg.builds.values().map(|b| {
-            format!(
-                "arn:{partition}:codebuild:{region}:{account}:project/{}",
-                b.project_name
-            )
-        }));
+        actions.push("codebuild:BatchGetProjects");
+        res.extend(cfg.builds.values().map(|b| a.project(&b.project_name)));
     }
     if !cfg.notifiers.is_empty() {
-        pre_actions.push("sns:GetTopicAttributes");
-        pre_res.extend(cfg.notifiers.values().map(|n| n.topic_arn.clone()));
+        actions.push("sns:GetTopicAttributes");
+        res.extend(cfg.notifiers.values().map(|n| n.topic_arn.clone()));
     }
     if !cfg.gates.is_empty() {
-        pre_actions.push("sagemaker:DescribeModelPackageGroup");
-        pre_res.extend(cfg.gates.values().map(|g| {
-            format!(
-                "arn:{partition}:sagemaker:{region}:{account}:model-package-group/{}",
+        actions.push("sagemaker:DescribeModelPackageGroup");
+        res.extend(cfg.gates.values().map(|g| {
+            a.sagemaker(&format!(
+                "model-package-group/{}",
                 sm(&g.model_package_group)
-            )
+            ))
         }));
     }
-    if !pre_actions.is_empty() {
-        st.push(json!({
-            "Sid": "Preflight",
-            "Effect": "Allow",
-            "Action": pre_actions,
-            "Resource": pre_res.into_iter().collect::<Vec<_>>()
-        }));
+    let mut st = Vec::new();
+    if !actions.is_empty() {
+        st.push(allow(
+            "Preflight",
+            &actions,
+            res.into_iter().collect::<Vec<_>>(),
+        ));
     }
     if cfg.checks.values().any(|c| c.alarm.is_none()) {
         // Explains a metric query without data (wrong namespace, metric or dimensions).
-        st.push(json!({
-            "Sid": "PreflightListMetrics",
-            "Effect": "Allow",
-            "Action": ["cloudwatch:ListMetrics"],
-            "Resource": "*"
-        }));
+        st.push(allow(
+            "PreflightListMetrics",
+            &["cloudwatch:ListMetrics"],
+            "*",
+        ));
     }
-    if let Some(t) = &cfg.daemon.ha_table {
-        // HA: the lease item (GetItem, conditional PutItem), the log (Query, and
-        // TransactWriteItems of Puts with a ConditionCheck on the lease), its compaction
-        // (snapshot PutItems, BatchWriteItem deletes), the start check.
-        st.push(json!({
-            "Sid": "HighAvailabilityTable",
-            "Effect": "Allow",
-            "Action": [
-                "dynamodb:DescribeTable",
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:Query",
-                "dynamodb:ConditionCheckItem",
-                "dynamodb:BatchWriteItem"
-            ],
-            "Resource": format!("arn:{partition}:dynamodb:{region}:{account}:table/{t}")
-        }));
-    }
-    Ok(json!({ "Version": "2012-10-17", "Statement": st }))
+    st
+}
+
+/// HA: the lease item (GetItem, conditional PutItem), the log (Query, and TransactWriteItems
+/// of Puts with a ConditionCheck on the lease), its compaction (snapshot PutItems,
+/// BatchWriteItem deletes), the start check.
+fn ha(cfg: &Config, a: &Arns<'_>) -> Option<Value> {
+    let t = cfg.daemon.ha_table.as_ref()?;
+    let Arns {
+        partition,
+        region,
+        account,
+    } = a;
+    Some(allow(
+        "HighAvailabilityTable",
+        &[
+            "dynamodb:DescribeTable",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:BatchWriteItem",
+        ],
+        format!("arn:{partition}:dynamodb:{region}:{account}:table/{t}"),
+    ))
 }
 
 /// The ARN of a queue from its URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or an
