@@ -149,149 +149,179 @@ impl Metrics {
             up_since: FGauge::default(),
             registry: Registry::default(),
         };
+        m.register_config(&mut r);
+        m.register_checks(&mut r);
+        m.register_runs(&mut r);
+        m.register_aws(&mut r);
+        m.register_notify(&mut r);
+        m.register_other(&mut r);
+        Metrics { registry: r, ..m }
+    }
+
+    /// Config loads and reloads.
+    fn register_config(&self, r: &mut Registry) {
         r.register(
             "mlopsd_config_reloads",
             "Config reloads by result (success, failure)",
-            m.reloads.clone(),
+            self.reloads.clone(),
         );
         r.register(
             "mlopsd_config_last_reload_successful",
             "1 if the last start or reload applied the config, 0 if it was rejected",
-            m.last_reload_ok.clone(),
+            self.last_reload_ok.clone(),
         );
         r.register(
             "mlopsd_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful load or reload",
-            m.last_reload_success_ts.clone(),
+            self.last_reload_success_ts.clone(),
         );
+    }
+
+    /// Checks, rules and the schedule.
+    fn register_checks(&self, r: &mut Registry) {
         r.register(
             "mlopsd_check_evaluations",
             "Check evaluations",
-            m.check_evaluations.clone(),
+            self.check_evaluations.clone(),
         );
         r.register(
             "mlopsd_check_breaches",
             "Evaluations that breached the threshold",
-            m.check_breaches.clone(),
+            self.check_breaches.clone(),
         );
         r.register(
             "mlopsd_check_value",
             "Last value read for a check",
-            m.check_value.clone(),
+            self.check_value.clone(),
         );
         r.register(
             "mlopsd_check_threshold",
             "A check's threshold",
-            m.check_threshold.clone(),
+            self.check_threshold.clone(),
         );
         r.register(
             "mlopsd_check_breaching",
             "1 while a check is in a breach incident (for consecutive breaches reached)",
-            m.check_breaching.clone(),
+            self.check_breaching.clone(),
         );
         r.register(
             "mlopsd_rule_firings",
             "Rule firings",
-            m.rule_firings.clone(),
+            self.rule_firings.clone(),
         );
         r.register(
             "mlopsd_rule_suppressions",
             "Times a rule did not fire, by reason (cooldown, max_concurrent, dry_run)",
-            m.rule_suppressions.clone(),
-        );
-        r.register(
-            "mlopsd_runs_started",
-            "Runs started",
-            m.runs_started.clone(),
-        );
-        r.register(
-            "mlopsd_runs_succeeded",
-            "Runs that succeeded",
-            m.runs_succeeded.clone(),
-        );
-        r.register(
-            "mlopsd_runs_failed",
-            "Runs that failed (or could not be started)",
-            m.runs_failed.clone(),
-        );
-        r.register(
-            "mlopsd_runs_active",
-            "Runs decided or started and not yet ended",
-            m.runs_active.clone(),
-        );
-        r.register(
-            "mlopsd_aws_requests",
-            "AWS API calls (after SDK retries), by service and operation",
-            m.aws_requests.clone(),
-        );
-        r.register(
-            "mlopsd_aws_errors",
-            "AWS API calls that failed, by service, operation and error code",
-            m.aws_errors.clone(),
-        );
-        r.register(
-            "mlopsd_aws_request_duration_seconds",
-            "AWS API call latency, SDK retries included",
-            m.aws_latency.clone(),
-        );
-        r.register(
-            "mlopsd_notifications_sent",
-            "SNS messages published",
-            m.notifications_sent.clone(),
-        );
-        r.register(
-            "mlopsd_notifications_deduplicated",
-            "Notifications not sent because of repeat_interval",
-            m.notifications_deduplicated.clone(),
-        );
-        r.register(
-            "mlopsd_notifications_failed",
-            "SNS publish attempts that failed (the message stays queued)",
-            m.notifications_failed.clone(),
-        );
-        r.register(
-            "mlopsd_gate_decisions",
-            "Gate decisions by result (approved, rejected, no_metric)",
-            m.gate_decisions.clone(),
-        );
-        r.register("mlopsd_state_errors", "State store operations that failed, by operation (logged as state_error, shown on /healthz)", m.state_errors.clone());
-        r.register("mlopsd_events", "EventBridge events read from the [events] queue, by result (handled, ignored, rejected)", m.events.clone());
-        r.register(
-            "mlopsd_pipeline_applies",
-            "Declared pipelines: applies and findings by result (created, updated, drifted, failed)",
-            m.pipeline_applies.clone(),
-        );
-        r.register(
-            "mlopsd_leader",
-            "1 while this replica acts (the HA leader, or a single machine), 0 as a standby",
-            m.leader.clone(),
-        );
-        r.register(
-            "mlopsd_preflight_problems",
-            "AWS resources the config names that the last preflight found missing, forbidden, without data or unreachable",
-            m.preflight_problems.clone(),
-        );
-        r.register(
-            "mlopsd_pipeline_in_sync",
-            "1 while a declared pipeline's AWS definition equals its file, 0 otherwise",
-            m.pipeline_in_sync.clone(),
-        );
-        r.register(
-            "mlopsd_events_queue_up",
-            "1 while the [events] queue answers, 0 while it cannot be reached",
-            m.events_queue_up.clone(),
+            self.rule_suppressions.clone(),
         );
         r.register(
             "mlopsd_schedule_lateness_seconds",
             "How long after its due instant a scheduled item started",
-            m.schedule_lateness.clone(),
+            self.schedule_lateness.clone(),
+        );
+    }
+
+    /// Runs, gates and declared pipelines.
+    fn register_runs(&self, r: &mut Registry) {
+        r.register(
+            "mlopsd_runs_started",
+            "Runs started",
+            self.runs_started.clone(),
+        );
+        r.register(
+            "mlopsd_runs_succeeded",
+            "Runs that succeeded",
+            self.runs_succeeded.clone(),
+        );
+        r.register(
+            "mlopsd_runs_failed",
+            "Runs that failed (or could not be started)",
+            self.runs_failed.clone(),
+        );
+        r.register(
+            "mlopsd_runs_active",
+            "Runs decided or started and not yet ended",
+            self.runs_active.clone(),
+        );
+        r.register(
+            "mlopsd_gate_decisions",
+            "Gate decisions by result (approved, rejected, no_metric)",
+            self.gate_decisions.clone(),
+        );
+        r.register(
+            "mlopsd_pipeline_applies",
+            "Declared pipelines: applies and findings by result (created, updated, drifted, failed)",
+            self.pipeline_applies.clone(),
+        );
+        r.register(
+            "mlopsd_pipeline_in_sync",
+            "1 while a declared pipeline's AWS definition equals its file, 0 otherwise",
+            self.pipeline_in_sync.clone(),
+        );
+    }
+
+    /// AWS calls.
+    fn register_aws(&self, r: &mut Registry) {
+        r.register(
+            "mlopsd_aws_requests",
+            "AWS API calls (after SDK retries), by service and operation",
+            self.aws_requests.clone(),
+        );
+        r.register(
+            "mlopsd_aws_errors",
+            "AWS API calls that failed, by service, operation and error code",
+            self.aws_errors.clone(),
+        );
+        r.register(
+            "mlopsd_aws_request_duration_seconds",
+            "AWS API call latency, SDK retries included",
+            self.aws_latency.clone(),
+        );
+    }
+
+    /// Notifications.
+    fn register_notify(&self, r: &mut Registry) {
+        r.register(
+            "mlopsd_notifications_sent",
+            "SNS messages published",
+            self.notifications_sent.clone(),
+        );
+        r.register(
+            "mlopsd_notifications_deduplicated",
+            "Notifications not sent because of repeat_interval",
+            self.notifications_deduplicated.clone(),
+        );
+        r.register(
+            "mlopsd_notifications_failed",
+            "SNS publish attempts that failed (the message stays queued)",
+            self.notifications_failed.clone(),
+        );
+    }
+
+    /// The store, events, the preflight, HA and the process.
+    fn register_other(&self, r: &mut Registry) {
+        r.register("mlopsd_state_errors", "State store operations that failed, by operation (logged as state_error, shown on /healthz)", self.state_errors.clone());
+        r.register("mlopsd_events", "EventBridge events read from the [events] queue, by result (handled, ignored, rejected)", self.events.clone());
+        r.register(
+            "mlopsd_leader",
+            "1 while this replica acts (the HA leader, or a single machine), 0 as a standby",
+            self.leader.clone(),
+        );
+        r.register(
+            "mlopsd_preflight_problems",
+            "AWS resources the config names that the last preflight found missing, forbidden, without data or unreachable",
+            self.preflight_problems.clone(),
+        );
+        r.register(
+            "mlopsd_events_queue_up",
+            "1 while the [events] queue answers, 0 while it cannot be reached",
+            self.events_queue_up.clone(),
         );
         r.register(
             "mlopsd_start_time_seconds",
             "Unix time the daemon started",
-            m.up_since.clone(),
+            self.up_since.clone(),
         );
-        Metrics { registry: r, ..m }
     }
 
     pub fn encode(&self) -> String {

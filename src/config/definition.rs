@@ -139,8 +139,29 @@ pub fn parse(text: &str) -> Result<Definition, Vec<String>> {
         )),
         None => errors.push("has no \"Version\" (a pipeline definition has \"Version\", \"Parameters\" and \"Steps\")".into()),
     }
+    let parameters = parameters(top.get("Parameters"), &mut errors);
+    steps(top.get("Steps"), &mut errors);
+    let json = canonical(&v);
+    if json.len() > MAX_DEFINITION {
+        errors.push(format!(
+            "is {} bytes as compact JSON; SageMaker takes at most {MAX_DEFINITION} inline",
+            json.len()
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Definition {
+        hash: short_hash(&json),
+        json: json.into(),
+        parameters,
+    })
+}
+
+/// `Parameters`: each with a unique `Name`, a `Type`, and a `DefaultValue` of that type.
+fn parameters(v: Option<&Value>, errors: &mut Vec<String>) -> Vec<(String, ParamType)> {
     let mut parameters: Vec<(String, ParamType)> = Vec::new();
-    match top.get("Parameters") {
+    match v {
         Some(Value::Array(ps)) => {
             let mut first_at: Vec<(String, usize)> = Vec::new();
             for (i, p) in ps.iter().enumerate() {
@@ -198,7 +219,12 @@ pub fn parse(text: &str) -> Result<Definition, Vec<String>> {
         None => errors
             .push("has no \"Parameters\" (an array, empty when the pipeline takes none)".into()),
     }
-    match top.get("Steps") {
+    parameters
+}
+
+/// `Steps`: at least one, each with a unique `Name` and a `Type`.
+fn steps(v: Option<&Value>, errors: &mut Vec<String>) {
+    match v {
         Some(Value::Array(steps)) if steps.is_empty() => {
             errors.push("\"Steps\" is empty: a pipeline has at least one step".into())
         }
@@ -223,21 +249,6 @@ pub fn parse(text: &str) -> Result<Definition, Vec<String>> {
         Some(other) => errors.push(format!("\"Steps\" must be an array, found {}", kind(other))),
         None => errors.push("has no \"Steps\"".into()),
     }
-    let json = canonical(&v);
-    if json.len() > MAX_DEFINITION {
-        errors.push(format!(
-            "is {} bytes as compact JSON; SageMaker takes at most {MAX_DEFINITION} inline",
-            json.len()
-        ));
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(Definition {
-        hash: short_hash(&json),
-        json: json.into(),
-        parameters,
-    })
 }
 
 fn kind(v: &Value) -> &'static str {

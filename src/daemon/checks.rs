@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::work::{new_correlation_id, Cause, Msg, Work};
 use crate::cloud::{AlarmState, AwsError, Cloud, ErrorKind, MetricQuery};
-use crate::config::{Check, Trigger};
+use crate::config::{Check, Config, Trigger};
 use crate::engine::{self, CheckOutcome, Verdict};
 use crate::events;
 use crate::notify::{Kind, Message};
@@ -101,6 +101,9 @@ impl<C: Cloud> Work<C> {
         names
     }
 
+    /// Takes a batch of check results: each evaluated against its stored state, the
+    /// evaluations stored with the breach and recovery notices they cause (one transaction),
+    /// then the firing checks handed to their rules.
     pub fn on_check_results(
         &mut self,
         at: DateTime<Utc>,
@@ -108,40 +111,7 @@ impl<C: Cloud> Work<C> {
     ) {
         let cfg = self.cfg.clone();
         let now = self.now();
-        let mut outcomes: Vec<(String, CheckOutcome)> = Vec::new();
-        for (name, res) in results {
-            let Some(check) = cfg.checks.get(&name) else {
-                continue;
-            };
-            match res {
-                Err(e) => events::CheckFailed {
-                    check: &name,
-                    error: &e,
-                }
-                .emit(),
-                Ok(value) => {
-                    let r = self.store.check_state(&name);
-                    let Some(prev) = self.db("read check state", &name, "evaluation skipped", r)
-                    else {
-                        continue;
-                    };
-                    let o = engine::evaluate_check(check, &prev, value, || new_correlation_id(now));
-                    events::CheckEvaluated {
-                        check: &name,
-                        value,
-                        threshold: &check.threshold,
-                        decision: o.verdict.as_str(),
-                        breached: o.verdict == Verdict::Breach,
-                        breaching: o.state.breaching,
-                        breach_count: o.state.breach_count,
-                        for_count: check.for_count,
-                        correlation_id: o.correlation_id.as_deref(),
-                    }
-                    .emit();
-                    outcomes.push((name, o));
-                }
-            }
-        }
+        let outcomes = self.evaluate(&cfg, results, now);
         let evals: Vec<CheckEval<'_>> = outcomes
             .iter()
             .filter(|(_, o)| o.verdict != Verdict::Ignored)
@@ -155,20 +125,84 @@ impl<C: Cloud> Work<C> {
             .collect();
         // The rules on each check, from an index built once per batch: 10,000 checks must not
         // each scan 10,000 rules.
-        let mut on_check: HashMap<&str, Vec<String>> = HashMap::new();
-        if outcomes
+        let on_check = if outcomes
             .iter()
             .any(|(_, o)| o.entered_breach || o.recovered || o.firing)
         {
-            for (n, r) in &cfg.rules {
-                if let Trigger::Check(c) = &r.trigger {
-                    on_check.entry(c.as_str()).or_default().push(n.clone());
-                }
-            }
-        }
+            rules_by_check(&cfg)
+        } else {
+            HashMap::new()
+        };
         // Breach and recovery notices are queued with the evaluations that cause them.
+        let notices = self.incident_notices(&cfg, &outcomes, &on_check);
+        // Not stored → not acted on: the next evaluation decides again from stored state.
+        let r = self.store.save_check_evals(&evals, &notices, now);
+        drop(evals);
+        let Some(queued) = self.db("store check evaluations", "", "no rule fires on them", r)
+        else {
+            return;
+        };
+        self.queued(&notices, &queued);
+        for (name, o) in outcomes {
+            self.act_on(&cfg, name, o, &on_check);
+        }
+    }
+
+    /// Each result against its check's stored state (a failed read is logged, not evaluated).
+    fn evaluate(
+        &self,
+        cfg: &Config,
+        results: Vec<(String, Result<Option<f64>, AwsError>)>,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, CheckOutcome)> {
+        let mut outcomes = Vec::new();
+        for (name, res) in results {
+            let Some(check) = cfg.checks.get(&name) else {
+                continue;
+            };
+            let value = match res {
+                Err(e) => {
+                    events::CheckFailed {
+                        check: &name,
+                        error: &e,
+                    }
+                    .emit();
+                    continue;
+                }
+                Ok(value) => value,
+            };
+            let r = self.store.check_state(&name);
+            let Some(prev) = self.db("read check state", &name, "evaluation skipped", r) else {
+                continue;
+            };
+            let o = engine::evaluate_check(check, &prev, value, || new_correlation_id(now));
+            events::CheckEvaluated {
+                check: &name,
+                value,
+                threshold: &check.threshold,
+                decision: o.verdict.as_str(),
+                breached: o.verdict == Verdict::Breach,
+                breaching: o.state.breaching,
+                breach_count: o.state.breach_count,
+                for_count: check.for_count,
+                correlation_id: o.correlation_id.as_deref(),
+            }
+            .emit();
+            outcomes.push((name, o));
+        }
+        outcomes
+    }
+
+    /// `check_breached` / `check_recovered` for each rule on a check that entered or left
+    /// breach, rendered for the rule's notifiers.
+    fn incident_notices(
+        &self,
+        cfg: &Config,
+        outcomes: &[(String, CheckOutcome)],
+        on_check: &HashMap<&str, Vec<String>>,
+    ) -> Vec<crate::state::Queued> {
         let mut notices = Vec::new();
-        for (name, o) in &outcomes {
+        for (name, o) in outcomes {
             if !(o.entered_breach || o.recovered) {
                 continue;
             }
@@ -203,45 +237,55 @@ impl<C: Cloud> Work<C> {
                 notices.extend(self.render_rule(r, &m));
             }
         }
-        // Not stored → not acted on: the next evaluation decides again from stored state.
-        let r = self.store.save_check_evals(&evals, &notices, now);
-        drop(evals);
-        let Some(queued) = self.db("store check evaluations", "", "no rule fires on them", r)
-        else {
+        notices
+    }
+
+    /// After the evaluation is stored: an incident is logged, and a firing check's rules
+    /// are considered.
+    fn act_on(
+        &mut self,
+        cfg: &Config,
+        name: String,
+        o: CheckOutcome,
+        on_check: &HashMap<&str, Vec<String>>,
+    ) {
+        let Some(check) = cfg.checks.get(&name) else {
             return;
         };
-        self.queued(&notices, &queued);
-        for (name, o) in outcomes {
-            let Some(check) = cfg.checks.get(&name) else {
-                continue;
-            };
-            let corr = o.correlation_id.clone().unwrap_or_default();
-            if !(o.entered_breach || o.recovered || o.firing) {
-                continue;
+        let corr = o.correlation_id.clone().unwrap_or_default();
+        if o.entered_breach || o.recovered {
+            events::CheckIncident {
+                recovered: o.recovered,
+                check: &name,
+                value: o.value,
+                threshold: &check.threshold,
+                correlation_id: &corr,
             }
-            let rules: Vec<String> = on_check.get(name.as_str()).cloned().unwrap_or_default();
-            if o.entered_breach || o.recovered {
-                events::CheckIncident {
-                    recovered: o.recovered,
-                    check: &name,
+            .emit();
+        }
+        if !o.firing {
+            return;
+        }
+        for r in on_check.get(name.as_str()).cloned().unwrap_or_default() {
+            self.fire_rule(
+                &r,
+                Cause::Check {
+                    check: name.clone(),
+                    correlation_id: corr.clone(),
                     value: o.value,
-                    threshold: &check.threshold,
-                    correlation_id: &corr,
-                }
-                .emit();
-            }
-            if o.firing {
-                for r in rules {
-                    self.fire_rule(
-                        &r,
-                        Cause::Check {
-                            check: name.clone(),
-                            correlation_id: corr.clone(),
-                            value: o.value,
-                        },
-                    );
-                }
-            }
+                },
+            );
         }
     }
+}
+
+/// The rules on each check (`on_check`).
+fn rules_by_check(cfg: &Config) -> HashMap<&str, Vec<String>> {
+    let mut on_check: HashMap<&str, Vec<String>> = HashMap::new();
+    for (n, r) in &cfg.rules {
+        if let Trigger::Check(c) = &r.trigger {
+            on_check.entry(c.as_str()).or_default().push(n.clone());
+        }
+    }
+    on_check
 }

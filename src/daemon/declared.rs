@@ -35,6 +35,21 @@ pub struct Sending {
     pub changes: Vec<String>,
 }
 
+/// A declared pipeline compared with what SageMaker holds.
+struct Compared<'a> {
+    pipeline: &'a str,
+    aws_name: &'a str,
+    decl: &'a Declared,
+    /// What the store remembers of it.
+    row: ApplyRow,
+    /// The file's state (hash of canonical definition and role); AWS's, `None`: absent.
+    file: String,
+    aws: Option<String>,
+    arn: Option<String>,
+    /// The changed paths, for messages.
+    changes: Vec<String>,
+}
+
 impl<C: Cloud> Work<C> {
     /// Compares the named declared pipelines (all of them with `None`) with AWS.
     pub fn reconcile(&mut self, names: Option<Vec<String>>, why: &'static str) {
@@ -146,94 +161,104 @@ impl<C: Cloud> Work<C> {
             self.finish(&pipeline);
             return;
         };
-        let mut row = stored.map(|s| s.row).unwrap_or_default();
-        let was = row.state;
-        let file = decl.state_hash();
-        let aws = remote
+        let remote_state = remote
             .as_ref()
             .map(|r| definition::state_hash(&canonical_text(&r.definition), &r.role_arn));
-        let arn = remote.as_ref().map(|r| r.arn.clone());
-        let outcome = reconcile::decide(&row, &file, aws.as_deref(), decl.reconcile);
-        let changes = || describe_changes(remote.as_ref(), &decl);
-        match outcome {
-            Outcome::InSync { landed } => {
-                if let Some(op) = landed {
-                    // Our own op went through before the daemon could record it.
-                    self.tell_applied(
-                        &pipeline,
-                        &p.pipeline_name,
-                        &decl,
-                        op,
-                        arn.as_deref().unwrap_or(""),
-                        "confirmed: an earlier call had landed",
-                        &[],
-                    );
-                }
-                row = ApplyRow {
-                    applied: Some(file),
-                    pending: None,
-                    drift: None,
-                    state: SyncState::InSync,
-                    detail: None,
-                };
-                self.save_apply(&pipeline, &row, arn.as_deref());
-                events::pipeline_in_sync(&pipeline, &p.pipeline_name, was.as_str());
-                self.finish(&pipeline);
-            }
+        let c = Compared {
+            pipeline: &pipeline,
+            aws_name: &p.pipeline_name,
+            decl: &decl,
+            row: stored.map(|s| s.row).unwrap_or_default(),
+            file: decl.state_hash(),
+            arn: remote.as_ref().map(|r| r.arn.clone()),
+            changes: describe_changes(remote.as_ref(), &decl),
+            aws: remote_state,
+        };
+        match reconcile::decide(&c.row, &c.file, c.aws.as_deref(), decl.reconcile) {
+            Outcome::InSync { landed } => self.in_sync(c, landed),
             Outcome::ReportDrift { new_drift } => {
-                let ch = changes();
+                let mut row = c.row.clone();
                 if new_drift {
-                    self.tell_drift(&pipeline, &p.pipeline_name, &decl, "reported", &ch);
+                    self.tell_drift(c.pipeline, c.aws_name, c.decl, "reported", &c.changes);
                 }
-                row.drift = Some(aws.unwrap_or_else(|| ABSENT.into()));
+                row.drift = Some(c.aws.clone().unwrap_or_else(|| ABSENT.into()));
                 row.state = SyncState::Drifted;
-                row.detail = Some(summary(&ch));
-                self.save_apply(&pipeline, &row, arn.as_deref());
-                self.finish(&pipeline);
+                row.detail = Some(summary(&c.changes));
+                self.save_apply(c.pipeline, &row, c.arn.as_deref());
+                self.finish(c.pipeline);
             }
             Outcome::Send {
                 op,
                 drifted,
                 new_drift,
-            } => {
-                let ch = changes();
-                if drifted && new_drift {
-                    self.tell_drift(&pipeline, &p.pipeline_name, &decl, "put back", &ch);
-                }
-                let reason = match (op, drifted) {
-                    (_, true) => "put back after drift",
-                    (ApplyOp::Create, false) => "declared, absent in SageMaker",
-                    (ApplyOp::Update, false) if row.applied.is_none() => {
-                        "adopted: SageMaker differed from the file"
-                    }
-                    (ApplyOp::Update, false) => "definition changed",
-                };
-                if drifted {
-                    row.drift = Some(aws.clone().unwrap_or_else(|| ABSENT.into()));
-                }
-                row.pending = Some((op, file.clone()));
-                row.state = SyncState::Applying;
-                row.detail = Some(format!("{} ({reason})", op.operation()));
-                // The decision is stored before AWS is called: a restart finishes it as the
-                // same op, never as a drift.
-                if !self.save_apply(&pipeline, &row, arn.as_deref()) {
-                    self.finish(&pipeline);
-                    return;
-                }
-                crate::failpoint::hit("after_apply_decided");
-                self.send_apply(
-                    &pipeline,
-                    &p.pipeline_name,
-                    &decl,
-                    Sending {
-                        op,
-                        state: file,
-                        reason,
-                        changes: ch,
-                    },
-                );
-            }
+            } => self.decide_send(c, op, drifted, new_drift),
         }
+    }
+
+    /// SageMaker holds the file's state: stored as in sync (an op of ours that landed before
+    /// it could be recorded is told now).
+    fn in_sync(&mut self, c: Compared<'_>, landed: Option<ApplyOp>) {
+        if let Some(op) = landed {
+            // Our own op went through before the daemon could record it.
+            self.tell_applied(
+                c.pipeline,
+                c.aws_name,
+                c.decl,
+                op,
+                c.arn.as_deref().unwrap_or(""),
+                "confirmed: an earlier call had landed",
+                &[],
+            );
+        }
+        let row = ApplyRow {
+            applied: Some(c.file),
+            pending: None,
+            drift: None,
+            state: SyncState::InSync,
+            detail: None,
+        };
+        self.save_apply(c.pipeline, &row, c.arn.as_deref());
+        events::pipeline_in_sync(c.pipeline, c.aws_name, c.row.state.as_str());
+        self.finish(c.pipeline);
+    }
+
+    /// A create or update to send: stored as pending first (a restart finishes it as the same
+    /// op, never as a drift), then sent.
+    fn decide_send(&mut self, c: Compared<'_>, op: ApplyOp, drifted: bool, new_drift: bool) {
+        let mut row = c.row.clone();
+        if drifted && new_drift {
+            self.tell_drift(c.pipeline, c.aws_name, c.decl, "put back", &c.changes);
+        }
+        let reason = match (op, drifted) {
+            (_, true) => "put back after drift",
+            (ApplyOp::Create, false) => "declared, absent in SageMaker",
+            (ApplyOp::Update, false) if row.applied.is_none() => {
+                "adopted: SageMaker differed from the file"
+            }
+            (ApplyOp::Update, false) => "definition changed",
+        };
+        if drifted {
+            row.drift = Some(c.aws.clone().unwrap_or_else(|| ABSENT.into()));
+        }
+        row.pending = Some((op, c.file.clone()));
+        row.state = SyncState::Applying;
+        row.detail = Some(format!("{} ({reason})", op.operation()));
+        if !self.save_apply(c.pipeline, &row, c.arn.as_deref()) {
+            self.finish(c.pipeline);
+            return;
+        }
+        crate::failpoint::hit("after_apply_decided");
+        self.send_apply(
+            c.pipeline,
+            c.aws_name,
+            c.decl,
+            Sending {
+                op,
+                state: c.file,
+                reason,
+                changes: c.changes,
+            },
+        );
     }
 
     fn send_apply(&mut self, pipeline: &str, aws_name: &str, decl: &Declared, s: Sending) {

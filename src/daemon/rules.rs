@@ -4,12 +4,23 @@
 use super::work::{Cause, Work};
 use crate::cloud::Cloud;
 use crate::config::{Config, RunKind, Start, Target};
-use crate::engine;
+use crate::engine::{self, RuleState};
 use crate::events;
 use crate::notify::{Kind, Message};
 use crate::state::NewRun;
 
+/// A firing about to be stored: the rule's new state and what it starts.
+struct Firing {
+    at: chrono::DateTime<chrono::Utc>,
+    state: RuleState,
+    starts: Vec<Start>,
+    correlation_id: String,
+    check: Option<String>,
+}
+
 impl<C: Cloud> Work<C> {
+    /// Considers rule `name` now, for `cause`: it fires (decision stored, then its starts
+    /// sent), is suppressed (logged and told with why), or — a dry run — is logged only.
     pub fn fire_rule(&mut self, name: &str, cause: Cause) {
         let cfg = self.cfg.clone();
         let Some(rule) = cfg.rules.get(name) else {
@@ -17,24 +28,8 @@ impl<C: Cloud> Work<C> {
         };
         let now = self.now();
         let corr = cause.correlation_id(now);
-        let check = cause.check().map(str::to_string);
-        // A chain considered again after a crash: a rule this run's end already fired is done.
-        if let Cause::RunEnded { run, .. } = &cause {
-            let key = format!("chained\0{name}\0{}", run.id);
-            let r = self.store.events_seen(&[key.as_str()]);
-            match self.db(
-                "read the chain's key",
-                name,
-                "the rule does not fire now",
-                r,
-            ) {
-                Some(seen) if seen.first() == Some(&false) => {}
-                Some(_) => {
-                    tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this run's end fired the rule before; nothing is started again");
-                    return;
-                }
-                None => return,
-            }
+        if !self.not_chained_before(name, &cause, &corr) {
+            return;
         }
         let r = self.store.rule_state(name);
         let Some(state) = self.db("read rule state", name, "the rule does not fire", r) else {
@@ -52,59 +47,126 @@ impl<C: Cloud> Work<C> {
             },
             _ => rule.start.clone(),
         };
+        let Some(targets) = self.targets(&cfg, rule, name) else {
+            return;
+        };
+        let check = cause.check().map(str::to_string);
+        if let Err(why) = engine::decide_rule(rule, &state, &targets, now) {
+            self.suppressed(name, rule.dry_run, check.as_deref(), &corr, &why);
+            return;
+        }
+        let firing = Firing {
+            at: now,
+            state: engine::fired(rule, &state, now),
+            starts,
+            correlation_id: corr,
+            check,
+        };
+        if rule.dry_run {
+            self.dry_run(&cfg, name, &firing);
+        } else {
+            self.fire(&cfg, name, &cause, firing);
+        }
+    }
+
+    /// A chain considered again after a crash: a rule this run's end already fired is done.
+    fn not_chained_before(&self, name: &str, cause: &Cause, corr: &str) -> bool {
+        let Cause::RunEnded { run, .. } = cause else {
+            return true;
+        };
+        let key = format!("chained\0{name}\0{}", run.id);
+        let r = self.store.events_seen(&[key.as_str()]);
+        match self.db(
+            "read the chain's key",
+            name,
+            "the rule does not fire now",
+            r,
+        ) {
+            Some(seen) if seen.first() == Some(&false) => true,
+            Some(_) => {
+                tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this run's end fired the rule before; nothing is started again");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Each target's (name, active runs, max_concurrent). An unknown count is not "no room"
+    /// and not "room": `None`, and the rule does not fire now.
+    fn targets(
+        &self,
+        cfg: &Config,
+        rule: &crate::config::Rule,
+        name: &str,
+    ) -> Option<Vec<(String, u32, u32)>> {
         let mut targets = Vec::new();
         for s in &rule.start {
             let t = s.target();
-            let max = max_concurrent(&cfg, &t);
-            // An unknown count is not "no room" and not "room": the rule does not fire now.
+            let max = max_concurrent(cfg, &t);
             let r = self.store.active_runs(&t);
-            let Some(active) = self.db("count active runs", name, "the rule does not fire", r)
-            else {
-                return;
-            };
+            let active = self.db("count active runs", name, "the rule does not fire", r)?;
             targets.push((t.to_string(), active, max));
         }
-        if let Err(why) = engine::decide_rule(rule, &state, &targets, now) {
-            let detail = why.describe();
-            events::RuleSuppressed {
-                rule: name,
-                check: check.as_deref(),
-                reason: why.reason(),
-                detail: &detail,
-                correlation_id: &corr,
-            }
-            .emit();
-            if !rule.dry_run {
-                let m = Message::new(Kind::RuleSuppressed, name, check.as_deref(), &corr)
-                    .with("reason", detail);
-                self.notify_rule(name, m);
-            }
-            return;
+        Some(targets)
+    }
+
+    fn suppressed(
+        &self,
+        name: &str,
+        dry_run: bool,
+        check: Option<&str>,
+        corr: &str,
+        why: &engine::Suppressed,
+    ) {
+        let detail = why.describe();
+        events::RuleSuppressed {
+            rule: name,
+            check,
+            reason: why.reason(),
+            detail: &detail,
+            correlation_id: corr,
         }
-        let new_state = engine::fired(rule, &state, now);
-        if rule.dry_run {
-            let starts = starts
-                .iter()
-                .map(|s| (s.target().to_string(), request_json(&cfg, s)))
-                .collect();
-            events::RuleDryRun {
-                rule: name,
-                check: check.as_deref(),
-                correlation_id: &corr,
-                starts,
-                notify: &rule.notify,
-            }
-            .emit();
-            let r = self.store.record_rule_state(name, &new_state);
-            self.db(
-                "store dry-run state",
-                name,
-                "its cooldown is not recorded",
-                r,
-            );
-            return;
+        .emit();
+        if !dry_run {
+            let m = Message::new(Kind::RuleSuppressed, name, check, corr).with("reason", detail);
+            self.notify_rule(name, m);
         }
-        let runs: Vec<NewRun> = starts
+    }
+
+    /// A dry run: what would start is logged, and the cooldown recorded; nothing is started.
+    fn dry_run(&self, cfg: &Config, name: &str, f: &Firing) {
+        let starts = f
+            .starts
+            .iter()
+            .map(|s| (s.target().to_string(), request_json(cfg, s)))
+            .collect();
+        let notify = cfg
+            .rules
+            .get(name)
+            .map(|r| r.notify.clone())
+            .unwrap_or_default();
+        events::RuleDryRun {
+            rule: name,
+            check: f.check.as_deref(),
+            correlation_id: &f.correlation_id,
+            starts,
+            notify: &notify,
+        }
+        .emit();
+        let r = self.store.record_rule_state(name, &f.state);
+        self.db(
+            "store dry-run state",
+            name,
+            "its cooldown is not recorded",
+            r,
+        );
+    }
+
+    /// The firing stored whole (its state, its decided runs with their tokens and requests,
+    /// its once-key and notice) in one transaction; then its starts are sent.
+    fn fire(&mut self, cfg: &Config, name: &str, cause: &Cause, f: Firing) {
+        let runs: Vec<NewRun> = f
+            .starts
             .iter()
             .enumerate()
             .map(|(i, s)| {
@@ -112,67 +174,47 @@ impl<C: Cloud> Work<C> {
                 NewRun {
                     kind: t.kind,
                     target: t.name.clone(),
-                    token: engine::idempotency_token(&self.store_id, name, new_state.firings, i),
-                    request: request_json(&cfg, s).to_string(),
-                    correlation_id: corr.clone(),
-                    check: check.clone(),
+                    token: engine::idempotency_token(&self.store_id, name, f.state.firings, i),
+                    request: request_json(cfg, s).to_string(),
+                    correlation_id: f.correlation_id.clone(),
+                    check: f.check.clone(),
                 }
             })
             .collect();
         // Each event fires a rule at most once, and each run's end chains a rule at most once
         // (also when the chain is considered again after a crash): the key is stored with the
         // firing.
-        let once = match &cause {
+        let once = match cause {
             Cause::Event(e) => Some(format!("fired\0{name}\0{}", e.id)),
             Cause::RunEnded { run, .. } => Some(format!("chained\0{name}\0{}", run.id)),
             _ => None,
         };
-        // A notify-only rule tells what triggered it, queued with the firing itself.
-        let told = if rule.start.is_empty() {
-            match &cause {
-                Cause::Check { .. } => None, // check_breached was already sent to it
-                Cause::Schedule => Some(Message::new(Kind::ScheduleFired, name, None, &corr)),
-                Cause::Event(e) => Some(
-                    Message::new(Kind::EventReceived, name, None, &corr)
-                        .with("source", &e.source)
-                        .with("detail_type", &e.detail_type)
-                        .with("event_id", &e.id),
-                ),
-                Cause::RunEnded { run, succeeded } => Some(super::runs::run_message(
-                    if *succeeded {
-                        Kind::RunSucceeded
-                    } else {
-                        Kind::RunFailed
-                    },
-                    name,
-                    run,
-                )),
-            }
-        } else {
-            None
-        };
+        let told = cfg
+            .rules
+            .get(name)
+            .filter(|r| r.start.is_empty())
+            .and_then(|_| told(name, cause, &f.correlation_id));
         let notices = told.map(|m| self.render_rule(name, &m)).unwrap_or_default();
         let r =
             self.store
-                .record_firing_with(name, &new_state, &runs, now, once.as_deref(), &notices);
+                .record_firing_with(name, &f.state, &runs, f.at, once.as_deref(), &notices);
         let Some(fired) = self.db("store the firing", name, "nothing is started", r) else {
             return;
         };
         let Some((ids, queued)) = fired else {
-            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this event (or run end) fired the rule before; nothing is started again");
+            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %f.correlation_id, "this event (or run end) fired the rule before; nothing is started again");
             return;
-        };
-        let value = match &cause {
-            Cause::Check { value, .. } => Some(*value),
-            _ => None,
         };
         events::RuleFired {
             rule: name,
-            check: check.as_deref(),
-            firing: new_state.firings,
-            correlation_id: &corr,
+            check: f.check.as_deref(),
+            firing: f.state.firings,
+            correlation_id: &f.correlation_id,
             starts: runs.len(),
-            value,
+            value: match cause {
+                Cause::Check { value, .. } => Some(*value),
+                _ => None,
+            },
         }
         .emit();
         self.queued(&notices, &queued);
@@ -189,6 +231,29 @@ impl<C: Cloud> Work<C> {
                 self.start_run(run);
             }
         }
+    }
+}
+
+/// What a notify-only rule tells of what triggered it (queued with the firing itself).
+fn told(name: &str, cause: &Cause, corr: &str) -> Option<Message> {
+    match cause {
+        Cause::Check { .. } => None, // check_breached was already sent to it
+        Cause::Schedule => Some(Message::new(Kind::ScheduleFired, name, None, corr)),
+        Cause::Event(e) => Some(
+            Message::new(Kind::EventReceived, name, None, corr)
+                .with("source", &e.source)
+                .with("detail_type", &e.detail_type)
+                .with("event_id", &e.id),
+        ),
+        Cause::RunEnded { run, succeeded } => Some(super::runs::run_message(
+            if *succeeded {
+                Kind::RunSucceeded
+            } else {
+                Kind::RunFailed
+            },
+            name,
+            run,
+        )),
     }
 }
 
