@@ -1,0 +1,69 @@
+//! Check events: evaluated, failed, an incident opened or closed.
+
+use super::*;
+
+pub struct CheckFailed<'a> {
+    pub check: &'a str,
+    pub error: &'a AwsError,
+}
+
+impl CheckFailed<'_> {
+    pub fn emit(&self) {
+        let e = self.error;
+        tracing::warn!(event = "check_failed", check = %self.check, error = %e, code = %e.code, transient = e.transient(), "could not evaluate check; its state is unchanged");
+    }
+}
+
+pub struct CheckEvaluated<'a> {
+    pub check: &'a str,
+    pub value: Option<f64>,
+    pub threshold: &'a crate::config::Threshold,
+    pub decision: &'static str,
+    pub breached: bool,
+    pub breaching: bool,
+    pub breach_count: u32,
+    pub for_count: u32,
+    pub correlation_id: Option<&'a str>,
+}
+
+impl CheckEvaluated<'_> {
+    pub fn emit(&self) {
+        let m = metrics::get();
+        let l = metrics::check(self.check);
+        m.check_evaluations.get_or_create(&l).inc();
+        if let Some(v) = self.value {
+            m.check_value.get_or_create(&l).set(v);
+        }
+        if self.breached {
+            m.check_breaches.get_or_create(&l).inc();
+        }
+        m.check_breaching
+            .get_or_create(&l)
+            .set(i64::from(self.breaching));
+        tracing::info!(
+            event = "check_evaluated", check = %self.check, value = %value_text(self.value), threshold = %self.threshold,
+            decision = self.decision, breach_count = self.breach_count, r#for = self.for_count,
+            correlation_id = %self.correlation_id.unwrap_or_default(), "check evaluated"
+        );
+    }
+}
+
+/// `check_breached` (a new incident) or `check_recovered`.
+pub struct CheckIncident<'a> {
+    pub recovered: bool,
+    pub check: &'a str,
+    pub value: Option<f64>,
+    pub threshold: &'a crate::config::Threshold,
+    pub correlation_id: &'a str,
+}
+
+impl CheckIncident<'_> {
+    pub fn emit(&self) {
+        let (v, th, c) = (value_text(self.value), self.threshold, self.correlation_id);
+        if self.recovered {
+            tracing::info!(event = "check_recovered", check = %self.check, value = %v, threshold = %th, correlation_id = %c, "check recovered");
+        } else {
+            tracing::warn!(event = "check_breached", check = %self.check, value = %v, threshold = %th, correlation_id = %c, "check breached");
+        }
+    }
+}
