@@ -36,9 +36,9 @@ fn main() {
         let t = Instant::now();
         let now = chrono::Utc::now();
         let n = cfg
-            .checks
-            .values()
-            .filter(|c| c.timed.schedule.next_after(c.timed.timezone, now).is_some())
+            .scheduled()
+            .iter()
+            .filter(|(_, _, t)| t.next_after(now).is_some())
             .count();
         let sched_t = t.elapsed();
         let edited = text.replacen("above = 0.5\nfor = 1\n", "above = 0.6\nfor = 1\n", 1);

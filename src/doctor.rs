@@ -14,7 +14,7 @@ use crate::config::{Config, Declared};
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     Ok,
     Missing,
     Forbidden,
@@ -23,7 +23,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Status::Ok => "ok",
             Status::Missing => "missing",
@@ -45,7 +45,7 @@ impl fmt::Display for Status {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum ResourceKind {
+pub(crate) enum ResourceKind {
     Pipeline,
     Build,
     Notifier,
@@ -56,7 +56,7 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Pipeline => "pipeline",
             ResourceKind::Build => "build",
@@ -71,7 +71,7 @@ impl ResourceKind {
 
 /// One resource the config names, and what AWS said about it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub kind: ResourceKind,
     /// The config item's name (`[pipelines.NAME]`'s NAME).
     pub name: String,
@@ -83,7 +83,7 @@ pub struct Finding {
 
 impl Finding {
     /// The config item, as `[pipelines.NAME]`.
-    pub fn config_item(&self) -> String {
+    pub(crate) fn config_item(&self) -> String {
         let section = match self.kind {
             ResourceKind::Pipeline => "pipelines",
             ResourceKind::Build => "builds",
@@ -99,7 +99,7 @@ impl Finding {
 
 /// Which items to check (the daemon checks only what a reload added or changed).
 #[derive(Debug, Clone, Default)]
-pub struct Scope {
+pub(crate) struct Scope {
     /// `None`: every item of that kind.
     pub pipelines: Option<BTreeSet<String>>,
     pub builds: Option<BTreeSet<String>>,
@@ -112,25 +112,15 @@ pub struct Scope {
 }
 
 impl Scope {
-    pub fn all() -> Scope {
+    pub(crate) fn all() -> Scope {
         Scope {
             events: true,
             ..Scope::default()
         }
     }
-    pub fn none() -> Scope {
-        Scope {
-            pipelines: Some(BTreeSet::new()),
-            builds: Some(BTreeSet::new()),
-            notifiers: Some(BTreeSet::new()),
-            checks: Some(BTreeSet::new()),
-            gates: Some(BTreeSet::new()),
-            events: false,
-            skip_declared: false,
-        }
-    }
+
     /// The items a reload added or changed (declared pipelines left to their reconcile).
-    pub fn touched(diff: &crate::config::diff::ConfigDiff) -> Scope {
+    pub(crate) fn touched(diff: &crate::config::diff::ConfigDiff) -> Scope {
         let touched = |d: &crate::config::diff::SectionDiff| {
             Some(d.added.iter().chain(&d.changed).cloned().collect())
         };
@@ -144,7 +134,8 @@ impl Scope {
             skip_declared: true,
         }
     }
-    pub fn is_empty(&self) -> bool {
+
+    pub(crate) fn is_empty(&self) -> bool {
         let empty = |s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(BTreeSet::is_empty);
         empty(&self.pipelines)
             && empty(&self.builds)
@@ -202,7 +193,7 @@ fn finding(
 
 /// Checks every resource in `scope`: batched like the daemon's own calls (`BatchGetProjects`,
 /// `DescribeAlarms` and `GetMetricData` for many at once), read-only.
-pub async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Finding> {
+pub(crate) async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec<Finding> {
     let mut out = Vec::new();
     pipelines(aws, cfg, scope, &mut out).await;
     builds(aws, cfg, scope, &mut out).await;
@@ -513,7 +504,7 @@ async fn explain_no_data<C: Cloud>(aws: &C, c: &crate::config::Check) -> String 
 }
 
 /// The HA table: it exists with the key schema mlopsd needs.
-pub async fn ha_finding<T: HaLog>(table: &T) -> Finding {
+pub(crate) async fn ha_finding<T: HaLog>(table: &T) -> Finding {
     let f = |status, detail: String| Finding {
         kind: ResourceKind::Ha,
         name: table.name().to_string(),

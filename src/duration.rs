@@ -4,10 +4,10 @@ use std::time::Duration;
 
 /// The longest duration any key (or `every`, or `rate()`) accepts: ten years. Every instant
 /// the daemon computes from a duration stays far inside chrono's range.
-pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Parses a duration: one or more `<number><unit>` parts, units `ms`, `s`, `m`, `h`, `d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
         return Err(
@@ -69,7 +69,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way it is written in the config (`1h30m`, `250ms`).
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
         return "0s".into();

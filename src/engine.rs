@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::config::{Check, Gate, MissingData, Rule};
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct CheckState {
+pub(crate) struct CheckState {
     pub breach_count: u32,
     pub breaching: bool,
     pub correlation_id: Option<String>,
@@ -16,7 +16,7 @@ pub struct CheckState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Breach,
     Ok,
     /// No data and `missing_data = "ignore"`: nothing changes.
@@ -24,7 +24,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Verdict::Breach => "breach",
             Verdict::Ok => "ok",
@@ -34,7 +34,7 @@ impl Verdict {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct CheckOutcome {
+pub(crate) struct CheckOutcome {
     pub verdict: Verdict,
     pub value: Option<f64>,
     pub state: CheckState,
@@ -49,7 +49,7 @@ pub struct CheckOutcome {
 }
 
 /// One evaluation of a check, from its previous state and the value read (None: no data).
-pub fn evaluate_check(
+pub(crate) fn evaluate_check(
     check: &Check,
     prev: &CheckState,
     value: Option<f64>,
@@ -108,7 +108,7 @@ pub fn evaluate_check(
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RuleState {
+pub(crate) struct RuleState {
     pub firings: u64,
     pub last_fired: Option<DateTime<Utc>>,
     pub cooldown_until: Option<DateTime<Utc>>,
@@ -116,7 +116,7 @@ pub struct RuleState {
 
 /// Why a rule did not fire.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Suppressed {
+pub(crate) enum Suppressed {
     Cooldown {
         until: DateTime<Utc>,
     },
@@ -128,13 +128,13 @@ pub enum Suppressed {
 }
 
 impl Suppressed {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Suppressed::Cooldown { .. } => "cooldown",
             Suppressed::Concurrency { .. } => "max_concurrent",
         }
     }
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Suppressed::Cooldown { until } => {
                 format!("in cooldown until {}", crate::clock::ts(until))
@@ -150,7 +150,7 @@ impl Suppressed {
 
 /// Whether a rule may fire now. `targets` gives (target, active runs, max_concurrent) for
 /// each start action of the rule.
-pub fn decide_rule(
+pub(crate) fn decide_rule(
     _rule: &Rule,
     state: &RuleState,
     targets: &[(String, u32, u32)],
@@ -174,7 +174,7 @@ pub fn decide_rule(
 }
 
 /// The state after a rule fires at `now`.
-pub fn fired(rule: &Rule, state: &RuleState, now: DateTime<Utc>) -> RuleState {
+pub(crate) fn fired(rule: &Rule, state: &RuleState, now: DateTime<Utc>) -> RuleState {
     RuleState {
         firings: state.firings.saturating_add(1),
         last_fired: Some(now),
@@ -188,7 +188,7 @@ pub fn fired(rule: &Rule, state: &RuleState, now: DateTime<Utc>) -> RuleState {
 /// The idempotency token of a rule's nth firing (and its nth start action) in the store
 /// `store_id`, stable across restarts: SageMaker `ClientRequestToken` (32–128 of [A-Za-z0-9-])
 /// and CodeBuild `idempotencyToken` accept it, and it doubles as the execution's display name.
-pub fn idempotency_token(store_id: &str, rule: &str, firing: u64, action: usize) -> String {
+pub(crate) fn idempotency_token(store_id: &str, rule: &str, firing: u64, action: usize) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(format!("mlopsd\0{store_id}\0{rule}\0{firing}\0{action}").as_bytes());
     let hex: String = d.iter().take(20).map(|b| format!("{b:02x}")).collect();
@@ -196,7 +196,7 @@ pub fn idempotency_token(store_id: &str, rule: &str, firing: u64, action: usize)
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum GateVerdict {
+pub(crate) enum GateVerdict {
     Approve {
         value: f64,
         reason: String,
@@ -212,7 +212,11 @@ pub enum GateVerdict {
 }
 
 /// Compares a package's metric with the gate's bounds.
-pub fn decide_gate(gate: &Gate, metric_name: &str, value: Result<f64, String>) -> GateVerdict {
+pub(crate) fn decide_gate(
+    gate: &Gate,
+    metric_name: &str,
+    value: Result<f64, String>,
+) -> GateVerdict {
     let v = match value {
         Ok(v) if v.is_finite() => v,
         Ok(v) => {
@@ -251,7 +255,7 @@ pub fn decide_gate(gate: &Gate, metric_name: &str, value: Result<f64, String>) -
 }
 
 /// A number from a metadata string.
-pub fn metadata_value(
+pub(crate) fn metadata_value(
     meta: &std::collections::HashMap<String, String>,
     key: &str,
 ) -> Result<f64, String> {
@@ -264,7 +268,7 @@ pub fn metadata_value(
 }
 
 /// A number at a dotted path (`a.b.0.c`) in a JSON report; numeric strings are accepted.
-pub fn report_value(report: &str, path: &str) -> Result<f64, String> {
+pub(crate) fn report_value(report: &str, path: &str) -> Result<f64, String> {
     let doc: Value =
         serde_json::from_str(report).map_err(|e| format!("evaluation report is not JSON: {e}"))?;
     let mut cur = &doc;

@@ -2,29 +2,27 @@
 //! answers of the one-shot commands (SPEC "Command line").
 
 /// Success; for `check`: not breaching; for `doctor`/`diff`: all ok / all in sync.
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// `check`: breaching; `doctor`: some resource has a problem; `diff`: something differs.
-pub const FOUND: u8 = 1;
+pub(crate) const FOUND: u8 = 1;
 /// `check`: could not evaluate; `doctor`/`diff`: AWS could not be reached or read.
-pub const NO_ANSWER: u8 = 2;
+pub(crate) const NO_ANSWER: u8 = 2;
 
 /// The daemon could not go on for a reason none of the codes below names.
-pub const FAILED: u8 = 1;
+pub(crate) const FAILED: u8 = 1;
 
 /// EX_USAGE: a command-line argument is wrong.
-pub const USAGE: u8 = 64;
+pub(crate) const USAGE: u8 = 64;
 /// EX_DATAERR: the state store is corrupt or of a newer schema.
-pub const DATAERR: u8 = 65;
+pub(crate) const DATAERR: u8 = 65;
 /// EX_UNAVAILABLE: a service the daemon needs is not there (the HTTP port, the HA table, the
 /// daemon asked by `status`).
-pub const UNAVAILABLE: u8 = 69;
-/// EX_SOFTWARE: an internal error.
-pub const SOFTWARE: u8 = 70;
+pub(crate) const UNAVAILABLE: u8 = 69;
 /// EX_OSERR: the operating system refused (the async runtime could not start).
-pub const OSERR: u8 = 71;
+pub(crate) const OSERR: u8 = 71;
 /// EX_IOERR: the state store could not be read or written.
-pub const IOERR: u8 = 74;
+pub(crate) const IOERR: u8 = 74;
 /// EX_TEMPFAIL: try again later (another daemon holds the state store).
-pub const TEMPFAIL: u8 = 75;
+pub(crate) const TEMPFAIL: u8 = 75;
 /// EX_CONFIG: the config is invalid.
-pub const CONFIG: u8 = 78;
+pub(crate) const CONFIG: u8 = 78;

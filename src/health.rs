@@ -9,11 +9,11 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-pub use crate::lease::Role;
+pub(crate) use crate::lease::Role;
 
 /// One failing store operation: what was being done, the error, since when, how often.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoreFault {
+pub(crate) struct StoreFault {
     pub operation: &'static str,
     pub error: String,
     pub since: DateTime<Utc>,
@@ -22,11 +22,11 @@ pub struct StoreFault {
 }
 
 /// How long a failure that did not recur (and was not followed by a success) is shown.
-pub const FAULT_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+pub(crate) const FAULT_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How the `[events]` queue answers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QueueHealth {
+pub(crate) struct QueueHealth {
     pub reachable: bool,
     /// Since when it has been (un)reachable.
     pub since: DateTime<Utc>,
@@ -36,7 +36,7 @@ pub struct QueueHealth {
 }
 
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     any: AtomicBool,
     faults: Mutex<BTreeMap<&'static str, StoreFault>>,
     queue: Mutex<Option<QueueHealth>>,
@@ -48,7 +48,7 @@ pub struct Health {
 
 /// What `/status` and `/healthz` show of high availability.
 #[derive(Debug, Clone)]
-pub struct HaInfo {
+pub(crate) struct HaInfo {
     pub table: String,
     pub replica: String,
     /// Leading with a fencing number, or a standby (with the leader it saw).
@@ -73,12 +73,12 @@ pub struct HaInfo {
 
 impl HaInfo {
     /// Cut off: no answer from the table for a whole lease (or none since the start).
-    pub fn cut_off(&self) -> Option<std::time::Duration> {
+    pub(crate) fn cut_off(&self) -> Option<std::time::Duration> {
         let since = self.contact.unwrap_or(self.started);
         let age = since.elapsed();
         (age > self.lease).then_some(age)
     }
-    pub fn config_differs(&self) -> bool {
+    pub(crate) fn config_differs(&self) -> bool {
         matches!(self.role, Role::Standby { .. })
             && self
                 .leader_config_hash
@@ -86,14 +86,14 @@ impl HaInfo {
                 .is_some_and(|h| *h != self.config_hash)
     }
     /// The replica that leads, as far as this one knows.
-    pub fn leader(&self) -> Option<&str> {
+    pub(crate) fn leader(&self) -> Option<&str> {
         match &self.role {
             Role::Leader { .. } => Some(&self.replica),
             Role::Standby { leader, .. } => leader.as_deref(),
         }
     }
     /// The leader's fencing number, when one is known.
-    pub fn fencing(&self) -> Option<u64> {
+    pub(crate) fn fencing(&self) -> Option<u64> {
         match &self.role {
             Role::Leader { fencing } => Some(*fencing),
             Role::Standby { fencing: 0, .. } => None,
@@ -101,7 +101,7 @@ impl HaInfo {
         }
     }
     /// A standby saw `leader` hold the lease with `fencing` (a leader keeps its own role).
-    pub fn saw_leader(&mut self, leader: &str, fencing: u64) {
+    pub(crate) fn saw_leader(&mut self, leader: &str, fencing: u64) {
         if let Role::Standby { .. } = self.role {
             self.role = Role::Standby {
                 leader: Some(leader.to_string()),
@@ -113,27 +113,27 @@ impl HaInfo {
 
 /// What the daemon's preflight found (`doctor::check` over the running config).
 #[derive(Debug, Clone, Default)]
-pub struct Preflight {
+pub(crate) struct Preflight {
     pub findings: BTreeMap<(crate::doctor::ResourceKind, String), crate::doctor::Finding>,
     pub checked_at: Option<DateTime<Utc>>,
 }
 
 impl Health {
-    pub fn set_ha(&self, info: HaInfo) {
+    pub(crate) fn set_ha(&self, info: HaInfo) {
         *self.ha.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     }
     /// Changes the HA info, when there is some.
-    pub fn update_ha(&self, f: impl FnOnce(&mut HaInfo)) {
+    pub(crate) fn update_ha(&self, f: impl FnOnce(&mut HaInfo)) {
         if let Some(i) = self.ha.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             f(i)
         }
     }
-    pub fn ha(&self) -> Option<HaInfo> {
+    pub(crate) fn ha(&self) -> Option<HaInfo> {
         self.ha.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Records that `operation` failed (logged and counted by `events::StateError`).
-    pub fn store_failed(&self, operation: &'static str, error: &str, at: DateTime<Utc>) {
+    pub(crate) fn store_failed(&self, operation: &'static str, error: &str, at: DateTime<Utc>) {
         let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
         let e = f.entry(operation).or_insert_with(|| StoreFault {
             operation,
@@ -149,7 +149,7 @@ impl Health {
     }
 
     /// Records that `operation` succeeded: a fault it had is over.
-    pub fn store_ok(&self, operation: &'static str) {
+    pub(crate) fn store_ok(&self, operation: &'static str) {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
@@ -159,7 +159,7 @@ impl Health {
     }
 
     /// A receive from the events queue answered (`error: None`) or failed.
-    pub fn queue_answered(&self, error: Option<String>, at: DateTime<Utc>) {
+    pub(crate) fn queue_answered(&self, error: Option<String>, at: DateTime<Utc>) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let reachable = error.is_none();
         let changed = q.as_ref().is_none_or(|x| x.reachable != reachable);
@@ -185,7 +185,7 @@ impl Health {
 
     /// Takes a preflight's findings (replacing those of the same items); returns the ones
     /// that are new problems (not reported with this status and detail before).
-    pub fn preflight_found(
+    pub(crate) fn preflight_found(
         &self,
         found: Vec<crate::doctor::Finding>,
         at: DateTime<Utc>,
@@ -207,24 +207,24 @@ impl Health {
     }
 
     /// Forgets findings of items no longer in the config.
-    pub fn preflight_keep(&self, keep: impl Fn(crate::doctor::ResourceKind, &str) -> bool) {
+    pub(crate) fn preflight_keep(&self, keep: impl Fn(crate::doctor::ResourceKind, &str) -> bool) {
         let mut p = self.preflight.lock().unwrap_or_else(|x| x.into_inner());
         p.findings.retain(|(k, n), _| keep(*k, n));
     }
 
-    pub fn preflight(&self) -> Preflight {
+    pub(crate) fn preflight(&self) -> Preflight {
         self.preflight
             .lock()
             .unwrap_or_else(|x| x.into_inner())
             .clone()
     }
 
-    pub fn queue(&self) -> Option<QueueHealth> {
+    pub(crate) fn queue(&self) -> Option<QueueHealth> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The operations failing at `now`, oldest first.
-    pub fn store_faults(&self, now: DateTime<Utc>) -> Vec<StoreFault> {
+    pub(crate) fn store_faults(&self, now: DateTime<Utc>) -> Vec<StoreFault> {
         if !self.any.load(Ordering::Acquire) {
             return Vec::new();
         }

@@ -58,7 +58,7 @@ fn allow(sid: &str, actions: &[&str], resource: impl Into<Value>) -> Value {
 
 /// The policy document for `cfg` in `region` and `account`. `report_buckets` are the S3 buckets
 /// holding evaluation reports, needed when a gate uses `report_path`.
-pub fn policy(
+pub(crate) fn policy(
     cfg: &Config,
     region: &str,
     account: &str,
@@ -370,7 +370,7 @@ fn ha(cfg: &Config, a: &Arns<'_>) -> Option<Value> {
 
 /// The ARN of a queue from its URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or an
 /// endpoint's `http://HOST/ACCOUNT/NAME`): region from the host where it says, else the config's.
-pub fn queue_arn(url: &str, partition: &str, region: &str, account: &str) -> String {
+pub(crate) fn queue_arn(url: &str, partition: &str, region: &str, account: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let mut parts = rest.split('/');
     let host = parts.next().unwrap_or_default();

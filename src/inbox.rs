@@ -8,7 +8,7 @@ use crate::config::{EventPattern, Matcher};
 
 /// One EventBridge event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub id: String,
     pub source: String,
     pub detail_type: String,
@@ -21,7 +21,7 @@ pub struct Envelope {
 
 /// A message as received: its SQS ids and the event in its body (or why there is none).
 #[derive(Debug, Clone)]
-pub struct Incoming {
+pub(crate) struct Incoming {
     pub message_id: String,
     pub receipt: String,
     pub event: Result<Envelope, String>,
@@ -29,7 +29,7 @@ pub struct Incoming {
 
 /// Reads a message body as an EventBridge event; the error says why it is not one (never
 /// quoting the body, which may hold anything).
-pub fn parse(body: &str) -> Result<Envelope, String> {
+pub(crate) fn parse(body: &str) -> Result<Envelope, String> {
     let raw: Value = serde_json::from_str(body).map_err(|e| {
         format!(
             "the body is not JSON ({} at line {} column {})",
@@ -90,7 +90,7 @@ fn kind(e: &serde_json::Error) -> &'static str {
 /// What an AWS event asks the loop to look at now. The event is only a hint: what is decided
 /// rests on AWS's own answer to the read that follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hint {
+pub(crate) enum Hint {
     /// `aws.cloudwatch` / `CloudWatch Alarm State Change`: evaluate the checks on this alarm.
     Alarm(String),
     /// `aws.sagemaker` pipeline execution status change: describe this followed execution.
@@ -103,7 +103,7 @@ pub enum Hint {
     None,
 }
 
-pub fn hint(e: &Envelope) -> Hint {
+pub(crate) fn hint(e: &Envelope) -> Hint {
     let s = |k: &str| e.detail.get(k).and_then(Value::as_str).map(str::to_string);
     match (e.source.as_str(), e.detail_type.as_str()) {
         ("aws.cloudwatch", "CloudWatch Alarm State Change") => s("alarmName").map(Hint::Alarm),
@@ -122,7 +122,7 @@ pub fn hint(e: &Envelope) -> Hint {
 }
 
 /// A build's id as `StartBuild` returns it (`project:uuid`), from the ARN an event carries.
-pub fn build_id(id_or_arn: &str) -> String {
+pub(crate) fn build_id(id_or_arn: &str) -> String {
     match id_or_arn.split_once(":build/") {
         Some((_, id)) => id.to_string(),
         None => id_or_arn.to_string(),
@@ -130,7 +130,7 @@ pub fn build_id(id_or_arn: &str) -> String {
 }
 
 /// The value at a dotted path into the event (`detail.object.key`; an array index is a number).
-pub fn lookup<'a>(raw: &'a Value, path: &str) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(raw: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(raw, |cur, seg| match cur {
         Value::Object(m) => m.get(seg),
         Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
@@ -139,7 +139,7 @@ pub fn lookup<'a>(raw: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// Whether an `on_event` rule's pattern matches: every given field must.
-pub fn matches(p: &EventPattern, e: &Envelope) -> bool {
+pub(crate) fn matches(p: &EventPattern, e: &Envelope) -> bool {
     p.source.as_ref().is_none_or(|s| *s == e.source)
         && p.detail_type.as_ref().is_none_or(|d| *d == e.detail_type)
         && p.matches.iter().all(|(path, m)| {
@@ -164,7 +164,7 @@ fn same(a: &Value, b: &Value) -> bool {
 
 /// Renders a parameter value over the event. Strict: a field the event does not have is an
 /// error (not ""), and so is a value that renders empty.
-pub fn render(template: &str, e: &Envelope) -> Result<String, String> {
+pub(crate) fn render(template: &str, e: &Envelope) -> Result<String, String> {
     if !template.contains("{{") && !template.contains("{%") {
         return Ok(template.to_string());
     }

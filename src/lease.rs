@@ -18,7 +18,7 @@ use crate::cloud::{Expect, LeaseItem, LeaseTable};
 
 /// A replica's role: the one type the lease, `/status` and the logs use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Leader {
         fencing: u64,
     },
@@ -32,7 +32,7 @@ pub enum Role {
 
 impl Role {
     /// `leader` or `standby`, as `/status` says it.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Role::Leader { .. } => "leader",
             Role::Standby { .. } => "standby",
@@ -42,7 +42,7 @@ impl Role {
 
 /// What the driver should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Read the lease item.
     Read,
     /// Write this item, conditioned on `expect` (a takeover or a renewal).
@@ -51,7 +51,7 @@ pub enum Next {
 
 /// The lease state machine of one replica.
 #[derive(Debug, Clone)]
-pub struct Lease {
+pub(crate) struct Lease {
     me: String,
     duration: Duration,
     role: Role,
@@ -67,14 +67,14 @@ pub struct Lease {
 
 /// How much earlier than a standby could take over a leader stops acting: a share of the
 /// lease for clock-rate differences and scheduling delays.
-pub fn margin(duration: Duration) -> Duration {
+pub(crate) fn margin(duration: Duration) -> Duration {
     (duration / 5)
         .max(Duration::from_millis(200))
         .min(duration / 2)
 }
 
 impl Lease {
-    pub fn new(me: &str, duration: Duration) -> Lease {
+    pub(crate) fn new(me: &str, duration: Duration) -> Lease {
         Lease {
             me: me.to_string(),
             duration,
@@ -89,23 +89,23 @@ impl Lease {
         }
     }
 
-    pub fn role(&self) -> &Role {
+    pub(crate) fn role(&self) -> &Role {
         &self.role
     }
 
     /// Whether this replica may act (evaluate, decide, start, publish) at `now`.
-    pub fn may_act(&self, now: Instant) -> bool {
+    pub(crate) fn may_act(&self, now: Instant) -> bool {
         matches!(self.role, Role::Leader { .. })
             && self.held.as_ref().is_some_and(|(_, until)| now < *until)
     }
 
     /// Until when we may act, while we lead.
-    pub fn valid_until(&self) -> Option<Instant> {
+    pub(crate) fn valid_until(&self) -> Option<Instant> {
         self.held.as_ref().map(|(_, until)| *until)
     }
 
     /// The fencing number of our lease while we lead.
-    pub fn fencing(&self) -> Option<u64> {
+    pub(crate) fn fencing(&self) -> Option<u64> {
         match self.role {
             Role::Leader { fencing } => Some(fencing),
             Role::Standby { .. } => None,
@@ -114,7 +114,7 @@ impl Lease {
 
     /// How often a leader renews (a third of the lease) and a standby looks (as often, but at
     /// least every 5 s: a lease given up is taken soon even when the lease is long).
-    pub fn tick(&self) -> Duration {
+    pub(crate) fn tick(&self) -> Duration {
         match self.role {
             Role::Leader { .. } => self.duration / 3,
             Role::Standby { .. } => (self.duration / 3).min(Duration::from_secs(5)),
@@ -123,12 +123,12 @@ impl Lease {
 
     /// Why the last takeover this replica tried was allowed: `absent` (no lease item yet),
     /// `expired` (unchanged for a whole lease) or `released` (its holder gave it up).
-    pub fn took(&self) -> &'static str {
+    pub(crate) fn took(&self) -> &'static str {
         self.taking
     }
 
     /// What to do at `now`: a leader renews; a standby reads.
-    pub fn next(&self) -> Next {
+    pub(crate) fn next(&self) -> Next {
         match (&self.role, &self.held) {
             (Role::Leader { fencing }, Some((item, _))) => Next::Write {
                 item: LeaseItem {
@@ -148,7 +148,7 @@ impl Lease {
 
     /// A standby read the item at `now`: keep watching, or try to take over (the item is
     /// absent, or unchanged for the whole lease on our clock).
-    pub fn on_read(&mut self, item: Option<LeaseItem>, now: Instant) -> Option<Next> {
+    pub(crate) fn on_read(&mut self, item: Option<LeaseItem>, now: Instant) -> Option<Next> {
         let Some(item) = item else {
             self.watched = None;
             self.taking = "absent";
@@ -192,7 +192,7 @@ impl Lease {
     /// The answer to a write sent at `sent` (a takeover or a renewal): `true` means we lead
     /// until `sent + duration - margin`; `false` (the condition failed) that someone else
     /// holds the lease: we are deposed, or lost the race, and watch again.
-    pub fn on_written(&mut self, item: LeaseItem, ok: bool, sent: Instant) {
+    pub(crate) fn on_written(&mut self, item: LeaseItem, ok: bool, sent: Instant) {
         if ok {
             self.role = Role::Leader {
                 fencing: item.fencing,
@@ -206,7 +206,7 @@ impl Lease {
     }
 
     /// The write that gives our lease up (a clean stop), while we hold it.
-    pub fn release(&self) -> Option<Next> {
+    pub(crate) fn release(&self) -> Option<Next> {
         let (Role::Leader { fencing }, Some((item, _))) = (&self.role, &self.held) else {
             return None;
         };
@@ -226,7 +226,7 @@ impl Lease {
 
     /// A write of ours was refused for our fencing number, or the lease could not be renewed
     /// in time: stop acting at once and watch.
-    pub fn step_down(&mut self) {
+    pub(crate) fn step_down(&mut self) {
         let fencing = self.fencing().unwrap_or(0);
         self.role = Role::Standby {
             leader: None,

@@ -2,17 +2,41 @@
 //! follow → tell.
 //!
 //! # Layout
-//! - [`config`]: the config model, loaded in two stages (spanned TOML reader → validated
-//!   types) with every error located; [`config::diff`] is the pure reload diff.
-//! - [`schedule`]: cron / EventBridge / rate / every parsing and the pure next-fire function.
-//! - [`duration`]: `1h30m`-style durations.
-//! - [`plan`]: `mlopsd plan` (next fire times, what rules do), no AWS calls.
-//! - [`state`]: the embedded SQLite store (WAL, schema version, migrations, lock).
-//! - [`daemon`]: the control loop (`run`), its timer, the file watcher, systemd notify.
-//! - [`events`]: the typed operator events every log line comes from.
-//! - [`logging`]: JSON / text log setup.
+//! The binary (`main.rs`) parses the command line and calls [`cli`]. Every module:
 //!
-//! `main.rs` only parses the command line and calls into these.
+//! Config and pure decisions (no I/O, no clock):
+//! - [`config`]: the config model, loaded in two stages (`reader`: the spanned TOML tree;
+//!   `build`: validated types, one file per section) with every error located; `blocks`
+//!   (block-wise loading and fast reloads), `definition` (declared pipelines' files),
+//!   [`config::diff`] (the pure reload diff).
+//! - [`schedule`]: cron / EventBridge / rate / every parsing and the pure next-fire search.
+//! - `duration`: `1h30m`-style durations. [`clock`]: the clock the loop reads, instant math.
+//! - `engine`: check evaluation, rule firing, gate verdicts, idempotency tokens.
+//! - `reconcile`: what an apply of a declared pipeline does. `inbox`: EventBridge envelopes.
+//! - `notify`: notification kinds and rendering. [`iam`]: the least-privilege policy.
+//! - [`lease`]: the HA lease state machine and its driver.
+//!
+//! AWS, behind a port:
+//! - [`cloud`]: the port — narrow traits per service, `AwsError` with its `ErrorKind`, the
+//!   leader gate (`Gated`, `Acting`), the HA table's traits.
+//! - [`aws`]: the adapter, the only module that names `aws_sdk_*`: one file per service.
+//! - `doctor`: the preflight, through the port.
+//!
+//! The process:
+//! - [`daemon`]: the process (`run`), the control loop (`event_loop`: `next_event` and
+//!   `handle`), one reload for both roles, the loop's rooms, the HA supervisor and standby.
+//! - [`state`]: the embedded SQLite store, one file per table, its replication log.
+//! - `http`: `/metrics`, `/healthz`, the typed `/status` document, the status page.
+//! - `health`: what `/healthz` and `/status` show beyond the store. `events`: every operator
+//!   event (log line and metrics), one file per domain. `metrics`: the Prometheus registry.
+//!   `logging`: JSON / text logs. `failpoint`: crash hooks for the crash tests.
+//! - [`cli`]: the one-shot commands (`validate`, `plan`, `check`, `doctor`, `diff`,
+//!   `iam-policy`, `status`) and `run`. `exit`: the exit codes (sysexits).
+//!
+//! Items are `pub(crate)` unless the binary, a test or an example needs them
+//! (`unreachable_pub` is warned, so the compiler reports dead code).
+
+#![warn(unreachable_pub)]
 
 pub mod aws;
 pub mod cli;
@@ -20,20 +44,20 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod daemon;
-pub mod doctor;
-pub mod duration;
-pub mod engine;
-pub mod events;
-pub mod exit;
-pub mod failpoint;
-pub mod health;
-pub mod http;
+pub(crate) mod doctor;
+pub(crate) mod duration;
+pub(crate) mod engine;
+pub(crate) mod events;
+pub(crate) mod exit;
+pub(crate) mod failpoint;
+pub(crate) mod health;
+pub(crate) mod http;
 pub mod iam;
-pub mod inbox;
+pub(crate) mod inbox;
 pub mod lease;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
-pub mod reconcile;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod reconcile;
 pub mod schedule;
 pub mod state;

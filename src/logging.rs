@@ -6,14 +6,14 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Json,
     Text,
 }
 
 impl LogFormat {
     /// `MLOPSD_LOG_FORMAT=json|text` wins; otherwise text on a terminal, JSON elsewhere.
-    pub fn from_env() -> LogFormat {
+    pub(crate) fn from_env() -> LogFormat {
         match std::env::var("MLOPSD_LOG_FORMAT").ok().as_deref() {
             Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
@@ -24,7 +24,7 @@ impl LogFormat {
 }
 
 /// Installs the global subscriber. A bad `MLOPSD_LOG` falls back to `info` with a warning.
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let (filter, bad) = match std::env::var("MLOPSD_LOG") {
         Ok(s) => match EnvFilter::try_new(&s) {
             Ok(f) => (f, None),

@@ -12,59 +12,59 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CheckL {
+pub(crate) struct CheckL {
     pub check: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RuleL {
+pub(crate) struct RuleL {
     pub rule: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SuppressL {
+pub(crate) struct SuppressL {
     pub rule: String,
     pub reason: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RunL {
+pub(crate) struct RunL {
     pub kind: String,
     pub target: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AwsL {
+pub(crate) struct AwsL {
     pub service: String,
     pub operation: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AwsErrL {
+pub(crate) struct AwsErrL {
     pub service: String,
     pub operation: String,
     pub code: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NotifyL {
+pub(crate) struct NotifyL {
     pub notifier: String,
     pub event: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GateL {
+pub(crate) struct GateL {
     pub gate: String,
     pub decision: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationL {
+pub(crate) struct OperationL {
     pub operation: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ApplyL {
+pub(crate) struct ApplyL {
     pub pipeline: String,
     pub result: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PipelineL {
+pub(crate) struct PipelineL {
     pub pipeline: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultL {
+pub(crate) struct ResultL {
     pub result: String,
 }
 
@@ -78,7 +78,7 @@ fn lateness() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 14))
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub registry: Registry,
     pub reloads: Family<ResultL, Counter>,
     pub last_reload_ok: Gauge,
@@ -324,7 +324,7 @@ impl Metrics {
         );
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut s = String::new();
         if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
             s.clear();
@@ -334,31 +334,31 @@ impl Metrics {
 }
 
 /// The process's metrics.
-pub fn get() -> &'static Metrics {
+pub(crate) fn get() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(Metrics::new)
 }
 
-pub fn check(name: &str) -> CheckL {
+pub(crate) fn check(name: &str) -> CheckL {
     CheckL {
         check: name.to_string(),
     }
 }
 
-pub fn rule(name: &str) -> RuleL {
+pub(crate) fn rule(name: &str) -> RuleL {
     RuleL {
         rule: name.to_string(),
     }
 }
 
-pub fn run(kind: &str, target: &str) -> RunL {
+pub(crate) fn run(kind: &str, target: &str) -> RunL {
     RunL {
         kind: kind.to_string(),
         target: target.to_string(),
     }
 }
 
-pub fn notify(notifier: &str, event: &str) -> NotifyL {
+pub(crate) fn notify(notifier: &str, event: &str) -> NotifyL {
     NotifyL {
         notifier: notifier.to_string(),
         event: event.to_string(),
@@ -366,7 +366,7 @@ pub fn notify(notifier: &str, event: &str) -> NotifyL {
 }
 
 /// Records one AWS call's outcome and latency.
-pub fn aws_call(service: &str, operation: &str, secs: f64, error_code: Option<&str>) {
+pub(crate) fn aws_call(service: &str, operation: &str, secs: f64, error_code: Option<&str>) {
     let m = get();
     let l = AwsL {
         service: service.to_string(),

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use crate::config::{MessageFormat, Notifier};
 
 /// SNS subjects must be under 100 characters; we keep to 99.
-pub const MAX_SUBJECT: usize = 99;
+pub(crate) const MAX_SUBJECT: usize = 99;
 
 /// What a notification tells (its `event` attribute and field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     CheckBreached,
     CheckRecovered,
     RunStarted,
@@ -32,7 +32,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::CheckBreached => "check_breached",
             Kind::CheckRecovered => "check_recovered",
@@ -61,7 +61,7 @@ impl std::fmt::Display for Kind {
 
 /// One notification, before rendering.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
+pub(crate) struct Message {
     pub kind: Kind,
     pub rule: String,
     pub check: Option<String>,
@@ -71,7 +71,12 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn new(kind: Kind, rule: &str, check: Option<&str>, correlation_id: &str) -> Message {
+    pub(crate) fn new(
+        kind: Kind,
+        rule: &str,
+        check: Option<&str>,
+        correlation_id: &str,
+    ) -> Message {
         Message {
             kind,
             rule: rule.into(),
@@ -81,7 +86,7 @@ impl Message {
         }
     }
 
-    pub fn with(mut self, k: &str, v: impl ToString) -> Message {
+    pub(crate) fn with(mut self, k: &str, v: impl ToString) -> Message {
         self.fields.insert(k.into(), v.to_string());
         self
     }
@@ -98,7 +103,7 @@ impl Message {
 
 /// Renders (subject, body). A template that fails at render time (it compiled at load time)
 /// falls back to the default subject rather than losing the notification.
-pub fn render(n: &Notifier, m: &Message) -> (String, String) {
+pub(crate) fn render(n: &Notifier, m: &Message) -> (String, String) {
     let fields = m.all_fields();
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
@@ -129,7 +134,7 @@ pub fn render(n: &Notifier, m: &Message) -> (String, String) {
 }
 
 /// SNS subject rules: printable ASCII, no line breaks, under 100 characters.
-pub fn sanitize_subject(s: &str) -> String {
+pub(crate) fn sanitize_subject(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {
@@ -151,16 +156,6 @@ pub fn sanitize_subject(s: &str) -> String {
         out = "mlopsd notification".into();
     }
     out
-}
-
-/// The message attributes SPEC names, in order.
-pub fn attributes(m: &Message) -> Vec<(&'static str, String)> {
-    vec![
-        ("event", m.kind.as_str().to_string()),
-        ("rule", m.rule.clone()),
-        ("check", m.check.clone().unwrap_or_else(|| "-".into())),
-        ("correlation_id", m.correlation_id.clone()),
-    ]
 }
 
 #[cfg(test)]

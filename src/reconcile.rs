@@ -15,19 +15,19 @@ use crate::config::definition::{self, Change};
 use crate::config::{Declared, Reconcile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyOp {
+pub(crate) enum ApplyOp {
     Create,
     Update,
 }
 
 impl ApplyOp {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             ApplyOp::Create => "create",
             ApplyOp::Update => "update",
         }
     }
-    pub fn parse(s: &str) -> Option<ApplyOp> {
+    pub(crate) fn parse(s: &str) -> Option<ApplyOp> {
         match s {
             "create" => Some(ApplyOp::Create),
             "update" => Some(ApplyOp::Update),
@@ -35,14 +35,14 @@ impl ApplyOp {
         }
     }
     /// The notification of a landed op.
-    pub fn kind(&self) -> crate::notify::Kind {
+    pub(crate) fn kind(&self) -> crate::notify::Kind {
         match self {
             ApplyOp::Create => crate::notify::Kind::PipelineCreated,
             ApplyOp::Update => crate::notify::Kind::PipelineUpdated,
         }
     }
     /// The AWS operation that carries it.
-    pub fn operation(&self) -> &'static str {
+    pub(crate) fn operation(&self) -> &'static str {
         match self {
             ApplyOp::Create => "CreatePipeline",
             ApplyOp::Update => "UpdatePipeline",
@@ -52,7 +52,7 @@ impl ApplyOp {
 
 /// Where a declared pipeline stands, as the status page shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncState {
+pub(crate) enum SyncState {
     /// Not compared with AWS yet.
     Unknown,
     InSync,
@@ -65,7 +65,7 @@ pub enum SyncState {
 }
 
 impl SyncState {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             SyncState::Unknown => "unknown",
             SyncState::InSync => "in_sync",
@@ -74,7 +74,7 @@ impl SyncState {
             SyncState::Failed => "failed",
         }
     }
-    pub fn parse(s: &str) -> Option<SyncState> {
+    pub(crate) fn parse(s: &str) -> Option<SyncState> {
         match s {
             "unknown" => Some(SyncState::Unknown),
             "in_sync" => Some(SyncState::InSync),
@@ -88,7 +88,7 @@ impl SyncState {
 
 /// What the store remembers of a declared pipeline.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApplyRow {
+pub(crate) struct ApplyRow {
     /// The state mlopsd last saw in AWS equal to its file (after its own apply or a check).
     pub applied: Option<String>,
     /// A create or update decided and not yet confirmed, with the state it sends.
@@ -114,11 +114,11 @@ impl Default for ApplyRow {
 }
 
 /// The drift marker of a pipeline deleted outside mlopsd.
-pub const ABSENT: &str = "absent";
+pub(crate) const ABSENT: &str = "absent";
 
 /// What to do after a `DescribePipeline`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// AWS holds the file's state. `landed`: a pending op of ours that this confirms (its
     /// event is told now: the daemon stopped before it could).
     InSync { landed: Option<ApplyOp> },
@@ -133,7 +133,7 @@ pub enum Outcome {
     ReportDrift { new_drift: bool },
 }
 
-pub fn decide(row: &ApplyRow, file: &str, aws: Option<&str>, mode: Reconcile) -> Outcome {
+pub(crate) fn decide(row: &ApplyRow, file: &str, aws: Option<&str>, mode: Reconcile) -> Outcome {
     let ours = row.pending.as_ref().filter(|(_, h)| h == file).map(|p| p.0);
     let drift_key = aws.unwrap_or(ABSENT);
     let new_drift = row.drift.as_deref() != Some(drift_key);
@@ -178,7 +178,7 @@ pub fn decide(row: &ApplyRow, file: &str, aws: Option<&str>, mode: Reconcile) ->
 
 /// The `ClientRequestToken` of a create: the same for the same (pipeline, state), so a
 /// retried or re-driven create is the same create.
-pub fn create_token(store_id: &str, pipeline: &str, state: &str) -> String {
+pub(crate) fn create_token(store_id: &str, pipeline: &str, state: &str) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(format!("mlopsd-create\0{store_id}\0{pipeline}\0{state}").as_bytes());
     let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
@@ -187,7 +187,7 @@ pub fn create_token(store_id: &str, pipeline: &str, state: &str) -> String {
 
 /// What an apply would do to one pipeline.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Create,
     Update(Vec<Change>),
     InSync,
@@ -196,7 +196,7 @@ pub enum Verdict {
 
 /// Compares one declared pipeline with what AWS holds: every changed JSON path, and
 /// `RoleArn` when the role differs.
-pub fn compare(remote: Option<&RemotePipeline>, decl: &Declared) -> Verdict {
+pub(crate) fn compare(remote: Option<&RemotePipeline>, decl: &Declared) -> Verdict {
     let Some(r) = remote else {
         return Verdict::Create;
     };

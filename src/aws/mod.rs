@@ -15,7 +15,7 @@ mod sqs;
 mod sts;
 
 pub use dynamodb::HaTable;
-pub use sts::caller_account;
+pub(crate) use sts::caller_account;
 
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use classify::SdkError;
 
 /// The AWS clients, built from one SDK config. Cheap to clone.
 #[derive(Clone)]
-pub struct Aws {
+pub(crate) struct Aws {
     cloudwatch: aws_sdk_cloudwatch::Client,
     sagemaker: aws_sdk_sagemaker::Client,
     codebuild: aws_sdk_codebuild::Client,
@@ -44,7 +44,7 @@ pub struct Aws {
 impl Aws {
     /// Builds the SDK config from `[aws]`: region, profile, endpoint, retries with backoff,
     /// timeouts; credentials from the standard chain.
-    pub async fn new(cfg: &AwsConfig) -> Aws {
+    pub(crate) async fn new(cfg: &AwsConfig) -> Aws {
         let sdk = sdk_config(cfg).await;
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
         let s3conf = aws_sdk_s3::config::Builder::from(&sdk)

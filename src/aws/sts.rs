@@ -25,7 +25,7 @@ impl Identity for Aws {
 }
 
 /// The account id of the caller's credentials (STS `GetCallerIdentity`), and the region.
-pub async fn caller_account(cfg: &AwsConfig) -> Result<(String, String), AwsError> {
+pub(crate) async fn caller_account(cfg: &AwsConfig) -> Result<(String, String), AwsError> {
     let sdk = super::sdk_config(cfg).await;
     let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
     let sts = aws_sdk_sts::Client::new(&sdk);

@@ -8,14 +8,14 @@ use crate::config::{Config, ItemKind, RunKind, Start, Threshold, Timed, Trigger}
 use crate::duration::format_duration;
 
 /// One schedule in the plan.
-pub struct PlannedSchedule {
+pub(super) struct PlannedSchedule {
     pub kind: ItemKind,
     pub name: String,
     pub timed: Timed,
     pub next: Vec<DateTime<Utc>>,
 }
 
-pub fn plan(cfg: &Config, from: DateTime<Utc>, count: usize) -> Vec<PlannedSchedule> {
+pub(super) fn plan(cfg: &Config, from: DateTime<Utc>, count: usize) -> Vec<PlannedSchedule> {
     cfg.scheduled()
         .into_iter()
         .map(|(kind, name, t)| PlannedSchedule {
@@ -28,7 +28,7 @@ pub fn plan(cfg: &Config, from: DateTime<Utc>, count: usize) -> Vec<PlannedSched
 }
 
 /// A one-line account of what a rule does, for `plan` and logs.
-pub fn describe_rule(cfg: &Config, name: &str) -> String {
+pub(super) fn describe_rule(cfg: &Config, name: &str) -> String {
     let Some(r) = cfg.rules.get(name) else {
         return String::new();
     };
@@ -117,7 +117,7 @@ pub fn describe_rule(cfg: &Config, name: &str) -> String {
     s
 }
 
-pub fn to_json(cfg: &Config, plan: &[PlannedSchedule]) -> Value {
+pub(super) fn to_json(cfg: &Config, plan: &[PlannedSchedule]) -> Value {
     let schedules: Vec<Value> = plan
         .iter()
         .map(|p| {
@@ -174,7 +174,7 @@ pub fn to_json(cfg: &Config, plan: &[PlannedSchedule]) -> Value {
     json!({ "schedules": schedules, "rules": rules })
 }
 
-pub fn to_text(
+pub(super) fn to_text(
     cfg: &Config,
     plan: &[PlannedSchedule],
     from: DateTime<Utc>,

@@ -76,7 +76,7 @@ pub fn get(addr: &str, path: &str) -> Result<(u16, String), StatusError> {
 }
 
 /// The daemon's `/status` document.
-pub fn fetch(addr: &str) -> Result<StatusDoc, StatusError> {
+pub(crate) fn fetch(addr: &str) -> Result<StatusDoc, StatusError> {
     let (code, body) = get(addr, "/status")?;
     if code != 200 {
         return Err(StatusError::BadAnswer {
@@ -125,7 +125,7 @@ fn header(row: &[&str]) -> Vec<String> {
 }
 
 /// The human view of `/status`.
-pub fn render(addr: &str, st: &StatusDoc) -> String {
+pub(crate) fn render(addr: &str, st: &StatusDoc) -> String {
     let mut out = head(addr, st);
     for section in [checks(st), rules(st), runs(st), gates(st), declared(st)]
         .into_iter()

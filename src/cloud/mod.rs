@@ -63,7 +63,7 @@ pub struct MetricQuery<'a> {
 }
 
 impl<'a> MetricQuery<'a> {
-    pub fn of(c: &'a crate::config::Check) -> Self {
+    pub(crate) fn of(c: &'a crate::config::Check) -> Self {
         MetricQuery {
             namespace: &c.namespace,
             metric: &c.metric,

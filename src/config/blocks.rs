@@ -148,7 +148,7 @@ pub fn parse_blockwise(text: &str) -> Option<Config> {
 /// As `parse_blockwise`; every item equal to `prev`'s item of that name is `prev`'s (the
 /// `Arc` is shared, the copy just read is dropped at once), so a reload holds two copies of
 /// only what changed. Definition files are read from `base`.
-pub fn parse_blockwise_sharing(
+pub(crate) fn parse_blockwise_sharing(
     text: &str,
     prev: Option<&Config>,
     base: &std::path::Path,

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 /// `PipelineDefinition` is at most this long inline (the API's limit).
-pub const MAX_DEFINITION: usize = 1_048_576;
+pub(crate) const MAX_DEFINITION: usize = 1_048_576;
 
 /// The type of a pipeline parameter, as the definition declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamType {
+pub(crate) enum ParamType {
     String,
     Integer,
     Float,
@@ -32,7 +32,7 @@ impl ParamType {
     }
 
     /// Whether a parameter value (a string on the wire) is of this type.
-    pub fn fits(&self, v: &str) -> bool {
+    pub(crate) fn fits(&self, v: &str) -> bool {
         match self {
             ParamType::String => true,
             ParamType::Integer => v.trim().parse::<i64>().is_ok(),
@@ -67,7 +67,7 @@ impl fmt::Display for ParamType {
 
 /// A checked definition.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Definition {
+pub(crate) struct Definition {
     /// The JSON in canonical form (keys sorted, no whitespace): what is sent to AWS and what
     /// is compared. Key order and whitespace in the file are not a difference.
     pub json: Arc<str>,
@@ -78,14 +78,14 @@ pub struct Definition {
 }
 
 impl Definition {
-    pub fn parameter(&self, name: &str) -> Option<ParamType> {
+    pub(crate) fn parameter(&self, name: &str) -> Option<ParamType> {
         self.parameters
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, t)| *t)
     }
 
-    pub fn parameter_names(&self) -> String {
+    pub(crate) fn parameter_names(&self) -> String {
         if self.parameters.is_empty() {
             return "none".into();
         }
@@ -99,7 +99,7 @@ impl Definition {
 
 /// Reads and checks a definition file. The errors are whole sentences without the file name
 /// (the caller puts it in front); a JSON syntax error carries its line and column.
-pub fn read(path: &Path) -> Result<Definition, Vec<String>> {
+pub(crate) fn read(path: &Path) -> Result<Definition, Vec<String>> {
     let meta = std::fs::metadata(path).map_err(|e| vec![format!("cannot be read: {e}")])?;
     if meta.is_dir() {
         return Err(vec!["cannot be read: it is a directory, not a file".into()]);
@@ -110,7 +110,7 @@ pub fn read(path: &Path) -> Result<Definition, Vec<String>> {
 }
 
 /// Checks definition text (see `read`).
-pub fn parse(text: &str) -> Result<Definition, Vec<String>> {
+pub(crate) fn parse(text: &str) -> Result<Definition, Vec<String>> {
     let v: Value = serde_json::from_str(text).map_err(|e| {
         let msg = e.to_string();
         // serde_json ends its message with " at line L column C"; say it our way.
@@ -263,7 +263,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// JSON text with object keys sorted and no whitespace: equal values, equal text.
-pub fn canonical(v: &Value) -> String {
+pub(crate) fn canonical(v: &Value) -> String {
     let mut out = String::new();
     write_canonical(v, &mut out);
     out
@@ -300,7 +300,7 @@ fn write_canonical(v: &Value, out: &mut String) {
 }
 
 /// A short content hash (16 hex digits).
-pub fn short_hash(s: &str) -> String {
+pub(crate) fn short_hash(s: &str) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(s.as_bytes())
         .iter()
@@ -310,12 +310,12 @@ pub fn short_hash(s: &str) -> String {
 }
 
 /// A hash of what an apply makes AWS hold: a canonical definition and a role.
-pub fn state_hash(canonical_json: &str, role_arn: &str) -> String {
+pub(crate) fn state_hash(canonical_json: &str, role_arn: &str) -> String {
     short_hash(&format!("{canonical_json}\0{role_arn}"))
 }
 
 /// The canonical form of a definition text from AWS (not JSON: the text itself).
-pub fn canonical_text(text: &str) -> String {
+pub(crate) fn canonical_text(text: &str) -> String {
     serde_json::from_str::<Value>(text)
         .map(|v| canonical(&v))
         .unwrap_or_else(|_| text.to_string())
@@ -324,7 +324,7 @@ pub fn canonical_text(text: &str) -> String {
 /// One difference between AWS's definition and the file's, at a JSON path
 /// (`Steps[1].Arguments.HyperParameters.epochs`). `None`: absent on that side.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Change {
+pub(crate) struct Change {
     pub path: String,
     pub aws: Option<Value>,
     pub file: Option<Value>,
@@ -356,7 +356,7 @@ impl fmt::Display for Change {
 
 /// Every path where `aws` and `file` differ, in document order (objects by key, arrays by
 /// index). Values are compared as JSON values.
-pub fn changes(aws: &Value, file: &Value) -> Vec<Change> {
+pub(crate) fn changes(aws: &Value, file: &Value) -> Vec<Change> {
     let mut out = Vec::new();
     walk(aws, file, String::new(), &mut out);
     out

@@ -30,7 +30,7 @@ impl SectionDiff {
         d
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
     }
 }
@@ -96,7 +96,7 @@ impl ConfigDiff {
     }
 
     /// (added, changed, removed) counts over all sections, for the reload event.
-    pub fn counts(&self) -> (usize, usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
         let all = [
             &self.checks,
             &self.rules,

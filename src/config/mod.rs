@@ -6,9 +6,9 @@
 
 pub mod blocks;
 mod build;
-pub mod definition;
+pub(crate) mod definition;
 pub mod diff;
-pub mod reader;
+pub(crate) mod reader;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,7 +32,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
 /// As `parse`, for a reload of the running config `prev`: items equal to the running ones
 /// share their memory with them (block-wise loading only).
-pub fn parse_reusing(
+pub(crate) fn parse_reusing(
     text: &str,
     path: &Path,
     prev: Option<&Config>,
@@ -55,7 +55,7 @@ pub fn parse_reusing(
 /// What `mlopsd run --listen/--state-dir` puts in place of the file's values: the per-machine
 /// keys, so that HA replicas can share one config file (and its hash) on one host.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub listen: Option<std::net::SocketAddr>,
     pub state_dir: Option<std::path::PathBuf>,
 }
@@ -63,23 +63,23 @@ pub struct Overrides {
 static OVERRIDES: std::sync::OnceLock<Overrides> = std::sync::OnceLock::new();
 
 /// Sets the overrides for this process (once, before the config is read).
-pub fn set_overrides(o: Overrides) {
+pub(crate) fn set_overrides(o: Overrides) {
     let _ = OVERRIDES.set(o);
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub daemon: DaemonConfig,
-    pub aws: AwsConfig,
-    pub notifiers: BTreeMap<String, Notifier>,
-    pub pipelines: BTreeMap<String, Pipeline>,
-    pub builds: BTreeMap<String, Build>,
+    pub(crate) daemon: DaemonConfig,
+    pub(crate) aws: AwsConfig,
+    pub(crate) notifiers: BTreeMap<String, Notifier>,
+    pub(crate) pipelines: BTreeMap<String, Pipeline>,
+    pub(crate) builds: BTreeMap<String, Build>,
     // Behind `Arc`, so a reload that changes a few of 10,000 items copies pointers, not items.
-    pub checks: BTreeMap<String, Arc<Check>>,
-    pub rules: BTreeMap<String, Arc<Rule>>,
-    pub gates: BTreeMap<String, Arc<Gate>>,
+    pub(crate) checks: BTreeMap<String, Arc<Check>>,
+    pub(crate) rules: BTreeMap<String, Arc<Rule>>,
+    pub(crate) gates: BTreeMap<String, Arc<Gate>>,
     /// `[events]`: the SQS queue EventBridge delivers to (none: everything is polled).
-    pub events: Option<Events>,
+    pub(crate) events: Option<Events>,
 }
 
 impl Config {
@@ -106,12 +106,12 @@ impl Config {
 
 /// `[events]`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Events {
+pub(crate) struct Events {
     pub queue_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct DaemonConfig {
+pub(crate) struct DaemonConfig {
     pub state_dir: PathBuf,
     pub listen: SocketAddr,
     /// Set to serve HTTP on a non-loopback address; refused otherwise.
@@ -141,13 +141,13 @@ pub struct AwsConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageFormat {
+pub(crate) enum MessageFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     pub topic_arn: String,
     pub repeat_interval: Duration,
     /// A minijinja template, checked at load time.
@@ -155,18 +155,18 @@ pub struct Notifier {
     pub format: MessageFormat,
 }
 
-pub const DEFAULT_SUBJECT: &str = "[mlops] {{ rule }}: {{ event }}";
+pub(crate) const DEFAULT_SUBJECT: &str = "[mlops] {{ rule }}: {{ event }}";
 
 /// Pipeline parameters or build environment variables. Shared: a rule that overrides none
 /// of its pipeline's parameters holds the pipeline's map, not a copy.
-pub type Params = Arc<BTreeMap<String, String>>;
+pub(crate) type Params = Arc<BTreeMap<String, String>>;
 
 /// CloudWatch dimensions, sorted by name. A list rather than a map: a check has one or two,
 /// and the smallest map node is half a KiB (5 MiB at 10,000 checks).
-pub type Dimensions = Vec<(String, String)>;
+pub(crate) type Dimensions = Vec<(String, String)>;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub pipeline_name: String,
     pub parameters: Params,
     pub max_concurrent: u32,
@@ -176,7 +176,7 @@ pub struct Pipeline {
 
 /// `reconcile = "apply" | "report"`: what a change made outside mlopsd gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reconcile {
+pub(crate) enum Reconcile {
     /// Put back (`UpdatePipeline` with the file's definition).
     Apply,
     /// Logged and notified only.
@@ -184,7 +184,7 @@ pub enum Reconcile {
 }
 
 impl Reconcile {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Reconcile::Apply => "apply",
             Reconcile::Report => "report",
@@ -194,7 +194,7 @@ impl Reconcile {
 
 /// A pipeline whose definition file is the truth.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Declared {
+pub(crate) struct Declared {
     /// The path as written in the config (for messages).
     pub file: String,
     /// The file, resolved against the config file's directory (watched by the daemon).
@@ -207,13 +207,13 @@ pub struct Declared {
 
 impl Declared {
     /// A hash of what an apply makes AWS hold: the definition and the role.
-    pub fn state_hash(&self) -> String {
+    pub(crate) fn state_hash(&self) -> String {
         definition::state_hash(&self.definition.json, &self.role_arn)
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Build {
+pub(crate) struct Build {
     pub project_name: String,
     pub source_version: Option<String>,
     pub environment: Params,
@@ -223,31 +223,41 @@ pub struct Build {
 /// A schedule with the zone its cron fields are read in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timed {
-    pub expression: String,
-    pub schedule: Schedule,
-    pub timezone: Tz,
+    pub(crate) expression: String,
+    pub(crate) schedule: Schedule,
+    pub(crate) timezone: Tz,
+}
+
+impl Timed {
+    /// The first fire strictly after `after`, in the item's own time zone.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.schedule.next_after(self.timezone, after)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MissingData {
+pub(crate) enum MissingData {
     Ignore,
     Breach,
     Ok,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Threshold {
+pub(crate) enum Threshold {
     Above(f64),
     Below(f64),
 }
 
 impl Threshold {
-    pub fn value(&self) -> f64 {
+    pub(crate) fn value(&self) -> f64 {
         match self {
             Threshold::Above(v) | Threshold::Below(v) => *v,
         }
     }
-    pub fn breached_by(&self, x: f64) -> bool {
+    pub(crate) fn breached_by(&self, x: f64) -> bool {
         match self {
             Threshold::Above(t) => x > *t,
             Threshold::Below(t) => x < *t,
@@ -265,7 +275,7 @@ impl fmt::Display for Threshold {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Check {
+pub(crate) struct Check {
     /// An alarm check with `[events]` and no `schedule` has `Schedule::Never` here.
     pub timed: Timed,
     /// `alarm = NAME`: the check reads this CloudWatch alarm instead of a metric. It is
@@ -285,7 +295,7 @@ pub struct Check {
 
 impl Check {
     /// What the check reads, for people: `alarm NAME` or `NAMESPACE/METRIC`.
-    pub fn source_text(&self) -> String {
+    pub(crate) fn source_text(&self) -> String {
         match &self.alarm {
             Some(a) => format!("alarm {a}"),
             None => format!("{}/{}", self.namespace, self.metric),
@@ -294,19 +304,19 @@ impl Check {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RunKind {
+pub(crate) enum RunKind {
     Pipeline,
     Build,
 }
 
 impl RunKind {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             RunKind::Pipeline => "pipeline",
             RunKind::Build => "build",
         }
     }
-    pub fn parse(s: &str) -> Option<RunKind> {
+    pub(crate) fn parse(s: &str) -> Option<RunKind> {
         match s {
             "pipeline" => Some(RunKind::Pipeline),
             "build" => Some(RunKind::Build),
@@ -314,7 +324,7 @@ impl RunKind {
         }
     }
     /// The config section its targets are declared in (`pipelines`, `builds`).
-    pub fn section(&self) -> &'static str {
+    pub(crate) fn section(&self) -> &'static str {
         match self {
             RunKind::Pipeline => "pipelines",
             RunKind::Build => "builds",
@@ -337,19 +347,11 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             ItemKind::Check => "check",
             ItemKind::Rule => "rule",
             ItemKind::Gate => "gate",
-        }
-    }
-    pub fn parse(s: &str) -> Option<ItemKind> {
-        match s {
-            "check" => Some(ItemKind::Check),
-            "rule" => Some(ItemKind::Rule),
-            "gate" => Some(ItemKind::Gate),
-            _ => None,
         }
     }
 }
@@ -362,14 +364,14 @@ impl fmt::Display for ItemKind {
 
 impl Target {
     /// The config item that declares this target, as `[pipelines.NAME]`.
-    pub fn config_item(&self) -> String {
+    pub(crate) fn config_item(&self) -> String {
         format!("[{}.{}]", self.kind.section(), self.name)
     }
 }
 
 /// `pipeline:NAME` or `build:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Target {
+pub(crate) struct Target {
     pub kind: RunKind,
     pub name: String,
 }
@@ -381,7 +383,7 @@ impl fmt::Display for Target {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     Check(String),
     Schedule(Timed),
     Success(Target),
@@ -392,7 +394,7 @@ pub enum Trigger {
 
 /// What an `on_event` rule matches: every given field must match.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventPattern {
+pub(crate) struct EventPattern {
     pub source: Option<String>,
     pub detail_type: Option<String>,
     /// Dotted paths into the event (`detail.object.key`) and what each must be.
@@ -400,7 +402,7 @@ pub struct EventPattern {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Matcher {
+pub(crate) enum Matcher {
     /// Equal to this value (a string, number or boolean).
     Equals(serde_json::Value),
     /// A string that starts with this.
@@ -430,13 +432,13 @@ impl fmt::Display for EventPattern {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CatchUp {
+pub(crate) enum CatchUp {
     None,
     Once,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Start {
+pub(crate) enum Start {
     /// Parameters already merged: the pipeline's, overridden by the rule's.
     Pipeline { name: String, parameters: Params },
     /// Environment merged the same way; source version the rule's, else the build's.
@@ -448,7 +450,7 @@ pub enum Start {
 }
 
 impl Start {
-    pub fn target(&self) -> Target {
+    pub(crate) fn target(&self) -> Target {
         match self {
             Start::Pipeline { name, .. } => Target {
                 kind: RunKind::Pipeline,
@@ -463,7 +465,7 @@ impl Start {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub trigger: Trigger,
     pub start: Vec<Start>,
     pub notify: Vec<String>,
@@ -473,7 +475,7 @@ pub struct Rule {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum GateMetric {
+pub(crate) enum GateMetric {
     /// A key of the model package's `CustomerMetadataProperties`.
     Metadata(String),
     /// A dotted path into the evaluation report JSON in S3.
@@ -481,7 +483,7 @@ pub enum GateMetric {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Gate {
+pub(crate) struct Gate {
     pub model_package_group: String,
     pub timed: Timed,
     pub metric: GateMetric,
@@ -527,7 +529,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Reads and validates a config file; also returns its hash (`config_hash`).
-pub fn load_with_hash(path: &Path) -> Result<(Config, String), ConfigError> {
+pub(crate) fn load_with_hash(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = read_text(path)?;
     parse(&text, path).map(|c| {
         let h = config_hash(&text, &c);
@@ -537,7 +539,7 @@ pub fn load_with_hash(path: &Path) -> Result<(Config, String), ConfigError> {
 
 /// The hash of a loaded config: its text's, and with declared pipelines, their definitions'
 /// too (an edit of a definition file alone is a new config).
-pub fn config_hash(text: &str, cfg: &Config) -> String {
+pub(crate) fn config_hash(text: &str, cfg: &Config) -> String {
     let defs: Vec<String> = cfg
         .pipelines
         .iter()
@@ -556,7 +558,7 @@ pub fn config_hash(text: &str, cfg: &Config) -> String {
 
 /// Whether every definition file of `cfg` still holds what `cfg` was loaded with (a reload
 /// must re-read the whole config when one changed, even if the TOML did not).
-pub fn definitions_unchanged(cfg: &Config) -> bool {
+pub(crate) fn definitions_unchanged(cfg: &Config) -> bool {
     cfg.pipelines.values().all(|p| match &p.declared {
         None => true,
         Some(d) => definition::read(&d.path).is_ok_and(|x| x.hash == d.definition.hash),
@@ -564,7 +566,7 @@ pub fn definitions_unchanged(cfg: &Config) -> bool {
 }
 
 /// The definition files a config reads (the daemon watches them with the config).
-pub fn definition_files(cfg: &Config) -> Vec<PathBuf> {
+pub(crate) fn definition_files(cfg: &Config) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = cfg
         .pipelines
         .values()
@@ -576,7 +578,7 @@ pub fn definition_files(cfg: &Config) -> Vec<PathBuf> {
 }
 
 /// The directory a config file's relative paths are read from.
-pub fn base_dir(path: &Path) -> PathBuf {
+pub(crate) fn base_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -584,7 +586,7 @@ pub fn base_dir(path: &Path) -> PathBuf {
 }
 
 /// Reads a config file as UTF-8 text, with located errors.
-pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| ConfigError::io(path, format!("cannot read config: {e}")))?;
     if meta.is_dir() {

@@ -12,17 +12,17 @@ use toml::Spanned;
 
 /// One problem found in the config, located by byte span in the source.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Diag {
+pub(crate) struct Diag {
     pub span: Range<usize>,
     pub message: String,
 }
 
 /// The diagnostics collected while loading one file.
 #[derive(Debug, Default)]
-pub struct Diags(pub Vec<Diag>, Vec<Range<usize>>);
+pub(crate) struct Diags(pub Vec<Diag>, Vec<Range<usize>>);
 
 impl Diags {
-    pub fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.0.push(Diag {
             span,
             message: message.into(),
@@ -36,7 +36,7 @@ impl Diags {
 
     /// How to show a value in a message: quoted, unless it came from the environment (it may
     /// be a secret), in which case it is not shown.
-    pub fn show(&self, v: &Sp<String>) -> String {
+    pub(crate) fn show(&self, v: &Sp<String>) -> String {
         if self.1.contains(&v.span) {
             "a value from the environment (not shown)".to_string()
         } else {
@@ -47,12 +47,12 @@ impl Diags {
 
 /// A value with the span of its source text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sp<T> {
+pub(crate) struct Sp<T> {
     pub v: T,
     pub span: Range<usize>,
 }
 
-pub fn type_name(v: &DeValue<'_>) -> &'static str {
+pub(crate) fn type_name(v: &DeValue<'_>) -> &'static str {
     match v {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",
@@ -95,7 +95,7 @@ fn float_value(v: &DeValue<'_>) -> Option<f64> {
 }
 
 /// A table being read: remembers which keys were taken so the rest can be reported.
-pub struct Table<'a, 'i> {
+pub(crate) struct Table<'a, 'i> {
     /// Dotted path for messages, e.g. `checks.feature-drift`.
     pub path: String,
     pub span: Range<usize>,
@@ -104,7 +104,7 @@ pub struct Table<'a, 'i> {
 }
 
 impl<'a, 'i> Table<'a, 'i> {
-    pub fn new(path: impl Into<String>, tbl: &'a DeTable<'i>, span: Range<usize>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, tbl: &'a DeTable<'i>, span: Range<usize>) -> Self {
         Table {
             path: path.into(),
             span,
@@ -118,17 +118,17 @@ impl<'a, 'i> Table<'a, 'i> {
         self.span.clone()
     }
 
-    pub fn has(&self, key: &str) -> bool {
+    pub(crate) fn has(&self, key: &str) -> bool {
         self.tbl.get(key).is_some()
     }
 
-    pub fn raw(&mut self, key: &'a str) -> Option<&'a Spanned<DeValue<'i>>> {
+    pub(crate) fn raw(&mut self, key: &'a str) -> Option<&'a Spanned<DeValue<'i>>> {
         let v = self.tbl.get(key)?;
         self.taken.push(key);
         Some(v)
     }
 
-    pub fn key_span(&self, key: &str) -> Option<Range<usize>> {
+    pub(crate) fn key_span(&self, key: &str) -> Option<Range<usize>> {
         self.tbl
             .iter()
             .find(|(k, _)| k.get_ref().as_ref() == key)
@@ -159,7 +159,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// A string value; `${NAME}` in it is replaced by the environment variable NAME.
-    pub fn string(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
+    pub(crate) fn string(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
         let r = self.expect(d, key, "a string", |v| match v {
             DeValue::String(s) => Some(s.to_string()),
             _ => None,
@@ -179,7 +179,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// A duration written as a string (`"30s"`); the type message says so.
-    pub fn duration_text(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
+    pub(crate) fn duration_text(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
         self.expect(
             d,
             key,
@@ -191,7 +191,7 @@ impl<'a, 'i> Table<'a, 'i> {
         )
     }
 
-    pub fn req_string(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
+    pub(crate) fn req_string(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<String>> {
         if !self.has(key) {
             d.push(
                 self.where_(),
@@ -207,7 +207,7 @@ impl<'a, 'i> Table<'a, 'i> {
         Some(s)
     }
 
-    pub fn float(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<f64>> {
+    pub(crate) fn float(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<f64>> {
         let r = self.expect(d, key, "a number", float_value)?;
         if !r.v.is_finite() {
             d.push(r.span.clone(), format!("`{key}` must be a finite number"));
@@ -216,12 +216,18 @@ impl<'a, 'i> Table<'a, 'i> {
         Some(r)
     }
 
-    pub fn int(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<i64>> {
+    pub(crate) fn int(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<i64>> {
         self.expect(d, key, "an integer", int_value)
     }
 
     /// An integer in `min..=max`.
-    pub fn int_in(&mut self, d: &mut Diags, key: &'a str, min: i64, max: i64) -> Option<Sp<i64>> {
+    pub(crate) fn int_in(
+        &mut self,
+        d: &mut Diags,
+        key: &'a str,
+        min: i64,
+        max: i64,
+    ) -> Option<Sp<i64>> {
         let r = self.int(d, key)?;
         if r.v < min && max >= u32::MAX as i64 {
             d.push(
@@ -240,7 +246,7 @@ impl<'a, 'i> Table<'a, 'i> {
         Some(r)
     }
 
-    pub fn boolean(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<bool>> {
+    pub(crate) fn boolean(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<bool>> {
         self.expect(d, key, "true or false", |v| match v {
             DeValue::Boolean(b) => Some(*b),
             _ => None,
@@ -249,7 +255,7 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// The span of each entry's key in the table `key` (without taking it), for messages
     /// about one entry: `parameters = { Epochs = "ten" }` points at `Epochs`.
-    pub fn entry_spans(&self, key: &str) -> Vec<(String, Range<usize>)> {
+    pub(crate) fn entry_spans(&self, key: &str) -> Vec<(String, Range<usize>)> {
         match self.tbl.get(key).map(|v| v.get_ref()) {
             Some(DeValue::Table(t)) => t
                 .iter()
@@ -261,7 +267,7 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// A table of string values (`{ K = "v" }`); numbers and booleans are taken as their text,
     /// since SageMaker parameters and CodeBuild environment values are strings on the wire.
-    pub fn string_map(
+    pub(crate) fn string_map(
         &mut self,
         d: &mut Diags,
         key: &'a str,
@@ -311,7 +317,11 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An array of strings, or a single string taken as a one-element list.
-    pub fn string_list(&mut self, d: &mut Diags, key: &'a str) -> Option<Sp<Vec<Sp<String>>>> {
+    pub(crate) fn string_list(
+        &mut self,
+        d: &mut Diags,
+        key: &'a str,
+    ) -> Option<Sp<Vec<Sp<String>>>> {
         let v = self.raw(key)?;
         match v.get_ref() {
             DeValue::String(s) => Some(Sp {
@@ -354,7 +364,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// A sub-table (`[daemon]`), or `None` with a diagnostic if the key holds something else.
-    pub fn table(&mut self, d: &mut Diags, key: &'a str) -> Option<Table<'a, 'i>> {
+    pub(crate) fn table(&mut self, d: &mut Diags, key: &'a str) -> Option<Table<'a, 'i>> {
         let v = self.raw(key)?;
         match v.get_ref() {
             DeValue::Table(t) => {
@@ -377,7 +387,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// The named entries of a section such as `[checks.NAME]`, each as a table.
-    pub fn named_tables(
+    pub(crate) fn named_tables(
         &mut self,
         d: &mut Diags,
         key: &'a str,
@@ -414,7 +424,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// Reports every key that was not taken, with a suggestion when one is close.
-    pub fn finish(self, d: &mut Diags, allowed: &[&str]) {
+    pub(crate) fn finish(self, d: &mut Diags, allowed: &[&str]) {
         for (k, _) in self.tbl.iter() {
             let key = k.get_ref().as_ref();
             if self.taken.contains(&key) {
@@ -436,7 +446,7 @@ impl<'a, 'i> Table<'a, 'i> {
 
 /// Replaces `${NAME}` with the value of environment variable NAME (`$${` is a literal `${`).
 /// Messages name the variable, never its value.
-pub fn expand_env(s: &str) -> Result<String, String> {
+pub(crate) fn expand_env(s: &str) -> Result<String, String> {
     if !s.contains("${") {
         return Ok(s.to_string());
     }
@@ -470,7 +480,7 @@ pub fn expand_env(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-pub fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -501,7 +511,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
     let before = &src[..floor_char_boundary(src, offset)];
     let line = before.matches('\n').count() + 1;

@@ -40,7 +40,7 @@ fn value_text(v: Option<f64>) -> String {
 
 impl<C: Cloud> Work<C> {
     /// Evaluates every due check in one batched task.
-    pub fn evaluate_checks(&self, names: Vec<String>, at: DateTime<Utc>) {
+    pub(super) fn evaluate_checks(&self, names: Vec<String>, at: DateTime<Utc>) {
         let due: Vec<(String, Arc<Check>)> = names
             .into_iter()
             .filter_map(|n| {
@@ -104,7 +104,7 @@ impl<C: Cloud> Work<C> {
     /// Takes a batch of check results: each evaluated against its stored state, the
     /// evaluations stored with the breach and recovery notices they cause (one transaction),
     /// then the firing checks handed to their rules.
-    pub fn on_check_results(
+    pub(super) fn on_check_results(
         &mut self,
         at: DateTime<Utc>,
         results: Vec<(String, Result<Option<f64>, AwsError>)>,

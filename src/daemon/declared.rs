@@ -20,14 +20,14 @@ const MAX_DESCRIBING: usize = 8;
 
 /// An apply in flight for one pipeline.
 #[derive(Debug, Default)]
-pub struct InFlight {
+pub(super) struct InFlight {
     /// Another reconcile was asked for meanwhile: run it when this one ends.
     pub again: bool,
 }
 
 /// A create or update being sent: what the loop needs when the answer comes back.
 #[derive(Debug, Clone)]
-pub struct Sending {
+pub(super) struct Sending {
     pub op: ApplyOp,
     /// The state (definition + role hash) it sends.
     pub state: String,
@@ -52,7 +52,7 @@ struct Compared<'a> {
 
 impl<C: Cloud> Work<C> {
     /// Compares the named declared pipelines (all of them with `None`) with AWS.
-    pub fn reconcile(&mut self, names: Option<Vec<String>>, why: &'static str) {
+    pub(super) fn reconcile(&mut self, names: Option<Vec<String>>, why: &'static str) {
         let cfg = self.cfg.clone();
         let names: Vec<String> = match names {
             Some(n) => n,
@@ -126,7 +126,7 @@ impl<C: Cloud> Work<C> {
         }
     }
 
-    pub fn on_pipeline_described(
+    pub(super) fn on_pipeline_described(
         &mut self,
         pipeline: String,
         result: Result<Option<RemotePipeline>, AwsError>,
@@ -294,7 +294,7 @@ impl<C: Cloud> Work<C> {
         });
     }
 
-    pub fn on_pipeline_applied(
+    pub(super) fn on_pipeline_applied(
         &mut self,
         pipeline: String,
         sending: Sending,
@@ -490,7 +490,7 @@ impl<C: Cloud> Work<C> {
 
 /// What differs between AWS's pipeline and the file's, for people: one line per JSON path
 /// (AWS's value → the file's), at most `MAX_SHOWN_CHANGES`.
-pub fn describe_changes(remote: Option<&RemotePipeline>, decl: &Declared) -> Vec<String> {
+pub(super) fn describe_changes(remote: Option<&RemotePipeline>, decl: &Declared) -> Vec<String> {
     let Some(r) = remote else {
         return Vec::new();
     };

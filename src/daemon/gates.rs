@@ -10,7 +10,7 @@ use crate::notify::{Kind, Message};
 use crate::state::GateDecision;
 
 impl<C: Cloud> Work<C> {
-    pub fn run_gate(&self, name: &str) {
+    pub(super) fn run_gate(&self, name: &str) {
         let Some(gate) = self.cfg.gates.get(name).cloned() else {
             return;
         };
@@ -40,7 +40,7 @@ impl<C: Cloud> Work<C> {
         });
     }
 
-    pub fn on_gate_packages(&mut self, gate_name: String, result: GateScan) {
+    pub(super) fn on_gate_packages(&mut self, gate_name: String, result: GateScan) {
         let Some(gate) = self.cfg.gates.get(&gate_name).cloned() else {
             return;
         };
@@ -201,7 +201,7 @@ impl<C: Cloud> Work<C> {
         }
     }
 
-    pub fn on_gate_applied(
+    pub(super) fn on_gate_applied(
         &mut self,
         gate: String,
         arn: String,

@@ -27,7 +27,7 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// Long-polls the queue until `stop`; unreachable → backoff, shown on `/status`.
-pub struct Consumer<C> {
+pub(super) struct Consumer<C> {
     pub cloud: Gated<C>,
     pub queue_url: String,
     pub tx: UnboundedSender<Msg>,
@@ -36,7 +36,7 @@ pub struct Consumer<C> {
 }
 
 impl<C: Cloud> Consumer<C> {
-    pub async fn run(self, stop: CancellationToken) {
+    pub(super) async fn run(self, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
             let r = tokio::select! {
@@ -96,7 +96,7 @@ impl<C: Cloud> Work<C> {
     /// with the event's id, so it happens at most once); then the ids are remembered, and only
     /// then are the messages deleted. If the ids cannot be stored, nothing is deleted: the
     /// messages come back, and what they fired before is not fired again.
-    pub fn on_events(&mut self, queue_url: &str, batch: Vec<Incoming>) {
+    pub(super) fn on_events(&mut self, queue_url: &str, batch: Vec<Incoming>) {
         let now = self.now();
         let ids: Vec<&str> = batch
             .iter()

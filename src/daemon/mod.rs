@@ -22,7 +22,7 @@ mod timer;
 mod watch;
 mod work;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ pub enum RunError {
 }
 
 impl RunError {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             RunError::Config(_) => crate::exit::CONFIG,
             RunError::State(s) => s.exit_code(),
@@ -97,7 +97,7 @@ pub(crate) enum Ended {
 /// `Runtime::block_on`, so the loop turns on the main thread, not on an async worker: its
 /// synchronous store calls (each commit `synchronous=FULL`) hold only the loop. Spawned AWS
 /// calls, HTTP and the outbox run on the workers and reach the store through `state::off_loop`.
-pub async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunError> {
+pub(crate) async fn run(path: PathBuf, shutdown: CancellationToken) -> Result<(), RunError> {
     let connect = |cfg: config::AwsConfig| async move {
         let aws = Aws::new(&cfg).await;
         tracing::info!(event = "aws_configured", region = %aws.region(), endpoint = %cfg.endpoint_url.clone().unwrap_or_else(|| "default".into()), max_attempts = cfg.max_attempts, "AWS clients ready");
@@ -219,15 +219,10 @@ fn timed_of<'a>(cfg: &'a Config, kind: ItemKind, name: &str) -> Option<&'a confi
 
 /// Hands memory freed after parsing a config back to the OS. A 10,000-check file's parse tree
 /// is tens of MiB that glibc would otherwise keep mapped for the life of the process.
-pub fn release_memory() {
+pub(crate) fn release_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// The path the daemon reads by default.
-pub fn default_config_path() -> &'static Path {
-    Path::new("/etc/mlopsd/mlops.toml")
 }

@@ -105,7 +105,7 @@ impl<C: Cloud> Work<C> {
     /// Reads the AWS resources of `scope` in a task of its own (not tracked: a shutdown does not
     /// wait for it, and it changes nothing); the answer is `Msg::Preflight`. Declared pipelines
     /// are left to their reconcile.
-    pub fn preflight(&self, mut scope: crate::doctor::Scope) {
+    pub(super) fn preflight(&self, mut scope: crate::doctor::Scope) {
         if scope.is_empty() {
             return;
         }
@@ -119,7 +119,7 @@ impl<C: Cloud> Work<C> {
 
     /// Takes a preflight's findings: each new problem is logged once (`preflight_failed`),
     /// all are shown on `/status`, and `mlopsd_preflight_problems` counts them.
-    pub fn on_preflight(&self, findings: Vec<crate::doctor::Finding>) {
+    pub(super) fn on_preflight(&self, findings: Vec<crate::doctor::Finding>) {
         let cfg = self.cfg.clone();
         // Only items still in the config (a reload may have removed some meanwhile).
         let findings: Vec<_> = findings

@@ -50,7 +50,7 @@ impl Memory {
     }
 }
 
-pub struct Outbox<C> {
+pub(super) struct Outbox<C> {
     pub store: Arc<Store>,
     pub cloud: Gated<C>,
     pub clock: Clock,
@@ -99,7 +99,7 @@ impl<C: Cloud> Outbox<C> {
     }
 
     /// Runs until `stop` is cancelled; wakes on `wake` or when something queued is due.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(super) async fn run(self, stop: CancellationToken) {
         let mut mem = Memory::default();
         loop {
             let idle = self.idle_for(&mem).await;

@@ -21,7 +21,7 @@ struct Firing {
 impl<C: Cloud> Work<C> {
     /// Considers rule `name` now, for `cause`: it fires (decision stored, then its starts
     /// sent), is suppressed (logged and told with why), or — a dry run — is logged only.
-    pub fn fire_rule(&mut self, name: &str, cause: Cause) {
+    pub(super) fn fire_rule(&mut self, name: &str, cause: Cause) {
         let cfg = self.cfg.clone();
         let Some(rule) = cfg.rules.get(name) else {
             return;
@@ -195,9 +195,9 @@ impl<C: Cloud> Work<C> {
             .filter(|r| r.start.is_empty())
             .and_then(|_| told(name, cause, &f.correlation_id));
         let notices = told.map(|m| self.render_rule(name, &m)).unwrap_or_default();
-        let r =
-            self.store
-                .record_firing_with(name, &f.state, &runs, f.at, once.as_deref(), &notices);
+        let r = self
+            .store
+            .record_firing(name, &f.state, &runs, f.at, once.as_deref(), &notices);
         let Some(fired) = self.db("store the firing", name, "nothing is started", r) else {
             return;
         };

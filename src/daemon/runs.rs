@@ -14,7 +14,7 @@ use crate::state::{RunRow, RunState};
 
 /// A start call as stored with its decision (`runs.request`), read back before it is sent.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StartRequest {
+pub(super) struct StartRequest {
     /// The AWS name: the SageMaker pipeline or the CodeBuild project.
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,7 +28,7 @@ pub struct StartRequest {
 impl StartRequest {
     /// The stored request, or why it cannot be sent (a damaged row is never sent with its
     /// parameters missing).
-    pub fn parse(text: &str) -> Result<StartRequest, String> {
+    pub(super) fn parse(text: &str) -> Result<StartRequest, String> {
         let r: StartRequest = serde_json::from_str(text)
             .map_err(|e| format!("the stored start request is unreadable ({e})"))?;
         if r.name.is_empty() {
@@ -40,7 +40,7 @@ impl StartRequest {
 
 impl<C: Cloud> Work<C> {
     /// Sends (or re-sends, with the same token) a decided run's start call.
-    pub fn start_run(&mut self, run: RunRow) {
+    pub(super) fn start_run(&mut self, run: RunRow) {
         if self.starting.contains(&run.id) {
             return;
         }
@@ -115,7 +115,7 @@ impl<C: Cloud> Work<C> {
         });
     }
 
-    pub fn on_start_done(&mut self, run_id: i64, result: Result<String, AwsError>) {
+    pub(super) fn on_start_done(&mut self, run_id: i64, result: Result<String, AwsError>) {
         self.starting.remove(&run_id);
         let r = self.store.run(run_id);
         // Unreadable: the run stays decided; the next try finds a started run by its token.
@@ -221,7 +221,7 @@ impl<C: Cloud> Work<C> {
     }
 
     /// Polls every started run; re-drives decided runs whose start is not in flight.
-    pub fn follow_tick(&mut self) {
+    pub(super) fn follow_tick(&mut self) {
         // Ends stored but not chained yet (a crash came between): chained now, once per rule
         // and run (the firing's key says whether it happened).
         let r = self.store.unchained_runs();
@@ -296,7 +296,7 @@ impl<C: Cloud> Work<C> {
         });
     }
 
-    pub fn on_run_statuses(
+    pub(super) fn on_run_statuses(
         &mut self,
         statuses: Vec<(i64, Result<RunStatus, AwsError>)>,
         poll: bool,

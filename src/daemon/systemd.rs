@@ -51,28 +51,28 @@ fn send_to(path: &OsStr, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-pub fn ready(status: &str) {
+pub(super) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-pub fn reloading() {
+pub(super) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(m) => send(&[NotifyState::Reloading, m]),
         Err(_) => send(&[NotifyState::Reloading]),
     }
 }
 
-pub fn stopping() {
+pub(super) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
-pub fn watchdog() {
+pub(super) fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 
 /// Half the watchdog interval systemd asked for, if it asked. As in sd_watchdog_enabled(3):
 /// `WATCHDOG_USEC` set, and `WATCHDOG_PID` either unset or this process.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(super) fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.parse::<u32>().ok() != Some(std::process::id()) {

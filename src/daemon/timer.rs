@@ -5,19 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-pub use crate::config::ItemKind;
+pub(super) use crate::config::ItemKind;
 
-pub type Key = (ItemKind, String);
+pub(super) type Key = (ItemKind, String);
 
 #[derive(Debug, Default)]
-pub struct Timer {
+pub(super) struct Timer {
     next: BTreeMap<Key, DateTime<Utc>>,
     queue: BTreeSet<(DateTime<Utc>, Key)>,
 }
 
 impl Timer {
     /// Sets (or clears, with `None`) the next fire of `key`.
-    pub fn set(&mut self, key: Key, at: Option<DateTime<Utc>>) {
+    pub(super) fn set(&mut self, key: Key, at: Option<DateTime<Utc>>) {
         if let Some(old) = self.next.remove(&key) {
             self.queue.remove(&(old, key.clone()));
         }
@@ -27,32 +27,32 @@ impl Timer {
         }
     }
 
-    pub fn remove(&mut self, key: &Key) {
+    pub(super) fn remove(&mut self, key: &Key) {
         if let Some(old) = self.next.remove(key) {
             self.queue.remove(&(old, key.clone()));
         }
     }
 
-    pub fn contains(&self, key: &Key) -> bool {
+    pub(super) fn contains(&self, key: &Key) -> bool {
         self.next.contains_key(key)
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.next.len()
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.next.is_empty()
     }
 
     /// The earliest pending fire.
-    pub fn peek(&self) -> Option<DateTime<Utc>> {
+    pub(super) fn peek(&self) -> Option<DateTime<Utc>> {
         self.queue.first().map(|(t, _)| *t)
     }
 
     /// Removes and returns every item due at or before `now`, earliest first.
-    pub fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<(Key, DateTime<Utc>)> {
+    pub(super) fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<(Key, DateTime<Utc>)> {
         let mut out = Vec::new();
         while let Some((t, _)) = self.queue.first() {
             if *t > now {

@@ -15,13 +15,13 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(super) enum Change {
     Settled,
     Busy,
 }
 
 /// Classifies a file event; `None` for events that do not change the content.
-pub fn classify(kind: &EventKind) -> Option<Change> {
+pub(super) fn classify(kind: &EventKind) -> Option<Change> {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Settled),
         EventKind::Access(_) => None,
@@ -34,7 +34,7 @@ pub fn classify(kind: &EventKind) -> Option<Change> {
 
 /// Watches the config file and the definition files it names: each file's parent directory
 /// is watched (non-recursively), and an event for one of the files is sent to the loop.
-pub struct Watch {
+pub(super) struct Watch {
     watcher: RecommendedWatcher,
     files: Arc<Mutex<HashSet<PathBuf>>>,
     config: PathBuf,
@@ -53,7 +53,7 @@ fn parent(p: &Path) -> PathBuf {
 
 impl Watch {
     /// Starts watching the config file.
-    pub fn new(path: &Path, tx: mpsc::Sender<Change>) -> notify::Result<Watch> {
+    pub(super) fn new(path: &Path, tx: mpsc::Sender<Change>) -> notify::Result<Watch> {
         let config = absolute(path);
         let files = Arc::new(Mutex::new(HashSet::from([config.clone()])));
         let seen = files.clone();
@@ -84,7 +84,7 @@ impl Watch {
     }
 
     /// Watches these files too (the definition files of the running config), and no others.
-    pub fn set_extra(&mut self, extra: &[PathBuf]) {
+    pub(super) fn set_extra(&mut self, extra: &[PathBuf]) {
         let want: HashSet<PathBuf> = extra
             .iter()
             .map(|p| absolute(p))

@@ -19,11 +19,11 @@ use crate::health::Health;
 use crate::state::{RunRow, Store};
 
 /// A gate's pending packages, each with its metric (or why it has none).
-pub type GateScan = Result<Vec<(PendingPackage, Result<f64, String>)>, AwsError>;
+pub(super) type GateScan = Result<Vec<(PendingPackage, Result<f64, String>)>, AwsError>;
 
 /// Results of AWS calls, sent back to the loop.
 #[derive(Debug)]
-pub enum Msg {
+pub(super) enum Msg {
     /// `large`: the whole batch (of which `results` may be the rest) had 1,000 checks or more.
     CheckResults {
         at: DateTime<Utc>,
@@ -73,11 +73,11 @@ pub enum Msg {
 
 /// Give up on a start after this many attempts that failed transiently (each attempt is
 /// already retried with backoff by the SDK).
-pub const MAX_START_ATTEMPTS: i64 = 8;
+pub(super) const MAX_START_ATTEMPTS: i64 = 8;
 
 /// Why a rule is considered now.
 #[derive(Debug, Clone)]
-pub enum Cause {
+pub(super) enum Cause {
     Check {
         check: String,
         correlation_id: String,
@@ -112,7 +112,7 @@ impl Cause {
 
 /// The correlation id of everything an EventBridge event causes: derived from its id, so a
 /// redelivery or a restart gives the same one.
-pub fn event_correlation_id(event_id: &str) -> String {
+pub(super) fn event_correlation_id(event_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(format!("mlopsd-event\0{event_id}").as_bytes());
     let hex: String = d.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -120,7 +120,7 @@ pub fn event_correlation_id(event_id: &str) -> String {
 }
 
 /// A fresh id for a new incident.
-pub fn new_correlation_id(now: DateTime<Utc>) -> String {
+pub(super) fn new_correlation_id(now: DateTime<Utc>) -> String {
     use sha2::{Digest, Sha256};
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -136,7 +136,7 @@ pub fn new_correlation_id(now: DateTime<Utc>) -> String {
 }
 
 /// What the loop hands its rooms.
-pub struct Parts<C> {
+pub(super) struct Parts<C> {
     pub cfg: Arc<Config>,
     pub store: Arc<Store>,
     pub cloud: Gated<C>,
@@ -150,7 +150,7 @@ pub struct Parts<C> {
 }
 
 /// The loop's working set; its methods live in the room files.
-pub struct Work<C> {
+pub(super) struct Work<C> {
     pub(super) cfg: Arc<Config>,
     pub(super) store: Arc<Store>,
     pub(super) cloud: Gated<C>,
@@ -174,7 +174,7 @@ pub struct Work<C> {
 }
 
 impl<C: Cloud> Work<C> {
-    pub fn new(p: Parts<C>) -> Work<C> {
+    pub(super) fn new(p: Parts<C>) -> Work<C> {
         Work {
             cfg: p.cfg,
             store: p.store,
@@ -195,12 +195,12 @@ impl<C: Cloud> Work<C> {
         }
     }
 
-    pub fn set_config(&mut self, cfg: Arc<Config>) {
+    pub(super) fn set_config(&mut self, cfg: Arc<Config>) {
         self.cfg = cfg;
     }
 
     /// Puts a message back on the loop's queue (the rest of a large batch).
-    pub fn requeue(&self, msg: Msg) {
+    pub(super) fn requeue(&self, msg: Msg) {
         // The receiver lives as long as the loop; a failed send means it is gone.
         let _ = self.tx.send(msg);
     }

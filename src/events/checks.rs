@@ -2,19 +2,19 @@
 
 use super::*;
 
-pub struct CheckFailed<'a> {
+pub(crate) struct CheckFailed<'a> {
     pub check: &'a str,
     pub error: &'a AwsError,
 }
 
 impl CheckFailed<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let e = self.error;
         tracing::warn!(event = "check_failed", check = %self.check, error = %e, code = %e.code, transient = e.transient(), "could not evaluate check; its state is unchanged");
     }
 }
 
-pub struct CheckEvaluated<'a> {
+pub(crate) struct CheckEvaluated<'a> {
     pub check: &'a str,
     pub value: Option<f64>,
     pub threshold: &'a crate::config::Threshold,
@@ -27,7 +27,7 @@ pub struct CheckEvaluated<'a> {
 }
 
 impl CheckEvaluated<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let m = metrics::get();
         let l = metrics::check(self.check);
         m.check_evaluations.get_or_create(&l).inc();
@@ -49,7 +49,7 @@ impl CheckEvaluated<'_> {
 }
 
 /// `check_breached` (a new incident) or `check_recovered`.
-pub struct CheckIncident<'a> {
+pub(crate) struct CheckIncident<'a> {
     pub recovered: bool,
     pub check: &'a str,
     pub value: Option<f64>,
@@ -58,7 +58,7 @@ pub struct CheckIncident<'a> {
 }
 
 impl CheckIncident<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let (v, th, c) = (value_text(self.value), self.threshold, self.correlation_id);
         if self.recovered {
             tracing::info!(event = "check_recovered", check = %self.check, value = %v, threshold = %th, correlation_id = %c, "check recovered");

@@ -2,11 +2,11 @@
 
 use super::*;
 
-pub fn gate_failed(gate: &str, group: &str, error: &AwsError) {
+pub(crate) fn gate_failed(gate: &str, group: &str, error: &AwsError) {
     tracing::warn!(event = "gate_failed", gate = %gate, group = %group, error = %error, "could not read the model registry; trying again at the next fire");
 }
 
-pub struct GateDecided<'a> {
+pub(crate) struct GateDecided<'a> {
     pub gate: &'a str,
     pub arn: &'a str,
     pub decision: crate::state::GateDecision,
@@ -15,7 +15,7 @@ pub struct GateDecided<'a> {
 }
 
 impl GateDecided<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let d = self.decision.as_str();
         metrics::get()
             .gate_decisions
@@ -36,7 +36,7 @@ impl GateDecided<'_> {
 }
 
 /// The outcome of setting a package's approval status.
-pub fn gate_applied(gate: &str, arn: &str, approve: bool, result: &Result<(), AwsError>) {
+pub(crate) fn gate_applied(gate: &str, arn: &str, approve: bool, result: &Result<(), AwsError>) {
     match result {
         Ok(()) => {
             tracing::info!(event = "gate_applied", gate = %gate, arn = %arn, status = if approve { "Approved" } else { "Rejected" }, "model package status set")

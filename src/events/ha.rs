@@ -1,7 +1,7 @@
 //! High-availability events: leading, following, stepped down, the table, snapshots.
 
 /// HA: this replica leads now (after catching up with the table's log).
-pub fn ha_leading(
+pub(crate) fn ha_leading(
     table: &str,
     replica: &str,
     fencing: u64,
@@ -20,7 +20,7 @@ pub fn ha_leading(
 }
 
 /// HA: this replica stopped leading.
-pub fn ha_stepped_down(table: &str, replica: &str, reason: &str) {
+pub(crate) fn ha_stepped_down(table: &str, replica: &str, reason: &str) {
     tracing::warn!(
         event = "ha_stepped_down",
         table,
@@ -31,7 +31,7 @@ pub fn ha_stepped_down(table: &str, replica: &str, reason: &str) {
 }
 
 /// HA: another replica leads; this one watches.
-pub fn ha_following(table: &str, replica: &str, leader: &str, fencing: u64) {
+pub(crate) fn ha_following(table: &str, replica: &str, leader: &str, fencing: u64) {
     tracing::info!(
         event = "ha_following",
         table,
@@ -43,12 +43,12 @@ pub fn ha_following(table: &str, replica: &str, leader: &str, fencing: u64) {
 }
 
 /// HA: the leader runs a config whose hash differs from this replica's.
-pub fn ha_config_differs(leader: &str, leader_hash: &str, hash: &str) {
+pub(crate) fn ha_config_differs(leader: &str, leader_hash: &str, hash: &str) {
     tracing::warn!(event = "ha_config_differs", leader, leader_hash, hash, "the leader runs a different config than this replica; deploy the same file to every replica");
 }
 
 /// HA: the table did not answer (reads of the log or the lease).
-pub fn ha_table_unreachable(table: &str, error: &str) {
+pub(crate) fn ha_table_unreachable(table: &str, error: &str) {
     tracing::warn!(
         event = "ha_table_unreachable",
         table,
@@ -58,7 +58,7 @@ pub fn ha_table_unreachable(table: &str, error: &str) {
 }
 
 /// HA: a snapshot replaced this replica's state (it was behind the compacted log).
-pub fn ha_snapshot_restored(table: &str, seq: u64, bytes: usize) {
+pub(crate) fn ha_snapshot_restored(table: &str, seq: u64, bytes: usize) {
     tracing::info!(
         event = "ha_snapshot_restored",
         table,
@@ -69,7 +69,7 @@ pub fn ha_snapshot_restored(table: &str, seq: u64, bytes: usize) {
 }
 
 /// HA: the leader stored a snapshot and deleted the log before it.
-pub fn ha_compacted(table: &str, seq: u64, bytes: usize, deleted: usize) {
+pub(crate) fn ha_compacted(table: &str, seq: u64, bytes: usize, deleted: usize) {
     tracing::info!(
         event = "ha_compacted",
         table,

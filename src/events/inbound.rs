@@ -4,7 +4,7 @@ use super::*;
 
 /// An EventBridge event read from the queue and acted on (`handled`) or not (`ignored`: it
 /// concerns nothing in the config, or it was handled before).
-pub struct EventTaken<'a> {
+pub(crate) struct EventTaken<'a> {
     pub message_id: &'a str,
     pub event_id: &'a str,
     pub source: &'a str,
@@ -14,7 +14,7 @@ pub struct EventTaken<'a> {
 }
 
 impl EventTaken<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let result = if self.handled { "handled" } else { "ignored" };
         metrics::get()
             .events
@@ -39,7 +39,7 @@ impl EventTaken<'_> {
 
 /// A message whose body is not an EventBridge event: logged with its id and why, never its
 /// body; counted; deleted.
-pub fn event_rejected(message_id: &str, reason: &str) {
+pub(crate) fn event_rejected(message_id: &str, reason: &str) {
     metrics::get()
         .events
         .get_or_create(&metrics::ResultL {
@@ -50,7 +50,11 @@ pub fn event_rejected(message_id: &str, reason: &str) {
 }
 
 /// The events queue stopped or started answering.
-pub fn queue_state(queue_url: &str, error: Option<&AwsError>, retry_in: std::time::Duration) {
+pub(crate) fn queue_state(
+    queue_url: &str,
+    error: Option<&AwsError>,
+    retry_in: std::time::Duration,
+) {
     match error {
         Some(e) => tracing::error!(
             event = "events_queue_unreachable", queue_url = %queue_url, error = %e, error_code = %e.code, retry_in_ms = retry_in.as_millis() as u64,
@@ -62,7 +66,7 @@ pub fn queue_state(queue_url: &str, error: Option<&AwsError>, retry_in: std::tim
     }
 }
 
-pub fn events_delete_failed(queue_url: &str, count: usize, error: &AwsError) {
+pub(crate) fn events_delete_failed(queue_url: &str, count: usize, error: &AwsError) {
     tracing::warn!(
         event = "events_delete_failed", queue_url = %queue_url, messages = count, error = %error,
         "cannot delete handled messages; they come back after the queue's visibility timeout and are recognised as handled"

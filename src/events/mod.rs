@@ -13,14 +13,14 @@ mod pipelines;
 mod rules;
 mod runs;
 
-pub use checks::*;
-pub use gates::*;
-pub use ha::*;
-pub use inbound::*;
-pub use notices::*;
-pub use pipelines::*;
-pub use rules::*;
-pub use runs::*;
+pub(crate) use checks::*;
+pub(crate) use gates::*;
+pub(crate) use ha::*;
+pub(crate) use inbound::*;
+pub(crate) use notices::*;
+pub(crate) use pipelines::*;
+pub(crate) use rules::*;
+pub(crate) use runs::*;
 
 use std::path::Path;
 
@@ -34,7 +34,7 @@ use crate::health::Health;
 use crate::metrics;
 use crate::state::StoreError;
 
-pub fn config_loaded(path: &Path, hash: &str, cfg: &Config) {
+pub(crate) fn config_loaded(path: &Path, hash: &str, cfg: &Config) {
     tracing::info!(
         event = "config_loaded",
         path = %path.display(),
@@ -46,7 +46,7 @@ pub fn config_loaded(path: &Path, hash: &str, cfg: &Config) {
     );
 }
 
-pub fn config_reload_accepted(
+pub(crate) fn config_reload_accepted(
     path: &Path,
     hash: &str,
     trigger: &str,
@@ -87,11 +87,11 @@ pub fn config_reload_accepted(
     );
 }
 
-pub fn config_reload_unchanged(path: &Path, hash: &str, trigger: &str) {
+pub(crate) fn config_reload_unchanged(path: &Path, hash: &str, trigger: &str) {
     tracing::info!(event = "config_reload_unchanged", path = %path.display(), hash, trigger, "config reloaded, nothing changed");
 }
 
-pub fn config_reload_rejected(path: &Path, trigger: &str, err: &ConfigError) {
+pub(crate) fn config_reload_rejected(path: &Path, trigger: &str, err: &ConfigError) {
     let first = err
         .errors
         .first()
@@ -108,7 +108,7 @@ pub fn config_reload_rejected(path: &Path, trigger: &str, err: &ConfigError) {
     );
 }
 
-pub fn schedule_fired(kind: &str, name: &str, due: &DateTime<Utc>, now: &DateTime<Utc>) {
+pub(crate) fn schedule_fired(kind: &str, name: &str, due: &DateTime<Utc>, now: &DateTime<Utc>) {
     let late = *now - *due;
     let lateness_ms = late.num_milliseconds();
     metrics::get()
@@ -117,7 +117,7 @@ pub fn schedule_fired(kind: &str, name: &str, due: &DateTime<Utc>, now: &DateTim
     tracing::debug!(event = "schedule_fired", kind, name, due = %ts(due), lateness_ms, "schedule fired");
 }
 
-pub fn schedule_next(kind: &str, name: &str, next: Option<&DateTime<Utc>>) {
+pub(crate) fn schedule_next(kind: &str, name: &str, next: Option<&DateTime<Utc>>) {
     match next {
         Some(n) => tracing::debug!(event = "schedule_next", kind, name, next = %ts(n), "next fire"),
         None => tracing::info!(
@@ -129,15 +129,15 @@ pub fn schedule_next(kind: &str, name: &str, next: Option<&DateTime<Utc>>) {
     }
 }
 
-pub fn daemon_ready(state_path: &Path, scheduled: usize) {
+pub(crate) fn daemon_ready(state_path: &Path, scheduled: usize) {
     tracing::info!(event = "daemon_ready", state = %state_path.display(), scheduled, "mlopsd is running");
 }
 
-pub fn daemon_stopping(reason: &str) {
+pub(crate) fn daemon_stopping(reason: &str) {
     tracing::info!(event = "daemon_stopping", reason, "mlopsd is stopping");
 }
 
-pub fn daemon_stopped(clean: bool) {
+pub(crate) fn daemon_stopped(clean: bool) {
     tracing::info!(event = "daemon_stopped", clean, "mlopsd stopped");
 }
 
@@ -149,7 +149,7 @@ pub(crate) fn value_text(v: Option<f64>) -> String {
 /// `state_error` (what was being done, for which item, what follows), counted and
 /// recorded in `health`. A success clears the operation's fault. The one seam the loop and the
 /// outbox pass every store result through.
-pub fn stored<T>(
+pub(crate) fn stored<T>(
     health: &Health,
     now: DateTime<Utc>,
     operation: &'static str,
@@ -177,7 +177,7 @@ pub fn stored<T>(
 
 /// A state store operation failed: logged with what was being done, counted, and shown on
 /// `/healthz` until that operation succeeds again.
-pub struct StateError<'a> {
+pub(crate) struct StateError<'a> {
     pub operation: &'static str,
     pub item: &'a str,
     pub error: &'a StoreError,
@@ -185,7 +185,7 @@ pub struct StateError<'a> {
 }
 
 impl StateError<'_> {
-    pub fn emit(&self, health: &Health, now: DateTime<Utc>) {
+    pub(crate) fn emit(&self, health: &Health, now: DateTime<Utc>) {
         if self.error.is_not_leading() {
             // An HA replica that does not lead (any more): its role says so, on /status and
             // in `ha_stepped_down`; the store itself is fine.

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn notification_deduplicated(
+pub(crate) fn notification_deduplicated(
     notifier: &str,
     rule: &str,
     notification: &str,
@@ -18,7 +18,7 @@ pub fn notification_deduplicated(
     );
 }
 
-pub fn notification_sent(row: &crate::state::OutboxRow, message_id: &str) {
+pub(crate) fn notification_sent(row: &crate::state::OutboxRow, message_id: &str) {
     metrics::get()
         .notifications_sent
         .get_or_create(&metrics::notify(&row.notifier, &row.event))
@@ -29,7 +29,7 @@ pub fn notification_sent(row: &crate::state::OutboxRow, message_id: &str) {
     );
 }
 
-pub fn notification_failed(
+pub(crate) fn notification_failed(
     row: &crate::state::OutboxRow,
     error: &AwsError,
     retry_at: &DateTime<Utc>,

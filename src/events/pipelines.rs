@@ -4,7 +4,7 @@
 use super::*;
 
 /// A declared pipeline's create or update landed.
-pub struct PipelineApplied<'a> {
+pub(crate) struct PipelineApplied<'a> {
     pub pipeline: &'a str,
     pub pipeline_name: &'a str,
     pub op: crate::reconcile::ApplyOp,
@@ -15,7 +15,7 @@ pub struct PipelineApplied<'a> {
 }
 
 impl PipelineApplied<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         pipeline_result(
             self.pipeline,
             self.op.kind().as_str().trim_start_matches("pipeline_"),
@@ -31,7 +31,7 @@ impl PipelineApplied<'_> {
 }
 
 /// A declared pipeline was changed outside mlopsd.
-pub struct PipelineDrifted<'a> {
+pub(crate) struct PipelineDrifted<'a> {
     pub pipeline: &'a str,
     pub pipeline_name: &'a str,
     /// "put back" (`reconcile = "apply"`) or "reported" (`"report"`).
@@ -40,7 +40,7 @@ pub struct PipelineDrifted<'a> {
 }
 
 impl PipelineDrifted<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         pipeline_result(self.pipeline, "drifted", false);
         let changes = self.changes.join("; ");
         tracing::warn!(
@@ -52,7 +52,7 @@ impl PipelineDrifted<'_> {
 }
 
 /// A declared pipeline could not be compared or applied; retried at the next reconcile.
-pub struct PipelineApplyFailed<'a> {
+pub(crate) struct PipelineApplyFailed<'a> {
     pub pipeline: &'a str,
     pub pipeline_name: &'a str,
     pub error: &'a AwsError,
@@ -60,7 +60,7 @@ pub struct PipelineApplyFailed<'a> {
 }
 
 impl PipelineApplyFailed<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         pipeline_result(self.pipeline, "failed", false);
         let e = self.error;
         tracing::error!(
@@ -83,7 +83,7 @@ fn pipeline_result(pipeline: &str, result: &str, in_sync: bool) {
 }
 
 /// Sets `mlopsd_pipeline_in_sync` for a pipeline.
-pub fn pipeline_sync_gauge(pipeline: &str, in_sync: bool) {
+pub(crate) fn pipeline_sync_gauge(pipeline: &str, in_sync: bool) {
     metrics::get()
         .pipeline_in_sync
         .get_or_create(&metrics::PipelineL {
@@ -93,7 +93,7 @@ pub fn pipeline_sync_gauge(pipeline: &str, in_sync: bool) {
 }
 
 /// A declared pipeline compared equal to its file.
-pub fn pipeline_in_sync(pipeline: &str, pipeline_name: &str, was: &str) {
+pub(crate) fn pipeline_in_sync(pipeline: &str, pipeline_name: &str, was: &str) {
     pipeline_sync_gauge(pipeline, true);
     if was == "in_sync" {
         tracing::debug!(event = "pipeline_in_sync", pipeline = %pipeline, pipeline_name = %pipeline_name, "declared pipeline is in sync");
@@ -103,13 +103,13 @@ pub fn pipeline_in_sync(pipeline: &str, pipeline_name: &str, was: &str) {
 }
 
 /// A start waits for its pipeline's apply to finish.
-pub fn start_held(rule: &str, pipeline: &str, run_id: i64) {
+pub(crate) fn start_held(rule: &str, pipeline: &str, run_id: i64) {
     tracing::info!(event = "start_held", rule = %rule, pipeline = %pipeline, run_id, "start waits for the pipeline's apply in flight; it is sent after it");
 }
 
 /// The preflight found a problem with an AWS resource the config names (logged once per
 /// problem; the item keeps running, and its first use will fail the same way).
-pub fn preflight_failed(f: &crate::doctor::Finding) {
+pub(crate) fn preflight_failed(f: &crate::doctor::Finding) {
     tracing::warn!(
         event = "preflight_failed", kind = f.kind.as_str(), item = %f.name, config_item = %f.config_item(), resource = %f.resource,
         status = f.status.as_str(), reason = %f.detail,

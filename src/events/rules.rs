@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub struct RuleSuppressed<'a> {
+pub(crate) struct RuleSuppressed<'a> {
     pub rule: &'a str,
     pub check: Option<&'a str>,
     pub reason: &'static str,
@@ -11,7 +11,7 @@ pub struct RuleSuppressed<'a> {
 }
 
 impl RuleSuppressed<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         metrics::get()
             .rule_suppressions
             .get_or_create(&metrics::SuppressL {
@@ -28,7 +28,7 @@ impl RuleSuppressed<'_> {
 }
 
 /// A dry-run rule decided to fire: what it would start (one line each) and notify.
-pub struct RuleDryRun<'a> {
+pub(crate) struct RuleDryRun<'a> {
     pub rule: &'a str,
     pub check: Option<&'a str>,
     pub correlation_id: &'a str,
@@ -37,7 +37,7 @@ pub struct RuleDryRun<'a> {
 }
 
 impl RuleDryRun<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         metrics::get()
             .rule_suppressions
             .get_or_create(&metrics::SuppressL {
@@ -58,11 +58,11 @@ impl RuleDryRun<'_> {
 }
 
 /// A dry-run rule's notification that was not queued.
-pub fn dry_run_notification(rule: &str, notification: &str) {
+pub(crate) fn dry_run_notification(rule: &str, notification: &str) {
     tracing::info!(event = "rule_dry_run", rule = %rule, notification = %notification, decision = "dry_run", "dry run: would notify");
 }
 
-pub struct RuleFired<'a> {
+pub(crate) struct RuleFired<'a> {
     pub rule: &'a str,
     pub check: Option<&'a str>,
     pub firing: u64,
@@ -72,7 +72,7 @@ pub struct RuleFired<'a> {
 }
 
 impl RuleFired<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         metrics::get()
             .rule_firings
             .get_or_create(&metrics::rule(self.rule))
@@ -86,7 +86,7 @@ impl RuleFired<'_> {
 }
 
 /// An `on_event` rule could not fire on an event: a template failed or rendered empty.
-pub fn rule_failed(rule: &str, correlation_id: &str, reason: &str) {
+pub(crate) fn rule_failed(rule: &str, correlation_id: &str, reason: &str) {
     metrics::get()
         .rule_suppressions
         .get_or_create(&metrics::SuppressL {

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub struct RunStarted<'a> {
+pub(crate) struct RunStarted<'a> {
     pub rule: &'a str,
     pub check: Option<&'a str>,
     pub target: &'a Target,
@@ -12,7 +12,7 @@ pub struct RunStarted<'a> {
 }
 
 impl RunStarted<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         metrics::get()
             .runs_started
             .get_or_create(&metrics::run(self.target.kind.as_str(), &self.target.name))
@@ -24,7 +24,7 @@ impl RunStarted<'_> {
     }
 }
 
-pub struct StartRetry<'a> {
+pub(crate) struct StartRetry<'a> {
     pub rule: &'a str,
     pub target: &'a Target,
     pub error: &'a AwsError,
@@ -33,7 +33,7 @@ pub struct StartRetry<'a> {
 }
 
 impl StartRetry<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         tracing::warn!(
             event = "start_retry", rule = %self.rule, target = %self.target, error = %self.error, code = %self.error.code,
             attempt = self.attempt, correlation_id = %self.correlation_id,
@@ -44,7 +44,7 @@ impl StartRetry<'_> {
 
 /// A decided run that could not be started, for good (AWS refused it, or its stored request
 /// is unreadable): `run_failed` with `decision = "start_failed"`.
-pub struct StartFailed<'a> {
+pub(crate) struct StartFailed<'a> {
     pub rule: &'a str,
     pub check: Option<&'a str>,
     pub target: &'a Target,
@@ -54,7 +54,7 @@ pub struct StartFailed<'a> {
 }
 
 impl StartFailed<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         metrics::get()
             .runs_failed
             .get_or_create(&metrics::run(self.target.kind.as_str(), &self.target.name))
@@ -69,7 +69,7 @@ impl StartFailed<'_> {
 }
 
 /// A followed run ended: `run_succeeded` or `run_failed`.
-pub struct RunEnded<'a> {
+pub(crate) struct RunEnded<'a> {
     pub succeeded: bool,
     pub rule: &'a str,
     pub check: Option<&'a str>,
@@ -81,7 +81,7 @@ pub struct RunEnded<'a> {
 }
 
 impl RunEnded<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let m = metrics::get();
         let fam = if self.succeeded {
             &m.runs_succeeded
@@ -106,6 +106,6 @@ impl RunEnded<'_> {
     }
 }
 
-pub fn follow_failed(rule: &str, arn: &str, error: &AwsError) {
+pub(crate) fn follow_failed(rule: &str, arn: &str, error: &AwsError) {
     tracing::warn!(event = "follow_failed", rule = %rule, arn = %arn, error = %error, "could not poll run; trying again next poll");
 }

@@ -4,10 +4,9 @@
 //! health probe's row).
 
 mod page;
-pub mod status;
+pub(crate) mod status;
 
-pub use page::render_page;
-pub use status::StatusDoc;
+pub(crate) use page::render_page;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -30,7 +29,7 @@ use crate::state::{self, Store};
 
 /// What the control loop publishes for readers.
 #[derive(Debug, Clone)]
-pub struct View {
+pub(crate) struct View {
     pub cfg: Arc<Config>,
     pub path: String,
     pub hash: String,
@@ -39,7 +38,7 @@ pub struct View {
 }
 
 #[derive(Debug, Clone)]
-pub struct ReloadInfo {
+pub(crate) struct ReloadInfo {
     pub at: DateTime<Utc>,
     pub ok: bool,
     pub trigger: String,
@@ -47,7 +46,7 @@ pub struct ReloadInfo {
 }
 
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     pub view: watch::Receiver<Arc<View>>,
     pub store: Arc<Store>,
     /// Unix ms (on `clock`) of the control loop's last iteration.
@@ -58,9 +57,9 @@ pub struct HttpState {
 }
 
 /// The loop is considered stuck when it has not turned for this long.
-pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
+pub(crate) const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
 
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/metrics", get(metrics))
@@ -70,7 +69,11 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    stop: CancellationToken,
+) {
     let app = router(state);
     let res = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -22,7 +22,7 @@ fn fmt_num(v: f64) -> String {
 }
 
 /// An inline SVG sparkline of a check's values with its threshold line and breach markers.
-pub fn sparkline(values: &[(Option<f64>, bool)], threshold: f64, label: &str) -> String {
+pub(super) fn sparkline(values: &[(Option<f64>, bool)], threshold: f64, label: &str) -> String {
     let (w, h, pad) = (240.0f64, 48.0f64, 4.0f64);
     let nums: Vec<f64> = values
         .iter()
@@ -159,7 +159,7 @@ fn page_env() -> &'static minijinja::Environment<'static> {
 }
 
 /// `/`: the status page, from the same document as `/status`.
-pub fn render_page(st: &StatusDoc) -> String {
+pub(crate) fn render_page(st: &StatusDoc) -> String {
     let sparks: Vec<minijinja::Value> = st
         .checks
         .iter()

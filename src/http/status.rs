@@ -18,7 +18,7 @@ use crate::state::Store;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct StatusDoc {
+pub(crate) struct StatusDoc {
     pub generated_at: String,
     pub version: String,
     pub config: ConfigInfo,
@@ -36,7 +36,7 @@ pub struct StatusDoc {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ConfigInfo {
+pub(crate) struct ConfigInfo {
     pub path: String,
     pub hash: String,
     pub loaded_at: String,
@@ -45,7 +45,7 @@ pub struct ConfigInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ReloadStatus {
+pub(crate) struct ReloadStatus {
     pub at: String,
     pub ok: bool,
     pub trigger: String,
@@ -55,7 +55,7 @@ pub struct ReloadStatus {
 /// A problem the preflight found with a resource an item names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Problem {
+pub(crate) struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<ResourceKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,7 +81,7 @@ impl Problem {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ThresholdOp {
+pub(crate) enum ThresholdOp {
     #[default]
     Above,
     Below,
@@ -89,7 +89,7 @@ pub enum ThresholdOp {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ThresholdInfo {
+pub(crate) struct ThresholdInfo {
     pub op: ThresholdOp,
     pub value: f64,
 }
@@ -97,7 +97,7 @@ pub struct ThresholdInfo {
 /// Where a check is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CheckPhase {
+pub(crate) enum CheckPhase {
     Breaching,
     /// Breached, fewer than `for` times in a row.
     Pending,
@@ -108,7 +108,7 @@ pub enum CheckPhase {
 }
 
 impl CheckPhase {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CheckPhase::Breaching => "breaching",
             CheckPhase::Pending => "pending",
@@ -120,7 +120,7 @@ impl CheckPhase {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ValueInfo {
+pub(crate) struct ValueInfo {
     pub at: String,
     pub value: Option<f64>,
     pub breached: bool,
@@ -128,7 +128,7 @@ pub struct ValueInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct CheckInfo {
+pub(crate) struct CheckInfo {
     pub name: String,
     pub schedule: String,
     pub timezone: String,
@@ -149,14 +149,14 @@ pub struct CheckInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct TargetInfo {
+pub(crate) struct TargetInfo {
     pub target: String,
     pub active_runs: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct RuleInfo {
+pub(crate) struct RuleInfo {
     pub name: String,
     pub trigger: String,
     pub preflight: Vec<Problem>,
@@ -171,7 +171,7 @@ pub struct RuleInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     pub id: i64,
     pub rule: String,
     pub target: String,
@@ -188,7 +188,7 @@ pub struct RunInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct DecisionInfo {
+pub(crate) struct DecisionInfo {
     pub arn: String,
     pub decision: String,
     pub value: Option<f64>,
@@ -198,7 +198,7 @@ pub struct DecisionInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct GateInfo {
+pub(crate) struct GateInfo {
     pub name: String,
     pub preflight: Vec<Problem>,
     pub model_package_group: String,
@@ -209,7 +209,7 @@ pub struct GateInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct DeclaredInfo {
+pub(crate) struct DeclaredInfo {
     pub definition: String,
     pub definition_hash: String,
     pub role_arn: String,
@@ -224,7 +224,7 @@ pub struct DeclaredInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PipelineInfo {
+pub(crate) struct PipelineInfo {
     pub name: String,
     pub pipeline_name: String,
     pub preflight: Option<Problem>,
@@ -234,14 +234,14 @@ pub struct PipelineInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PreflightInfo {
+pub(crate) struct PreflightInfo {
     pub checked_at: Option<String>,
     pub problems: Vec<Problem>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct HaStatus {
+pub(crate) struct HaStatus {
     pub table: String,
     pub replica: String,
     pub role: String,
@@ -262,7 +262,7 @@ pub struct HaStatus {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct EventsInfo {
+pub(crate) struct EventsInfo {
     pub queue_url: String,
     /// `starting`, `receiving` or `unreachable`.
     pub state: String,
@@ -272,7 +272,7 @@ pub struct EventsInfo {
 }
 
 /// Builds the document from what the loop published, the store and `Health`.
-pub fn build(
+pub(crate) fn build(
     view: &View,
     store: &Store,
     health: &Health,

@@ -13,7 +13,7 @@ use super::fields::{
 
 /// Which cron dialect an expression was written in (only affects parsing and display).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
+pub(crate) enum Dialect {
     /// `min hour dom month dow` (vixie cron).
     Five,
     /// `sec min hour dom month dow`.
@@ -24,7 +24,7 @@ pub enum Dialect {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cron {
-    pub dialect: Dialect,
+    pub(crate) dialect: Dialect,
     seconds: u64,
     minutes: u64,
     hours: u32,
@@ -148,11 +148,6 @@ impl Cron {
             real_time,
         };
         Ok(cron)
-    }
-
-    /// Whether the cron runs on real time across DST (its hour field has `*` or `/`).
-    pub fn real_time(&self) -> bool {
-        self.real_time
     }
 
     fn day_matches(&self, d: NaiveDate) -> bool {

@@ -7,7 +7,7 @@
 mod cron;
 mod fields;
 
-pub use cron::{Cron, Dialect};
+pub use cron::Cron;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -95,11 +95,6 @@ impl Schedule {
             }
         }
         out
-    }
-
-    /// Whether the schedule depends on a time zone (cron does; `rate`/`every` are absolute).
-    pub fn uses_zone(&self) -> bool {
-        matches!(self, Schedule::Cron(_))
     }
 }
 

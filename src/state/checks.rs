@@ -9,15 +9,15 @@ use super::{from_ms, ms, Sql, Store, R};
 use crate::engine::CheckState;
 
 /// How many recent values per check are kept (for the status page).
-pub const KEEP_VALUES: i64 = 200;
+pub(crate) const KEEP_VALUES: i64 = 200;
 
 /// A check's stored state and when it was last evaluated.
-pub type StateAt = (CheckState, Option<DateTime<Utc>>);
+pub(crate) type StateAt = (CheckState, Option<DateTime<Utc>>);
 /// One stored value of a check: (at, value, breached).
-pub type ValueAt = (DateTime<Utc>, Option<f64>, bool);
+pub(crate) type ValueAt = (DateTime<Utc>, Option<f64>, bool);
 
 /// One evaluation to store.
-pub struct CheckEval<'a> {
+pub(crate) struct CheckEval<'a> {
     pub name: &'a str,
     pub state: &'a CheckState,
     pub value: Option<f64>,
@@ -26,7 +26,7 @@ pub struct CheckEval<'a> {
 }
 
 impl Store {
-    pub fn check_state(&self, name: &str) -> R<CheckState> {
+    pub(crate) fn check_state(&self, name: &str) -> R<CheckState> {
         let row = self
             .conn()
             .query_row("SELECT breach_count, breaching, correlation_id, last_value FROM check_state WHERE name = ?1", params![name], |r| {
@@ -37,7 +37,7 @@ impl Store {
     }
 
     /// Every check's state and when it was last evaluated.
-    pub fn check_states(&self) -> R<std::collections::HashMap<String, StateAt>> {
+    pub(crate) fn check_states(&self) -> R<std::collections::HashMap<String, StateAt>> {
         let c = self.conn();
         let mut st = c.prepare_cached("SELECT name, breach_count, breaching, correlation_id, last_value, last_eval_ms FROM check_state")?;
         let rows = st.query_map([], |r| {
@@ -61,7 +61,7 @@ impl Store {
     /// The notifications of these evaluations (breached, recovered) are queued in the same
     /// transaction: a crash never keeps a breach and loses its notice. Returns, for each
     /// notice, whether it was queued (else deduplicated).
-    pub fn save_check_evals(
+    pub(crate) fn save_check_evals(
         &self,
         evals: &[CheckEval<'_>],
         notices: &[Queued],
@@ -100,7 +100,7 @@ impl Store {
 
     /// The newest `limit` values of every check, oldest first per check: one query for the
     /// status page however many checks there are.
-    pub fn all_check_values(
+    pub(crate) fn all_check_values(
         &self,
         limit: usize,
     ) -> R<std::collections::HashMap<String, Vec<ValueAt>>> {

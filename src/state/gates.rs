@@ -8,7 +8,7 @@ use super::{bad_column, from_ms, ms, Sql, Store, R};
 
 /// A gate's verdict on one model package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GateDecision {
+pub(crate) enum GateDecision {
     Approved,
     Rejected,
     /// The package has no usable metric; it stays pending (reported once).
@@ -16,14 +16,14 @@ pub enum GateDecision {
 }
 
 impl GateDecision {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             GateDecision::Approved => "approved",
             GateDecision::Rejected => "rejected",
             GateDecision::NoMetric => "no_metric",
         }
     }
-    pub fn parse(s: &str) -> Option<GateDecision> {
+    pub(crate) fn parse(s: &str) -> Option<GateDecision> {
         [
             GateDecision::Approved,
             GateDecision::Rejected,
@@ -36,7 +36,7 @@ impl GateDecision {
 
 /// One stored gate decision.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GateDecisionRow {
+pub(crate) struct GateDecisionRow {
     pub gate: String,
     pub arn: String,
     pub decision: GateDecision,
@@ -65,7 +65,7 @@ fn gate_row(r: &rusqlite::Row<'_>) -> Sql<GateDecisionRow> {
 
 impl Store {
     /// The gate's recorded decision on a package, if any: (decision, applied).
-    pub fn gate_decision(&self, gate: &str, arn: &str) -> R<Option<(GateDecision, bool)>> {
+    pub(crate) fn gate_decision(&self, gate: &str, arn: &str) -> R<Option<(GateDecision, bool)>> {
         self.conn()
             .query_row(
                 "SELECT decision, applied FROM gate_decisions WHERE gate = ?1 AND package_arn = ?2",
@@ -76,7 +76,7 @@ impl Store {
             .map_err(Into::into)
     }
 
-    pub fn record_gate_decision(
+    pub(crate) fn record_gate_decision(
         &self,
         gate: &str,
         arn: &str,
@@ -94,7 +94,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn mark_gate_applied(&self, gate: &str, arn: &str) -> R<()> {
+    pub(crate) fn mark_gate_applied(&self, gate: &str, arn: &str) -> R<()> {
         self.write1(
             "UPDATE gate_decisions SET applied = 1 WHERE gate = ?1 AND package_arn = ?2",
             params![gate, arn],
@@ -103,7 +103,7 @@ impl Store {
     }
 
     /// Approvals and rejections stored but not yet applied to AWS.
-    pub fn unapplied_gate_decisions(&self) -> R<Vec<GateDecisionRow>> {
+    pub(crate) fn unapplied_gate_decisions(&self) -> R<Vec<GateDecisionRow>> {
         let c = self.conn();
         let mut st = c.prepare_cached(&format!("SELECT {GATE_COLS} FROM gate_decisions WHERE applied = 0 AND decision IN ('approved', 'rejected')"))?;
         let rows = st.query_map([], gate_row)?;
@@ -111,7 +111,7 @@ impl Store {
     }
 
     /// Recent gate decisions, newest first.
-    pub fn recent_gate_decisions(&self, limit: i64) -> R<Vec<GateDecisionRow>> {
+    pub(crate) fn recent_gate_decisions(&self, limit: i64) -> R<Vec<GateDecisionRow>> {
         let c = self.conn();
         let mut st = c.prepare_cached(&format!(
             "SELECT {GATE_COLS} FROM gate_decisions ORDER BY decided_ms DESC LIMIT ?1"

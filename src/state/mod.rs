@@ -14,13 +14,11 @@ mod seen;
 #[cfg(test)]
 mod tests;
 
-pub use checks::{CheckEval, StateAt, ValueAt, KEEP_VALUES};
-pub use gates::{GateDecision, GateDecisionRow};
-pub use outbox::{OutboxRow, Outgoing, Queued};
-pub use pipelines::PipelineApply;
-pub use repl::{LogSink, Repl, W};
-pub use runs::{NewRun, RunRow, RunState};
-pub use seen::EVENT_MEMORY;
+pub(crate) use checks::{CheckEval, KEEP_VALUES};
+pub(crate) use gates::GateDecision;
+pub(crate) use outbox::{OutboxRow, Outgoing, Queued};
+pub(crate) use repl::{LogSink, Repl, W};
+pub(crate) use runs::{NewRun, RunRow, RunState};
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
@@ -56,13 +54,13 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether this is a write refused because this replica does not lead.
-    pub fn is_not_leading(&self) -> bool {
+    pub(crate) fn is_not_leading(&self) -> bool {
         matches!(self, StoreError::NotLeading(_))
     }
 }
 
 /// The result of a store call.
-pub type R<T> = Result<T, StoreError>;
+pub(crate) type R<T> = Result<T, StoreError>;
 
 /// The result of a SQLite call, inside the store.
 pub(crate) type Sql<T> = rusqlite::Result<T>;
@@ -108,7 +106,7 @@ pub enum StateError {
 
 impl StateError {
     /// The process exit code for this error (sysexits).
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             StateError::Corrupt { .. } | StateError::Newer { .. } => crate::exit::DATAERR,
             StateError::Io { .. } | StateError::Sqlite { .. } => crate::exit::IOERR,
@@ -170,7 +168,7 @@ const MIGRATIONS: &[&str] = &[
 /// The one seam where async code (HTTP handlers, the outbox sender) reaches the store: the
 /// call runs on tokio's blocking pool, never on an async worker. A panic inside it becomes a
 /// store error.
-pub async fn off_loop<T: Send + 'static>(
+pub(crate) async fn off_loop<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&Store) -> R<T> + Send + 'static,
 ) -> R<T> {
@@ -302,13 +300,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// A random id made when the store was created. It is part of every idempotency token, so
     /// a new store (state wiped or moved) never reuses an old store's tokens for new decisions.
-    pub fn store_id(&self) -> R<String> {
+    pub(crate) fn store_id(&self) -> R<String> {
         let c = self.conn();
         if let Some(id) = c
             .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| {
@@ -365,7 +363,7 @@ impl Store {
     }
 
     /// Records several fires in one transaction.
-    pub fn record_fires(&self, kind: ItemKind, fires: &[(String, DateTime<Utc>)]) -> R<()> {
+    pub(crate) fn record_fires(&self, kind: ItemKind, fires: &[(String, DateTime<Utc>)]) -> R<()> {
         self.write(|w| {
             for (name, at) in fires {
                 w.exec(
@@ -378,7 +376,7 @@ impl Store {
         })
     }
 
-    pub fn last_fire(&self, kind: ItemKind, name: &str) -> R<Option<DateTime<Utc>>> {
+    pub(crate) fn last_fire(&self, kind: ItemKind, name: &str) -> R<Option<DateTime<Utc>>> {
         let ms: Option<i64> = self
             .conn()
             .query_row(
@@ -398,7 +396,7 @@ impl Store {
     }
 
     /// Checks that the store is writable now, waiting at most `wait` for a lock (health checks).
-    pub fn probe_write_within(&self, wait: std::time::Duration) -> R<()> {
+    pub(crate) fn probe_write_within(&self, wait: std::time::Duration) -> R<()> {
         let c = self.conn();
         c.busy_timeout(wait)?;
         let r = c.execute(

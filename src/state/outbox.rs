@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{from_ms, ms, Sql, Store, R, W};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutboxRow {
+pub(crate) struct OutboxRow {
     pub id: i64,
     pub notifier: String,
     pub topic_arn: String,
@@ -21,7 +21,7 @@ pub struct OutboxRow {
 }
 
 /// A notification ready to enqueue (already rendered).
-pub struct Outgoing<'a> {
+pub(crate) struct Outgoing<'a> {
     pub notifier: &'a str,
     pub topic_arn: &'a str,
     pub event: &'a str,
@@ -36,7 +36,7 @@ pub struct Outgoing<'a> {
 
 /// An owned notification to queue (rendered before the transaction that queues it).
 #[derive(Debug, Clone)]
-pub struct Queued {
+pub(crate) struct Queued {
     pub notifier: String,
     pub topic_arn: String,
     pub event: String,
@@ -49,7 +49,7 @@ pub struct Queued {
 }
 
 impl Queued {
-    pub fn as_outgoing(&self) -> Outgoing<'_> {
+    pub(crate) fn as_outgoing(&self) -> Outgoing<'_> {
         Outgoing {
             notifier: &self.notifier,
             topic_arn: &self.topic_arn,
@@ -74,7 +74,7 @@ impl Store {
 
     /// Queues a notification unless the same (notifier, rule, event) went out within the
     /// repeat interval. Returns whether it was queued.
-    pub fn enqueue(&self, n: &Outgoing<'_>, now: DateTime<Utc>) -> R<bool> {
+    pub(crate) fn enqueue(&self, n: &Outgoing<'_>, now: DateTime<Utc>) -> R<bool> {
         self.write(|w| Self::enqueue_in(w, n, ms(now)))
     }
 
@@ -105,7 +105,7 @@ impl Store {
     }
 
     /// Unsent notifications whose next attempt is due.
-    pub fn pending_outbox(&self, now: DateTime<Utc>, limit: i64) -> R<Vec<OutboxRow>> {
+    pub(crate) fn pending_outbox(&self, now: DateTime<Utc>, limit: i64) -> R<Vec<OutboxRow>> {
         let c = self.conn();
         let mut st = c.prepare_cached(
             "SELECT id, notifier, topic_arn, event, rule, check_name, correlation_id, subject, body, attempts FROM outbox
@@ -129,7 +129,7 @@ impl Store {
     }
 
     /// When the earliest unsent notification is due (`None`: nothing is queued).
-    pub fn next_outbox_attempt(&self) -> R<Option<DateTime<Utc>>> {
+    pub(crate) fn next_outbox_attempt(&self) -> R<Option<DateTime<Utc>>> {
         let ms: Option<i64> = self.conn().query_row(
             "SELECT MIN(next_attempt_ms) FROM outbox WHERE sent_ms IS NULL",
             [],
@@ -138,7 +138,8 @@ impl Store {
         Ok(from_ms(ms))
     }
 
-    pub fn outbox_unsent(&self) -> R<i64> {
+    #[cfg(test)]
+    pub(crate) fn outbox_unsent(&self) -> R<i64> {
         Ok(self.conn().query_row(
             "SELECT COUNT(*) FROM outbox WHERE sent_ms IS NULL",
             [],
@@ -146,7 +147,7 @@ impl Store {
         )?)
     }
 
-    pub fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> R<()> {
+    pub(crate) fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> R<()> {
         self.write1(
             "UPDATE outbox SET sent_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
             params![id, ms(at)],
@@ -154,7 +155,12 @@ impl Store {
         Ok(())
     }
 
-    pub fn mark_send_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> R<()> {
+    pub(crate) fn mark_send_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt: DateTime<Utc>,
+    ) -> R<()> {
         self.write1(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1",
             params![id, error, ms(next_attempt)],

@@ -9,7 +9,7 @@ use crate::reconcile::{ApplyOp, ApplyRow, SyncState};
 
 /// A declared pipeline's stored apply state, with when it changed and was last compared.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PipelineApply {
+pub(crate) struct PipelineApply {
     pub pipeline: String,
     pub row: ApplyRow,
     pub arn: Option<String>,
@@ -49,7 +49,7 @@ fn apply_row(r: &rusqlite::Row<'_>) -> Sql<PipelineApply> {
 
 impl Store {
     /// The stored apply state of a declared pipeline (`None`: never compared).
-    pub fn pipeline_apply(&self, pipeline: &str) -> R<Option<PipelineApply>> {
+    pub(crate) fn pipeline_apply(&self, pipeline: &str) -> R<Option<PipelineApply>> {
         self.conn()
             .query_row(
                 &format!("SELECT {APPLY_COLS} FROM pipeline_applies WHERE pipeline = ?1"),
@@ -61,7 +61,7 @@ impl Store {
     }
 
     /// Every declared pipeline's apply state (for `/status`).
-    pub fn pipeline_applies(&self) -> R<Vec<PipelineApply>> {
+    pub(crate) fn pipeline_applies(&self) -> R<Vec<PipelineApply>> {
         let c = self.conn();
         let mut st = c.prepare_cached(&format!(
             "SELECT {APPLY_COLS} FROM pipeline_applies ORDER BY pipeline"
@@ -72,7 +72,7 @@ impl Store {
 
     /// Stores a pipeline's apply state as compared at `now`; `changed_ms` moves only when the
     /// state does.
-    pub fn save_pipeline_apply(
+    pub(crate) fn save_pipeline_apply(
         &self,
         pipeline: &str,
         row: &ApplyRow,

@@ -24,13 +24,13 @@ use super::{Store, StoreError, R};
 /// Where a leader's log entries go (the HA table). `append` blocks until the entry is stored
 /// or refused; an error means the entry may or may not be stored, and the caller must stop
 /// acting until it has caught up with the log again.
-pub trait LogSink: Send + Sync {
+pub(crate) trait LogSink: Send + Sync {
     fn append(&self, seq: u64, entry: Vec<u8>) -> Result<(), String>;
 }
 
 /// How the store's writes are replicated.
 #[derive(Clone)]
-pub enum Repl {
+pub(crate) enum Repl {
     /// One machine: writes are local only.
     Off,
     /// A standby: the loop does not run and nothing but the log's entries may be written.
@@ -46,7 +46,7 @@ pub(crate) struct Op {
 }
 
 /// A write transaction of the store: reads through `Deref`, writes through [`W::exec`].
-pub struct W<'c> {
+pub(crate) struct W<'c> {
     tx: Transaction<'c>,
     ops: Option<Vec<Op>>,
 }
@@ -68,7 +68,7 @@ fn not_leading(msg: String) -> StoreError {
 
 impl W<'_> {
     /// Runs one write statement (and records it when the store is replicated).
-    pub fn exec(&mut self, sql: &str, params: &[&dyn ToSql]) -> R<usize> {
+    pub(crate) fn exec(&mut self, sql: &str, params: &[&dyn ToSql]) -> R<usize> {
         let mut values = Vec::with_capacity(params.len());
         for p in params {
             values.push(match p.to_sql()? {
@@ -111,7 +111,7 @@ fn set_seq(tx: &Transaction<'_>, seq: u64) -> R<()> {
 
 impl Store {
     /// Sets how writes are replicated (a change of role).
-    pub fn set_repl(&self, r: Repl) {
+    pub(crate) fn set_repl(&self, r: Repl) {
         *self.repl.write().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
@@ -156,13 +156,13 @@ impl Store {
     }
 
     /// The sequence number of the last log entry in this file.
-    pub fn applied_seq(&self) -> R<u64> {
+    pub(crate) fn applied_seq(&self) -> R<u64> {
         seq_of(&self.conn())
     }
 
     /// Applies log entry `seq` (a standby's catch-up). Entries at or below the applied one are
     /// skipped (`Ok(false)`); a gap is an error, never applied out of order.
-    pub fn apply_entry(&self, seq: u64, entry: &[u8]) -> R<bool> {
+    pub(crate) fn apply_entry(&self, seq: u64, entry: &[u8]) -> R<bool> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let at = seq_of(&tx)?;
@@ -190,7 +190,7 @@ impl Store {
 impl Store {
     /// Writes a consistent copy of this file to `path` (`VACUUM INTO`) and returns the last
     /// log entry it holds: a snapshot of the replicated state for compacting the log.
-    pub fn snapshot_to(&self, path: &std::path::Path) -> R<u64> {
+    pub(crate) fn snapshot_to(&self, path: &std::path::Path) -> R<u64> {
         let c = self.conn();
         let seq = seq_of(&c)?;
         let _ = std::fs::remove_file(path);
@@ -200,7 +200,7 @@ impl Store {
 
     /// Replaces every replicated table's rows with the snapshot file's, as of log entry
     /// `seq`, in one transaction (this file's own `meta`, its store id, is kept).
-    pub fn restore_from(&self, path: &std::path::Path, seq: u64) -> R<()> {
+    pub(crate) fn restore_from(&self, path: &std::path::Path, seq: u64) -> R<()> {
         let mut c = self.conn();
         c.execute(
             "ATTACH DATABASE ?1 AS snap",
@@ -444,7 +444,11 @@ mod tests {
             correlation_id: "c-1".into(),
             check: None,
         };
-        let ids = leader.record_firing("r", &state, &[run], t).unwrap();
+        let ids = leader
+            .record_firing("r", &state, &[run], t, None, &[])
+            .unwrap()
+            .unwrap()
+            .0;
         leader.mark_started(ids[0], "arn:x", t, &[]).unwrap();
         // A write that changes nothing is no entry.
         leader.mark_started(ids[0], "arn:y", t, &[]).unwrap();

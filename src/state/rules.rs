@@ -10,7 +10,7 @@ use crate::engine::RuleState;
 
 impl Store {
     /// Every rule's stored state.
-    pub fn rule_states(&self) -> R<std::collections::HashMap<String, RuleState>> {
+    pub(crate) fn rule_states(&self) -> R<std::collections::HashMap<String, RuleState>> {
         let c = self.conn();
         let mut st = c.prepare_cached(
             "SELECT name, firings, last_fired_ms, cooldown_until_ms FROM rule_state",
@@ -28,7 +28,7 @@ impl Store {
         Ok(rows.collect::<Sql<_>>()?)
     }
 
-    pub fn rule_state(&self, name: &str) -> R<RuleState> {
+    pub(crate) fn rule_state(&self, name: &str) -> R<RuleState> {
         let row = self
             .conn()
             .query_row(
@@ -55,39 +55,12 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a rule's new state and its decided runs in one transaction, before any AWS
-    /// call. Returns the run ids.
-    pub fn record_firing(
-        &self,
-        rule: &str,
-        state: &RuleState,
-        runs: &[NewRun],
-        now: DateTime<Utc>,
-    ) -> R<Vec<i64>> {
-        Ok(self
-            .record_firing_once(rule, state, runs, now, None)?
-            .unwrap_or_default())
-    }
-
-    /// `record_firing`, at most once per `once` key (an EventBridge event id and the rule):
-    /// the key is stored in the same transaction, and `None` means it was there already —
-    /// nothing is written, the firing happened before.
-    pub fn record_firing_once(
-        &self,
-        rule: &str,
-        state: &RuleState,
-        runs: &[NewRun],
-        now: DateTime<Utc>,
-        once: Option<&str>,
-    ) -> R<Option<Vec<i64>>> {
-        Ok(self
-            .record_firing_with(rule, state, runs, now, once, &[])?
-            .map(|(ids, _)| ids))
-    }
-
-    /// `record_firing_once` that also queues `notices` (a notify-only rule's message) in the
-    /// same transaction; returns the run ids and which notices were queued.
-    pub fn record_firing_with(
+    /// Writes a rule's new state, its decided runs (and, for a notify-only rule, its
+    /// `notices`) in one transaction, before any AWS call; at most once per `once` key (an
+    /// event's or a run end's): the key is stored in the same transaction, and `None` means
+    /// it was there already — nothing is written, the firing happened before. Returns the run
+    /// ids and which notices were queued.
+    pub(crate) fn record_firing(
         &self,
         rule: &str,
         state: &RuleState,
@@ -122,12 +95,12 @@ impl Store {
     }
 
     /// A dry-run firing: the rule's state moves (cooldown), no run is recorded.
-    pub fn record_rule_state(&self, rule: &str, state: &RuleState) -> R<()> {
+    pub(crate) fn record_rule_state(&self, rule: &str, state: &RuleState) -> R<()> {
         self.write(|w| Self::put_rule_state(w, rule, state))
     }
 
     /// Lets a rule fire again (after a start that failed for good).
-    pub fn clear_cooldown(&self, rule: &str) -> R<()> {
+    pub(crate) fn clear_cooldown(&self, rule: &str) -> R<()> {
         self.write1(
             "UPDATE rule_state SET cooldown_until_ms = NULL WHERE name = ?1",
             params![rule],

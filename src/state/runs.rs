@@ -11,7 +11,7 @@ use crate::config::{RunKind, Target};
 /// Where a decided run is: `Decided` (stored, start not confirmed) → `Started` (AWS gave an
 /// ARN or build id) → `Succeeded` | `Failed`; or `StartFailed` when AWS refused the start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunState {
+pub(crate) enum RunState {
     Decided,
     Started,
     Succeeded,
@@ -20,7 +20,7 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             RunState::Decided => "decided",
             RunState::Started => "started",
@@ -29,7 +29,7 @@ impl RunState {
             RunState::StartFailed => "start_failed",
         }
     }
-    pub fn parse(s: &str) -> Option<RunState> {
+    pub(crate) fn parse(s: &str) -> Option<RunState> {
         [
             RunState::Decided,
             RunState::Started,
@@ -40,15 +40,11 @@ impl RunState {
         .into_iter()
         .find(|x| x.as_str() == s)
     }
-    /// Decided or started: counts against `max_concurrent`.
-    pub fn is_active(&self) -> bool {
-        matches!(self, RunState::Decided | RunState::Started)
-    }
 }
 
 /// A decided start, before AWS is called.
 #[derive(Debug, Clone)]
-pub struct NewRun {
+pub(crate) struct NewRun {
     pub kind: RunKind,
     pub target: String,
     pub token: String,
@@ -58,7 +54,7 @@ pub struct NewRun {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunRow {
+pub(crate) struct RunRow {
     pub id: i64,
     pub rule: String,
     pub firing: i64,
@@ -80,7 +76,7 @@ pub struct RunRow {
 const RUN_COLS: &str = "id, rule, firing, kind, target, token, request, correlation_id, check_name, status, arn, detail, decided_ms, started_ms, ended_ms, attempts";
 
 impl RunRow {
-    pub fn target(&self) -> Target {
+    pub(crate) fn target(&self) -> Target {
         Target {
             kind: self.kind,
             name: self.target.clone(),
@@ -117,7 +113,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> Sql<RunRow> {
 
 impl Store {
     /// Active (decided or started) runs by target.
-    pub fn active_run_counts(&self) -> R<std::collections::HashMap<Target, u32>> {
+    pub(crate) fn active_run_counts(&self) -> R<std::collections::HashMap<Target, u32>> {
         let c = self.conn();
         let mut st = c.prepare_cached("SELECT kind, target, COUNT(*) FROM runs WHERE status IN ('decided', 'started') GROUP BY kind, target")?;
         let rows = st.query_map([], |r| {
@@ -133,7 +129,7 @@ impl Store {
     }
 
     /// Runs of a target that are decided or started (not yet ended).
-    pub fn active_runs(&self, t: &Target) -> R<u32> {
+    pub(crate) fn active_runs(&self, t: &Target) -> R<u32> {
         Ok(self.conn().query_row(
             "SELECT COUNT(*) FROM runs WHERE kind = ?1 AND target = ?2 AND status IN ('decided', 'started')",
             params![t.kind.as_str(), t.name],
@@ -141,7 +137,7 @@ impl Store {
         )?)
     }
 
-    pub fn runs_with_status(&self, status: RunState) -> R<Vec<RunRow>> {
+    pub(crate) fn runs_with_status(&self, status: RunState) -> R<Vec<RunRow>> {
         let c = self.conn();
         let mut st = c.prepare_cached(&format!(
             "SELECT {RUN_COLS} FROM runs WHERE status = ?1 ORDER BY id"
@@ -150,7 +146,7 @@ impl Store {
         Ok(rows.collect::<Sql<_>>()?)
     }
 
-    pub fn run(&self, id: i64) -> R<Option<RunRow>> {
+    pub(crate) fn run(&self, id: i64) -> R<Option<RunRow>> {
         self.conn()
             .query_row(
                 &format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"),
@@ -162,7 +158,7 @@ impl Store {
     }
 
     /// The most recent runs, newest first.
-    pub fn recent_runs(&self, limit: i64) -> R<Vec<RunRow>> {
+    pub(crate) fn recent_runs(&self, limit: i64) -> R<Vec<RunRow>> {
         let c = self.conn();
         let mut st = c.prepare_cached(&format!(
             "SELECT {RUN_COLS} FROM runs ORDER BY id DESC LIMIT ?1"
@@ -171,7 +167,7 @@ impl Store {
         Ok(rows.collect::<Sql<_>>()?)
     }
 
-    pub fn note_start_attempt(&self, id: i64) -> R<()> {
+    pub(crate) fn note_start_attempt(&self, id: i64) -> R<()> {
         self.write1(
             "UPDATE runs SET attempts = attempts + 1 WHERE id = ?1",
             params![id],
@@ -181,7 +177,7 @@ impl Store {
 
     /// Marks a decided run started and queues its notices in the same transaction (a crash
     /// keeps both or neither). `None`: the run was no longer `decided` (nothing written).
-    pub fn mark_started(
+    pub(crate) fn mark_started(
         &self,
         id: i64,
         arn: &str,
@@ -198,7 +194,7 @@ impl Store {
 
     /// Records that AWS refused a decided run's start, with its notices; `None` if the run
     /// was no longer `decided` (so a start failure chains and notifies once, like `mark_ended`).
-    pub fn mark_start_failed(
+    pub(crate) fn mark_start_failed(
         &self,
         id: i64,
         detail: &str,
@@ -215,7 +211,7 @@ impl Store {
 
     /// Marks a run ended, with its notices; `None` if it had already ended (so its end is
     /// handled once).
-    pub fn mark_ended(
+    pub(crate) fn mark_ended(
         &self,
         id: i64,
         succeeded: bool,
@@ -249,13 +245,13 @@ impl Store {
     }
 
     /// A run's end was chained: its on_success / on_failure rules were considered.
-    pub fn mark_chained(&self, id: i64) -> R<()> {
+    pub(crate) fn mark_chained(&self, id: i64) -> R<()> {
         self.write1("UPDATE runs SET chained = 1 WHERE id = ?1", params![id])?;
         Ok(())
     }
 
     /// Ended runs whose chain was not considered yet (a crash came between).
-    pub fn unchained_runs(&self) -> R<Vec<RunRow>> {
+    pub(crate) fn unchained_runs(&self) -> R<Vec<RunRow>> {
         let c = self.conn();
         let mut st = c.prepare_cached(&format!(
             "SELECT {RUN_COLS} FROM runs WHERE chained = 0 ORDER BY id"
@@ -265,7 +261,7 @@ impl Store {
     }
 
     /// The run AWS knows by this ARN (a SageMaker execution ARN, or a build id).
-    pub fn run_by_arn(&self, arn: &str) -> R<Option<RunRow>> {
+    pub(crate) fn run_by_arn(&self, arn: &str) -> R<Option<RunRow>> {
         self.conn()
             .query_row(
                 &format!("SELECT {RUN_COLS} FROM runs WHERE arn = ?1 ORDER BY id DESC LIMIT 1"),

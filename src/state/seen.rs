@@ -7,11 +7,11 @@ use rusqlite::params;
 use super::{ms, Sql, Store, R};
 
 /// How long a handled EventBridge event id is remembered (a redelivery within it does nothing).
-pub const EVENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+pub(crate) const EVENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 impl Store {
     /// Which of these event ids were handled before (within `EVENT_MEMORY`).
-    pub fn events_seen(&self, ids: &[&str]) -> R<Vec<bool>> {
+    pub(crate) fn events_seen(&self, ids: &[&str]) -> R<Vec<bool>> {
         let c = self.conn();
         let mut st = c.prepare_cached("SELECT 1 FROM events_seen WHERE id = ?1")?;
         Ok(ids
@@ -22,7 +22,7 @@ impl Store {
 
     /// Remembers EventBridge event ids in one transaction, forgetting those older than
     /// `EVENT_MEMORY`; for each id, whether it is new (not handled before).
-    pub fn mark_events_seen(&self, ids: &[&str], now: DateTime<Utc>) -> R<Vec<bool>> {
+    pub(crate) fn mark_events_seen(&self, ids: &[&str], now: DateTime<Utc>) -> R<Vec<bool>> {
         let forget = ms(now) - EVENT_MEMORY.as_millis() as i64;
         self.write(|w| {
             w.exec(

@@ -127,7 +127,11 @@ fn a_decision_is_stored_whole_and_ends_once() {
         correlation_id: "c".into(),
         check: None,
     };
-    let ids = s.record_firing("r", &st, &[run], now).unwrap();
+    let ids = s
+        .record_firing("r", &st, &[run], now, None, &[])
+        .unwrap()
+        .unwrap()
+        .0;
     let t = Target {
         kind: RunKind::Pipeline,
         name: "p".into(),

@@ -121,7 +121,7 @@ pub(super) fn check_value_template(v: &str, on_event: bool) -> Result<(), String
     Ok(())
 }
 
-pub fn check_template(src: &str) -> Result<(), String> {
+pub(super) fn check_template(src: &str) -> Result<(), String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
     env.add_template("subject", src)
