@@ -4,7 +4,7 @@
 //! closed or there are no credentials; the daemon shows the same problems on `/status` before
 //! any firing while the good items run as usual.
 
-mod common;
+use crate::support as common;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //! asserts that no denial occurs rather than that the publish succeeds. Then one action is removed and the daemon must report the
 //! denial clearly. The policy also passes the `parliament` IAM linter with no finding.
 
-mod common;
+use crate::support as common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,10 +19,6 @@ use common::{mlopsd, Opts, Running};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
-
-/// The enforcement tests switch the process's AWS credentials (the observer's keys): one at a
-/// time.
-static CREDENTIALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn venv_bin(name: &str) -> String {
     let p = format!("{}/.venv/bin/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -78,13 +74,7 @@ fn moto_with_auth(free: usize) -> Moto {
 }
 
 fn keys(aws: &TestAws, user: &str, policy: &Value) -> (String, String) {
-    let iam_conf = aws.rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&aws.endpoint)
-            .load(),
-    );
-    let iam = aws_sdk_iam_client(&iam_conf);
+    let iam = aws_sdk_iam_client(&aws.conf);
     let _ = aws
         .rt
         .block_on(iam.create_user().user_name(user).send())
@@ -105,14 +95,10 @@ fn aws_sdk_iam_client(conf: &aws_types::SdkConfig) -> aws_sdk_iam::Client {
     aws_sdk_iam::Client::new(conf)
 }
 
+/// Sets `user`'s policy, as `aws`'s credentials (before enforcement: anyone's; after it: the
+/// observer's, which may do anything).
 fn set_policy(aws: &TestAws, user: &str, policy: &Value) {
-    let conf = aws.rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&aws.endpoint)
-            .load(),
-    );
-    let iam = aws_sdk_iam_client(&conf);
+    let iam = aws_sdk_iam_client(&aws.conf);
     aws.rt
         .block_on(
             iam.put_user_policy()
@@ -195,14 +181,14 @@ fn enforced_users(
         probe.rt.block_on(probe.sm.list_pipelines().send()).is_err(),
         "IAM enforcement is not on: the setup count is off"
     );
-    std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
-    (user_keys, TestAws::with_endpoint("iam-obs", moto))
+    (
+        user_keys,
+        TestAws::with_credentials("iam-obs", moto, &obs_key, &obs_secret),
+    )
 }
 
 #[test]
 fn generated_policy_is_enforced_and_a_missing_action_is_reported() {
-    let _one_at_a_time = CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
     // Setup requests made before enforcement starts (counted exactly; see below).
     const SETUP_REQUESTS: usize = 20;
     let moto = moto_with_auth(SETUP_REQUESTS);
@@ -331,9 +317,7 @@ notify = ["ops"]
         "IAM enforcement is not on: the setup count is off"
     );
 
-    std::env::set_var("AWS_ACCESS_KEY_ID", &obs_key);
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", &obs_secret);
-    let obs = TestAws::with_endpoint("iam-obs", &moto.1);
+    let obs = TestAws::with_credentials("iam-obs", &moto.1, &obs_key, &obs_secret);
     let mut obs = obs;
     obs.queue_url = aws.queue_url.clone();
 
@@ -444,7 +428,6 @@ notify = ["ops"]
 
 #[test]
 fn declared_pipeline_actions_are_enforced_and_a_missing_one_is_reported() {
-    let _one_at_a_time = CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
     // Requests before enforcement: two users with keys (3 each) and two spare (see above).
     const SETUP_REQUESTS: usize = 8;
     let moto = moto_with_auth(SETUP_REQUESTS);
@@ -535,7 +518,6 @@ fn declared_pipeline_actions_are_enforced_and_a_missing_one_is_reported() {
 
 #[test]
 fn doctor_reports_a_denied_read_as_forbidden_naming_the_action() {
-    let _one_at_a_time = CREDENTIALS.lock().unwrap_or_else(|e| e.into_inner());
     // Requests before enforcement: the project (1), two users with their keys (3 each), two
     // spare.
     const SETUP_REQUESTS: usize = 9;

@@ -1,7 +1,7 @@
 //! Reliability under faults, signals and bad files: each test can fail, and the figures it
 //! saw are printed (RELIABILITY.md collects them; run with `--nocapture` to see them).
 
-mod common;
+use crate::support as common;
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,9 @@
 //! The AWS loop end to end: the real daemon and SDK against moto server (started by
 //! scripts/test), with AWS-side effects checked through the SDK: executions and builds
 //! started, package status, SNS messages read from a subscribed SQS queue. Failure paths moto
-//! cannot produce go through the fault-injecting proxy in tests/common/proxy.rs.
+//! cannot produce go through the fault-injecting proxy in tests/it/support/proxy.rs.
 
-mod common;
+use crate::support as common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! takes over only when the leader stops renewing, with a higher fencing number; a leader
 //! whose lease was taken is refused at its next renewal and steps down.
 
-mod common;
+use crate::support as common;
 
 use std::time::Duration;
 

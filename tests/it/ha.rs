@@ -4,7 +4,7 @@
 //! throttling and dropped connections through the fault proxy; a replica cut off from the
 //! table; start errors for a missing table or a wrong key schema.
 
-mod common;
+use crate::support as common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The real daemon in a temp dir: readiness, hot reload (in place, by rename, invalid,
 //! SIGHUP), systemd notifications, watchdog, shutdown, state errors, catch-up.
 
-mod common;
+use crate::support as common;
 use std::time::Duration;
 
 use common::{replace_by_rename, Opts, Running};

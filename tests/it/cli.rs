@@ -1,6 +1,6 @@
 //! The command line as a user runs it: validate, plan.
 
-mod common;
+use crate::support as common;
 use common::mlopsd;
 
 fn repo(p: &str) -> String {

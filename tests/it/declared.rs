@@ -4,7 +4,7 @@
 //! apply failures through the fault proxy, a start held while its pipeline is applied, and
 //! kill -9 between deciding an update and sending it. AWS's side is read with the SDK.
 
-mod common;
+use crate::support as common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

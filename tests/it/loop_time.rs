@@ -3,7 +3,7 @@
 //! with a driven clock and an in-memory `Cloud` that records every call at the simulated
 //! instant it was made; the state store is the real SQLite store in a temp dir.
 
-mod common;
+use crate::support as common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! SageMaker or CodeBuild events itself, so the tests send the EventBridge envelope to the
 //! queue, as EventBridge would; AWS-side effects are checked with the SDK.
 
-mod common;
+use crate::support as common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! page (also rendered in headless Chromium to a screenshot that must not be blank), and
 //! `mlopsd status`.
 
-mod common;
+use crate::support as common;
 
 use std::path::Path;
 use std::process::Command;

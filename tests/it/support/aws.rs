@@ -43,6 +43,8 @@ pub struct TestAws {
     pub cw: aws_sdk_cloudwatch::Client,
     pub s3: aws_sdk_s3::Client,
     pub ddb: aws_sdk_dynamodb::Client,
+    /// The SDK config these clients were built from (its credentials), for other clients.
+    pub conf: aws_types::SdkConfig,
     /// Unique prefix for this test's resources (tests share one moto server).
     pub prefix: String,
     pub queue_url: Option<String>,
@@ -60,17 +62,30 @@ impl TestAws {
             std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
             std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
         }
+        Self::build(prefix, endpoint, None)
+    }
+
+    /// Clients with these keys (not the process's: tests in one process must not switch
+    /// each other's credentials).
+    pub fn with_credentials(prefix: &str, endpoint: &str, key: &str, secret: &str) -> TestAws {
+        Self::build(prefix, endpoint, Some((key, secret)))
+    }
+
+    fn build(prefix: &str, endpoint: &str, keys: Option<(&str, &str)>) -> TestAws {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let conf = rt.block_on(
-            aws_config::defaults(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .endpoint_url(endpoint)
-                .load(),
-        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint);
+        if let Some((key, secret)) = keys {
+            loader = loader.credentials_provider(aws_sdk_sts::config::Credentials::new(
+                key, secret, None, None, "test",
+            ));
+        }
+        let conf = rt.block_on(loader.load());
         let s3conf = aws_sdk_s3::config::Builder::from(&conf)
             .force_path_style(true)
             .build();
@@ -82,6 +97,7 @@ impl TestAws {
             cw: aws_sdk_cloudwatch::Client::new(&conf),
             s3: aws_sdk_s3::Client::from_conf(s3conf),
             ddb: aws_sdk_dynamodb::Client::new(&conf),
+            conf: conf.clone(),
             rt,
             endpoint: endpoint.to_string(),
             // Unique per process too, so re-runs against one moto server do not collide.

@@ -56,7 +56,7 @@ fn sigkill_mid_write_reopens_cleanly() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "sigkill_mid_write_reopens_cleanly",
+                "state_crash::sigkill_mid_write_reopens_cleanly",
                 "--nocapture",
                 "--test-threads=1",
             ])

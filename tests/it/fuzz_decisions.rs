@@ -5,7 +5,7 @@
 //! run through the real control loop on paused time for simulated hours or days. The daemon
 //! must neither panic nor stop; figures are printed (RELIABILITY.md collects them).
 
-mod common;
+use crate::support as common;
 
 use std::path::Path;
 use std::time::Duration;
