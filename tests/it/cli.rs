@@ -184,6 +184,59 @@ fn plan_lists_fewer_times_where_fewer_exist() {
     );
 }
 
+/// A schedule's next fire is found however far ahead it is (SPEC: up to EventBridge's 2199):
+/// the search gave up about 12 years ahead, so these listed nothing (or stopped early).
+#[test]
+fn plan_finds_fires_decades_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let rule = |name: &str, expr: &str| {
+        format!("[rules.{name}]\non_schedule = \"{expr}\"\nnotify = [\"n\"]\n")
+    };
+    let text = [
+        rule("y2038", "cron(0 0 2 1 ? 2038)"),
+        rule("leap-sunday", "0 0 29 2 */7"),
+        rule("fifth-thursday", "cron(0 0 ? 2 5#5 2026-2060)"),
+    ]
+    .concat()
+        + "[notifiers.n]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n";
+    std::fs::write(&path, text).unwrap();
+    let (code, out, err) = mlopsd(&[
+        "plan",
+        "--config",
+        path.to_str().unwrap(),
+        "--count",
+        "3",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let next = |n: &str| {
+        v["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["next"]
+            .clone()
+    };
+    assert_eq!(next("y2038"), serde_json::json!(["2038-01-02T00:00:00Z"]));
+    assert_eq!(
+        next("leap-sunday"),
+        serde_json::json!([
+            "2032-02-29T00:00:00Z",
+            "2060-02-29T00:00:00Z",
+            "2088-02-29T00:00:00Z"
+        ])
+    );
+    assert_eq!(
+        next("fifth-thursday"),
+        serde_json::json!(["2052-02-29T00:00:00Z"])
+    );
+}
+
 #[test]
 fn plan_prints_sub_second_instants_with_their_fraction() {
     let dir = tempfile::tempdir().unwrap();
