@@ -43,14 +43,18 @@ pub fn validate(path: &Path) -> u8 {
     match config::load(path) {
         Ok(c) => {
             println!(
-                "{}: valid ({} checks, {} rules, {} gates, {} pipelines, {} builds, {} notifiers)",
+                "{}: valid ({} checks, {} rules, {} gates, {} pipelines, {} builds, {} notifiers{})",
                 path.display(),
                 c.checks.len(),
                 c.rules.len(),
                 c.gates.len(),
                 c.pipelines.len(),
                 c.builds.len(),
-                c.notifiers.len()
+                c.notifiers.len(),
+                match c.endpoints.len() {
+                    0 => String::new(),
+                    n => format!(", {n} endpoints"),
+                }
             );
             exit::OK
         }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::clock::{ts, ts_in};
-use crate::config::{Config, ItemKind, RunKind, Start, Threshold, Timed, Trigger};
+use crate::config::{Config, ItemKind, RunKind, Start, Threshold, Timed, Trigger, Upstream};
 use crate::duration::format_duration;
 
 /// One schedule in the plan.
@@ -50,8 +50,14 @@ pub(super) fn describe_rule(cfg: &Config, name: &str) -> String {
             None => format!("when check {c} breaches"),
         },
         Trigger::Schedule(t) => format!("at \"{}\" ({})", t.expression, t.timezone),
-        Trigger::Success(t) => format!("when a run of {t} succeeds"),
-        Trigger::Failure(t) => format!("when a run of {t} fails"),
+        Trigger::Success(Upstream::Run(t)) => format!("when a run of {t} succeeds"),
+        Trigger::Failure(Upstream::Run(t)) => format!("when a run of {t} fails"),
+        Trigger::Success(Upstream::Endpoint(e)) => {
+            format!("when a deployment to [endpoints.{e}] succeeds")
+        }
+        Trigger::Failure(Upstream::Endpoint(e)) => {
+            format!("when a deployment to [endpoints.{e}] rolls back or fails")
+        }
         Trigger::Event(p) => format!("on an event ({p})"),
     };
     let mut acts = Vec::new();

@@ -171,7 +171,9 @@ pub(crate) fn parse_blockwise_sharing(
         }
         let small = match h.split_once('.') {
             None => matches!(h, "daemon" | "aws" | "events"),
-            Some((s, n)) => !n.contains('.') && matches!(s, "notifiers" | "pipelines" | "builds"),
+            Some((s, n)) => {
+                !n.contains('.') && matches!(s, "notifiers" | "pipelines" | "builds" | "endpoints")
+            }
         };
         if !small {
             return None;

@@ -43,6 +43,7 @@ pub struct ConfigDiff {
     pub pipelines: SectionDiff,
     pub builds: SectionDiff,
     pub notifiers: SectionDiff,
+    pub endpoints: SectionDiff,
     /// `[daemon]` or `[aws]` changed: these need a restart to take effect (logged as such).
     pub restart_needed: Vec<&'static str>,
 }
@@ -77,6 +78,7 @@ impl ConfigDiff {
             pipelines: SectionDiff::of(&old.pipelines, &new.pipelines),
             builds: SectionDiff::of(&old.builds, &new.builds),
             notifiers: SectionDiff::of(&old.notifiers, &new.notifiers),
+            endpoints: SectionDiff::of(&old.endpoints, &new.endpoints),
             restart_needed,
         }
     }
@@ -89,6 +91,7 @@ impl ConfigDiff {
             &self.pipelines,
             &self.builds,
             &self.notifiers,
+            &self.endpoints,
         ]
         .iter()
         .all(|s| s.is_empty())
@@ -104,6 +107,7 @@ impl ConfigDiff {
             &self.pipelines,
             &self.builds,
             &self.notifiers,
+            &self.endpoints,
         ];
         (
             all.iter().map(|s| s.added.len()).sum(),

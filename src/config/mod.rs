@@ -8,6 +8,7 @@ pub mod blocks;
 mod build;
 pub(crate) mod definition;
 pub mod diff;
+mod endpoint;
 pub(crate) mod reader;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use chrono_tz::Tz;
 use crate::schedule::Schedule;
 
 pub use build::parse_full;
+pub(crate) use endpoint::{Capacity, Endpoint, OnRollback, Strategy};
 
 /// Parses and validates config text; `path` is used in messages only. A plain file is loaded
 /// one table at a time (`blocks::parse_blockwise`); anything else, and any file with a
@@ -78,6 +80,8 @@ pub struct Config {
     pub(crate) checks: BTreeMap<String, Arc<Check>>,
     pub(crate) rules: BTreeMap<String, Arc<Rule>>,
     pub(crate) gates: BTreeMap<String, Arc<Gate>>,
+    /// `[endpoints.NAME]`: what each SageMaker endpoint should serve.
+    pub(crate) endpoints: BTreeMap<String, Arc<Endpoint>>,
     /// `[events]`: the SQS queue EventBridge delivers to (none: everything is polled).
     pub(crate) events: Option<Events>,
 }
@@ -382,12 +386,30 @@ impl fmt::Display for Target {
     }
 }
 
+/// What an `on_success` / `on_failure` rule follows: a run of a pipeline or build, or a
+/// deployment to an endpoint block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Upstream {
+    Run(Target),
+    /// `endpoint:NAME`: a deployment of the `[endpoints.NAME]` block.
+    Endpoint(String),
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Run(t) => t.fmt(f),
+            Upstream::Endpoint(n) => write!(f, "endpoint:{n}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Trigger {
     Check(String),
     Schedule(Timed),
-    Success(Target),
-    Failure(Target),
+    Success(Upstream),
+    Failure(Upstream),
     /// `on_event = { source, detail_type, match }`: an EventBridge event from `[events]`.
     Event(Arc<EventPattern>),
 }

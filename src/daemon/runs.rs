@@ -371,7 +371,7 @@ impl<C: Cloud> Work<C> {
     /// Fires the `on_success` / `on_failure` rules of a run's target (each at most once for
     /// this run), then marks the run chained.
     fn chain(&mut self, run: &RunRow, succeeded: bool) {
-        let target = run.target();
+        let target = crate::config::Upstream::Run(run.target());
         let rules: Vec<String> = self
             .cfg
             .rules

@@ -7,6 +7,7 @@
 mod checks;
 mod common;
 mod daemon;
+mod endpoints;
 mod events;
 mod gates;
 mod ha;
@@ -134,6 +135,10 @@ pub(super) fn read_item(
             .all(|r| cfg.pipelines.contains_key(&r.v))
         && refs.builds.iter().all(|r| cfg.builds.contains_key(&r.v))
         && refs
+            .endpoints
+            .iter()
+            .all(|r| cfg.endpoints.contains_key(&r.v))
+        && refs
             .notifiers
             .iter()
             .all(|r| cfg.notifiers.contains_key(&r.v));
@@ -156,6 +161,7 @@ pub(super) struct Refs {
     pipelines: Vec<Sp<String>>,
     builds: Vec<Sp<String>>,
     notifiers: Vec<Sp<String>>,
+    endpoints: Vec<Sp<String>>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -167,6 +173,7 @@ const SECTIONS: &[&str] = &[
     "checks",
     "rules",
     "gates",
+    "endpoints",
     "events",
 ];
 
@@ -199,6 +206,14 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>, base: &Path) -> O
     let gates = named(d, &mut top, "gates", GATE_KEYS, |d, t| {
         read_gate(d, t, default_tz, &mut refs).map(Arc::new)
     });
+    let endpoints = named(
+        d,
+        &mut top,
+        "endpoints",
+        endpoints::ENDPOINT_KEYS,
+        |d, t| endpoints::read_endpoint(d, t, &mut refs),
+    );
+    let endpoints = endpoints::check_endpoints(d, &endpoints);
     top.finish(d, SECTIONS);
     check_references(d, doc, &refs);
     Some(Config {
@@ -210,6 +225,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>, base: &Path) -> O
         checks,
         rules,
         gates,
+        endpoints,
         events: events?,
     })
 }
@@ -278,6 +294,7 @@ fn check_references(d: &mut Diags, doc: &DeTable<'_>, refs: &Refs) {
         ("pipeline", "pipelines", &refs.pipelines),
         ("build", "builds", &refs.builds),
         ("notifier", "notifiers", &refs.notifiers),
+        ("endpoint", "endpoints", &refs.endpoints),
     ] {
         let names = known(section);
         let set: HashSet<&str> = names.iter().map(String::as_str).collect();

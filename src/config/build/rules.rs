@@ -341,13 +341,13 @@ fn catch_up(d: &mut Diags, t: &mut Table<'_, '_>, on_schedule: bool, ok: &mut bo
     }
 }
 
-/// `pipeline:NAME` or `build:NAME` (`on_success`, `on_failure`).
-fn parse_target(d: &mut Diags, v: &Sp<String>, key: &str, refs: &mut Refs) -> Option<Target> {
+/// `pipeline:NAME`, `build:NAME` or `endpoint:NAME` (`on_success`, `on_failure`).
+fn parse_target(d: &mut Diags, v: &Sp<String>, key: &str, refs: &mut Refs) -> Option<Upstream> {
     let Some((kind, name)) = v.v.split_once(':') else {
         d.push(
             v.span.clone(),
             format!(
-                "`{key}` must be \"pipeline:NAME\" or \"build:NAME\", found {}",
+                "`{key}` must be \"pipeline:NAME\", \"build:NAME\" or \"endpoint:NAME\", found {}",
                 d.show(v)
             ),
         );
@@ -366,18 +366,22 @@ fn parse_target(d: &mut Diags, v: &Sp<String>, key: &str, refs: &mut Refs) -> Op
             refs.builds.push(r);
             RunKind::Build
         }
+        "endpoint" => {
+            refs.endpoints.push(r);
+            return Some(Upstream::Endpoint(name.to_string()));
+        }
         other => {
             d.push(
                 v.span.clone(),
                 format!(
-                    "`{key}`: unknown kind \"{other}\"; use \"pipeline:NAME\" or \"build:NAME\""
+                    "`{key}`: unknown kind \"{other}\"; use \"pipeline:NAME\", \"build:NAME\" or \"endpoint:NAME\""
                 ),
             );
             return None;
         }
     };
-    Some(Target {
+    Some(Upstream::Run(Target {
         kind,
         name: name.to_string(),
-    })
+    }))
 }
