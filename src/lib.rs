@@ -13,6 +13,7 @@
 //! - `duration`: `1h30m`-style durations. [`clock`]: the clock the loop reads, instant math.
 //! - `engine`: check evaluation, rule firing, gate verdicts, idempotency tokens.
 //! - `reconcile`: what an apply of a declared pipeline does. `inbox`: EventBridge envelopes.
+//! - `deploy`: a deployment's names, the version an endpoint wants, the verdict on an endpoint.
 //! - `notify`: notification kinds and rendering. [`iam`]: the least-privilege policy.
 //! - [`lease`]: the HA lease state machine and its driver.
 //!
@@ -44,6 +45,7 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod daemon;
+pub(crate) mod deploy;
 pub(crate) mod doctor;
 pub(crate) mod duration;
 pub(crate) mod engine;

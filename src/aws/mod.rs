@@ -8,6 +8,7 @@ mod classify;
 mod cloudwatch;
 mod codebuild;
 mod dynamodb;
+mod endpoints;
 mod s3;
 mod sagemaker;
 mod sns;

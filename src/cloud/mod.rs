@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::config::{Capacity, Strategy};
+
 /// The terminal state of a followed run, or that it is still going.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunStatus {
@@ -234,6 +236,100 @@ pub trait Registry {
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
+/// A model package version in a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageVersion {
+    pub arn: String,
+    pub version: u32,
+}
+
+/// A SageMaker endpoint as `DescribeEndpoint` gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointView {
+    /// `Creating`, `Updating`, `SystemUpdating`, `RollingBack`, `InService`, `Deleting`,
+    /// `Failed`, `UpdateRollbackFailed`, … as AWS spells it.
+    pub status: String,
+    /// The config serving traffic.
+    pub config_name: String,
+    /// The config being deployed (`PendingDeploymentSummary`), while one is.
+    pub pending_config: Option<String>,
+    pub failure_reason: Option<String>,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// SageMaker hosting: models, endpoint configs, endpoints; and the registry reads a deployment
+/// needs. None of the creates takes an idempotency token: callers describe first.
+pub trait Endpoints {
+    /// The group's `Approved` versions (all pages).
+    fn approved_versions(
+        &self,
+        group: &str,
+    ) -> impl Future<Output = Result<Vec<PackageVersion>, AwsError>> + Send;
+    /// A model package's tags.
+    fn package_tags(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
+    /// The endpoint, or `None` when it does not exist.
+    fn describe_endpoint(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<EndpointView>, AwsError>> + Send;
+    fn model_exists(&self, name: &str) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    fn endpoint_config_exists(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    /// `CreateModel` with the package as its container, tagged `MANAGED_TAG`.
+    fn create_model(
+        &self,
+        act: &Acting<'_>,
+        name: &str,
+        package_arn: &str,
+        role_arn: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// `CreateEndpointConfig` with one variant (`VARIANT`) of `model`, tagged `MANAGED_TAG`.
+    fn create_endpoint_config(
+        &self,
+        act: &Acting<'_>,
+        name: &str,
+        model: &str,
+        capacity: &Capacity,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// `CreateEndpoint`, tagged `MANAGED_TAG`.
+    fn create_endpoint(
+        &self,
+        act: &Acting<'_>,
+        name: &str,
+        config: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// `UpdateEndpoint` to `config` with the strategy's `DeploymentConfig` and the alarms'
+    /// `AutoRollbackConfiguration` (none: no auto rollback).
+    fn update_endpoint(
+        &self,
+        act: &Acting<'_>,
+        name: &str,
+        config: &str,
+        strategy: &Strategy,
+        alarms: &[String],
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Deletes a model; `false` when there was none.
+    fn delete_model(
+        &self,
+        act: &Acting<'_>,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    /// Deletes an endpoint config; `false` when there was none.
+    fn delete_endpoint_config(
+        &self,
+        act: &Acting<'_>,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+}
+
+/// The one production variant's name in every config mlopsd makes.
+pub const VARIANT: &str = "mlopsd";
+
 /// S3 objects (evaluation reports).
 pub trait Objects {
     /// An object (`s3://bucket/key`) as text.
@@ -279,6 +375,7 @@ pub trait Cloud:
     + Pipelines
     + Builds
     + Registry
+    + Endpoints
     + Objects
     + Notifier
     + Queue
@@ -295,6 +392,7 @@ impl<T> Cloud for T where
         + Pipelines
         + Builds
         + Registry
+        + Endpoints
         + Objects
         + Notifier
         + Queue
