@@ -52,10 +52,7 @@ pub(crate) fn candidates(
                 "no Approved version of \"{}\" has baked on [endpoints.{from}] yet",
                 ep.model_package_group
             ),
-            (None, None) => format!(
-                "\"{}\" has no Approved version",
-                ep.model_package_group
-            ),
+            (None, None) => format!("\"{}\" has no Approved version", ep.model_package_group),
         });
     }
     Ok(v)
@@ -103,7 +100,10 @@ pub(crate) struct Sent<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Verdict {
     /// Still going (the status), and whether this answer shows the call landed.
-    Going { status: String, landed: bool },
+    Going {
+        status: String,
+        landed: bool,
+    },
     /// `InService` on the target config.
     Done,
     /// `InService` on another config after the call landed: SageMaker rolled it back.
@@ -167,6 +167,11 @@ pub(crate) fn deadline(ep: &Endpoint, op: Op, at: DateTime<Utc>) -> DateTime<Utc
     crate::clock::after(at, waits + GRACE).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// The deadline of a call whose endpoint block was removed from the config.
+pub(crate) fn deadline_default(at: DateTime<Utc>) -> DateTime<Utc> {
+    crate::clock::after(at, GRACE).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +202,10 @@ mod tests {
 
     #[test]
     fn names_are_stable_and_fit_sagemaker() {
-        assert_eq!(resource_name("churn-prod", 12, "ab12cd34"), "churn-prod-v12-ab12cd34");
+        assert_eq!(
+            resource_name("churn-prod", 12, "ab12cd34"),
+            "churn-prod-v12-ab12cd34"
+        );
         let long = "a".repeat(63);
         let n = resource_name(&long, 4_000_000_000, "ab12cd34");
         assert!(n.len() <= 63, "{n}");
@@ -223,7 +231,11 @@ mod tests {
             "modified after the send: it landed"
         );
         assert_eq!(
-            judge(&sent(Op::Update, true), Some(&view("InService", "new", None, 200)), t(300)),
+            judge(
+                &sent(Op::Update, true),
+                Some(&view("InService", "new", None, 200)),
+                t(300)
+            ),
             Verdict::Done
         );
     }
@@ -232,7 +244,11 @@ mod tests {
     fn an_update_whose_answer_was_lost_is_found_or_sent_again() {
         // Unconfirmed, the endpoint untouched since before the send: it never landed.
         assert_eq!(
-            judge(&sent(Op::Update, false), Some(&view("InService", "old", None, 50)), t(300)),
+            judge(
+                &sent(Op::Update, false),
+                Some(&view("InService", "old", None, 50)),
+                t(300)
+            ),
             Verdict::NotLanded
         );
         // Unconfirmed, but the endpoint is deploying our config: it landed.
@@ -257,7 +273,10 @@ mod tests {
             Verdict::Busy(_)
         ));
         // A create that never landed: no endpoint.
-        assert_eq!(judge(&sent(Op::Create, false), None, t(300)), Verdict::NotLanded);
+        assert_eq!(
+            judge(&sent(Op::Create, false), None, t(300)),
+            Verdict::NotLanded
+        );
         assert!(matches!(
             judge(&sent(Op::Update, true), None, t(300)),
             Verdict::Failed(_)
@@ -312,7 +331,10 @@ instance_type = "ml.m5.large"
         assert_eq!(got, [3, 2, 1]);
         let baked: HashSet<u32> = [1, 2].into();
         let p = &cfg.endpoints["p"];
-        assert_eq!(candidates(p, &approved, Some(&baked)).unwrap()[0].version, 2);
+        assert_eq!(
+            candidates(p, &approved, Some(&baked)).unwrap()[0].version,
+            2
+        );
         let none = candidates(p, &approved, Some(&HashSet::new())).unwrap_err();
         assert!(none.contains("baked on [endpoints.s]"), "{none}");
         let mut pinned = (**s).clone();

@@ -53,6 +53,7 @@ pub(crate) enum ResourceKind {
     Gate,
     Events,
     Ha,
+    Endpoint,
 }
 
 impl ResourceKind {
@@ -65,6 +66,7 @@ impl ResourceKind {
             ResourceKind::Gate => "gate",
             ResourceKind::Events => "events",
             ResourceKind::Ha => "ha",
+            ResourceKind::Endpoint => "endpoint",
         }
     }
 }
@@ -90,6 +92,7 @@ impl Finding {
             ResourceKind::Notifier => "notifiers",
             ResourceKind::Check => "checks",
             ResourceKind::Gate => "gates",
+            ResourceKind::Endpoint => "endpoints",
             ResourceKind::Ha => return "[daemon] ha_table".into(),
             ResourceKind::Events => return "[events]".into(),
         };

@@ -97,8 +97,11 @@ pub(crate) enum Hint {
     PipelineRun(String),
     /// `aws.codebuild` build state change: read this followed build (its id, `project:uuid`).
     Build(String),
-    /// `aws.sagemaker` model package state change: run the gates on this group.
+    /// `aws.sagemaker` model package state change: run the gates on this group, and read what
+    /// its endpoint blocks want.
     Packages(String),
+    /// `aws.sagemaker` endpoint (deployment) state change: describe this endpoint now.
+    Endpoint(String),
     /// Any other event (only `on_event` rules may care).
     None,
 }
@@ -116,6 +119,10 @@ pub(crate) fn hint(e: &Envelope) -> Hint {
         ("aws.sagemaker", "SageMaker Model Package State Change") => {
             s("ModelPackageGroupName").map(Hint::Packages)
         }
+        (
+            "aws.sagemaker",
+            "SageMaker Endpoint State Change" | "SageMaker Endpoint Deployment State Change",
+        ) => s("EndpointName").map(Hint::Endpoint),
         _ => None,
     }
     .unwrap_or(Hint::None)

@@ -64,6 +64,15 @@ pub(crate) struct PipelineL {
     pub pipeline: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DeployL {
+    pub endpoint: String,
+    pub result: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EndpointL {
+    pub endpoint: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ResultL {
     pub result: String,
 }
@@ -106,6 +115,8 @@ pub(crate) struct Metrics {
     pub events_queue_up: Gauge,
     pub pipeline_applies: Family<ApplyL, Counter>,
     pub pipeline_in_sync: Family<PipelineL, Gauge>,
+    pub deployments: Family<DeployL, Counter>,
+    pub endpoint_version: Family<EndpointL, Gauge>,
     pub preflight_problems: Gauge,
     /// 1 while this replica leads (HA), 0 as a standby; 1 on a single machine.
     pub leader: Gauge,
@@ -143,6 +154,8 @@ impl Metrics {
             events_queue_up: Gauge::default(),
             pipeline_applies: Family::default(),
             pipeline_in_sync: Family::default(),
+            deployments: Family::default(),
+            endpoint_version: Family::default(),
             preflight_problems: Gauge::default(),
             leader: Gauge::default(),
             schedule_lateness: lateness(),
@@ -257,6 +270,16 @@ impl Metrics {
             "mlopsd_pipeline_in_sync",
             "1 while a declared pipeline's AWS definition equals its file, 0 otherwise",
             self.pipeline_in_sync.clone(),
+        );
+        r.register(
+            "mlopsd_deployments",
+            "Deployments to endpoints by result (started, succeeded, baked, rolled_back, failed, skipped)",
+            self.deployments.clone(),
+        );
+        r.register(
+            "mlopsd_endpoint_version",
+            "The model package version an endpoint block serves (as mlopsd last saw it)",
+            self.endpoint_version.clone(),
         );
     }
 

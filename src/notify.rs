@@ -29,6 +29,12 @@ pub(crate) enum Kind {
     PipelineDrifted,
     PipelineApplyFailed,
     LeaderChanged,
+    DeployStarted,
+    DeploySucceeded,
+    DeployBaked,
+    DeployRolledBack,
+    DeployFailed,
+    DeploySkipped,
 }
 
 impl Kind {
@@ -49,6 +55,12 @@ impl Kind {
             Kind::PipelineDrifted => "pipeline_drifted",
             Kind::PipelineApplyFailed => "pipeline_apply_failed",
             Kind::LeaderChanged => "leader_changed",
+            Kind::DeployStarted => "deploy_started",
+            Kind::DeploySucceeded => "deploy_succeeded",
+            Kind::DeployBaked => "deploy_baked",
+            Kind::DeployRolledBack => "deploy_rolled_back",
+            Kind::DeployFailed => "deploy_failed",
+            Kind::DeploySkipped => "deploy_skipped",
         }
     }
 }

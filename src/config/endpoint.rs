@@ -32,7 +32,7 @@ pub(crate) struct Endpoint {
 
 /// What serves the model: instances or serverless.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Capacity {
+pub enum Capacity {
     Instances {
         instance_type: String,
         count: u32,
@@ -63,7 +63,7 @@ impl fmt::Display for Capacity {
 
 /// How traffic moves to the new config (`UpdateEndpoint`'s `DeploymentConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Strategy {
+pub enum Strategy {
     /// Blue/green, all traffic at once.
     AllAtOnce,
     /// Blue/green: `percent` of capacity first, the rest after `wait`.

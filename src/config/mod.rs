@@ -23,7 +23,8 @@ use chrono_tz::Tz;
 use crate::schedule::Schedule;
 
 pub use build::parse_full;
-pub(crate) use endpoint::{Capacity, Endpoint, OnRollback, Strategy};
+pub use endpoint::{Capacity, Strategy};
+pub(crate) use endpoint::{Endpoint, OnRollback};
 
 /// Parses and validates config text; `path` is used in messages only. A plain file is loaded
 /// one table at a time (`blocks::parse_blockwise`); anything else, and any file with a

@@ -194,8 +194,10 @@ fn start<'a, C: Cloud>(
     // Declared pipelines are compared (and applied) first, so that starts re-driven below
     // for a pipeline being applied wait for its apply.
     d.work.reconcile(None, "start");
-    // Resume what a previous run left: decided starts, followed runs, unapplied gates.
+    // Resume what a previous run left: decided starts, followed runs, unapplied gates,
+    // deployments; then read what each endpoint block wants.
     d.work.follow_tick();
+    d.work.reconcile_endpoints(None, "start");
     outbox_wake.notify_one();
     Ok(d)
 }
@@ -240,7 +242,10 @@ impl<C: Cloud> Daemon<'_, C> {
             Event::Due => self.fire_due(self.base.clock.now()),
             Event::Answer(msg) => self.answer(msg, false),
             Event::Poll => self.work.follow_tick(),
-            Event::Reconcile => self.work.reconcile(None, "reconcile_interval"),
+            Event::Reconcile => {
+                self.work.reconcile(None, "reconcile_interval");
+                self.work.reconcile_endpoints(None, "reconcile_interval");
+            }
             Event::Watchdog => systemd::watchdog(),
             Event::Heartbeat => {}
         }
@@ -300,6 +305,12 @@ impl<C: Cloud> Daemon<'_, C> {
                     self.work.on_pipeline_applied(pipeline, sending, result)
                 }
             }
+            // What a deployment's call did is recorded even while shutting down.
+            Msg::Deploy {
+                endpoint,
+                id,
+                answer,
+            } => self.work.on_deploy(endpoint, id, answer),
             _ if shutting_down => {}
             Msg::CheckResults { at, results, large } => self.check_results(at, results, large),
             Msg::RunStatuses { statuses, poll } => self.work.on_run_statuses(statuses, poll),
@@ -309,6 +320,7 @@ impl<C: Cloud> Daemon<'_, C> {
             Msg::PipelineDescribed { pipeline, result } => {
                 self.work.on_pipeline_described(pipeline, result)
             }
+            Msg::EndpointRead { endpoint, result } => self.work.on_endpoint_read(endpoint, result),
         }
     }
 
@@ -432,6 +444,16 @@ impl<C: Cloud> Daemon<'_, C> {
             .cloned()
             .collect();
         self.work.reconcile(Some(to_apply), "reload");
+        let endpoints: Vec<String> = diff
+            .endpoints
+            .added
+            .iter()
+            .chain(&diff.endpoints.changed)
+            .cloned()
+            .collect();
+        if !endpoints.is_empty() {
+            self.work.reconcile_endpoints(Some(&endpoints), "reload");
+        }
         // Items added or changed are read again by the preflight.
         self.work.preflight(crate::doctor::Scope::touched(diff));
         for (kind, section) in [

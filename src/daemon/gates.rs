@@ -210,6 +210,15 @@ impl<C: Cloud> Work<C> {
     ) {
         self.applying.remove(&(gate.clone(), arn.clone()));
         events::gate_applied(&gate, &arn, approve, &result);
+        // An approval is what endpoint blocks of the group deploy: they read it now.
+        if approve && result.is_ok() {
+            if let Some(g) = self.cfg.gates.get(&gate).cloned() {
+                let eps = self.endpoints_of_group(&g.model_package_group);
+                if !eps.is_empty() {
+                    self.reconcile_endpoints(Some(&eps), "gate_approved");
+                }
+            }
+        }
         // Applied, or refused for good: either way not applied again. Transient: next poll.
         if !matches!(&result, Err(e) if e.transient()) {
             let r = self.store.mark_gate_applied(&gate, &arn);

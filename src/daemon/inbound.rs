@@ -219,16 +219,33 @@ impl<C: Cloud> Work<C> {
                     .filter(|(_, g)| &g.model_package_group == group)
                     .map(|(n, _)| n.clone())
                     .collect();
-                if gates.is_empty() {
+                let endpoints = self.endpoints_of_group(group);
+                if gates.is_empty() && endpoints.is_empty() {
                     return (
                         false,
-                        format!("no gate watches model package group {group}"),
+                        format!("no gate or endpoint watches model package group {group}"),
                     );
                 }
                 for g in &gates {
                     self.run_gate(g);
                 }
-                (true, format!("running gate(s) {} now", gates.join(", ")))
+                self.reconcile_endpoints(Some(&endpoints), "package_event");
+                let mut what = Vec::new();
+                if !gates.is_empty() {
+                    what.push(format!("running gate(s) {} now", gates.join(", ")));
+                }
+                if !endpoints.is_empty() {
+                    what.push(format!("reading endpoint(s) {} now", endpoints.join(", ")));
+                }
+                (true, what.join("; "))
+            }
+            Hint::Endpoint(name) => {
+                let woken = self.wake_endpoint(name);
+                if woken.is_empty() {
+                    (false, format!("no deployment is going on endpoint {name}"))
+                } else {
+                    (true, format!("describing endpoint {name} now"))
+                }
             }
             Hint::Alarm(name) => {
                 let checks = self.wake_alarm(name);

@@ -30,7 +30,18 @@ impl<C: Cloud> Work<C> {
             events::dry_run_notification(rule, m.kind.as_str());
             return Vec::new();
         }
-        r.notify
+        self.render_for(rule, &r.notify, m)
+    }
+
+    /// A notification rendered for each of `notifiers`, as `rule` (a rule, gate or endpoint
+    /// block) tells it, to be queued with the state change it tells of.
+    pub(super) fn render_for(
+        &self,
+        rule: &str,
+        notifiers: &[String],
+        m: &Message,
+    ) -> Vec<crate::state::Queued> {
+        notifiers
             .iter()
             .filter_map(|n| {
                 let nc = self.cfg.notifiers.get(n)?;
@@ -159,6 +170,7 @@ fn item_exists(cfg: &crate::config::Config, kind: ResourceKind, name: &str) -> b
         ResourceKind::Check => cfg.checks.contains_key(name),
         ResourceKind::Gate => cfg.gates.contains_key(name),
         ResourceKind::Events => cfg.events.is_some(),
+        ResourceKind::Endpoint => cfg.endpoints.contains_key(name),
         ResourceKind::Ha => false,
     }
 }

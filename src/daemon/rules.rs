@@ -71,10 +71,9 @@ impl<C: Cloud> Work<C> {
 
     /// A chain considered again after a crash: a rule this run's end already fired is done.
     fn not_chained_before(&self, name: &str, cause: &Cause, corr: &str) -> bool {
-        let Cause::RunEnded { run, .. } = cause else {
+        let Some(key) = chain_key(name, cause) else {
             return true;
         };
-        let key = format!("chained\0{name}\0{}", run.id);
         let r = self.store.events_seen(&[key.as_str()]);
         match self.db(
             "read the chain's key",
@@ -186,7 +185,7 @@ impl<C: Cloud> Work<C> {
         // firing.
         let once = match cause {
             Cause::Event(e) => Some(format!("fired\0{name}\0{}", e.id)),
-            Cause::RunEnded { run, .. } => Some(format!("chained\0{name}\0{}", run.id)),
+            Cause::RunEnded { .. } | Cause::Deployed { .. } => chain_key(name, cause),
             _ => None,
         };
         let told = cfg
@@ -234,6 +233,20 @@ impl<C: Cloud> Work<C> {
     }
 }
 
+/// The key that makes a chained firing happen once per rule and upstream end: a run's end,
+/// or a deployment's success or failure.
+fn chain_key(name: &str, cause: &Cause) -> Option<String> {
+    match cause {
+        Cause::RunEnded { run, .. } => Some(format!("chained\0{name}\0{}", run.id)),
+        Cause::Deployed { row, succeeded } => Some(format!(
+            "chained\0{name}\0deploy-{}-{}",
+            row.id,
+            if *succeeded { "ok" } else { "failed" }
+        )),
+        _ => None,
+    }
+}
+
 /// What a notify-only rule tells of what triggered it (queued with the firing itself).
 fn told(name: &str, cause: &Cause, corr: &str) -> Option<Message> {
     match cause {
@@ -254,6 +267,23 @@ fn told(name: &str, cause: &Cause, corr: &str) -> Option<Message> {
             name,
             run,
         )),
+        Cause::Deployed { row, succeeded } => Some(
+            Message::new(
+                if *succeeded {
+                    Kind::DeploySucceeded
+                } else if row.state == crate::state::DeployState::RolledBack {
+                    Kind::DeployRolledBack
+                } else {
+                    Kind::DeployFailed
+                },
+                name,
+                None,
+                corr,
+            )
+            .with("endpoint", &row.endpoint_name)
+            .with("version", row.version)
+            .with("package_arn", &row.package_arn),
+        ),
     }
 }
 

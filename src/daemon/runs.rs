@@ -222,6 +222,7 @@ impl<C: Cloud> Work<C> {
 
     /// Polls every started run; re-drives decided runs whose start is not in flight.
     pub(super) fn follow_tick(&mut self) {
+        self.drive_deployments();
         // Ends stored but not chained yet (a crash came between): chained now, once per rule
         // and run (the firing's key says whether it happened).
         let r = self.store.unchained_runs();

@@ -63,6 +63,17 @@ pub(super) enum Msg {
     Preflight {
         findings: Vec<crate::doctor::Finding>,
     },
+    /// What an endpoint block wants and what its endpoint serves.
+    EndpointRead {
+        endpoint: String,
+        result: Result<super::deploys::EndpointRead, AwsError>,
+    },
+    /// An answer about a deployment.
+    Deploy {
+        endpoint: String,
+        id: i64,
+        answer: super::deploys::DeployAnswer,
+    },
     /// The answer to a declared pipeline's create or update.
     PipelineApplied {
         pipeline: String,
@@ -90,6 +101,11 @@ pub(super) enum Cause {
     },
     /// An EventBridge event matched the rule's `on_event` pattern.
     Event(Arc<crate::inbox::Envelope>),
+    /// A deployment to an endpoint block succeeded (before its bake) or rolled back / failed.
+    Deployed {
+        row: Box<crate::state::DeploymentRow>,
+        succeeded: bool,
+    },
 }
 
 impl Cause {
@@ -99,13 +115,14 @@ impl Cause {
             Cause::RunEnded { run, .. } => run.correlation_id.clone(),
             Cause::Schedule => new_correlation_id(now),
             Cause::Event(e) => event_correlation_id(&e.id),
+            Cause::Deployed { row, .. } => row.correlation_id.clone(),
         }
     }
     pub(super) fn check(&self) -> Option<&str> {
         match self {
             Cause::Check { check, .. } => Some(check),
             Cause::RunEnded { run, .. } => run.check.as_deref(),
-            Cause::Schedule | Cause::Event(_) => None,
+            Cause::Schedule | Cause::Event(_) | Cause::Deployed { .. } => None,
         }
     }
 }
@@ -171,6 +188,8 @@ pub(super) struct Work<C> {
     /// declared pipelines waiting for their `DescribePipeline`, and how many are out.
     pub(super) to_describe: std::collections::VecDeque<String>,
     pub(super) describing: usize,
+    /// deployments: endpoints with a call out, what was told.
+    pub(super) deploys: super::deploys::Deploys,
 }
 
 impl<C: Cloud> Work<C> {
@@ -192,6 +211,7 @@ impl<C: Cloud> Work<C> {
             held: Vec::new(),
             to_describe: std::collections::VecDeque::new(),
             describing: 0,
+            deploys: Default::default(),
         }
     }
 

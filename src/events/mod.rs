@@ -5,6 +5,7 @@
 //! config, schedule and lifecycle events and the store-result seam are here.
 
 mod checks;
+mod deploys;
 mod gates;
 mod ha;
 mod inbound;
@@ -14,6 +15,7 @@ mod rules;
 mod runs;
 
 pub(crate) use checks::*;
+pub(crate) use deploys::*;
 pub(crate) use gates::*;
 pub(crate) use ha::*;
 pub(crate) use inbound::*;

@@ -4,6 +4,7 @@
 //! loss the store holds each decision whole or not at all.
 
 mod checks;
+mod deployments;
 mod gates;
 mod outbox;
 mod pipelines;
@@ -15,6 +16,7 @@ mod seen;
 mod tests;
 
 pub(crate) use checks::{CheckEval, KEEP_VALUES};
+pub(crate) use deployments::{DeployState, DeploymentRow, Move, NewDeployment};
 pub(crate) use gates::GateDecision;
 pub(crate) use outbox::{OutboxRow, Outgoing, Queued};
 pub(crate) use repl::{LogSink, Repl, W};
@@ -31,7 +33,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::config::ItemKind;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 pub const DB_FILE: &str = "mlopsd.db";
 const LOCK_FILE: &str = "mlopsd.lock";
 
@@ -162,6 +164,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runs ADD COLUMN chained INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX runs_unchained ON runs (chained) WHERE chained = 0;
+    "#,
+    // 4 → 5: deployments of model package versions to endpoints (SPEC "Deploy").
+    r#"
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY, endpoint TEXT NOT NULL, endpoint_name TEXT NOT NULL, version INTEGER NOT NULL,
+        package_arn TEXT NOT NULL, spec TEXT NOT NULL, resource TEXT NOT NULL, prev_config TEXT, prev_version INTEGER,
+        op TEXT NOT NULL, state TEXT NOT NULL, sent_ms INTEGER, confirmed INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0, reason TEXT, rolled_back_by TEXT, correlation_id TEXT NOT NULL,
+        decided_ms INTEGER NOT NULL, succeeded_ms INTEGER, bake_until_ms INTEGER, ended_ms INTEGER,
+        chained INTEGER NOT NULL DEFAULT 0, reject INTEGER NOT NULL DEFAULT 0, cleaned INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX deployments_endpoint ON deployments (endpoint, id);
+    CREATE INDEX deployments_state ON deployments (state);
     "#,
 ];
 
