@@ -15,9 +15,21 @@ Additions (each as AWS documents it):
   the same build; with another parameter it is an `InvalidInputException` (parameter mismatch).
 - SageMaker `StartPipelineExecution` honours `ClientRequestToken`: the same token returns the
   same execution; with another parameter it is a `ValidationException`.
+- SageMaker endpoints (moto makes them `InService` at once and has no `UpdateEndpoint`):
+  `CreateEndpoint` is `Creating` for a while, then `InService`; `UpdateEndpoint` (new) is
+  `Updating` with a `PendingDeploymentSummary` for a while, then `InService` on the new config;
+  while it is `Updating`, a rollback alarm of its `DeploymentConfig` that is `ALARM` in moto's
+  own CloudWatch makes it `RollingBack`, then `InService` on the old config with a
+  `FailureReason`; `UpdateEndpoint` of an endpoint that is not `InService` is a
+  `ValidationException` "Cannot update in-progress endpoint"; a config or endpoint that does
+  not exist is a `ValidationException` "Could not find …".
+- SageMaker `CreateModel`, `CreateEndpointConfig`, `CreateEndpoint` of a name that exists are a
+  `ValidationException` "Cannot create already existing …" (moto overwrites).
+- SageMaker `ListTags` / `AddTags` on a model package ARN (moto cannot parse its ARN).
 `MLOPSD_MOTO_TOKEN_WINDOW_SECS` shortens how long a token is remembered (both services), for a
-test of what protects a start after the window. State lives on moto's backends, so
-`POST /moto-api/reset` clears it with everything else.
+test of what protects a start after the window. `MLOPSD_MOTO_ENDPOINT_SECS` (default 2) is how
+long a create or update takes, `MLOPSD_MOTO_ROLLBACK_SECS` (default 1) a rollback. State lives
+on moto's backends, so `POST /moto-api/reset` clears it with everything else.
 """
 
 import hashlib
@@ -33,6 +45,7 @@ from moto.codebuild.responses import CodeBuildResponse
 from moto.core.responses import ActionResult
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.responses import SageMakerResponse
+from moto.core.utils import utcnow
 
 _LOCK = threading.Lock()
 CODEBUILD_TOKEN_WINDOW = 300.0  # "The token ... is valid for 5 minutes" (StartBuild)
@@ -136,9 +149,206 @@ def start_pipeline_execution(self):
         return result
 
 
+def _secs(name, default):
+    v = os.environ.get(name)
+    return float(v) if v else default
+
+
+def _endpoint_state(backend):
+    """Per endpoint name: what is in flight (creating or updating), kept on the backend."""
+    return backend.__dict__.setdefault("_mlopsd_endpoints", {})
+
+
+def _arn(backend, kind, name):
+    return f"arn:aws:sagemaker:{backend.region_name}:{backend.account_id}:{kind}/{name}"
+
+
+def _alarm_in_alarm(backend, names):
+    from moto.cloudwatch.models import cloudwatch_backends
+
+    cw = cloudwatch_backends[backend.account_id][backend.region_name]
+    for n in names:
+        a = cw.alarms.get(n)
+        if a is not None and a.state_value == "ALARM":
+            return n
+    return None
+
+
+def _advance(backend, name):
+    """Moves an endpoint along by the time that passed (called before every describe)."""
+    ep = backend.endpoints.get(name)
+    flight = _endpoint_state(backend).get(name)
+    if ep is None or flight is None:
+        return
+    now = time.monotonic()
+    if flight["kind"] == "create":
+        if now - flight["at"] >= _secs("MLOPSD_MOTO_ENDPOINT_SECS", 2.0):
+            ep.endpoint_status = "InService"
+            ep.last_modified_time = utcnow()
+            del _endpoint_state(backend)[name]
+        return
+    if flight["kind"] == "update":
+        firing = _alarm_in_alarm(backend, flight["alarms"])
+        if firing is not None:
+            ep.endpoint_status = "RollingBack"
+            ep.last_modified_time = utcnow()
+            flight.update(kind="rollback", at=now, alarm=firing)
+            return
+        if now - flight["at"] >= _secs("MLOPSD_MOTO_ENDPOINT_SECS", 2.0):
+            config = backend.endpoint_configs[flight["config"]]
+            ep.endpoint_config_name = flight["config"]
+            ep.production_variants = ep._process_production_variants(config.production_variants)
+            ep.endpoint_status = "InService"
+            ep.failure_reason = None
+            ep.last_modified_time = utcnow()
+            del _endpoint_state(backend)[name]
+        return
+    if flight["kind"] == "rollback":
+        if now - flight["at"] >= _secs("MLOPSD_MOTO_ROLLBACK_SECS", 1.0):
+            ep.endpoint_status = "InService"
+            ep.failure_reason = (
+                f"Rolled back to the previous configuration: CloudWatch alarm "
+                f"{flight['alarm']} went into ALARM during the deployment."
+            )
+            ep.last_modified_time = utcnow()
+            del _endpoint_state(backend)[name]
+
+
+_moto_describe_endpoint = SageMakerResponse.describe_endpoint
+
+
+def describe_endpoint(self):
+    backend = self.sagemaker_backend
+    name = self._get_param("EndpointName")
+    with _LOCK:
+        _advance(backend, name)
+        result = _moto_describe_endpoint(self)
+        flight = _endpoint_state(backend).get(name)
+        if flight is not None and flight["kind"] in ("update", "rollback"):
+            result.result["PendingDeploymentSummary"] = {
+                "EndpointConfigName": flight["config"],
+                "StartTime": flight["started"],
+            }
+        return result
+
+
+def _exists(kind, label, lookup):
+    def wrap(original, param):
+        def call(self):
+            backend = self.sagemaker_backend
+            name = self._get_param(param)
+            with _LOCK:
+                if name in lookup(backend):
+                    raise ValidationError(
+                        f'Cannot create already existing {label} "{_arn(backend, kind, name)}".'
+                    )
+                return original(self)
+
+        return call
+
+    return wrap
+
+
+_moto_create_endpoint = SageMakerResponse.create_endpoint
+
+
+def create_endpoint(self):
+    backend = self.sagemaker_backend
+    name = self._get_param("EndpointName")
+    config = self._get_param("EndpointConfigName")
+    with _LOCK:
+        if name in backend.endpoints:
+            raise ValidationError(
+                f'Cannot create already existing endpoint "{_arn(backend, "endpoint", name)}".'
+            )
+        if config not in backend.endpoint_configs:
+            raise ValidationError(
+                f"Could not find endpoint configuration \"{_arn(backend, 'endpoint-config', config)}\"."
+            )
+        result = _moto_create_endpoint(self)
+        backend.endpoints[name].endpoint_status = "Creating"
+        _endpoint_state(backend)[name] = {"kind": "create", "at": time.monotonic()}
+        return result
+
+
+def update_endpoint(self):
+    backend = self.sagemaker_backend
+    name = self._get_param("EndpointName")
+    config = self._get_param("EndpointConfigName")
+    deployment = self._get_param("DeploymentConfig") or {}
+    alarms = [
+        a.get("AlarmName")
+        for a in (deployment.get("AutoRollbackConfiguration") or {}).get("Alarms") or []
+    ]
+    with _LOCK:
+        _advance(backend, name)
+        ep = backend.endpoints.get(name)
+        if ep is None:
+            raise ValidationError(
+                f'Could not find endpoint "{_arn(backend, "endpoint", name)}".'
+            )
+        if config not in backend.endpoint_configs:
+            raise ValidationError(
+                f'Could not find endpoint configuration "{_arn(backend, "endpoint-config", config)}".'
+            )
+        if ep.endpoint_status != "InService":
+            raise ValidationError(f'Cannot update in-progress endpoint "{ep.arn}".')
+        ep.endpoint_status = "Updating"
+        ep.last_modified_time = utcnow()
+        _endpoint_state(backend)[name] = {
+            "kind": "update",
+            "at": time.monotonic(),
+            "started": utcnow(),
+            "config": config,
+            "alarms": alarms,
+            "deployment": deployment,
+        }
+        return ActionResult({"EndpointArn": ep.arn})
+
+
+def _package_tags(original):
+    def call(self, arn, *args, **kwargs):
+        if ":model-package/" in arn:
+            pkg = self.model_packages.get(arn)
+            if pkg is None:
+                raise ValidationError(f"Model package {arn} not found")
+            if pkg.tags is None:
+                pkg.tags = []
+            if args:  # add_tags(arn, tags)
+                pkg.tags.extend(args[0])
+            return pkg.tags
+        return original(self, arn, *args, **kwargs)
+
+    return call
+
+
 def install():
+    from moto.sagemaker.models import SageMakerModelBackend
+
     CodeBuildResponse.start_build = start_build
     SageMakerResponse.start_pipeline_execution = start_pipeline_execution
+    SageMakerResponse.describe_endpoint = describe_endpoint
+    SageMakerResponse.create_endpoint = create_endpoint
+    SageMakerResponse.update_endpoint = update_endpoint
+    SageMakerResponse.create_model = _exists("model", "model", lambda b: b._models)(
+        SageMakerResponse.create_model, "ModelName"
+    )
+    SageMakerResponse.create_endpoint_config = _exists(
+        "endpoint-config", "endpoint configuration", lambda b: b.endpoint_configs
+    )(SageMakerResponse.create_endpoint_config, "EndpointConfigName")
+    # list_tags is paginated by a decorator around the backend method: unwrap to the
+    # model-package case before it.
+    SageMakerModelBackend.add_tags = _package_tags(SageMakerModelBackend.add_tags)
+    _list = SageMakerResponse.list_tags
+
+    def list_tags(self):
+        arn = self._get_param("ResourceArn")
+        if ":model-package/" in arn:
+            tags = _package_tags(None)(self.sagemaker_backend, arn)
+            return ActionResult({"Tags": list(tags)})
+        return _list(self)
+
+    SageMakerResponse.list_tags = list_tags
 
 
 if __name__ == "__main__":
