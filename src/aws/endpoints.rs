@@ -25,6 +25,17 @@ fn absent(e: &AwsError) -> bool {
             && (e.message.contains("Could not find") || e.message.contains("does not exist")))
 }
 
+/// A create of a name that exists: the name is derived from the decision, so what exists is
+/// what an earlier attempt of the same decision made (its answer lost). One attempt per
+/// call: the daemon describes and sends again itself.
+fn landed(e: AwsError) -> Result<(), AwsError> {
+    if e.code == "ValidationException" && e.message.contains("Cannot create already existing") {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 fn secs(d: std::time::Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
@@ -226,10 +237,15 @@ impl Endpoints for Aws {
                     .build(),
             )
             .tags(managed_tag())
+            .customize()
+            .config_override(
+                aws_sdk_sagemaker::config::Builder::default().retry_config(super::one_attempt()),
+            )
             .send()
             .observed("sagemaker", "CreateModel")
-            .await?;
-        Ok(())
+            .await
+            .map(|_| ())
+            .or_else(landed)
     }
 
     async fn create_endpoint_config(
@@ -267,10 +283,15 @@ impl Endpoints for Aws {
             .endpoint_config_name(name)
             .production_variants(v.build())
             .tags(managed_tag())
+            .customize()
+            .config_override(
+                aws_sdk_sagemaker::config::Builder::default().retry_config(super::one_attempt()),
+            )
             .send()
             .observed("sagemaker", "CreateEndpointConfig")
-            .await?;
-        Ok(())
+            .await
+            .map(|_| ())
+            .or_else(landed)
     }
 
     async fn create_endpoint(
@@ -284,10 +305,15 @@ impl Endpoints for Aws {
             .endpoint_name(name)
             .endpoint_config_name(config)
             .tags(managed_tag())
+            .customize()
+            .config_override(
+                aws_sdk_sagemaker::config::Builder::default().retry_config(super::one_attempt()),
+            )
             .send()
             .observed("sagemaker", "CreateEndpoint")
-            .await?;
-        Ok(())
+            .await
+            .map(|_| ())
+            .or_else(landed)
     }
 
     /// One attempt: a retried `UpdateEndpoint` whose first attempt landed would be refused

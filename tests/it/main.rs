@@ -11,6 +11,7 @@ mod config_cases;
 mod daemon;
 mod deb;
 mod declared;
+mod deploy;
 mod doctor;
 mod events;
 mod fuzz_config;

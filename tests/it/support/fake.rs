@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use mlopsd::clock::{ts, Clock};
 use mlopsd::cloud::{
-    Acting, AlarmState, AwsError, Builds, ErrorKind, Identity, MetricQuery, Metrics, Notifier,
-    Objects, PendingPackage, Pipelines, Queue, QueueMessage, Registry, RemotePipeline, RunStatus,
+    Acting, AlarmState, AwsError, Builds, EndpointView, Endpoints, ErrorKind, Identity,
+    MetricQuery, Metrics, Notifier, Objects, PackageVersion, PendingPackage, Pipelines, Queue,
+    QueueMessage, Registry, RemotePipeline, RunStatus,
 };
+use mlopsd::config::{Capacity, Strategy};
 
 /// A start call: (instant, pipeline, parameters, token).
 pub type StartCall = (DateTime<Utc>, String, BTreeMap<String, String>, String);
@@ -276,6 +278,72 @@ impl Registry for Fake {
     }
     async fn package_group_exists(&self, _name: &str) -> Result<bool, AwsError> {
         Ok(true)
+    }
+}
+
+/// No endpoint blocks in the loop's paused-time tests: an empty registry, no endpoints, and
+/// every write refused (a deployment here would be a bug of the test).
+impl Endpoints for Fake {
+    async fn approved_versions(&self, _group: &str) -> Result<Vec<PackageVersion>, AwsError> {
+        Ok(vec![])
+    }
+    async fn package_tags(&self, _arn: &str) -> Result<Vec<(String, String)>, AwsError> {
+        Ok(vec![])
+    }
+    async fn describe_endpoint(&self, _name: &str) -> Result<Option<EndpointView>, AwsError> {
+        Ok(None)
+    }
+    async fn model_exists(&self, _name: &str) -> Result<bool, AwsError> {
+        Ok(false)
+    }
+    async fn endpoint_config_exists(&self, _name: &str) -> Result<bool, AwsError> {
+        Ok(false)
+    }
+    async fn create_model(
+        &self,
+        _act: &Acting<'_>,
+        _name: &str,
+        _package_arn: &str,
+        _role_arn: &str,
+    ) -> Result<(), AwsError> {
+        Err(unsupported("CreateModel"))
+    }
+    async fn create_endpoint_config(
+        &self,
+        _act: &Acting<'_>,
+        _name: &str,
+        _model: &str,
+        _capacity: &Capacity,
+    ) -> Result<(), AwsError> {
+        Err(unsupported("CreateEndpointConfig"))
+    }
+    async fn create_endpoint(
+        &self,
+        _act: &Acting<'_>,
+        _name: &str,
+        _config: &str,
+    ) -> Result<(), AwsError> {
+        Err(unsupported("CreateEndpoint"))
+    }
+    async fn update_endpoint(
+        &self,
+        _act: &Acting<'_>,
+        _name: &str,
+        _config: &str,
+        _strategy: &Strategy,
+        _alarms: &[String],
+    ) -> Result<(), AwsError> {
+        Err(unsupported("UpdateEndpoint"))
+    }
+    async fn delete_model(&self, _act: &Acting<'_>, _name: &str) -> Result<bool, AwsError> {
+        Err(unsupported("DeleteModel"))
+    }
+    async fn delete_endpoint_config(
+        &self,
+        _act: &Acting<'_>,
+        _name: &str,
+    ) -> Result<bool, AwsError> {
+        Err(unsupported("DeleteEndpointConfig"))
     }
 }
 

@@ -1,0 +1,527 @@
+//! Deploy (SPEC "Deploy") against moto server, extended at launch by scripts/moto_server.py
+//! with `UpdateEndpoint` and endpoint status over time (Creating/Updating → InService, or
+//! RollingBack → InService on the old config when a rollback alarm is ALARM in moto's
+//! CloudWatch). AWS's side is read with the SDK; write calls are counted by the fault proxy.
+//! The endpoint is created for the first Approved version, updated with a canary for the
+//! next, rolled back by SageMaker (and the version rejected) for a third; a bake alarm rolled
+//! back by mlopsd; promotion with a required tag; dry run; kill -9 at each step; faults.
+
+use crate::support as common;
+
+use std::time::Duration;
+
+use common::aws::TestAws;
+use common::proxy::{Fault, Proxy};
+use common::{Opts, Running};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+const MODEL_ROLE: &str = "arn:aws:iam::123456789012:role/SageMakerModelRole";
+
+struct Setup {
+    aws: TestAws,
+    dir: tempfile::TempDir,
+    topic: String,
+    group: String,
+    alarm: String,
+}
+
+fn setup(prefix: &str) -> Setup {
+    let mut aws = TestAws::new(prefix);
+    let topic = aws.create_topic("ops");
+    let group = aws.name("group");
+    aws.rt
+        .block_on(
+            aws.sm
+                .create_model_package_group()
+                .model_package_group_name(&group)
+                .send(),
+        )
+        .expect("create group");
+    let alarm = aws.name("5xx");
+    aws.create_alarm(&alarm, &aws.name("ns"));
+    set_alarm(&aws, &alarm, "OK");
+    Setup {
+        aws,
+        dir: tempfile::tempdir().unwrap(),
+        topic,
+        group,
+        alarm,
+    }
+}
+
+fn set_alarm(aws: &TestAws, name: &str, state: &str) {
+    aws.rt
+        .block_on(
+            aws.cw
+                .set_alarm_state()
+                .alarm_name(name)
+                .state_value(aws_sdk_cloudwatch::types::StateValue::from(state))
+                .state_reason("test")
+                .send(),
+        )
+        .expect("set alarm state");
+}
+
+impl Setup {
+    /// An Approved version of the group; its ARN.
+    fn approved(&self) -> String {
+        let arn = self.aws.create_pending_package(&self.group, "0.9");
+        self.set_status(&arn, "Approved");
+        arn
+    }
+    fn set_status(&self, arn: &str, status: &str) {
+        self.aws
+            .rt
+            .block_on(
+                self.aws
+                    .sm
+                    .update_model_package()
+                    .model_package_arn(arn)
+                    .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::from(
+                        status,
+                    ))
+                    .send(),
+            )
+            .expect("update model package");
+    }
+    fn status_of(&self, arn: &str) -> (String, String) {
+        let d = self
+            .aws
+            .rt
+            .block_on(
+                self.aws
+                    .sm
+                    .describe_model_package()
+                    .model_package_name(arn)
+                    .send(),
+            )
+            .expect("describe package");
+        (
+            d.model_approval_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            d.approval_description().unwrap_or_default().to_string(),
+        )
+    }
+    /// The endpoint's (status, config), or `None`.
+    fn endpoint(&self, name: &str) -> Option<(String, String)> {
+        let d = self
+            .aws
+            .rt
+            .block_on(self.aws.sm.describe_endpoint().endpoint_name(name).send())
+            .ok()?;
+        Some((
+            d.endpoint_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            d.endpoint_config_name().unwrap_or_default().to_string(),
+        ))
+    }
+    fn config_exists(&self, name: &str) -> bool {
+        self.aws
+            .rt
+            .block_on(
+                self.aws
+                    .sm
+                    .describe_endpoint_config()
+                    .endpoint_config_name(name)
+                    .send(),
+            )
+            .is_ok()
+    }
+    /// The daemon's config: one endpoint block `name` (its SageMaker endpoint the same,
+    /// prefixed), with `extra` lines in the block and `more` after it.
+    fn config(&self, aws_endpoint: &str, name: &str, extra: &str, more: &str) -> String {
+        let mut s = common::daemon_head(&self.dir.path().join("state"), aws_endpoint).replace(
+            "poll_interval = \"1s\"",
+            "poll_interval = \"500ms\"\nreconcile_interval = \"1s\"",
+        );
+        s.push_str(&format!(
+            "[notifiers.ops]\ntopic_arn = \"{}\"\nrepeat_interval = \"1ms\"\n\n",
+            self.topic
+        ));
+        s.push_str(&format!(
+            "[endpoints.{name}]\nendpoint_name = \"{}\"\nmodel_package_group = \"{}\"\nexecution_role_arn = \"{MODEL_ROLE}\"\ninstance_type = \"ml.m5.large\"\ninstance_count = 2\nnotify = [\"ops\"]\n{extra}\n{more}",
+            self.endpoint_name(name),
+            self.group,
+        ));
+        s
+    }
+    fn endpoint_name(&self, name: &str) -> String {
+        self.aws.name(name)
+    }
+    fn start(&self, text: &str) -> Running {
+        Running::start(self.dir.path(), text, common::aws_env())
+    }
+}
+
+/// The `deploy_progress` / `deploy_ended` event of `endpoint` with this result (and version).
+fn result_is(v: &Value, result: &str, version: u64) -> bool {
+    v["result"] == result && v["version"] == version
+}
+
+fn wait_result(d: &Running, event: &str, result: &str, version: u64) -> Value {
+    d.wait_for_event_where(event, T, |v| result_is(v, result, version))
+}
+
+#[test]
+fn create_then_canary_update_then_sagemaker_rollback_rejects_and_never_loops() {
+    let s = setup("deploy-main");
+    let proxy = Proxy::start(&common::aws::endpoint());
+    let v1 = s.approved();
+    let block = format!(
+        "strategy = {{ canary = \"10%\", wait = \"0s\" }}\nrollback_alarms = [\"{}\"]\non_rollback = \"reject\"\n",
+        s.alarm
+    );
+    let d = s.start(&s.config(&proxy.url, "churn", &block, ""));
+    let ep = s.endpoint_name("churn");
+
+    // The first Approved version: the endpoint is created.
+    wait_result(&d, "deploy_progress", "baked", 1);
+    let (status, config1) = s.endpoint(&ep).expect("endpoint created");
+    assert_eq!(status, "InService");
+    assert!(config1.starts_with(&format!("{ep}-v1-")), "{config1}");
+    assert_eq!(proxy.count("CreateEndpoint"), 1);
+    assert_eq!(proxy.count("UpdateEndpoint"), 0);
+    let tags = s.aws.rt.block_on(
+        s.aws
+            .sm
+            .list_tags()
+            .resource_arn(format!(
+                "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/{config1}"
+            ))
+            .send(),
+    );
+    assert!(
+        tags.expect("tags")
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("managed-by") && t.value() == Some("mlopsd")),
+        "the config mlopsd made is tagged"
+    );
+
+    // A second approval: an UpdateEndpoint with a canary and the rollback alarm.
+    let _v2 = s.approved();
+    wait_result(&d, "deploy_progress", "baked", 2);
+    let (status, config2) = s.endpoint(&ep).unwrap();
+    assert_eq!(status, "InService");
+    assert!(config2.starts_with(&format!("{ep}-v2-")), "{config2}");
+    let bodies = proxy.bodies("UpdateEndpoint");
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let b: Value = serde_json::from_str(&bodies[0]).unwrap();
+    let routing = &b["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"];
+    assert_eq!(routing["Type"], "CANARY", "{b}");
+    assert_eq!(routing["CanarySize"]["Value"], 10, "{b}");
+    assert_eq!(
+        b["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"][0]["AlarmName"],
+        s.alarm.as_str()
+    );
+
+    // A third: the rollback alarm goes to ALARM while it deploys; SageMaker rolls back.
+    let v3 = s.approved();
+    d.wait_for_event_where("deploy_progress", T, |v| {
+        v["result"] == "started" && v["version"] == 3
+    });
+    set_alarm(&s.aws, &s.alarm, "ALARM");
+    let ended = wait_result(&d, "deploy_ended", "rolled_back", 3);
+    assert!(
+        ended["reason"].as_str().unwrap_or("").contains(&s.alarm),
+        "{ended}"
+    );
+    let (status, config) = s.endpoint(&ep).unwrap();
+    assert_eq!(
+        (status.as_str(), config.as_str()),
+        ("InService", config2.as_str()),
+        "back on v2"
+    );
+    // on_rollback = "reject": the version is Rejected with the reason, so v2 is the newest.
+    let t0 = std::time::Instant::now();
+    while s.status_of(&v3).0 != "Rejected" && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (st, why) = s.status_of(&v3);
+    assert_eq!(st, "Rejected");
+    assert!(why.contains("rolled back"), "{why}");
+    assert_eq!(s.status_of(&v1).0, "Approved");
+
+    // Never loop: several reconciles later, no new update was sent.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        proxy.count("UpdateEndpoint"),
+        2,
+        "one update for v2, one for v3"
+    );
+    assert_eq!(proxy.count("CreateEndpoint"), 1);
+    // v1's config and model are gone (older than the previous), v2's stay.
+    assert!(s.config_exists(&config2));
+    assert!(!s.config_exists(&config1), "v1's config is cleaned up");
+
+    // One correlation id per deployment, and the rollback told.
+    let notes = s
+        .aws
+        .notes_until(T, |n| n.iter().any(|x| x.event() == "deploy_rolled_back"));
+    let rb = notes
+        .iter()
+        .find(|n| n.event() == "deploy_rolled_back")
+        .unwrap();
+    assert!(rb.body.contains("sagemaker"), "{}", rb.body);
+    let started3 = d
+        .events("deploy_progress")
+        .into_iter()
+        .find(|v| v["result"] == "started" && v["version"] == 3)
+        .unwrap();
+    assert_eq!(
+        rb.attrs.get("correlation_id").map(String::as_str),
+        started3["correlation_id"].as_str()
+    );
+}
+
+#[test]
+fn an_alarm_during_the_bake_is_rolled_back_by_mlopsd_and_chains_on_failure() {
+    let s = setup("deploy-bake");
+    let proxy = Proxy::start(&common::aws::endpoint());
+    s.approved();
+    let block = format!("rollback_alarms = [\"{}\"]\nbake = \"1h\"\n", s.alarm);
+    let more = "[rules.page]\non_failure = \"endpoint:churn\"\nnotify = [\"ops\"]\n\n[rules.tested]\non_success = \"endpoint:churn\"\nnotify = [\"ops\"]\n";
+    // v1 is created; without an earlier config its bake can only fail, so it bakes first
+    // with a short bake: the block is edited after.
+    let short = format!("rollback_alarms = [\"{}\"]\nbake = \"1s\"\n", s.alarm);
+    let d = s.start(&s.config(&proxy.url, "churn", &short, more));
+    wait_result(&d, "deploy_progress", "baked", 1);
+    let ep = s.endpoint_name("churn");
+    let (_, config1) = s.endpoint(&ep).unwrap();
+    common::replace_by_rename(&d.config, &s.config(&proxy.url, "churn", &block, more));
+    d.wait_event("config_reload_accepted", 1, T);
+
+    s.approved();
+    wait_result(&d, "deploy_progress", "succeeded", 2);
+    let (_, config2) = s.endpoint(&ep).unwrap();
+    assert!(config2.contains("-v2-"));
+    // on_success chained (before the bake).
+    d.wait_for_event_where("rule_fired", T, |v| v["rule"] == "tested");
+    set_alarm(&s.aws, &s.alarm, "ALARM");
+    let ended = wait_result(&d, "deploy_ended", "rolled_back", 2);
+    assert!(
+        ended["reason"]
+            .as_str()
+            .unwrap()
+            .contains("during the bake"),
+        "{ended}"
+    );
+    let (status, config) = s.endpoint(&ep).unwrap();
+    assert_eq!(
+        (status.as_str(), config.as_str()),
+        ("InService", config1.as_str())
+    );
+    d.wait_for_event_where("rule_fired", T, |v| v["rule"] == "page");
+    let notes = s
+        .aws
+        .notes_until(T, |n| n.iter().any(|x| x.event() == "deploy_rolled_back"));
+    let rb = notes
+        .iter()
+        .find(|n| n.event() == "deploy_rolled_back")
+        .unwrap();
+    assert!(rb.body.contains("mlopsd"), "{}", rb.body);
+    // The rollback was all at once, without alarms; v2 is not deployed again (notify only).
+    let bodies = proxy.bodies("UpdateEndpoint");
+    assert_eq!(bodies.len(), 2, "v2, then the rollback: {bodies:?}");
+    let b: Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(b["EndpointConfigName"], config1.as_str());
+    assert!(
+        b["DeploymentConfig"]["AutoRollbackConfiguration"].is_null(),
+        "{b}"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(proxy.count("UpdateEndpoint"), 2, "never loop");
+    d.wait_for_event_where("deploy_skipped", T, |v| v["version"] == 2);
+}
+
+#[test]
+fn promote_from_waits_for_a_bake_and_the_tag() {
+    let s = setup("deploy-promote");
+    let proxy = Proxy::start(&common::aws::endpoint());
+    let v1 = s.approved();
+    let prod = format!(
+        "[endpoints.prod]\nendpoint_name = \"{}\"\npromote_from = \"staging\"\nrequire_tag = {{ \"mlopsd-promote\" = \"prod\" }}\nmodel_package_group = \"{}\"\nexecution_role_arn = \"{MODEL_ROLE}\"\ninstance_type = \"ml.m5.large\"\nnotify = [\"ops\"]\n",
+        s.endpoint_name("prod"),
+        s.group
+    );
+    let d = s.start(&s.config(&proxy.url, "staging", "", &prod));
+    wait_result(&d, "deploy_progress", "baked", 1);
+    d.wait_for_event_where("deploy_waiting", T, |v| {
+        v["endpoint"] == "prod" && v["reason"].as_str().unwrap_or("").contains("tag")
+    });
+    assert!(
+        s.endpoint(&s.endpoint_name("prod")).is_none(),
+        "not without the tag"
+    );
+    s.aws
+        .rt
+        .block_on(
+            s.aws
+                .sm
+                .add_tags()
+                .resource_arn(&v1)
+                .tags(
+                    aws_sdk_sagemaker::types::Tag::builder()
+                        .key("mlopsd-promote")
+                        .value("prod")
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("tag");
+    d.wait_for_event_where("deploy_progress", T, |v| {
+        v["endpoint"] == "prod" && v["result"] == "baked"
+    });
+    let (_, c) = s.endpoint(&s.endpoint_name("prod")).unwrap();
+    assert!(c.contains("-v1-"), "{c}");
+}
+
+#[test]
+fn dry_run_decides_and_calls_nothing_that_changes_aws() {
+    let s = setup("deploy-dry");
+    let proxy = Proxy::start(&common::aws::endpoint());
+    s.approved();
+    let d = s.start(&s.config(&proxy.url, "churn", "dry_run = true\n", ""));
+    let e = d.wait_event("deploy_dry_run", 1, T);
+    assert_eq!(e["operation"], "create");
+    std::thread::sleep(Duration::from_secs(3));
+    for op in [
+        "CreateModel",
+        "CreateEndpointConfig",
+        "CreateEndpoint",
+        "UpdateEndpoint",
+    ] {
+        assert_eq!(proxy.count(op), 0, "{op}");
+    }
+    assert_eq!(d.events("deploy_dry_run").len(), 1, "logged once");
+}
+
+/// kill -9 at `point`, then a restart: the same deployment finishes, with one model, one
+/// config and one create (or update) in all.
+fn crash_at(point: &str, update: bool) {
+    let s = setup(&format!("deploy-crash-{}", point.replace('_', "")));
+    let proxy = Proxy::start(&common::aws::endpoint());
+    s.approved();
+    let block = format!("rollback_alarms = [\"{}\"]\nbake = \"2s\"\n", s.alarm);
+    let text = s.config(&proxy.url, "churn", &block, "");
+    if update {
+        let d = s.start(&text);
+        wait_result(&d, "deploy_progress", "baked", 1);
+        drop(d);
+        s.approved();
+    }
+    let v = if update { 2 } else { 1 };
+    let mut opts: Opts<'_> = common::aws_env();
+    opts.env
+        .push(("MLOPSD_FAILPOINT", format!("{point}:churn")));
+    let mut d = Running::start(s.dir.path(), &text, opts);
+    let st = d.wait_exit(T);
+    assert!(!st.success(), "killed at {point}");
+    drop(d);
+    let d = s.start(&text);
+    wait_result(&d, "deploy_progress", "baked", v);
+    let started: Vec<Value> = d
+        .events("deploy_progress")
+        .into_iter()
+        .filter(|e| e["result"] == "started")
+        .collect();
+    assert!(
+        started.is_empty(),
+        "the restart resumed, not decided again: {started:?}"
+    );
+    let ep = s.endpoint_name("churn");
+    let (status, config) = s.endpoint(&ep).unwrap();
+    assert_eq!(status, "InService");
+    assert!(config.contains(&format!("-v{v}-")), "{config}");
+    let (models, configs) = (
+        proxy.count("CreateModel"),
+        proxy.count("CreateEndpointConfig"),
+    );
+    let want = if update { 2 } else { 1 };
+    assert!(models <= want, "{point}: {models} CreateModel calls");
+    assert!(
+        configs <= want,
+        "{point}: {configs} CreateEndpointConfig calls"
+    );
+    if update {
+        assert_eq!(proxy.count("UpdateEndpoint"), 1, "{point}: one update");
+    } else {
+        assert_eq!(proxy.count("CreateEndpoint"), 1, "{point}: one create");
+    }
+}
+
+#[test]
+fn kill_after_deciding_resumes_the_same_deployment() {
+    crash_at("after_deploy_decision", true);
+}
+
+#[test]
+fn kill_after_the_model_resumes_the_same_deployment() {
+    crash_at("after_model", true);
+}
+
+#[test]
+fn kill_after_the_config_resumes_the_same_deployment() {
+    crash_at("after_config", false);
+}
+
+#[test]
+fn kill_after_the_update_call_resumes_without_a_second_update() {
+    crash_at("after_deploy_sent", true);
+}
+
+#[test]
+fn kill_during_the_bake_resumes_the_bake() {
+    crash_at("during_bake", true);
+}
+
+/// Faults on the calls that change the endpoint: throttling and a 5xx are sent again after a
+/// describe; a create or update that landed but whose answer was lost is found, not repeated.
+#[test]
+fn faults_on_create_and_update_never_make_a_second_call_land() {
+    let s = setup("deploy-faults");
+    let proxy = Proxy::start(&common::aws::endpoint());
+    s.approved();
+    let text = s.config(&proxy.url, "churn", "", "");
+    // The create's answer is lost after it landed.
+    proxy.fault("CreateEndpoint", Fault::Truncate, 1);
+    let d = s.start(&text);
+    wait_result(&d, "deploy_progress", "baked", 1);
+    assert_eq!(
+        proxy.count("CreateEndpoint"),
+        1,
+        "found by a describe, not created again"
+    );
+    // Throttled, then a 500, then landed with its answer lost.
+    proxy.fault(
+        "UpdateEndpoint",
+        Fault::Status(
+            400,
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.into(),
+        ),
+        1,
+    );
+    s.approved();
+    wait_result(&d, "deploy_progress", "baked", 2);
+    proxy.fault(
+        "UpdateEndpoint",
+        Fault::Status(
+            500,
+            r#"{"__type":"InternalFailure","message":"boom"}"#.into(),
+        ),
+        1,
+    );
+    s.approved();
+    wait_result(&d, "deploy_progress", "baked", 3);
+    proxy.fault("UpdateEndpoint", Fault::Truncate, 1);
+    s.approved();
+    wait_result(&d, "deploy_progress", "baked", 4);
+    let ep = s.endpoint_name("churn");
+    assert!(s.endpoint(&ep).unwrap().1.contains("-v4-"));
+    // v2: throttled + sent; v3: 500 + sent; v4: one (landed, answer lost).
+    assert_eq!(proxy.count("UpdateEndpoint"), 5);
+    assert_eq!(proxy.faults("UpdateEndpoint"), 3);
+}
