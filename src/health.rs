@@ -44,6 +44,20 @@ pub(crate) struct Health {
     preflight: Mutex<Preflight>,
     /// With HA: this replica's role and what it knows of the table and the leader.
     ha: Mutex<Option<HaInfo>>,
+    /// What the last read of each endpoint block found.
+    endpoints: Mutex<BTreeMap<String, EndpointSeen>>,
+}
+
+/// What the last read of an endpoint block found: the version it wants (or why none), the
+/// config its endpoint serves, and why it is left as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct EndpointSeen {
+    pub wanted: Option<u32>,
+    pub served_config: Option<String>,
+    pub served_version: Option<u32>,
+    pub status: Option<String>,
+    pub waiting: Option<String>,
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// What `/status` and `/healthz` show of high availability.
@@ -216,6 +230,19 @@ impl Health {
         self.preflight
             .lock()
             .unwrap_or_else(|x| x.into_inner())
+            .clone()
+    }
+
+    /// Updates what is known of an endpoint block.
+    pub(crate) fn endpoint_seen(&self, name: &str, f: impl FnOnce(&mut EndpointSeen)) {
+        let mut m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(name.to_string()).or_default());
+    }
+
+    pub(crate) fn endpoints(&self) -> BTreeMap<String, EndpointSeen> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 

@@ -127,9 +127,16 @@ fn header(row: &[&str]) -> Vec<String> {
 /// The human view of `/status`.
 pub(crate) fn render(addr: &str, st: &StatusDoc) -> String {
     let mut out = head(addr, st);
-    for section in [checks(st), rules(st), runs(st), gates(st), declared(st)]
-        .into_iter()
-        .flatten()
+    for section in [
+        checks(st),
+        rules(st),
+        runs(st),
+        gates(st),
+        endpoints(st),
+        declared(st),
+    ]
+    .into_iter()
+    .flatten()
     {
         out.push('\n');
         out.push_str(&section);
@@ -272,6 +279,40 @@ fn gates(st: &StatusDoc) -> Option<String> {
                 or_dash(&d.value),
             ]);
         }
+    }
+    Some(table(&rows))
+}
+
+fn endpoints(st: &StatusDoc) -> Option<String> {
+    if st.endpoints.is_empty() {
+        return None;
+    }
+    let mut rows = vec![header(&[
+        "ENDPOINT",
+        "SERVES",
+        "WANTS",
+        "STATE",
+        "BAKE LEFT",
+        "DETAIL",
+    ])];
+    let v = |x: &Option<u32>| x.map_or("-".to_string(), |v| format!("v{v}"));
+    for e in &st.endpoints {
+        let state = match e.deployment_version {
+            Some(d) => format!("{} v{d}", e.state),
+            None => e.state.clone(),
+        };
+        rows.push(vec![
+            e.name.clone(),
+            v(&e.version),
+            v(&e.wanted),
+            state,
+            e.bake_left_s
+                .map_or("-".to_string(), |s| format!("{}s", s.round() as i64)),
+            e.reason
+                .clone()
+                .or_else(|| e.waiting.clone())
+                .unwrap_or_else(|| "-".into()),
+        ]);
     }
     Some(table(&rows))
 }

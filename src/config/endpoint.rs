@@ -85,14 +85,6 @@ impl Strategy {
             }
         }
     }
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Strategy::AllAtOnce => "all_at_once",
-            Strategy::Canary { .. } => "canary",
-            Strategy::Linear { .. } => "linear",
-            Strategy::Rolling { .. } => "rolling",
-        }
-    }
 }
 
 impl fmt::Display for Strategy {

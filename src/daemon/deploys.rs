@@ -147,6 +147,14 @@ impl<C: Cloud> Work<C> {
                 .map(|d| d.version)
         });
         events::endpoint_serves(&name, served_version);
+        let now = self.now();
+        self.health.endpoint_seen(&name, |e| {
+            e.wanted = read.wanted.as_ref().ok().map(|w| w.version);
+            e.served_config = served.clone();
+            e.served_version = served_version;
+            e.status = read.view.as_ref().map(|v| v.status.clone());
+            e.at = Some(now);
+        });
         let r = self.store.last_deployment(&name);
         match self.db(
             "read the last deployment",
@@ -229,6 +237,8 @@ impl<C: Cloud> Work<C> {
 
     /// Logs why an endpoint is left as it is, once per reason.
     fn waits(&mut self, name: &str, why: &str) {
+        self.health
+            .endpoint_seen(name, |e| e.waiting = Some(why.to_string()));
         if self.deploys.told.get(name).map(String::as_str) != Some(why) {
             events::deploy_waits(name, why);
             self.deploys.told.insert(name.to_string(), why.to_string());
@@ -319,6 +329,7 @@ impl<C: Cloud> Work<C> {
             return;
         };
         self.deploys.told.remove(name);
+        self.health.endpoint_seen(name, |e| e.waiting = None);
         events::Deployed {
             endpoint: name,
             endpoint_name: &ep.endpoint_name,
@@ -794,6 +805,11 @@ impl<C: Cloud> Work<C> {
             ..row.clone()
         };
         events::endpoint_serves(&row.endpoint, Some(row.version));
+        self.health.endpoint_seen(&row.endpoint, |e| {
+            e.served_config = Some(row.resource.clone());
+            e.served_version = Some(row.version);
+            e.status = Some("InService".into());
+        });
         if to == DeployState::Baked {
             self.emit(row, "baked", None);
         }
@@ -924,6 +940,11 @@ impl<C: Cloud> Work<C> {
         }
         if to == DeployState::RolledBack {
             events::endpoint_serves(&row.endpoint, row.prev_version);
+            self.health.endpoint_seen(&row.endpoint, |e| {
+                e.served_config = row.prev_config.clone();
+                e.served_version = row.prev_version;
+                e.status = Some("InService".into());
+            });
             self.clean_up(row, &[row.prev_config.as_deref()]);
         }
     }

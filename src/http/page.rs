@@ -97,8 +97,8 @@ h1{font-size:1.4rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.45rem .6rem;border-bottom:1px solid #eaeef2;vertical-align:middle;white-space:nowrap}\
 th{background:#f6f8fa;font-weight:600}td small{color:#57606a}.num{font-variant-numeric:tabular-nums}\
 .badge{display:inline-block;padding:.1rem .45rem;border-radius:1rem;font-size:.8rem;font-weight:600}\
-.ok,.succeeded,.approved,.in_sync{background:#dafbe1;color:#116329}.breaching,.failed,.start_failed,.rejected,.drifted,.missing,.forbidden,.unreachable{background:#ffebe9;color:#a40e26}\
-.pending,.started,.decided,.no_metric,.applying,.no_data{background:#fff8c5;color:#7d4e00}.none{background:#eaeef2;color:#57606a}\
+.ok,.succeeded,.approved,.in_sync,.baked{background:#dafbe1;color:#116329}.breaching,.failed,.start_failed,.rejected,.drifted,.missing,.forbidden,.unreachable,.rolled_back{background:#ffebe9;color:#a40e26}\
+.pending,.started,.decided,.no_metric,.applying,.no_data,.deploying,.baking,.rolling_back{background:#fff8c5;color:#7d4e00}.none{background:#eaeef2;color:#57606a}\
 svg.spark{display:block}svg .threshold{stroke:#cf222e;stroke-width:1;stroke-dasharray:4 3}svg .values{fill:none;stroke:#0969da;stroke-width:1.6}\
 svg .point{fill:#0969da}svg .breach{fill:#cf222e}code{font-size:.8rem}\
 @media (max-width:640px){body{padding:.5rem}th,td{padding:.35rem .4rem}}";
@@ -124,6 +124,11 @@ fn badge(s: &str) -> String {
         "forbidden",
         "no_data",
         "unreachable",
+        "deploying",
+        "baking",
+        "rolling_back",
+        "baked",
+        "rolled_back",
     ]
     .contains(&class.as_str())
     {

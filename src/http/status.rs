@@ -27,6 +27,7 @@ pub(crate) struct StatusDoc {
     pub runs: Vec<RunInfo>,
     pub gates: Vec<GateInfo>,
     pub pipelines: Vec<PipelineInfo>,
+    pub endpoints: Vec<EndpointInfo>,
     pub preflight: PreflightInfo,
     /// `single`, `standby` or `leader`.
     pub role: String,
@@ -232,6 +233,34 @@ pub(crate) struct PipelineInfo {
     pub declared: Option<DeclaredInfo>,
 }
 
+/// An endpoint block: what it serves, what it wants, its deployment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct EndpointInfo {
+    pub name: String,
+    pub endpoint_name: String,
+    pub model_package_group: String,
+    pub strategy: String,
+    pub preflight: Option<Problem>,
+    /// The version the endpoint serves (as mlopsd last saw it or deployed it).
+    pub version: Option<u32>,
+    /// The version the block wants (the last read of the registry).
+    pub wanted: Option<u32>,
+    /// The config the endpoint serves.
+    pub config: Option<String>,
+    /// The newest deployment's state (`deploying`, `baking`, `baked`, `rolled_back`, …),
+    /// `none` before the first.
+    pub state: String,
+    pub deployment_version: Option<u32>,
+    pub bake_left_s: Option<f64>,
+    pub reason: Option<String>,
+    pub correlation_id: Option<String>,
+    pub since: Option<String>,
+    /// Why the endpoint is left as it is, when it is.
+    pub waiting: Option<String>,
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub(crate) struct PreflightInfo {
@@ -299,6 +328,7 @@ pub(crate) fn build(
         runs: runs(store, now),
         gates: gates(view, store, &pre, now),
         pipelines: pipelines(view, store, &pre),
+        endpoints: endpoints(view, store, health, &pre, now),
         preflight: PreflightInfo {
             checked_at: pre.checked_at.map(|t| ts(&t)),
             problems: pre
@@ -562,6 +592,60 @@ fn pipelines(view: &View, store: &Store, pre: &Preflight) -> Vec<PipelineInfo> {
                     last_compared: a.and_then(|a| a.checked).map(|t| ts(&t)),
                 }
             }),
+        })
+        .collect()
+}
+
+fn endpoints(
+    view: &View,
+    store: &Store,
+    health: &Health,
+    pre: &Preflight,
+    now: DateTime<Utc>,
+) -> Vec<EndpointInfo> {
+    use crate::state::DeployState;
+    let latest = store.latest_deployments().unwrap_or_default();
+    let seen = health.endpoints();
+    view.cfg
+        .endpoints
+        .iter()
+        .map(|(name, e)| {
+            let d = latest.iter().find(|d| &d.endpoint == name);
+            let s = seen.get(name).cloned().unwrap_or_default();
+            // What is live by mlopsd's own record: the new version once SageMaker is done,
+            // else the one before.
+            let by_deploy = d.map(|d| match d.state {
+                DeployState::Baking | DeployState::Baked => {
+                    (Some(d.version), Some(d.resource.clone()))
+                }
+                _ => (d.prev_version, d.prev_config.clone()),
+            });
+            let (version, config) = match (&s.served_config, by_deploy) {
+                (Some(c), _) => (s.served_version, Some(c.clone())),
+                (None, Some(x)) => x,
+                (None, None) => (None, None),
+            };
+            EndpointInfo {
+                name: name.clone(),
+                endpoint_name: e.endpoint_name.clone(),
+                model_package_group: e.model_package_group.clone(),
+                strategy: e.strategy.to_string(),
+                preflight: problem(pre, ResourceKind::Endpoint, name),
+                version,
+                wanted: s.wanted,
+                config,
+                state: d.map_or("none", |d| d.state.as_str()).to_string(),
+                deployment_version: d.map(|d| d.version),
+                bake_left_s: d
+                    .filter(|d| d.state == DeployState::Baking)
+                    .and_then(|d| d.bake_until)
+                    .map(|u| ((u - now).num_milliseconds().max(0) as f64) / 1000.0),
+                reason: d.and_then(|d| d.reason.clone()),
+                correlation_id: d.map(|d| d.correlation_id.clone()),
+                since: d.and_then(|d| d.ended.or(d.decided)).map(|t| ts(&t)),
+                waiting: s.waiting,
+                dry_run: e.dry_run,
+            }
         })
         .collect()
 }

@@ -218,6 +218,35 @@ fn create_then_canary_update_then_sagemaker_rollback_rejects_and_never_loops() {
         s.alarm.as_str()
     );
 
+    // What operators see: /status, `mlopsd status`, /metrics.
+    let addr = d.http_addr();
+    let st = common::http_get_json(&addr, "/status");
+    let e = &st["endpoints"][0];
+    assert_eq!(e["name"], "churn", "{st}");
+    assert_eq!(e["state"], "baked", "{e}");
+    assert_eq!(e["deployment_version"], 2, "{e}");
+    assert_eq!(e["config"], config2.as_str(), "{e}");
+    let (code, out, _) = common::mlopsd(&["status", "--addr", &addr]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("ENDPOINT") && out.contains("baked v2"),
+        "{out}"
+    );
+    let metrics = common::http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("mlopsd_deployments_total{endpoint=\"churn\",result=\"baked\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mlopsd_endpoint_version{endpoint=\"churn\"} 2"),
+        "{metrics}"
+    );
+    let page = common::http_get(&addr, "/");
+    assert!(
+        page.contains("<h2>Endpoints</h2>"),
+        "the page has a row per endpoint"
+    );
+
     // A third: the rollback alarm goes to ALARM while it deploys; SageMaker rolls back.
     let v3 = s.approved();
     d.wait_for_event_where("deploy_progress", T, |v| {
