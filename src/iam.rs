@@ -82,6 +82,7 @@ pub(crate) fn policy(
     st.extend(runs(cfg, &a));
     st.extend(notify(cfg));
     st.extend(gates(cfg, &a, report_buckets)?);
+    st.extend(endpoints(cfg, &a));
     st.extend(preflight(cfg, &a));
     st.extend(ha(cfg, &a));
     Ok(json!({ "Version": "2012-10-17", "Statement": st }))
@@ -227,6 +228,7 @@ fn notify(cfg: &Config) -> Option<Value> {
         .values()
         .flat_map(|r| &r.notify)
         .chain(cfg.gates.values().flat_map(|g| &g.notify))
+        .chain(cfg.endpoints.values().flat_map(|e| &e.notify))
         .chain(
             cfg.pipelines
                 .values()
@@ -299,6 +301,112 @@ fn gates(cfg: &Config, a: &Arns<'_>, report_buckets: &[String]) -> Result<Vec<Va
     Ok(st)
 }
 
+/// The names mlopsd gives an endpoint's models and configs (`NAME-vN-HASH`, the name cut so
+/// the whole fits 63 characters), as an ARN pattern.
+fn resource_prefix(endpoint_name: &str) -> String {
+    // "-v4294967295-" + 8 hash characters is the longest tail: a name of up to 42
+    // characters is never cut.
+    let n = sm(endpoint_name);
+    if n.len() <= 42 {
+        format!("{n}-v*")
+    } else {
+        format!("{}*", &n[..42])
+    }
+}
+
+/// `[endpoints.*]`: read the group's Approved versions (ListModelPackages has no narrower
+/// resource), describe and make the models, configs and the endpoint under their own names
+/// (tagged at creation: `AddTags`), update it, delete older models and configs, read the
+/// rollback alarms, pass the model's role; `UpdateModelPackage` with `on_rollback = "reject"`,
+/// `ListTags` on the group's packages with `require_tag`.
+fn endpoints(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
+    use crate::config::OnRollback;
+    if cfg.endpoints.is_empty() {
+        return Vec::new();
+    }
+    let eps: Vec<&crate::config::Endpoint> = cfg.endpoints.values().map(|e| &**e).collect();
+    let mut hosting: BTreeSet<String> = BTreeSet::new();
+    for e in &eps {
+        hosting.insert(a.sagemaker(&format!("endpoint/{}", sm(&e.endpoint_name))));
+        let prefix = resource_prefix(&e.endpoint_name);
+        hosting.insert(a.sagemaker(&format!("endpoint-config/{prefix}")));
+        hosting.insert(a.sagemaker(&format!("model/{prefix}")));
+    }
+    let mut st = vec![
+        allow(
+            "ListApprovedModelPackages",
+            &["sagemaker:ListModelPackages"],
+            "*",
+        ),
+        allow(
+            "DeployToEndpoints",
+            &[
+                "sagemaker:DescribeEndpoint",
+                "sagemaker:DescribeEndpointConfig",
+                "sagemaker:DescribeModel",
+                "sagemaker:CreateModel",
+                "sagemaker:CreateEndpointConfig",
+                "sagemaker:CreateEndpoint",
+                "sagemaker:UpdateEndpoint",
+                "sagemaker:DeleteModel",
+                "sagemaker:DeleteEndpointConfig",
+                "sagemaker:AddTags",
+            ],
+            hosting.into_iter().collect::<Vec<_>>(),
+        ),
+    ];
+    let roles: BTreeSet<&str> = eps.iter().map(|e| e.execution_role_arn.as_str()).collect();
+    let mut pass = allow(
+        "PassEndpointModelRoles",
+        &["iam:PassRole"],
+        roles.into_iter().collect::<Vec<_>>(),
+    );
+    pass["Condition"] = json!({"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}});
+    st.push(pass);
+    let Arns {
+        partition,
+        region,
+        account,
+    } = a;
+    let alarms: BTreeSet<String> = eps
+        .iter()
+        .flat_map(|e| &e.rollback_alarms)
+        .map(|x| format!("arn:{partition}:cloudwatch:{region}:{account}:alarm:{x}"))
+        .collect();
+    if !alarms.is_empty() {
+        st.push(allow(
+            "ReadRollbackAlarms",
+            &["cloudwatch:DescribeAlarms"],
+            alarms.into_iter().collect::<Vec<_>>(),
+        ));
+    }
+    let packages = |pred: &dyn Fn(&crate::config::Endpoint) -> bool| -> Vec<String> {
+        eps.iter()
+            .filter(|e| pred(e))
+            .map(|e| a.sagemaker(&format!("model-package/{}/*", sm(&e.model_package_group))))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let reject = packages(&|e| e.on_rollback == OnRollback::Reject);
+    if !reject.is_empty() {
+        st.push(allow(
+            "RejectRolledBackVersions",
+            &["sagemaker:UpdateModelPackage"],
+            reject,
+        ));
+    }
+    let tagged = packages(&|e| e.require_tag.is_some());
+    if !tagged.is_empty() {
+        st.push(allow(
+            "ReadPromotionTags",
+            &["sagemaker:ListTags"],
+            tagged,
+        ));
+    }
+    st
+}
+
 /// The preflight (`mlopsd doctor`, and the daemon at start and after a reload) reads every
 /// resource the config names; these reads are its own (the rest it shares with the loop).
 fn preflight(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
@@ -316,14 +424,19 @@ fn preflight(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
         actions.push("sns:GetTopicAttributes");
         res.extend(cfg.notifiers.values().map(|n| n.topic_arn.clone()));
     }
-    if !cfg.gates.is_empty() {
+    let groups: BTreeSet<&str> = cfg
+        .gates
+        .values()
+        .map(|g| g.model_package_group.as_str())
+        .chain(cfg.endpoints.values().map(|e| e.model_package_group.as_str()))
+        .collect();
+    if !groups.is_empty() {
         actions.push("sagemaker:DescribeModelPackageGroup");
-        res.extend(cfg.gates.values().map(|g| {
-            a.sagemaker(&format!(
-                "model-package-group/{}",
-                sm(&g.model_package_group)
-            ))
-        }));
+        res.extend(
+            groups
+                .iter()
+                .map(|g| a.sagemaker(&format!("model-package-group/{}", sm(g)))),
+        );
     }
     let mut st = Vec::new();
     if !actions.is_empty() {
@@ -418,6 +531,58 @@ mod tests {
     fn reference() -> Config {
         crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mlops.toml"))
             .unwrap()
+    }
+
+    #[test]
+    fn endpoints_get_their_own_names_roles_alarms_and_tags() {
+        let spec = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/SPEC.md"),
+        )
+        .unwrap();
+        let start = spec.find("[endpoints.churn-staging]").unwrap();
+        let end = start + spec[start..].find("```").unwrap();
+        let text = format!(
+            "[notifiers.ops]\ntopic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n[builds.churn-ci]\nproject_name = \"p\"\n{}",
+            &spec[start..end]
+        );
+        let cfg = crate::config::parse(&text, Path::new("x")).unwrap();
+        let p = policy(&cfg, "us-east-1", "123456789012", &[]).unwrap();
+        let deploy = statement(&p, "DeployToEndpoints");
+        let res: Vec<&str> = deploy["Resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(res.contains(&"arn:aws:sagemaker:us-east-1:123456789012:endpoint/churn-prod"));
+        assert!(res.contains(&"arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/churn-staging-v*"));
+        assert!(res.contains(&"arn:aws:sagemaker:us-east-1:123456789012:model/churn-prod-v*"));
+        assert!(!res.contains(&"*"), "never every endpoint");
+        let acts = actions(&p);
+        for a in [
+            "sagemaker:CreateModel",
+            "sagemaker:CreateEndpointConfig",
+            "sagemaker:CreateEndpoint",
+            "sagemaker:UpdateEndpoint",
+            "sagemaker:DeleteEndpointConfig",
+            "sagemaker:AddTags",
+            "iam:PassRole",
+            "cloudwatch:DescribeAlarms",
+            "sagemaker:ListTags",
+        ] {
+            assert!(acts.iter().any(|x| x == a), "{a} in {acts:?}");
+        }
+        assert_eq!(
+            statement(&p, "PassEndpointModelRoles")["Condition"]["StringEquals"]["iam:PassedToService"],
+            "sagemaker.amazonaws.com"
+        );
+        assert_eq!(
+            statement(&p, "ReadPromotionTags")["Resource"],
+            json!(["arn:aws:sagemaker:us-east-1:123456789012:model-package/ml-model-package-group/*"])
+        );
+        // No `on_rollback = "reject"` in SPEC's example: no UpdateModelPackage.
+        assert!(!acts.iter().any(|x| x == "sagemaker:UpdateModelPackage"));
+        assert_eq!(resource_prefix(&"a".repeat(50)), format!("{}*", "a".repeat(42)));
     }
 
     #[test]
