@@ -26,6 +26,13 @@ pub(crate) fn resource_name(endpoint_name: &str, version: u32, spec: &str) -> St
     format!("{}{tail}", head.trim_end_matches('-'))
 }
 
+/// The version a model or config mlopsd named serves (`NAME-vN-HASH`), if it is one.
+pub(crate) fn version_of(resource: &str) -> Option<u32> {
+    let (head, _hash) = resource.rsplit_once('-')?;
+    let (_, v) = head.rsplit_once("-v")?;
+    v.parse().ok()
+}
+
 /// The versions an endpoint block may deploy, newest first: its pinned `version`, or the
 /// group's Approved versions; with `promote_from`, only those `baked` there (`baked`). The
 /// caller then takes the first that carries `require_tag`, if the block has one.
@@ -40,7 +47,7 @@ pub(crate) fn candidates(
         .filter(|p| baked.is_none_or(|b| b.contains(&p.version)))
         .cloned()
         .collect();
-    v.sort_by(|a, b| b.version.cmp(&a.version));
+    v.sort_by_key(|p| std::cmp::Reverse(p.version));
     v.dedup_by_key(|p| p.version);
     if v.is_empty() {
         return Err(match (ep.version, &ep.promote_from) {
@@ -212,6 +219,15 @@ mod tests {
         assert!(n.ends_with("-v4000000000-ab12cd34"));
         let hy = format!("{}-b", "a".repeat(43));
         assert!(!resource_name(&hy, 1, "ab12cd34").contains("--"));
+    }
+
+    #[test]
+    fn a_name_tells_its_version() {
+        assert_eq!(
+            version_of(&resource_name("churn-v2", 12, "ab12cd34")),
+            Some(12)
+        );
+        assert_eq!(version_of("someone-elses-config"), None);
     }
 
     #[test]

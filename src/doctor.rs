@@ -109,6 +109,7 @@ pub(crate) struct Scope {
     pub notifiers: Option<BTreeSet<String>>,
     pub checks: Option<BTreeSet<String>>,
     pub gates: Option<BTreeSet<String>>,
+    pub endpoints: Option<BTreeSet<String>>,
     pub events: bool,
     /// Leave out declared pipelines (the daemon's reconcile reads them anyway).
     pub skip_declared: bool,
@@ -133,6 +134,7 @@ impl Scope {
             notifiers: touched(&diff.notifiers),
             checks: touched(&diff.checks),
             gates: touched(&diff.gates),
+            endpoints: touched(&diff.endpoints),
             events: false,
             skip_declared: true,
         }
@@ -145,6 +147,7 @@ impl Scope {
             && empty(&self.notifiers)
             && empty(&self.checks)
             && empty(&self.gates)
+            && empty(&self.endpoints)
             && !self.events
     }
 }
@@ -202,6 +205,7 @@ pub(crate) async fn check<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope) -> Vec
     builds(aws, cfg, scope, &mut out).await;
     notifiers(aws, cfg, scope, &mut out).await;
     gates(aws, cfg, scope, &mut out).await;
+    endpoints(aws, cfg, scope, &mut out).await;
     checks(aws, cfg, scope, &mut out).await;
     if scope.events {
         events(aws, cfg, &mut out).await;
@@ -348,6 +352,70 @@ async fn gates<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Fin
             },
         );
     }
+}
+
+/// Endpoint blocks: the model package group and the rollback alarms must exist; the endpoint
+/// may be absent (the first deployment creates it), else its status and config are told.
+async fn endpoints<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Finding>) {
+    for (name, e) in cfg
+        .endpoints
+        .iter()
+        .filter(|(n, _)| wanted(&scope.endpoints, n))
+    {
+        let f = |s, d: String| finding(ResourceKind::Endpoint, name, &e.endpoint_name, s, d);
+        out.push(match endpoint_finding(aws, e).await {
+            Ok((s, d)) => f(s, d),
+            Err(err) => {
+                let (s, d) = from_error(&err);
+                f(s, d)
+            }
+        });
+    }
+}
+
+async fn endpoint_finding<C: Cloud>(
+    aws: &C,
+    e: &crate::config::Endpoint,
+) -> Result<(Status, String), AwsError> {
+    if !aws.package_group_exists(&e.model_package_group).await? {
+        return Ok((
+            Status::Missing,
+            format!(
+                "no model package group named \"{}\" in {}",
+                e.model_package_group,
+                aws.region()
+            ),
+        ));
+    }
+    if !e.rollback_alarms.is_empty() {
+        let found = aws.alarm_states(&e.rollback_alarms).await?;
+        let missing: Vec<&str> = e
+            .rollback_alarms
+            .iter()
+            .filter(|a| !found.contains_key(*a))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Ok((
+                Status::Missing,
+                format!("rollback alarm(s) {} do not exist", missing.join(", ")),
+            ));
+        }
+    }
+    Ok(match aws.describe_endpoint(&e.endpoint_name).await? {
+        None => (
+            Status::Ok,
+            "group and alarms exist; the endpoint is absent (the first deployment creates it)"
+                .into(),
+        ),
+        Some(v) => (
+            Status::Ok,
+            format!(
+                "group and alarms exist; the endpoint is {} on config {}",
+                v.status, v.config_name
+            ),
+        ),
+    })
 }
 
 /// Checks: alarms with `DescribeAlarms` (100 a call), metrics with `GetMetricData` over

@@ -398,11 +398,7 @@ fn endpoints(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
     }
     let tagged = packages(&|e| e.require_tag.is_some());
     if !tagged.is_empty() {
-        st.push(allow(
-            "ReadPromotionTags",
-            &["sagemaker:ListTags"],
-            tagged,
-        ));
+        st.push(allow("ReadPromotionTags", &["sagemaker:ListTags"], tagged));
     }
     st
 }
@@ -428,7 +424,11 @@ fn preflight(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
         .gates
         .values()
         .map(|g| g.model_package_group.as_str())
-        .chain(cfg.endpoints.values().map(|e| e.model_package_group.as_str()))
+        .chain(
+            cfg.endpoints
+                .values()
+                .map(|e| e.model_package_group.as_str()),
+        )
         .collect();
     if !groups.is_empty() {
         actions.push("sagemaker:DescribeModelPackageGroup");
@@ -555,7 +555,9 @@ mod tests {
             .filter_map(Value::as_str)
             .collect();
         assert!(res.contains(&"arn:aws:sagemaker:us-east-1:123456789012:endpoint/churn-prod"));
-        assert!(res.contains(&"arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/churn-staging-v*"));
+        assert!(res.contains(
+            &"arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/churn-staging-v*"
+        ));
         assert!(res.contains(&"arn:aws:sagemaker:us-east-1:123456789012:model/churn-prod-v*"));
         assert!(!res.contains(&"*"), "never every endpoint");
         let acts = actions(&p);
@@ -573,16 +575,22 @@ mod tests {
             assert!(acts.iter().any(|x| x == a), "{a} in {acts:?}");
         }
         assert_eq!(
-            statement(&p, "PassEndpointModelRoles")["Condition"]["StringEquals"]["iam:PassedToService"],
+            statement(&p, "PassEndpointModelRoles")["Condition"]["StringEquals"]
+                ["iam:PassedToService"],
             "sagemaker.amazonaws.com"
         );
         assert_eq!(
             statement(&p, "ReadPromotionTags")["Resource"],
-            json!(["arn:aws:sagemaker:us-east-1:123456789012:model-package/ml-model-package-group/*"])
+            json!([
+                "arn:aws:sagemaker:us-east-1:123456789012:model-package/ml-model-package-group/*"
+            ])
         );
         // No `on_rollback = "reject"` in SPEC's example: no UpdateModelPackage.
         assert!(!acts.iter().any(|x| x == "sagemaker:UpdateModelPackage"));
-        assert_eq!(resource_prefix(&"a".repeat(50)), format!("{}*", "a".repeat(42)));
+        assert_eq!(
+            resource_prefix(&"a".repeat(50)),
+            format!("{}*", "a".repeat(42))
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::aws::Aws;
-use crate::cloud::{AwsError, ErrorKind, Pipelines as _};
+use crate::cloud::{AwsError, Endpoints as _, ErrorKind, Pipelines as _};
 use crate::config::{Config, Declared};
 use crate::exit;
 use crate::reconcile::{compare, Verdict};
@@ -18,8 +18,120 @@ const CONCURRENCY: usize = 8;
 type Item = (String, String, Arc<Declared>);
 
 /// Runs the diff and prints it; returns the exit code: 0 all in sync, 1 something differs,
-/// 2 AWS could not be read for some pipeline.
+/// 2 AWS could not be read for some pipeline or endpoint.
 pub(crate) async fn run(cfg: &Config, as_json: bool) -> u8 {
+    let eps = endpoints(cfg).await;
+    let ep_code = if eps.iter().any(|e| matches!(e.1, EpVerdict::Unreadable(_))) {
+        exit::NO_ANSWER
+    } else if eps.iter().any(|e| matches!(e.1, EpVerdict::Deploy { .. })) {
+        exit::FOUND
+    } else {
+        exit::OK
+    };
+    let code = pipelines(cfg, as_json, &eps).await;
+    code.max(ep_code)
+}
+
+/// An endpoint block's verdict: the version it wants against what it serves.
+#[derive(Debug)]
+enum EpVerdict {
+    InSync {
+        version: u32,
+    },
+    Deploy {
+        wanted: u32,
+        served: Option<u32>,
+        config: Option<String>,
+    },
+    /// No version to deploy (why), nothing to do.
+    Nothing(String),
+    Unreadable(AwsError),
+}
+
+/// Each endpoint block read as the daemon reads it (a `promote_from` block takes the
+/// version live on its source endpoint as baked: `diff` has no state store).
+async fn endpoints(cfg: &Config) -> Vec<(String, EpVerdict)> {
+    if cfg.endpoints.is_empty() {
+        return Vec::new();
+    }
+    let aws = Aws::new(&cfg.aws).await;
+    let mut out = Vec::new();
+    for (name, e) in &cfg.endpoints {
+        let v = async {
+            let baked = match &e.promote_from {
+                Some(from) => {
+                    let src = &cfg.endpoints[from];
+                    let live = aws.describe_endpoint(&src.endpoint_name).await?;
+                    Some(
+                        live.and_then(|v| crate::deploy::version_of(&v.config_name))
+                            .into_iter()
+                            .collect(),
+                    )
+                }
+                None => None,
+            };
+            let r = crate::daemon::deploys::read(&aws, e, baked.as_ref()).await?;
+            let served = r.view.as_ref().map(|v| v.config_name.clone());
+            Ok::<_, AwsError>(match r.wanted {
+                Err(why) => EpVerdict::Nothing(why),
+                Ok(w) => {
+                    let want =
+                        crate::deploy::resource_name(&e.endpoint_name, w.version, &e.spec_hash());
+                    if served.as_deref() == Some(want.as_str()) {
+                        EpVerdict::InSync { version: w.version }
+                    } else {
+                        EpVerdict::Deploy {
+                            wanted: w.version,
+                            served: served.as_deref().and_then(crate::deploy::version_of),
+                            config: served,
+                        }
+                    }
+                }
+            })
+        }
+        .await;
+        out.push((name.clone(), v.unwrap_or_else(EpVerdict::Unreadable)));
+    }
+    out
+}
+
+fn endpoint_json(eps: &[(String, EpVerdict)]) -> Vec<Value> {
+    eps.iter()
+        .map(|(name, v)| match v {
+            EpVerdict::InSync { version } => json!({"name": name, "action": "in_sync", "served": version, "wanted": version}),
+            EpVerdict::Deploy { wanted, served, config } => json!({"name": name, "action": "deploy", "served": served, "config": config, "wanted": wanted}),
+            EpVerdict::Nothing(why) => json!({"name": name, "action": "nothing", "reason": why}),
+            EpVerdict::Unreadable(e) => json!({"name": name, "action": "error", "error": e.to_string()}),
+        })
+        .collect()
+}
+
+fn endpoint_text(eps: &[(String, EpVerdict)]) {
+    for (name, v) in eps {
+        match v {
+            EpVerdict::InSync { version } => {
+                println!("[endpoints.{name}]: in sync (serves v{version})")
+            }
+            EpVerdict::Deploy {
+                wanted,
+                served,
+                config,
+            } => println!(
+                "[endpoints.{name}]: deploy v{wanted} (serves {})",
+                match (served, config) {
+                    (Some(s), _) => format!("v{s}"),
+                    (None, Some(c)) => format!("config {c}, not mlopsd's"),
+                    (None, None) => "nothing: the endpoint is created".into(),
+                }
+            ),
+            EpVerdict::Nothing(why) => println!("[endpoints.{name}]: nothing to deploy ({why})"),
+            EpVerdict::Unreadable(e) => println!("[endpoints.{name}]: cannot compare: {e}"),
+        }
+    }
+}
+
+/// The declared pipelines' part (and the printing of both).
+async fn pipelines(cfg: &Config, as_json: bool, eps: &[(String, EpVerdict)]) -> u8 {
     let declared: Vec<Item> = cfg
         .pipelines
         .iter()
@@ -38,15 +150,21 @@ pub(crate) async fn run(cfg: &Config, as_json: bool) -> u8 {
         exit::FOUND
     };
     if as_json {
-        print_json(&declared, &verdicts);
+        print_json(&declared, &verdicts, endpoint_json(eps));
     } else {
-        print_text(&declared, &verdicts);
+        if !declared.is_empty() || eps.is_empty() {
+            print_text(&declared, &verdicts);
+        }
+        endpoint_text(eps);
     }
     code
 }
 
 /// Each pipeline's verdict, from one `DescribePipeline` each (a few at a time).
 async fn verdicts(cfg: &Config, declared: &[Item]) -> Vec<Verdict> {
+    if declared.is_empty() {
+        return Vec::new();
+    }
     let aws = Aws::new(&cfg.aws).await;
     let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
@@ -80,7 +198,7 @@ async fn verdicts(cfg: &Config, declared: &[Item]) -> Vec<Verdict> {
         .collect()
 }
 
-fn print_json(declared: &[Item], verdicts: &[Verdict]) {
+fn print_json(declared: &[Item], verdicts: &[Verdict], endpoints: Vec<Value>) {
     let items: Vec<Value> = declared
         .iter()
         .zip(verdicts)
@@ -109,7 +227,8 @@ fn print_json(declared: &[Item], verdicts: &[Verdict]) {
         .collect();
     println!(
         "{}",
-        serde_json::to_string_pretty(&json!({ "pipelines": items })).unwrap_or_default()
+        serde_json::to_string_pretty(&json!({ "pipelines": items, "endpoints": endpoints }))
+            .unwrap_or_default()
     );
 }
 

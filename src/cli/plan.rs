@@ -177,7 +177,65 @@ pub(super) fn to_json(cfg: &Config, plan: &[PlannedSchedule]) -> Value {
             })
         })
         .collect();
-    json!({ "schedules": schedules, "rules": rules })
+    let endpoints: Vec<Value> = cfg
+        .endpoints
+        .iter()
+        .map(|(name, e)| {
+            json!({
+                "name": name,
+                "endpoint_name": e.endpoint_name,
+                "model_package_group": e.model_package_group,
+                "strategy": e.strategy.to_string(),
+                "rollback_alarms": e.rollback_alarms,
+                "bake": e.bake.map(format_duration),
+                "promote_from": e.promote_from,
+                "dry_run": e.dry_run,
+                "description": describe_endpoint(e),
+            })
+        })
+        .collect();
+    json!({ "schedules": schedules, "rules": rules, "endpoints": endpoints })
+}
+
+/// What an endpoint block does, in a sentence.
+fn describe_endpoint(e: &crate::config::Endpoint) -> String {
+    let what = match (&e.version, &e.promote_from) {
+        (Some(v), _) => format!("version {v} of {}", e.model_package_group),
+        (None, Some(from)) => format!(
+            "the newest version of {} that baked on [endpoints.{from}]",
+            e.model_package_group
+        ),
+        (None, None) => format!("the newest Approved version of {}", e.model_package_group),
+    };
+    let mut s = format!(
+        "deploys {what}{} to endpoint {} ({}, {})",
+        match &e.require_tag {
+            Some((k, v)) => format!(" tagged {k} = {v}"),
+            None => String::new(),
+        },
+        e.endpoint_name,
+        e.capacity,
+        e.strategy
+    );
+    if !e.rollback_alarms.is_empty() {
+        s.push_str(&format!(
+            "; SageMaker rolls back on {}",
+            e.rollback_alarms.join(", ")
+        ));
+    }
+    if let Some(b) = e.bake {
+        s.push_str(&format!(
+            "; mlopsd bakes it {} and rolls back to the previous config on an alarm",
+            format_duration(b)
+        ));
+    }
+    if e.on_rollback == crate::config::OnRollback::Reject {
+        s.push_str("; a rolled-back version is set Rejected");
+    }
+    if e.dry_run {
+        s.push_str(" [dry run: logs \"would deploy\", changes nothing]");
+    }
+    s
 }
 
 pub(super) fn to_text(
@@ -212,6 +270,12 @@ pub(super) fn to_text(
         out.push_str("\nRules:\n");
         for name in cfg.rules.keys() {
             out.push_str(&format!("  {name}: {}\n", describe_rule(cfg, name)));
+        }
+    }
+    if !cfg.endpoints.is_empty() {
+        out.push_str("\nEndpoints:\n");
+        for (name, e) in &cfg.endpoints {
+            out.push_str(&format!("  {name}: {}\n", describe_endpoint(e)));
         }
     }
     out

@@ -23,7 +23,7 @@ const MAX_SENDS: i64 = 8;
 /// What the read of an endpoint block found: the version it wants (or why none) and the
 /// endpoint as it is.
 #[derive(Debug)]
-pub(super) struct EndpointRead {
+pub(crate) struct EndpointRead {
     pub wanted: Result<PackageVersion, String>,
     pub view: Option<EndpointView>,
 }
@@ -120,7 +120,7 @@ impl<C: Cloud> Work<C> {
             let result = read(&*cloud, &ep, baked.as_ref()).await;
             let _ = tx.send(Msg::EndpointRead {
                 endpoint: n,
-                result,
+                result: Box::new(result),
             });
         });
     }
@@ -145,6 +145,7 @@ impl<C: Cloud> Work<C> {
             self.db("read the served version", &name, "shown as unknown", r)
                 .flatten()
                 .map(|d| d.version)
+                .or_else(|| deploy::version_of(c))
         });
         events::endpoint_serves(&name, served_version);
         let now = self.now();
@@ -446,7 +447,7 @@ impl<C: Cloud> Work<C> {
             let _ = tx.send(Msg::Deploy {
                 endpoint,
                 id,
-                answer,
+                answer: Box::new(answer),
             });
         });
     }
@@ -1118,8 +1119,10 @@ fn deploy_message(kind: Kind, name: &str, ep: &Endpoint, version: u32, corr: &st
 }
 
 /// The registry and the endpoint, read for one block: the candidates newest first, the
-/// first that carries `require_tag` (looking at 20 at most), and `DescribeEndpoint`.
-async fn read<C: Cloud>(
+/// first that carries `require_tag` (looking at 20 at most), and `DescribeEndpoint`. Also
+/// `mlopsd diff`'s read (which gives the versions live on the `promote_from` endpoint as
+/// `baked`: it has no store).
+pub(crate) async fn read<C: Cloud>(
     cloud: &C,
     ep: &Endpoint,
     baked: Option<&std::collections::HashSet<u32>>,

@@ -310,7 +310,7 @@ impl<C: Cloud> Daemon<'_, C> {
                 endpoint,
                 id,
                 answer,
-            } => self.work.on_deploy(endpoint, id, answer),
+            } => self.work.on_deploy(endpoint, id, *answer),
             _ if shutting_down => {}
             Msg::CheckResults { at, results, large } => self.check_results(at, results, large),
             Msg::RunStatuses { statuses, poll } => self.work.on_run_statuses(statuses, poll),
@@ -320,7 +320,7 @@ impl<C: Cloud> Daemon<'_, C> {
             Msg::PipelineDescribed { pipeline, result } => {
                 self.work.on_pipeline_described(pipeline, result)
             }
-            Msg::EndpointRead { endpoint, result } => self.work.on_endpoint_read(endpoint, result),
+            Msg::EndpointRead { endpoint, result } => self.work.on_endpoint_read(endpoint, *result),
         }
     }
 

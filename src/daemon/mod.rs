@@ -8,7 +8,7 @@
 mod checks;
 mod control;
 mod declared;
-mod deploys;
+pub(crate) mod deploys;
 mod event_loop;
 mod gates;
 mod ha;

@@ -66,13 +66,13 @@ pub(super) enum Msg {
     /// What an endpoint block wants and what its endpoint serves.
     EndpointRead {
         endpoint: String,
-        result: Result<super::deploys::EndpointRead, AwsError>,
+        result: Box<Result<super::deploys::EndpointRead, AwsError>>,
     },
     /// An answer about a deployment.
     Deploy {
         endpoint: String,
         id: i64,
-        answer: super::deploys::DeployAnswer,
+        answer: Box<super::deploys::DeployAnswer>,
     },
     /// The answer to a declared pipeline's create or update.
     PipelineApplied {

@@ -554,3 +554,55 @@ fn faults_on_create_and_update_never_make_a_second_call_land() {
     assert_eq!(proxy.count("UpdateEndpoint"), 5);
     assert_eq!(proxy.faults("UpdateEndpoint"), 3);
 }
+
+/// `diff`, `doctor` and `plan` on an endpoint block, before and after the daemon deployed.
+#[test]
+fn diff_doctor_and_plan_tell_the_endpoint() {
+    let s = setup("deploy-cli");
+    s.approved();
+    let block = format!("rollback_alarms = [\"{}\"]\n", s.alarm);
+    let text = s.config(&s.aws.endpoint, "churn", &block, "");
+    let path = s.dir.path().join("mlops.toml");
+    std::fs::write(&path, &text).unwrap();
+    let p = path.to_str().unwrap();
+    let (code, out, err) = common::mlopsd(&["diff", "--config", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("[endpoints.churn]: deploy v1 (serves nothing: the endpoint is created)"),
+        "{out}"
+    );
+    let (code, out, err) = common::mlopsd(&["doctor", "--config", p, "--json"]);
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}{err}"));
+    let ep = doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "endpoint")
+        .cloned()
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(ep["status"], "ok", "{ep}");
+    assert!(ep["detail"].as_str().unwrap().contains("absent"), "{ep}");
+    assert_eq!(code, 0, "{out}");
+    // A misspelt rollback alarm is missing.
+    let bad = text.replace(&s.alarm, "no-such-alarm");
+    std::fs::write(&path, &bad).unwrap();
+    let (code, out, _) = common::mlopsd(&["doctor", "--config", p]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no-such-alarm"), "{out}");
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, _) = common::mlopsd(&["plan", "--config", p, "--json", "--count", "1"]);
+    assert_eq!(code, 0);
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert!(plan["endpoints"][0]["description"]
+        .as_str()
+        .unwrap()
+        .contains("newest Approved version"));
+
+    let d = s.start(&text);
+    wait_result(&d, "deploy_progress", "baked", 1);
+    let (code, out, _) = common::mlopsd(&["diff", "--config", p, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["endpoints"][0]["action"], "in_sync", "{j}");
+    assert_eq!(j["endpoints"][0]["served"], 1, "{j}");
+}
