@@ -797,3 +797,64 @@ fn an_entry_no_replica_can_apply_stops_leadership_until_it_is_gone() {
     std::thread::sleep(Duration::from_secs(2));
     assert_one_history(&c.log(), "after the damaged entry");
 }
+
+/// A deployment in flight when the leader is killed (its CreateEndpoint sent, the answer not
+/// stored): the new leader resumes the same deployment from the table — no second create,
+/// the endpoint ends on that version — and only the leader ever called SageMaker hosting.
+#[test]
+fn failover_during_a_deployment_resumes_it_without_a_second_create() {
+    let _serial = serial();
+    let proxy = Proxy::start(&common::aws::endpoint());
+    let prefix = "ha-deploy";
+    let probe = TestAws::new(prefix);
+    let group = probe.name("group");
+    probe
+        .rt
+        .block_on(
+            probe
+                .sm
+                .create_model_package_group()
+                .model_package_group_name(&group)
+                .send(),
+        )
+        .expect("create group");
+    let arn = probe.create_pending_package(&group, "0.9");
+    probe
+        .rt
+        .block_on(
+            probe
+                .sm
+                .update_model_package()
+                .model_package_arn(&arn)
+                .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::Approved)
+                .send(),
+        )
+        .expect("approve");
+    let ep = probe.name("churn");
+    let extra = format!(
+        "[endpoints.churn]\nendpoint_name = \"{ep}\"\nmodel_package_group = \"{group}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/r\"\ninstance_type = \"ml.m5.large\"\nnotify = [\"ops\"]\n"
+    );
+    let c = cluster(prefix, 0, Some(&proxy.url), &extra);
+    let mut a = c.replica("a", &[("MLOPSD_FAILPOINT", "after_deploy_sent:churn")]);
+    a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
+    let b = c.replica("b", &[]);
+    let st = a.wait_exit(T);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    b.wait_for_event_where("ha_leading", T, |e| e["replica"] == "b");
+    b.wait_for_event_where("deploy_progress", T, |e| e["result"] == "baked");
+    assert!(
+        b.events("deploy_progress")
+            .iter()
+            .all(|e| e["result"] != "started"),
+        "b resumed a's deployment, it did not decide another"
+    );
+    assert_eq!(proxy.count("CreateEndpoint"), 1, "one create");
+    assert_eq!(proxy.count("CreateModel"), 1);
+    assert_eq!(proxy.count("CreateEndpointConfig"), 1);
+    let d = probe
+        .rt
+        .block_on(probe.sm.describe_endpoint().endpoint_name(&ep).send())
+        .expect("endpoint");
+    assert!(d.endpoint_config_name().unwrap_or("").contains("-v1-"));
+    assert_one_history(&c.log(), "deploy failover");
+}
