@@ -4,7 +4,9 @@ queue). Uses boto3, which moto server installs.
 
   demo_aws.py setup ENDPOINT        create pipeline, build project, topic+queue, packages, drift metric
   demo_aws.py watch ENDPOINT SECS   print notifications as they arrive, set the alarm off once a run started;
-                                    exit 0 once the drift loop, the gate and the event-driven page were seen
+                                    approve two more versions as the first deploys bake, set the rollback
+                                    alarm off while the third deploys; exit 0 once the drift loop, the
+                                    gate, the event-driven page, two deployments and a rollback were seen
 """
 import datetime
 import json
@@ -64,6 +66,11 @@ def setup(endpoint):
         Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanOrEqualToThreshold",
     )
     c["cloudwatch"].set_alarm_state(AlarmName="ml-production-endpoint-5xx", StateValue="OK", StateReason="demo start")
+    c["cloudwatch"].put_metric_alarm(
+        AlarmName="churn-endpoint-5xx", Namespace="AWS/SageMaker", MetricName="Invocation5XXErrors", Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    c["cloudwatch"].set_alarm_state(AlarmName="churn-endpoint-5xx", StateValue="OK", StateReason="demo start")
     print("         events queue mlopsd-events, alarm ml-production-endpoint-5xx (OK)")
     print(f"created: build project mlops-project-build, topic {topic} -> queue mlops-alerts-inbox,")
     print("         2 model packages pending approval (accuracy 0.91 and 0.62), drift metric = 0.27 (threshold 0.1)")
@@ -83,6 +90,18 @@ def alarm_goes_off(c):
     return time.time()
 
 
+def new_version(c, accuracy):
+    """A data scientist registers a new model version; the gate approves it (accuracy ≥ 0.8)."""
+    c["sagemaker"].create_model_package(
+        ModelPackageGroupName="ml-model-package-group",
+        ModelApprovalStatus="PendingManualApproval",
+        CustomerMetadataProperties={"accuracy": accuracy},
+        InferenceSpecification={"Containers": [{"Image": "demo"}], "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+    )
+    print(f"\n=== a new model version (accuracy {accuracy}) is registered, pending approval")
+    sys.stdout.flush()
+
+
 def watch(endpoint, secs):
     c = clients(endpoint)
     q = c["sqs"].get_queue_url(QueueName="mlops-alerts-inbox")["QueueUrl"]
@@ -90,6 +109,9 @@ def watch(endpoint, secs):
     seen = set()
     paged = False
     alarm_at = None
+    baked = 0
+    started = 0
+    rolled_back = False
     while time.time() < deadline:
         if alarm_at is None and "run_started" in seen:
             alarm_at = alarm_goes_off(c)
@@ -99,6 +121,17 @@ def watch(endpoint, secs):
             attrs = {k: v.get("Value") for k, v in body.get("MessageAttributes", {}).items()}
             ev = attrs.get("event", "?")
             seen.add(ev)
+            if ev == "deploy_baked":
+                baked += 1
+                if baked < 3:
+                    new_version(c, "0.93" if baked == 1 else "0.95")
+            if ev == "deploy_started":
+                started += 1
+                if started == 3:
+                    c["cloudwatch"].set_alarm_state(AlarmName="churn-endpoint-5xx", StateValue="ALARM", StateReason="demo: the new version errors")
+                    print("\n=== the rollback alarm churn-endpoint-5xx went to ALARM while the third version deploys")
+            if ev == "deploy_rolled_back":
+                rolled_back = True
             if ev == "check_breached" and attrs.get("rule") == "page-on-endpoint-errors" and alarm_at is not None:
                 paged = True
                 print(f"\n=== paged {time.time() - alarm_at:.2f} s after the alarm went off (event-driven, no polling)")
@@ -108,7 +141,8 @@ def watch(endpoint, secs):
                 print(f"    | {line}")
             sys.stdout.flush()
             c["sqs"].delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
-        if {"pipeline_created", "check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen and paged:
+        if {"pipeline_created", "check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen and paged \
+                and baked >= 2 and rolled_back:
             return 0
     print(f"\nnotifications seen: {sorted(seen)}")
     return 1
