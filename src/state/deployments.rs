@@ -297,6 +297,16 @@ impl Store {
         )? == 1)
     }
 
+    /// A call AWS refused as in progress (it did not land): back to `decided`, so it is sent
+    /// once the endpoint is `InService` again.
+    pub(crate) fn deployment_unsent(&self, id: i64) -> R<()> {
+        self.write1(
+            "UPDATE deployments SET state = 'decided', sent_ms = NULL, confirmed = 0 WHERE id = ?1 AND state = 'deploying'",
+            params![id],
+        )?;
+        Ok(())
+    }
+
     /// AWS took the call in flight.
     pub(crate) fn deployment_confirmed(&self, id: i64) -> R<()> {
         self.write1(

@@ -606,3 +606,72 @@ fn diff_doctor_and_plan_tell_the_endpoint() {
     assert_eq!(j["endpoints"][0]["action"], "in_sync", "{j}");
     assert_eq!(j["endpoints"][0]["served"], 1, "{j}");
 }
+
+/// Someone else's update of the endpoint is waited for, never fought: mlopsd deploys the new
+/// version once the endpoint is InService again, with one UpdateEndpoint of its own.
+#[test]
+fn an_endpoint_busy_with_someone_elses_change_is_waited_for() {
+    let s = setup("deploy-busy");
+    let proxy = Proxy::start(&common::aws::endpoint());
+    let v1 = s.approved();
+    let d = s.start(&s.config(&proxy.url, "churn", "", ""));
+    wait_result(&d, "deploy_progress", "baked", 1);
+    let ep = s.endpoint_name("churn");
+    // A hand-made config of v1, and an update to it from outside mlopsd.
+    let theirs = s.aws.name("theirs");
+    let sm = &s.aws.sm;
+    s.aws
+        .rt
+        .block_on(
+            sm.create_model()
+                .model_name(&theirs)
+                .execution_role_arn(MODEL_ROLE)
+                .primary_container(
+                    aws_sdk_sagemaker::types::ContainerDefinition::builder()
+                        .model_package_name(&v1)
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("their model");
+    s.aws
+        .rt
+        .block_on(
+            sm.create_endpoint_config()
+                .endpoint_config_name(&theirs)
+                .production_variants(
+                    aws_sdk_sagemaker::types::ProductionVariant::builder()
+                        .variant_name("theirs")
+                        .model_name(&theirs)
+                        .instance_type(
+                            aws_sdk_sagemaker::types::ProductionVariantInstanceType::MlM5Large,
+                        )
+                        .initial_instance_count(1)
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("their config");
+    s.aws
+        .rt
+        .block_on(
+            sm.update_endpoint()
+                .endpoint_name(&ep)
+                .endpoint_config_name(&theirs)
+                .send(),
+        )
+        .expect("their update");
+    s.approved();
+    d.wait_for_event_where("deploy_waiting", T, |v| {
+        v["reason"].as_str().unwrap_or("").contains("never fought")
+    });
+    wait_result(&d, "deploy_progress", "baked", 2);
+    assert_eq!(
+        proxy.count("UpdateEndpoint"),
+        1,
+        "mlopsd's own update, once"
+    );
+    assert!(s.endpoint(&ep).unwrap().1.contains("-v2-"));
+    // Their config, in use until then, is not mlopsd's to delete.
+    assert!(s.config_exists(&theirs));
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{DeployAnswer, Work};
-use crate::cloud::{AwsError, Cloud, EndpointView};
+use crate::cloud::{AwsError, Cloud, EndpointView, ErrorKind};
 use crate::config::{Endpoint, Strategy};
 use crate::daemon::work::Msg;
 use crate::deploy::{self, Op, Verdict};
@@ -139,7 +139,7 @@ impl<C: Cloud> Work<C> {
                         .await?;
                 }
                 crate::failpoint::hit_for("after_config", &r.endpoint);
-                Ok(())
+                ready_to_send(&*cloud, &r).await
             }
             .await;
             DeployAnswer::Prepared(result)
@@ -317,11 +317,19 @@ impl<C: Cloud> Work<C> {
                 );
             }
             // Unknown whether it landed: the next describe tells.
-            Err(e)
-                if e.transient()
-                    || e.kind == crate::cloud::ErrorKind::NotLeader
-                    || e.message.contains("in-progress") =>
-            {
+            // Refused, so it did not land: someone else's change began after the describe.
+            // Back to deciding: the call is sent once the endpoint is InService again.
+            Err(e) if e.message.contains("in-progress") && row.state == DeployState::Deploying => {
+                events::deploy_call_failed(&row.endpoint, row.op.as_str(), &e, true);
+                let r = self.store.deployment_unsent(row.id);
+                self.db(
+                    "store a refused call as unsent",
+                    &row.endpoint,
+                    "the next describe decides",
+                    r,
+                );
+            }
+            Err(e) if e.transient() || e.message.contains("in-progress") => {
                 events::deploy_call_failed(&row.endpoint, row.op.as_str(), &e, true)
             }
             Err(e) => {
@@ -437,5 +445,43 @@ impl<C: Cloud> Work<C> {
             // (only a deploying or rolling-back deployment is described)
             (Verdict::Reverted(_), _) => {}
         }
+    }
+}
+
+/// Whether the endpoint is as the stored call expects it, just before it is stored as about
+/// to be sent: absent for a create, `InService` for an update (a change someone else began
+/// meanwhile is waited for; one that removed or created the endpoint ends the deployment).
+async fn ready_to_send<C: Cloud>(cloud: &C, r: &DeploymentRow) -> Result<(), AwsError> {
+    let view = cloud.describe_endpoint(&r.endpoint_name).await?;
+    let refuse = |kind, code: &str, msg: String| {
+        Err(AwsError::new(
+            "sagemaker",
+            "DescribeEndpoint",
+            kind,
+            code,
+            &msg,
+        ))
+    };
+    match (r.op, view) {
+        (Op::Create, Some(v)) => refuse(
+            ErrorKind::Refused,
+            "EndpointCreatedMeanwhile",
+            format!(
+                "the endpoint was created meanwhile by someone else (on config {})",
+                v.config_name
+            ),
+        ),
+        (Op::Create, None) => Ok(()),
+        (_, None) => refuse(
+            ErrorKind::Refused,
+            "EndpointGone",
+            "the endpoint was deleted meanwhile".into(),
+        ),
+        (_, Some(v)) if v.status != "InService" => refuse(
+            ErrorKind::Transient,
+            "EndpointBusy",
+            format!("the endpoint is {}; waiting for it", v.status),
+        ),
+        _ => Ok(()),
     }
 }
