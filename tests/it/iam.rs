@@ -517,6 +517,91 @@ fn declared_pipeline_actions_are_enforced_and_a_missing_one_is_reported() {
 }
 
 #[test]
+fn deploy_actions_are_enforced_and_a_missing_one_is_reported() {
+    // Requests before enforcement: the group, a package made Approved, an alarm in OK (5),
+    // two users with keys (3 each) and two spare (see above).
+    const SETUP_REQUESTS: usize = 13;
+    let moto = moto_with_auth(SETUP_REQUESTS);
+    let aws = TestAws::with_endpoint("iam-deploy", &moto.1);
+    let group = aws.name("models");
+    aws.rt
+        .block_on(
+            aws.sm
+                .create_model_package_group()
+                .model_package_group_name(&group)
+                .send(),
+        )
+        .unwrap(); // 1
+    let approve = |aws: &TestAws| {
+        let arn = aws.create_pending_package(&group, "0.9");
+        aws.rt
+            .block_on(
+                aws.sm
+                    .update_model_package()
+                    .model_package_arn(&arn)
+                    .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::Approved)
+                    .send(),
+            )
+            .unwrap();
+    };
+    approve(&aws); // 2, 3
+    let alarm = aws.name("5xx");
+    aws.create_alarm(&alarm, &aws.name("ns")); // 4
+    aws.rt
+        .block_on(
+            aws.cw
+                .set_alarm_state()
+                .alarm_name(&alarm)
+                .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
+                .state_reason("test")
+                .send(),
+        )
+        .unwrap(); // 5
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = aws.name("churn");
+    // (the registry is read every second: no gate or event tells of the next version here)
+    let text = common::daemon_head(&dir.path().join("state"), &moto.1)
+        .replace("poll_interval = \"1s\"", "poll_interval = \"1s\"\nreconcile_interval = \"1s\"")
+        + &format!(
+            "[endpoints.churn]\nendpoint_name = \"{endpoint}\"\nmodel_package_group = \"{group}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/SageMakerModelRole\"\ninstance_type = \"ml.m5.large\"\nstrategy = {{ canary = \"10%\", wait = \"0s\" }}\nrollback_alarms = [\"{alarm}\"]\nbake = \"1s\"\non_rollback = \"reject\"\n"
+        );
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &text).unwrap();
+    let policy = generated_policy(&path);
+    let ((daemon_key, daemon_secret), obs) =
+        enforced_users(&aws, &moto.1, "mlopsd", &widened(&policy, None));
+    let opts = Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", daemon_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", daemon_secret.clone()),
+        ],
+        notify: true,
+    };
+    // Under the generated policy: the endpoint is created and baked (the alarm read).
+    let r = Running::start(dir.path(), &text, opts);
+    r.wait_for_event_where("deploy_progress", T, |v| v["result"] == "baked");
+    let out = r.raw_output();
+    assert!(
+        !out.contains("AccessDenied") && !out.contains("not authorized"),
+        "a call was denied with the generated policy:\n{out}"
+    );
+    // Without UpdateEndpoint: the next version's deployment fails, naming the action.
+    set_policy(
+        &obs,
+        "mlopsd",
+        &widened(&policy, Some("sagemaker:UpdateEndpoint")),
+    );
+    approve(&obs);
+    let f = r.wait_for_event_where("deploy_ended", T, |v| v["result"] == "failed");
+    let why = f["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("AccessDenied"), "{f}");
+    assert!(
+        why.contains("sagemaker:UpdateEndpoint"),
+        "the denial names the action: {f}"
+    );
+}
+
+#[test]
 fn doctor_reports_a_denied_read_as_forbidden_naming_the_action() {
     // Requests before enforcement: the project (1), two users with their keys (3 each), two
     // spare.
