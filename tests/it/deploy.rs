@@ -675,3 +675,98 @@ fn an_endpoint_busy_with_someone_elses_change_is_waited_for() {
     // Their config, in use until then, is not mlopsd's to delete.
     assert!(s.config_exists(&theirs));
 }
+
+fn envelope(id: &str, detail_type: &str, detail: Value) -> String {
+    serde_json::json!({"version": "0", "id": id, "source": "aws.sagemaker", "detail-type": detail_type,
+        "account": "123456789012", "time": "2026-12-01T00:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": detail})
+    .to_string()
+}
+
+/// With `[events]` and polling an hour apart: a package state change event makes the block
+/// read the registry, and the endpoint events make mlopsd describe the endpoint (hints: the
+/// verdict is still DescribeEndpoint's).
+#[test]
+fn package_and_endpoint_events_drive_a_deployment_without_polling() {
+    let s = setup("deploy-events");
+    let queue = s
+        .aws
+        .rt
+        .block_on(
+            s.aws
+                .sqs
+                .create_queue()
+                .queue_name(s.aws.name("events"))
+                .send(),
+        )
+        .expect("queue")
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let send = |body: String| {
+        s.aws
+            .rt
+            .block_on(
+                s.aws
+                    .sqs
+                    .send_message()
+                    .queue_url(&queue)
+                    .message_body(body)
+                    .send(),
+            )
+            .expect("send");
+    };
+    s.approved();
+    let text = s
+        .config(
+            &s.aws.endpoint,
+            "churn",
+            "",
+            &format!("[events]\nqueue_url = \"{queue}\"\n"),
+        )
+        .replace(
+            "poll_interval = \"500ms\"\nreconcile_interval = \"1s\"",
+            "poll_interval = \"1h\"\nreconcile_interval = \"1h\"",
+        );
+    let d = s.start(&text);
+    let ep = s.endpoint_name("churn");
+    // Read at start: the endpoint is created; nothing describes it for an hour …
+    d.wait_for_event_where("deploy_progress", T, |v| v["result"] == "started");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(d
+        .events("deploy_progress")
+        .iter()
+        .all(|v| v["result"] == "started"));
+    // … until its event arrives.
+    send(envelope(
+        "ep-1",
+        "SageMaker Endpoint State Change",
+        serde_json::json!({"EndpointName": ep, "EndpointStatus": "IN_SERVICE"}),
+    ));
+    wait_result(&d, "deploy_progress", "baked", 1);
+    // A new version: the package event makes the block read the registry now.
+    s.approved();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !d.events("deploy_progress")
+            .iter()
+            .any(|v| v["version"] == 2),
+        "read before the event?"
+    );
+    send(envelope(
+        "pkg-2",
+        "SageMaker Model Package State Change",
+        serde_json::json!({"ModelPackageGroupName": s.group, "ModelApprovalStatus": "Approved"}),
+    ));
+    d.wait_for_event_where("deploy_progress", T, |v| {
+        v["result"] == "started" && v["version"] == 2
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    send(envelope(
+        "ep-2",
+        "SageMaker Endpoint Deployment State Change",
+        serde_json::json!({"EndpointName": ep}),
+    ));
+    wait_result(&d, "deploy_progress", "baked", 2);
+    assert!(s.endpoint(&ep).unwrap().1.contains("-v2-"));
+}
