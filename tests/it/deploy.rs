@@ -138,7 +138,7 @@ impl Setup {
             "poll_interval = \"500ms\"\nreconcile_interval = \"1s\"",
         );
         s.push_str(&format!(
-            "[notifiers.ops]\ntopic_arn = \"{}\"\nrepeat_interval = \"1ms\"\n\n",
+            "[notifiers.ops]\ntopic_arn = \"{}\"\nrepeat_interval = \"1h\"\n\n",
             self.topic
         ));
         s.push_str(&format!(

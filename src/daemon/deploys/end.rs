@@ -354,10 +354,16 @@ impl<C: Cloud> Work<C> {
     }
 
     /// An endpoint block's notification for each of its notifiers.
+    /// Never held back by `repeat_interval`: each tells one step of one deployment, which
+    /// happens once (its move is guarded), and the next deployment's steps are news.
     pub(super) fn render_endpoint(&self, name: &str, m: &Message) -> Vec<Queued> {
         let Some(ep) = self.cfg.endpoints.get(name) else {
             return Vec::new();
         };
-        self.render_for(name, &ep.notify, m)
+        let mut q = self.render_for(name, &ep.notify, m);
+        for n in &mut q {
+            n.repeat_interval = std::time::Duration::ZERO;
+        }
+        q
     }
 }

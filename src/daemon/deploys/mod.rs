@@ -262,7 +262,16 @@ impl<C: Cloud> Work<C> {
                 let m = deploy_message(Kind::DeploySkipped, name, ep, wanted.version, &corr)
                     .with("package_arn", &wanted.arn)
                     .with("reason", &why);
-                self.notify(name, &ep.notify, m);
+                let now = self.now();
+                let notices = self.render_endpoint(name, &m);
+                let mut queued = Vec::new();
+                for n in &notices {
+                    let r = self.store.enqueue(&n.as_outgoing(), now);
+                    queued.push(
+                        self.db("queue a notification", name, "it is not sent", r) == Some(true),
+                    );
+                }
+                self.queued(&notices, &queued);
                 events::Deployed {
                     endpoint: name,
                     endpoint_name: &ep.endpoint_name,
