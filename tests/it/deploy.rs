@@ -286,10 +286,21 @@ fn create_then_canary_update_then_sagemaker_rollback_rejects_and_never_loops() {
     assert!(s.config_exists(&config2));
     assert!(!s.config_exists(&config1), "v1's config is cleaned up");
 
-    // One correlation id per deployment, and the rollback told.
-    let notes = s
-        .aws
-        .notes_until(T, |n| n.iter().any(|x| x.event() == "deploy_rolled_back"));
+    // One correlation id per deployment, each step told (never held back by the notifier's
+    // repeat_interval of an hour: each deployment's steps are news), and the rollback told.
+    let notes = s.aws.notes_until(T, |n| {
+        n.iter().any(|x| x.event() == "deploy_rolled_back")
+            && n.iter().filter(|x| x.event() == "deploy_started").count() == 3
+    });
+    let baked: Vec<_> = notes
+        .iter()
+        .filter(|n| n.event() == "deploy_baked")
+        .collect();
+    assert_eq!(baked.len(), 2, "v1 and v2 baked: {notes:#?}");
+    assert_ne!(
+        baked[0].attrs["correlation_id"],
+        baked[1].attrs["correlation_id"]
+    );
     let rb = notes
         .iter()
         .find(|n| n.event() == "deploy_rolled_back")
