@@ -387,6 +387,12 @@ async fn endpoint_finding<C: Cloud>(
             ),
         ));
     }
+    if !aws.role_exists(&e.execution_role_arn).await? {
+        return Ok((
+            Status::Missing,
+            format!("no IAM role {} (execution_role_arn)", e.execution_role_arn),
+        ));
+    }
     if !e.rollback_alarms.is_empty() {
         let found = aws.alarm_states(&e.rollback_alarms).await?;
         let missing: Vec<&str> = e
@@ -405,13 +411,13 @@ async fn endpoint_finding<C: Cloud>(
     Ok(match aws.describe_endpoint(&e.endpoint_name).await? {
         None => (
             Status::Ok,
-            "group and alarms exist; the endpoint is absent (the first deployment creates it)"
+            "group, role and alarms exist; the endpoint is absent (the first deployment creates it)"
                 .into(),
         ),
         Some(v) => (
             Status::Ok,
             format!(
-                "group and alarms exist; the endpoint is {} on config {}",
+                "group, role and alarms exist; the endpoint is {} on config {}",
                 v.status, v.config_name
             ),
         ),

@@ -439,6 +439,18 @@ fn preflight(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
         );
     }
     let mut st = Vec::new();
+    let roles: BTreeSet<&str> = cfg
+        .endpoints
+        .values()
+        .map(|e| e.execution_role_arn.as_str())
+        .collect();
+    if !roles.is_empty() {
+        st.push(allow(
+            "PreflightEndpointRoles",
+            &["iam:GetRole"],
+            roles.into_iter().collect::<Vec<_>>(),
+        ));
+    }
     if !actions.is_empty() {
         st.push(allow(
             "Preflight",
@@ -571,6 +583,7 @@ mod tests {
             "iam:PassRole",
             "cloudwatch:DescribeAlarms",
             "sagemaker:ListTags",
+            "iam:GetRole",
         ] {
             assert!(acts.iter().any(|x| x == a), "{a} in {acts:?}");
         }

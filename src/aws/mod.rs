@@ -39,6 +39,7 @@ pub(crate) struct Aws {
     s3: aws_sdk_s3::Client,
     sqs: aws_sdk_sqs::Client,
     sts: aws_sdk_sts::Client,
+    iam: aws_sdk_iam::Client,
     region: String,
 }
 
@@ -59,6 +60,7 @@ impl Aws {
             s3: aws_sdk_s3::Client::from_conf(s3conf),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             sts: aws_sdk_sts::Client::new(&sdk),
+            iam: aws_sdk_iam::Client::new(&sdk),
             region,
         }
     }

@@ -1,7 +1,7 @@
-//! STS: who the caller is.
+//! STS and IAM: who the caller is, whether a role exists.
 
 use super::{Aws, Observed};
-use crate::cloud::{AwsError, Identity};
+use crate::cloud::{AwsError, ErrorKind, Identity};
 use crate::config::AwsConfig;
 
 impl Identity for Aws {
@@ -21,6 +21,23 @@ impl Identity for Aws {
             r.arn().unwrap_or_default().to_string(),
             r.account().unwrap_or_default().to_string(),
         ))
+    }
+
+    /// IAM `GetRole` by the role's name (the ARN's last path segment); `NoSuchEntity` → false.
+    async fn role_exists(&self, role_arn: &str) -> Result<bool, AwsError> {
+        let name = role_arn.rsplit('/').next().unwrap_or(role_arn);
+        match self
+            .iam
+            .get_role()
+            .role_name(name)
+            .send()
+            .observed("iam", "GetRole")
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == "NoSuchEntity" || e.kind == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -119,6 +119,8 @@ pub trait Identity {
     fn region(&self) -> &str;
     /// The caller's (ARN, account), from STS `GetCallerIdentity`.
     fn caller_identity(&self) -> impl Future<Output = Result<(String, String), AwsError>> + Send;
+    /// Whether the IAM role of this ARN exists (IAM `GetRole`).
+    fn role_exists(&self, role_arn: &str) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
 /// CloudWatch: metrics and alarms.

@@ -41,6 +41,20 @@ fn setup(prefix: &str) -> Setup {
     let alarm = aws.name("5xx");
     aws.create_alarm(&alarm, &aws.name("ns"));
     set_alarm(&aws, &alarm, "OK");
+    // The models' role (shared by the tests on one moto server: made once).
+    let iam = aws_sdk_iam::Client::new(&aws.conf);
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"sagemaker.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    if let Err(e) = aws.rt.block_on(
+        iam.create_role()
+            .role_name("SageMakerModelRole")
+            .assume_role_policy_document(trust)
+            .send(),
+    ) {
+        let code = aws_sdk_iam::error::ProvideErrorMetadata::code(&e)
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(code, "EntityAlreadyExists", "create role: {e:?}");
+    }
     Setup {
         aws,
         dir: tempfile::tempdir().unwrap(),
@@ -600,6 +614,15 @@ fn diff_doctor_and_plan_tell_the_endpoint() {
     let (code, out, _) = common::mlopsd(&["doctor", "--config", p]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no-such-alarm"), "{out}");
+    // A misspelt role is missing.
+    let bad = text.replace("SageMakerModelRole", "SageMakerModelRoel");
+    std::fs::write(&path, &bad).unwrap();
+    let (code, out, _) = common::mlopsd(&["doctor", "--config", p]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no IAM role arn:aws:iam::123456789012:role/SageMakerModelRoel"),
+        "{out}"
+    );
     std::fs::write(&path, &text).unwrap();
     let (code, out, _) = common::mlopsd(&["plan", "--config", p, "--json", "--count", "1"]);
     assert_eq!(code, 0);

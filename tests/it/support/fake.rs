@@ -105,6 +105,9 @@ impl Identity for Fake {
     fn region(&self) -> &str {
         "us-east-1"
     }
+    async fn role_exists(&self, _role_arn: &str) -> Result<bool, AwsError> {
+        Ok(true)
+    }
     async fn caller_identity(&self) -> Result<(String, String), AwsError> {
         Ok((
             "arn:aws:iam::123456789012:user/fake".into(),
