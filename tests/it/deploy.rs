@@ -380,6 +380,12 @@ fn an_alarm_during_the_bake_is_rolled_back_by_mlopsd_and_chains_on_failure() {
     // The rollback was all at once, without alarms; v2 is not deployed again (notify only).
     let bodies = proxy.bodies("UpdateEndpoint");
     assert_eq!(bodies.len(), 2, "v2, then the rollback: {bodies:?}");
+    let first: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(
+        first["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"],
+        "ALL_AT_ONCE",
+        "the default strategy: {first}"
+    );
     let b: Value = serde_json::from_str(&bodies[1]).unwrap();
     assert_eq!(b["EndpointConfigName"], config1.as_str());
     assert!(
@@ -648,7 +654,8 @@ fn an_endpoint_busy_with_someone_elses_change_is_waited_for() {
     let s = setup("deploy-busy");
     let proxy = Proxy::start(&common::aws::endpoint());
     let v1 = s.approved();
-    let d = s.start(&s.config(&proxy.url, "churn", "", ""));
+    let rolling = "strategy = { rolling = \"50%\", wait = \"0s\" }\n";
+    let d = s.start(&s.config(&proxy.url, "churn", rolling, ""));
     wait_result(&d, "deploy_progress", "baked", 1);
     let ep = s.endpoint_name("churn");
     // A hand-made config of v1, and an update to it from outside mlopsd.
@@ -704,6 +711,17 @@ fn an_endpoint_busy_with_someone_elses_change_is_waited_for() {
         proxy.count("UpdateEndpoint"),
         1,
         "mlopsd's own update, once"
+    );
+    let b: Value = serde_json::from_str(&proxy.bodies("UpdateEndpoint")[0]).unwrap();
+    let rolling = &b["DeploymentConfig"]["RollingUpdatePolicy"];
+    assert_eq!(
+        rolling["MaximumBatchSize"]["Type"], "CAPACITY_PERCENT",
+        "{b}"
+    );
+    assert_eq!(rolling["MaximumBatchSize"]["Value"], 50, "{b}");
+    assert!(
+        b["DeploymentConfig"]["BlueGreenUpdatePolicy"].is_null(),
+        "{b}"
     );
     assert!(s.endpoint(&ep).unwrap().1.contains("-v2-"));
     // Their config, in use until then, is not mlopsd's to delete.
@@ -803,4 +821,37 @@ fn package_and_endpoint_events_drive_a_deployment_without_polling() {
     ));
     wait_result(&d, "deploy_progress", "baked", 2);
     assert!(s.endpoint(&ep).unwrap().1.contains("-v2-"));
+}
+
+/// A gate's approval makes the endpoint block read the registry at once (the reconcile is an
+/// hour away), and the update shifts traffic linearly.
+#[test]
+fn a_gates_approval_deploys_at_once_with_linear_traffic() {
+    let s = setup("deploy-gate");
+    let proxy = Proxy::start(&common::aws::endpoint());
+    s.approved();
+    let gate = format!(
+        "[gates.approval]\nmodel_package_group = \"{}\"\nschedule = \"every 1s\"\nmetric = \"accuracy\"\nmin = 0.8\n",
+        s.group
+    );
+    let text = s
+        .config(
+            &proxy.url,
+            "churn",
+            "strategy = { linear = \"25%\", wait = \"0s\" }\n",
+            &gate,
+        )
+        .replace("reconcile_interval = \"1s\"", "reconcile_interval = \"1h\"");
+    let d = s.start(&text);
+    wait_result(&d, "deploy_progress", "baked", 1);
+    s.aws.create_pending_package(&s.group, "0.93");
+    d.wait_event("gate_applied", 1, T);
+    let read = d.wait_for_event_where("endpoint_read", T, |v| v["why"] == "gate_approved");
+    assert_eq!(read["endpoint"], "churn");
+    wait_result(&d, "deploy_progress", "baked", 2);
+    let b: Value = serde_json::from_str(&proxy.bodies("UpdateEndpoint")[0]).unwrap();
+    let routing = &b["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"];
+    assert_eq!(routing["Type"], "LINEAR", "{b}");
+    assert_eq!(routing["LinearStepSize"]["Value"], 25, "{b}");
+    assert_eq!(routing["LinearStepSize"]["Type"], "CAPACITY_PERCENT", "{b}");
 }
