@@ -855,3 +855,55 @@ fn a_gates_approval_deploys_at_once_with_linear_traffic() {
     assert_eq!(routing["LinearStepSize"]["Value"], 25, "{b}");
     assert_eq!(routing["LinearStepSize"]["Type"], "CAPACITY_PERCENT", "{b}");
 }
+
+/// A block removed by a reload while its create is in flight: the call that was sent is still
+/// followed to its end (as a removed rule's runs are), and nothing new is decided for it.
+#[test]
+fn a_removed_block_still_follows_its_call_to_the_end() {
+    let s = setup("deploy-removed");
+    s.approved();
+    let text = s.config(&s.aws.endpoint, "churn", "", "");
+    let d = s.start(&text);
+    d.wait_for_event_where("deploy_following", T, |v| v["status"] == "Creating");
+    let without = text[..text.find("[endpoints.churn]").unwrap()].to_string();
+    common::replace_by_rename(&d.config, &without);
+    d.wait_event("config_reload_accepted", 1, T);
+    wait_result(&d, "deploy_progress", "baked", 1);
+    let (status, config) = s.endpoint(&s.endpoint_name("churn")).unwrap();
+    assert_eq!(status, "InService");
+    assert!(config.contains("-v1-"));
+    s.approved();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !d.events("deploy_progress")
+            .iter()
+            .any(|v| v["version"] == 2),
+        "nothing decided for a removed block"
+    );
+}
+
+/// A block removed while its deployment bakes: the bake waits for the block (its alarms left
+/// with it); nothing is judged rolled back.
+#[test]
+fn a_removed_block_leaves_its_bake_alone() {
+    let s = setup("deploy-removed-bake");
+    s.approved();
+    let block = format!("rollback_alarms = [\"{}\"]\nbake = \"1h\"\n", s.alarm);
+    let text = s.config(&s.aws.endpoint, "churn", &block, "");
+    let d = s.start(&text);
+    wait_result(&d, "deploy_progress", "succeeded", 1);
+    let without = text[..text.find("[endpoints.churn]").unwrap()].to_string();
+    common::replace_by_rename(&d.config, &without);
+    d.wait_event("config_reload_accepted", 1, T);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        d.events("deploy_ended").is_empty(),
+        "{:?}",
+        d.events("deploy_ended")
+    );
+    assert!(s
+        .endpoint(&s.endpoint_name("churn"))
+        .unwrap()
+        .1
+        .contains("-v1-"));
+}

@@ -78,8 +78,12 @@ impl<C: Cloud> Work<C> {
             return;
         }
         let Some(ep) = self.cfg.endpoints.get(&row.endpoint).cloned() else {
-            // The block was removed: what was started is still followed to its end.
-            return self.observe(row, None);
+            // The block was removed: a call that was sent is still followed to its end; a
+            // bake (its alarms gone with the block) or an unsent decision waits for the block.
+            if matches!(row.state, DeployState::Deploying | DeployState::RollingBack) {
+                self.observe(row, None);
+            }
+            return;
         };
         match row.state {
             DeployState::Decided => self.prepare(row, ep),
@@ -358,6 +362,9 @@ impl<C: Cloud> Work<C> {
         row: DeploymentRow,
         view: Result<Option<EndpointView>, AwsError>,
     ) {
+        if !matches!(row.state, DeployState::Deploying | DeployState::RollingBack) {
+            return; // moved meanwhile (only a call in flight is judged)
+        }
         let view = match view {
             Ok(v) => v,
             Err(e) => {
