@@ -907,3 +907,21 @@ fn a_removed_block_leaves_its_bake_alone() {
         .1
         .contains("-v1-"));
 }
+
+/// One deployment at a time: a version approved while another deploys goes next, as soon as
+/// that one ends (the reconcile is an hour away).
+#[test]
+fn a_version_approved_meanwhile_goes_next() {
+    let s = setup("deploy-next");
+    s.approved();
+    let text = s
+        .config(&s.aws.endpoint, "churn", "", "")
+        .replace("reconcile_interval = \"1s\"", "reconcile_interval = \"1h\"");
+    let d = s.start(&text);
+    d.wait_for_event_where("deploy_following", T, |v| v["status"] == "Creating");
+    s.approved();
+    wait_result(&d, "deploy_progress", "baked", 1);
+    wait_result(&d, "deploy_progress", "baked", 2);
+    let read = d.wait_for_event_where("endpoint_read", T, |v| v["why"] == "deployment_ended");
+    assert_eq!(read["endpoint"], "churn");
+}

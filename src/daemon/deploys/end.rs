@@ -222,6 +222,9 @@ impl<C: Cloud> Work<C> {
             Some(Some(queued)) => {
                 self.emit(row, result, mv.reason);
                 self.queued(notices, &queued);
+                if !to.is_active() {
+                    self.after_end(&row.endpoint, to);
+                }
                 true
             }
             _ => false,
@@ -365,5 +368,22 @@ impl<C: Cloud> Work<C> {
             n.repeat_interval = std::time::Duration::ZERO;
         }
         q
+    }
+
+    /// One deployment per endpoint at a time: when one ends, the block reads the registry
+    /// again (a version approved meanwhile goes next, not at the next reconcile); when it
+    /// baked, so do the blocks promoted from it.
+    fn after_end(&mut self, name: &str, to: DeployState) {
+        let mut next = vec![name.to_string()];
+        if to == DeployState::Baked {
+            next.extend(
+                self.cfg
+                    .endpoints
+                    .iter()
+                    .filter(|(_, e)| e.promote_from.as_deref() == Some(name))
+                    .map(|(n, _)| n.clone()),
+            );
+        }
+        self.reconcile_endpoints(Some(&next), "deployment_ended");
     }
 }
