@@ -450,3 +450,50 @@ async fn ha_on_a_single_threaded_runtime_is_a_clear_error() {
     );
     assert!(fake.starts().is_empty());
 }
+
+/// SPEC: a deployment with no end within the strategy's waits + 1 h is `failed`, and the
+/// version is not deployed there again. The fake endpoint stays `Updating` for good.
+#[tokio::test(start_paused = true)]
+async fn a_deployment_without_an_end_fails_after_its_waits_and_an_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::driven(at("2026-06-01T00:00:00Z"));
+    let fake = Fake::new(clock, vec![]);
+    {
+        let mut s = fake.seen.lock().unwrap();
+        s.approved = vec![mlopsd::cloud::PackageVersion {
+            arn: "arn:aws:sagemaker:us-east-1:123456789012:model-package/g/1".into(),
+            version: 1,
+        }];
+        s.endpoint = Some(mlopsd::cloud::EndpointView {
+            status: "InService".into(),
+            config_name: "someone-elses-config".into(),
+            pending_config: None,
+            failure_reason: None,
+            last_modified: Some(at("2026-05-01T00:00:00Z")),
+        });
+    }
+    let cfg = format!(
+        "{}[endpoints.churn]\nendpoint_name = \"churn\"\nmodel_package_group = \"g\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/r\"\ninstance_type = \"ml.m5.large\"\nstrategy = {{ canary = \"10%\", wait = \"10m\" }}\nnotify = [\"ops\"]\n",
+        head(dir.path(), free_port()).replace("[daemon]\n", "[daemon]\nreconcile_interval = \"10m\"\n")
+    );
+    drive(dir.path(), &cfg, &fake, Duration::from_secs(4 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(fake.published("deploy_started"), ["2026-06-01T00:00:00Z"]);
+    // The canary's wait (10 m) + 1 h after the update was sent, at the next 15 s poll.
+    let failed = fake.published("deploy_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].as_str() >= "2026-06-01T01:10:00Z"
+            && failed[0].as_str() <= "2026-06-01T01:10:15Z",
+        "{failed:?}"
+    );
+    let writes = fake.seen.lock().unwrap().hosting_writes.clone();
+    let updates: Vec<_> = writes.iter().filter(|w| w.1 == "UpdateEndpoint").collect();
+    assert_eq!(updates.len(), 1, "never again for that version: {writes:?}");
+    assert_eq!(
+        fake.published("deploy_skipped").len(),
+        0,
+        "the endpoint stays Updating: nothing to decide, nothing to skip"
+    );
+}

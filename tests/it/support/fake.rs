@@ -37,6 +37,14 @@ pub struct Seen {
     pub pipeline_writes: Vec<(DateTime<Utc>, &'static str, String)>,
     /// DescribePipeline calls.
     pub pipeline_reads: usize,
+    /// The registry's Approved versions, and the one endpoint of the fake SageMaker hosting
+    /// (an update leaves it `Updating` for good: a deployment that never ends).
+    pub approved: Vec<PackageVersion>,
+    pub endpoint: Option<EndpointView>,
+    pub models: std::collections::HashSet<String>,
+    pub configs: std::collections::HashSet<String>,
+    /// (instant, operation, name) of each hosting write.
+    pub hosting_writes: Vec<(DateTime<Utc>, &'static str, String)>,
 }
 
 pub type ValueFn = dyn Fn(DateTime<Utc>) -> Option<f64> + Send + Sync;
@@ -284,69 +292,98 @@ impl Registry for Fake {
     }
 }
 
-/// No endpoint blocks in the loop's paused-time tests: an empty registry, no endpoints, and
-/// every write refused (a deployment here would be a bug of the test).
+/// SageMaker hosting in memory: the registry's Approved versions, models and configs by
+/// name, and one endpoint that a create makes `InService` at once and an update leaves
+/// `Updating` for good (a deployment that never ends, for the deadline).
 impl Endpoints for Fake {
     async fn approved_versions(&self, _group: &str) -> Result<Vec<PackageVersion>, AwsError> {
-        Ok(vec![])
+        Ok(self.seen.lock().unwrap().approved.clone())
     }
     async fn package_tags(&self, _arn: &str) -> Result<Vec<(String, String)>, AwsError> {
         Ok(vec![])
     }
     async fn describe_endpoint(&self, _name: &str) -> Result<Option<EndpointView>, AwsError> {
-        Ok(None)
+        Ok(self.seen.lock().unwrap().endpoint.clone())
     }
-    async fn model_exists(&self, _name: &str) -> Result<bool, AwsError> {
-        Ok(false)
+    async fn model_exists(&self, name: &str) -> Result<bool, AwsError> {
+        Ok(self.seen.lock().unwrap().models.contains(name))
     }
-    async fn endpoint_config_exists(&self, _name: &str) -> Result<bool, AwsError> {
-        Ok(false)
+    async fn endpoint_config_exists(&self, name: &str) -> Result<bool, AwsError> {
+        Ok(self.seen.lock().unwrap().configs.contains(name))
     }
     async fn create_model(
         &self,
         _act: &Acting<'_>,
-        _name: &str,
+        name: &str,
         _package_arn: &str,
         _role_arn: &str,
     ) -> Result<(), AwsError> {
-        Err(unsupported("CreateModel"))
+        let mut s = self.seen.lock().unwrap();
+        s.models.insert(name.to_string());
+        s.hosting_writes
+            .push((self.clock.now(), "CreateModel", name.to_string()));
+        Ok(())
     }
     async fn create_endpoint_config(
         &self,
         _act: &Acting<'_>,
-        _name: &str,
+        name: &str,
         _model: &str,
         _capacity: &Capacity,
     ) -> Result<(), AwsError> {
-        Err(unsupported("CreateEndpointConfig"))
+        let mut s = self.seen.lock().unwrap();
+        s.configs.insert(name.to_string());
+        s.hosting_writes
+            .push((self.clock.now(), "CreateEndpointConfig", name.to_string()));
+        Ok(())
     }
     async fn create_endpoint(
         &self,
         _act: &Acting<'_>,
         _name: &str,
-        _config: &str,
+        config: &str,
     ) -> Result<(), AwsError> {
-        Err(unsupported("CreateEndpoint"))
+        let now = self.clock.now();
+        let mut s = self.seen.lock().unwrap();
+        s.endpoint = Some(EndpointView {
+            status: "InService".into(),
+            config_name: config.to_string(),
+            pending_config: None,
+            failure_reason: None,
+            last_modified: Some(now),
+        });
+        s.hosting_writes
+            .push((now, "CreateEndpoint", config.to_string()));
+        Ok(())
     }
     async fn update_endpoint(
         &self,
         _act: &Acting<'_>,
         _name: &str,
-        _config: &str,
+        config: &str,
         _strategy: &Strategy,
         _alarms: &[String],
     ) -> Result<(), AwsError> {
-        Err(unsupported("UpdateEndpoint"))
+        let now = self.clock.now();
+        let mut s = self.seen.lock().unwrap();
+        if let Some(e) = s.endpoint.as_mut() {
+            e.status = "Updating".into();
+            e.pending_config = Some(config.to_string());
+            e.last_modified = Some(now);
+        }
+        s.hosting_writes
+            .push((now, "UpdateEndpoint", config.to_string()));
+        Ok(())
     }
-    async fn delete_model(&self, _act: &Acting<'_>, _name: &str) -> Result<bool, AwsError> {
-        Err(unsupported("DeleteModel"))
+    async fn delete_model(&self, _act: &Acting<'_>, name: &str) -> Result<bool, AwsError> {
+        Ok(self.seen.lock().unwrap().models.remove(name))
     }
     async fn delete_endpoint_config(
         &self,
         _act: &Acting<'_>,
-        _name: &str,
+        name: &str,
     ) -> Result<bool, AwsError> {
-        Err(unsupported("DeleteEndpointConfig"))
+        Ok(self.seen.lock().unwrap().configs.remove(name))
     }
 }
 
