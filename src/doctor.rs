@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::cloud::{AwsError, Cloud, ErrorKind, HaCheckError, HaLog, MetricQuery, RemotePipeline};
-use crate::config::{Config, Declared};
+use crate::config::{Config, Declared, Source};
 
 /// What a resource's check found.
 #[derive(
@@ -436,7 +436,7 @@ async fn checks<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Fi
         .collect();
     let alarms: Vec<String> = checks
         .iter()
-        .filter_map(|(_, c)| c.alarm.clone())
+        .filter_map(|(_, c)| c.alarm().map(str::to_string))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -445,14 +445,9 @@ async fn checks<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Fi
     } else {
         aws.alarm_states(&alarms).await
     };
-    let metric_checks: Vec<(&String, &std::sync::Arc<crate::config::Check>)> = checks
+    let queries: Vec<MetricQuery<'_>> = checks
         .iter()
-        .filter(|(_, c)| c.alarm.is_none())
-        .copied()
-        .collect();
-    let queries: Vec<MetricQuery<'_>> = metric_checks
-        .iter()
-        .map(|(_, c)| MetricQuery::of(c))
+        .filter_map(|(_, c)| c.metric().map(MetricQuery::of))
         .collect();
     let (values, _) = if queries.is_empty() {
         (Vec::new(), 0)
@@ -461,29 +456,32 @@ async fn checks<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Fi
     };
     let mut values = values.into_iter();
     for (name, c) in &checks {
-        if let Some(alarm) = &c.alarm {
-            let f = |s, d: String| finding(ResourceKind::Check, name, alarm, s, d);
-            out.push(match &alarm_states {
-                Ok(m) => match m.get(alarm) {
-                    Some(state) => f(Status::Ok, format!("alarm is {}", state.as_str())),
-                    None => f(
-                        Status::Missing,
-                        format!("no CloudWatch alarm named \"{alarm}\" in {}", aws.region()),
-                    ),
-                },
-                Err(e) => {
-                    let (s, d) = from_error(e);
-                    f(s, d)
-                }
-            });
-            continue;
-        }
-        let resource = format!("{}/{}", c.namespace, c.metric);
+        let m = match &c.source {
+            Source::Metric(m) => m,
+            Source::Alarm(alarm) => {
+                let f = |s, d: String| finding(ResourceKind::Check, name, alarm, s, d);
+                out.push(match &alarm_states {
+                    Ok(m) => match m.get(alarm) {
+                        Some(state) => f(Status::Ok, format!("alarm is {}", state.as_str())),
+                        None => f(
+                            Status::Missing,
+                            format!("no CloudWatch alarm named \"{alarm}\" in {}", aws.region()),
+                        ),
+                    },
+                    Err(e) => {
+                        let (s, d) = from_error(e);
+                        f(s, d)
+                    }
+                });
+                continue;
+            }
+        };
+        let resource = format!("{}/{}", m.namespace, m.metric);
         let f = |s, d: String| finding(ResourceKind::Check, name, &resource, s, d);
         let v = values.next();
         out.push(match v {
             Some(Ok(Some(v))) => f(Status::Ok, format!("latest value {v}")),
-            Some(Ok(None)) => f(Status::NoData, explain_no_data(aws, c).await),
+            Some(Ok(None)) => f(Status::NoData, explain_no_data(aws, m).await),
             Some(Err(e)) => {
                 let (s, d) = from_error(&e);
                 f(s, d)
@@ -529,7 +527,7 @@ fn sync_detail(remote: &RemotePipeline, d: &Declared) -> String {
 
 /// Why a metric query has no data: the metric does not exist in the namespace, or it exists
 /// with other dimensions (the classic typo), or it has no recent datapoints.
-async fn explain_no_data<C: Cloud>(aws: &C, c: &crate::config::Check) -> String {
+async fn explain_no_data<C: Cloud>(aws: &C, c: &crate::config::MetricSource) -> String {
     let window = crate::duration::format_duration(c.period * 2);
     let dims = |d: &[(String, String)]| {
         if d.is_empty() {

@@ -297,23 +297,24 @@ pub(crate) fn report_value(report: &str, path: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GateMetric, MissingData, Threshold, Timed};
+    use crate::config::{GateMetric, MetricSource, MissingData, Source, Threshold, Timed};
     use crate::schedule::Schedule;
     use std::time::Duration;
 
     fn check(for_count: u32, missing: MissingData) -> Check {
         Check {
-            alarm: None,
             timed: Timed {
                 expression: "every 1m".into(),
                 schedule: Schedule::parse("every 1m").unwrap(),
                 timezone: chrono_tz::UTC,
             },
-            namespace: "n".into(),
-            metric: "m".into(),
-            dimensions: Vec::new(),
-            statistic: "Average".into(),
-            period: Duration::from_secs(60),
+            source: Source::Metric(MetricSource {
+                namespace: "n".into(),
+                metric: "m".into(),
+                dimensions: Vec::new(),
+                statistic: "Average".into(),
+                period: Duration::from_secs(60),
+            }),
             threshold: Threshold::Above(0.1),
             for_count,
             missing_data: missing,

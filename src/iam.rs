@@ -91,18 +91,14 @@ pub(crate) fn policy(
 /// Metric checks read `GetMetricData` (no narrower resource); alarm checks their alarms.
 fn checks(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
     let mut st = Vec::new();
-    if cfg.checks.values().any(|c| c.alarm.is_none()) {
+    if cfg.checks.values().any(|c| c.alarm().is_none()) {
         st.push(allow(
             "ReadCheckMetrics",
             &["cloudwatch:GetMetricData"],
             "*",
         ));
     }
-    let alarms: BTreeSet<&str> = cfg
-        .checks
-        .values()
-        .filter_map(|c| c.alarm.as_deref())
-        .collect();
+    let alarms: BTreeSet<&str> = cfg.checks.values().filter_map(|c| c.alarm()).collect();
     if !alarms.is_empty() {
         let Arns {
             partition,
@@ -458,7 +454,7 @@ fn preflight(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
             res.into_iter().collect::<Vec<_>>(),
         ));
     }
-    if cfg.checks.values().any(|c| c.alarm.is_none()) {
+    if cfg.checks.values().any(|c| c.alarm().is_none()) {
         // Explains a metric query without data (wrong namespace, metric or dimensions).
         st.push(allow(
             "PreflightListMetrics",

@@ -4,7 +4,7 @@ use chrono::Utc;
 
 use crate::aws::Aws;
 use crate::cloud::{AlarmState, MetricQuery, Metrics as _};
-use crate::config::{Check, Config, MissingData};
+use crate::config::{Check, Config, MissingData, Source};
 use crate::duration::format_duration;
 use crate::exit;
 
@@ -23,16 +23,17 @@ pub(crate) async fn run(cfg: &Config, name: &str) -> u8 {
         return exit::NO_ANSWER;
     };
     let aws = Aws::new(&cfg.aws).await;
-    if let Some(alarm) = &c.alarm {
-        return alarm_check(&aws, name, c, alarm).await;
-    }
-    let q = MetricQuery::of(c);
+    let m = match &c.source {
+        Source::Alarm(alarm) => return alarm_check(&aws, name, c, alarm).await,
+        Source::Metric(m) => m,
+    };
+    let q = MetricQuery::of(m);
     let what = format!(
         "{} of {}/{} over {}",
-        c.statistic,
-        c.namespace,
-        c.metric,
-        format_duration(c.period)
+        m.statistic,
+        m.namespace,
+        m.metric,
+        format_duration(m.period)
     );
     match aws
         .latest_values(std::slice::from_ref(&q), Utc::now())

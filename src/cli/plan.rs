@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::clock::{ts, ts_in};
-use crate::config::{Config, ItemKind, RunKind, Start, Threshold, Timed, Trigger, Upstream};
+use crate::config::{
+    Config, ItemKind, RunKind, Source, Start, Threshold, Timed, Trigger, Upstream,
+};
 use crate::duration::format_duration;
 
 /// One schedule in the plan.
@@ -35,10 +37,14 @@ pub(super) fn describe_rule(cfg: &Config, name: &str) -> String {
     let when = match &r.trigger {
         Trigger::Check(c) => match cfg.checks.get(c) {
             Some(ch) => {
-                let th = match (&ch.alarm, ch.threshold) {
-                    (Some(a), _) => format!("alarm {a} in ALARM"),
-                    (None, Threshold::Above(v)) => format!("{} {} > {v}", ch.statistic, ch.metric),
-                    (None, Threshold::Below(v)) => format!("{} {} < {v}", ch.statistic, ch.metric),
+                let th = match (&ch.source, ch.threshold) {
+                    (Source::Alarm(a), _) => format!("alarm {a} in ALARM"),
+                    (Source::Metric(m), Threshold::Above(v)) => {
+                        format!("{} {} > {v}", m.statistic, m.metric)
+                    }
+                    (Source::Metric(m), Threshold::Below(v)) => {
+                        format!("{} {} < {v}", m.statistic, m.metric)
+                    }
                 };
                 let times = if ch.for_count == 1 {
                     "once".to_string()

@@ -65,13 +65,13 @@ pub struct MetricQuery<'a> {
 }
 
 impl<'a> MetricQuery<'a> {
-    pub(crate) fn of(c: &'a crate::config::Check) -> Self {
+    pub(crate) fn of(m: &'a crate::config::MetricSource) -> Self {
         MetricQuery {
-            namespace: &c.namespace,
-            metric: &c.metric,
-            dimensions: &c.dimensions,
-            statistic: &c.statistic,
-            period: c.period,
+            namespace: &m.namespace,
+            metric: &m.metric,
+            dimensions: &m.dimensions,
+            statistic: &m.statistic,
+            period: m.period,
         }
     }
 }

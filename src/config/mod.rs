@@ -283,27 +283,54 @@ impl fmt::Display for Threshold {
 pub(crate) struct Check {
     /// An alarm check with `[events]` and no `schedule` has `Schedule::Never` here.
     pub timed: Timed,
-    /// `alarm = NAME`: the check reads this CloudWatch alarm instead of a metric. It is
-    /// evaluated as the value 1 while the alarm is `ALARM`, 0 while `OK`, and no data while
-    /// `INSUFFICIENT_DATA`, against the threshold "above 0.5"; the metric fields are empty.
-    pub alarm: Option<String>,
+    /// What the check reads.
+    pub source: Source,
+    pub threshold: Threshold,
+    pub for_count: u32,
+    pub missing_data: MissingData,
+}
+
+/// A check's one source.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Source {
+    /// A CloudWatch metric (`GetMetricData`).
+    Metric(MetricSource),
+    /// `alarm = NAME`: a CloudWatch alarm, evaluated as the value 1 while it is `ALARM`, 0
+    /// while `OK`, and no data while `INSUFFICIENT_DATA`, against the threshold "above 0.5".
+    Alarm(String),
+}
+
+/// A metric check's query.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetricSource {
     pub namespace: String,
     pub metric: String,
     pub dimensions: Dimensions,
     /// `Average`, `Sum`, `Minimum`, `Maximum`, `SampleCount` or `pNN`, as CloudWatch spells it.
     pub statistic: String,
     pub period: Duration,
-    pub threshold: Threshold,
-    pub for_count: u32,
-    pub missing_data: MissingData,
 }
 
 impl Check {
     /// What the check reads, for people: `alarm NAME` or `NAMESPACE/METRIC`.
     pub(crate) fn source_text(&self) -> String {
-        match &self.alarm {
-            Some(a) => format!("alarm {a}"),
-            None => format!("{}/{}", self.namespace, self.metric),
+        match &self.source {
+            Source::Alarm(a) => format!("alarm {a}"),
+            Source::Metric(m) => format!("{}/{}", m.namespace, m.metric),
+        }
+    }
+    /// The alarm an alarm check reads.
+    pub(crate) fn alarm(&self) -> Option<&str> {
+        match &self.source {
+            Source::Alarm(a) => Some(a),
+            Source::Metric(_) => None,
+        }
+    }
+    /// The query of a metric check.
+    pub(crate) fn metric(&self) -> Option<&MetricSource> {
+        match &self.source {
+            Source::Metric(m) => Some(m),
+            Source::Alarm(_) => None,
         }
     }
 }

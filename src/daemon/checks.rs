@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::work::{new_correlation_id, Cause, Msg, Work};
 use crate::cloud::{AlarmState, AwsError, Cloud, ErrorKind, MetricQuery};
-use crate::config::{Check, Config, Trigger};
+use crate::config::{Check, Config, Source, Trigger};
 use crate::engine::{self, CheckOutcome, Verdict};
 use crate::events;
 use crate::notify::{Kind, Message};
@@ -54,12 +54,14 @@ impl<C: Cloud> Work<C> {
         let (cloud, tx, clock) = (self.cloud.clone(), self.tx.clone(), self.clock);
         self.tracker.spawn(async move {
             let (alarms, metrics): (Vec<_>, Vec<_>) =
-                due.into_iter().partition(|(_, c)| c.alarm.is_some());
+                due.into_iter().partition(|(_, c)| c.alarm().is_some());
             let mut results: Vec<(String, Result<Option<f64>, AwsError>)> =
                 Vec::with_capacity(alarms.len() + metrics.len());
             if !metrics.is_empty() {
-                let qs: Vec<MetricQuery<'_>> =
-                    metrics.iter().map(|(_, c)| MetricQuery::of(c)).collect();
+                let qs: Vec<MetricQuery<'_>> = metrics
+                    .iter()
+                    .filter_map(|(_, c)| c.metric().map(MetricQuery::of))
+                    .collect();
                 let (values, calls) = cloud.latest_values(&qs, clock.now()).await;
                 tracing::debug!(
                     event = "metrics_fetched",
@@ -71,12 +73,14 @@ impl<C: Cloud> Work<C> {
                 results.extend(metrics.into_iter().map(|(n, _)| n).zip(values));
             }
             if !alarms.is_empty() {
-                let names: Vec<String> =
-                    alarms.iter().filter_map(|(_, c)| c.alarm.clone()).collect();
+                let names: Vec<String> = alarms
+                    .iter()
+                    .filter_map(|(_, c)| c.alarm().map(str::to_string))
+                    .collect();
                 let states = cloud.alarm_states(&names).await;
                 for (n, c) in alarms {
-                    let alarm = c.alarm.clone().unwrap_or_default();
-                    results.push((n, alarm_value(&alarm, &states)));
+                    let alarm = c.alarm().unwrap_or_default();
+                    results.push((n, alarm_value(alarm, &states)));
                 }
             }
             let large = results.len() >= 1000;
@@ -92,7 +96,7 @@ impl<C: Cloud> Work<C> {
             .cfg
             .checks
             .iter()
-            .filter(|(_, c)| c.alarm.as_deref() == Some(alarm))
+            .filter(|(_, c)| c.alarm() == Some(alarm))
             .map(|(n, _)| n.clone())
             .collect();
         if !names.is_empty() {
@@ -221,12 +225,11 @@ impl<C: Cloud> Work<C> {
                         .with("threshold", check.threshold.to_string())
                         .with(
                             "metric",
-                            match &check.alarm {
-                                Some(a) => format!("alarm {a}"),
-                                None => format!(
-                                    "{}/{} {}",
-                                    check.namespace, check.metric, check.statistic
-                                ),
+                            match &check.source {
+                                Source::Alarm(a) => format!("alarm {a}"),
+                                Source::Metric(m) => {
+                                    format!("{}/{} {}", m.namespace, m.metric, m.statistic)
+                                }
                             },
                         )
                 } else {

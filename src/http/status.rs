@@ -416,7 +416,7 @@ fn checks(
                     .next_after(c.timed.timezone, now)
                     .map(|t| ts(&t)),
                 metric: c.source_text(),
-                statistic: c.statistic.clone(),
+                statistic: c.metric().map(|m| m.statistic.clone()).unwrap_or_default(),
                 threshold: ThresholdInfo {
                     op: match c.threshold {
                         Threshold::Above(_) => ThresholdOp::Above,

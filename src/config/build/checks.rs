@@ -102,12 +102,13 @@ pub(super) fn read_check(
     let missing = missing_data(d, t);
     Some(Check {
         timed: timed?,
-        alarm: None,
-        namespace: namespace?.v,
-        metric: metric?.v,
-        dimensions,
-        statistic: statistic?,
-        period: period?,
+        source: Source::Metric(MetricSource {
+            namespace: namespace?.v,
+            metric: metric?.v,
+            dimensions,
+            statistic: statistic?,
+            period: period?,
+        }),
         threshold: threshold?,
         for_count: for_count?,
         missing_data: missing?,
@@ -177,12 +178,7 @@ fn read_alarm_check(
     }
     Some(Check {
         timed: timed?,
-        alarm: Some(alarm.v),
-        namespace: String::new(),
-        metric: String::new(),
-        dimensions: Vec::new(),
-        statistic: String::new(),
-        period: Duration::from_secs(60),
+        source: Source::Alarm(alarm.v),
         threshold: Threshold::Above(0.5),
         for_count: for_count?,
         missing_data: missing?,
