@@ -14,6 +14,8 @@
 //! - `engine`: check evaluation, rule firing, gate verdicts, idempotency tokens.
 //! - `reconcile`: what an apply of a declared pipeline does. `inbox`: EventBridge envelopes.
 //! - `deploy`: a deployment's names, the version an endpoint wants, the verdict on an endpoint.
+//! - `drift`: drift reports (Model Monitor violations, JSON reports): violations, filters,
+//!   a number at a path, the feature list for a parameter.
 //! - `notify`: notification kinds and rendering. [`iam`]: the least-privilege policy.
 //! - [`lease`]: the HA lease state machine and its driver.
 //!
@@ -47,6 +49,7 @@ pub mod config;
 pub mod daemon;
 pub(crate) mod deploy;
 pub(crate) mod doctor;
+pub(crate) mod drift;
 pub(crate) mod duration;
 pub(crate) mod engine;
 pub(crate) mod events;
