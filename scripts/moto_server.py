@@ -26,6 +26,13 @@ Additions (each as AWS documents it):
 - SageMaker `CreateModel`, `CreateEndpointConfig`, `CreateEndpoint` of a name that exists are a
   `ValidationException` "Cannot create already existing …" (moto overwrites).
 - SageMaker `ListTags` / `AddTags` on a model package ARN (moto cannot parse its ARN).
+- SageMaker monitoring schedules (moto has none): `CreateMonitoringSchedule`,
+  `DescribeMonitoringSchedule` (with `LastMonitoringExecutionSummary`),
+  `ListMonitoringExecutions` (newest first by default). AWS runs the executions; here a test
+  records one with `POST /mlopsd/monitoring-execution` (not an AWS call; a JSON body with
+  `MonitoringScheduleName`, `MonitoringExecutionStatus`, `ProcessingJobArn`, optional
+  `FailureReason`, `Region` default us-east-1, `Account` default 123456789012); the
+  processing job itself is moto's own (`CreateProcessingJob`, `DescribeProcessingJob`).
 `MLOPSD_MOTO_TOKEN_WINDOW_SECS` shortens how long a token is remembered (both services), for a
 test of what protects a start after the window. `MLOPSD_MOTO_ENDPOINT_SECS` (default 2) is how
 long a create or update takes, `MLOPSD_MOTO_ROLLBACK_SECS` (default 1) a rollback. State lives
@@ -322,6 +329,110 @@ def _package_tags(original):
     return call
 
 
+def _schedules(backend):
+    return backend.__dict__.setdefault("_mlopsd_schedules", {})
+
+
+def _not_found_schedule(backend, name):
+    return ValidationError(
+        f"Monitoring schedule '{_arn(backend, 'monitoring-schedule', name)}' does not exist."
+    )
+
+
+def create_monitoring_schedule(self):
+    backend = self.sagemaker_backend
+    name = self._get_param("MonitoringScheduleName")
+    with _LOCK:
+        if name in _schedules(backend):
+            raise ValidationError(
+                f'Cannot create already existing monitoring schedule "{_arn(backend, "monitoring-schedule", name)}".'
+            )
+        config = self._get_param("MonitoringScheduleConfig") or {}
+        now = utcnow()
+        _schedules(backend)[name] = {
+            "MonitoringScheduleArn": _arn(backend, "monitoring-schedule", name),
+            "MonitoringScheduleName": name,
+            "MonitoringScheduleStatus": "Scheduled",
+            "MonitoringType": config.get("MonitoringType", "DataQuality"),
+            "CreationTime": now,
+            "LastModifiedTime": now,
+            "MonitoringScheduleConfig": config,
+            "executions": [],
+        }
+        return ActionResult({"MonitoringScheduleArn": _arn(backend, "monitoring-schedule", name)})
+
+
+def describe_monitoring_schedule(self):
+    backend = self.sagemaker_backend
+    name = self._get_param("MonitoringScheduleName")
+    with _LOCK:
+        s = _schedules(backend).get(name)
+        if s is None:
+            raise _not_found_schedule(backend, name)
+        out = {k: v for k, v in s.items() if k != "executions"}
+        if s["executions"]:
+            out["LastMonitoringExecutionSummary"] = s["executions"][-1]
+        return ActionResult(out)
+
+
+def list_monitoring_executions(self):
+    backend = self.sagemaker_backend
+    name = self._get_param("MonitoringScheduleName")
+    with _LOCK:
+        runs = []
+        for s in _schedules(backend).values():
+            if name is None or s["MonitoringScheduleName"] == name:
+                runs.extend(s["executions"])
+        runs.sort(key=lambda e: e["ScheduledTime"], reverse=self._get_param("SortOrder") != "Ascending")
+        limit = self._get_param("MaxResults") or 100
+        return ActionResult({"MonitoringExecutionSummaries": runs[:limit]})
+
+
+def record_monitoring_execution(body):
+    """Records an execution of a schedule, as AWS's scheduler would (not an AWS call)."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    backend = sagemaker_backends[body.get("Account", "123456789012")][body.get("Region", "us-east-1")]
+    name = body.get("MonitoringScheduleName")
+    with _LOCK:
+        s = _schedules(backend).get(name)
+        if s is None:
+            return 404, {"message": f"no monitoring schedule {name}"}
+        now = utcnow()
+        e = {
+            "MonitoringScheduleName": name,
+            "ScheduledTime": now,
+            "CreationTime": now,
+            "LastModifiedTime": now,
+            "MonitoringExecutionStatus": body.get("MonitoringExecutionStatus") or "Completed",
+            "MonitoringType": s["MonitoringType"],
+        }
+        for k in ("ProcessingJobArn", "FailureReason", "EndpointName"):
+            if body.get(k):
+                e[k] = body[k]
+        s["executions"].append(e)
+        return 200, {"recorded": len(s["executions"])}
+
+
+def _with_test_routes(app):
+    """The launcher's own routes in front of moto's app."""
+
+    def wsgi(environ, start_response):
+        if environ.get("PATH_INFO") == "/mlopsd/monitoring-execution" and environ.get("REQUEST_METHOD") == "POST":
+            n = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                body = json.loads(environ["wsgi.input"].read(n) or b"{}")
+                status, out = record_monitoring_execution(body)
+            except Exception as e:  # a bad test request: say so
+                status, out = 400, {"message": str(e)}
+            data = json.dumps(out).encode()
+            start_response(f"{status} {'OK' if status == 200 else 'ERROR'}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+            return [data]
+        return app(environ, start_response)
+
+    return wsgi
+
+
 def install():
     from moto.sagemaker.models import SageMakerModelBackend
 
@@ -330,6 +441,9 @@ def install():
     SageMakerResponse.describe_endpoint = describe_endpoint
     SageMakerResponse.create_endpoint = create_endpoint
     SageMakerResponse.update_endpoint = update_endpoint
+    SageMakerResponse.create_monitoring_schedule = create_monitoring_schedule
+    SageMakerResponse.describe_monitoring_schedule = describe_monitoring_schedule
+    SageMakerResponse.list_monitoring_executions = list_monitoring_executions
     SageMakerResponse.create_model = _exists("model", "model", lambda b: b._models)(
         SageMakerResponse.create_model, "ModelName"
     )
@@ -353,4 +467,6 @@ def install():
 
 if __name__ == "__main__":
     install()
+    _dispatcher = server.DomainDispatcherApplication
+    server.DomainDispatcherApplication = lambda *a, **kw: _with_test_routes(_dispatcher(*a, **kw))
     server.main(sys.argv[1:])

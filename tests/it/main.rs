@@ -13,6 +13,7 @@ mod deb;
 mod declared;
 mod deploy;
 mod doctor;
+mod drift;
 mod events;
 mod fuzz_config;
 mod fuzz_decisions;
