@@ -803,9 +803,19 @@ fn an_entry_no_replica_can_apply_stops_leadership_until_it_is_gone() {
 /// the endpoint ends on that version — and only the leader ever called SageMaker hosting.
 #[test]
 fn failover_during_a_deployment_resumes_it_without_a_second_create() {
+    failover_during_a_deployment("ha-deploy", "after_deploy_sent:churn", false);
+}
+
+/// The leader killed at its first look at the rollback alarms during the bake: the new leader
+/// bakes on from the table and the version is baked, with one create.
+#[test]
+fn failover_during_a_bake_resumes_the_bake() {
+    failover_during_a_deployment("ha-bake", "during_bake:churn", true);
+}
+
+fn failover_during_a_deployment(prefix: &str, failpoint: &str, bake: bool) {
     let _serial = serial();
     let proxy = Proxy::start(&common::aws::endpoint());
-    let prefix = "ha-deploy";
     let probe = TestAws::new(prefix);
     let group = probe.name("group");
     probe
@@ -831,11 +841,28 @@ fn failover_during_a_deployment_resumes_it_without_a_second_create() {
         )
         .expect("approve");
     let ep = probe.name("churn");
-    let extra = format!(
+    let mut extra = format!(
         "[endpoints.churn]\nendpoint_name = \"{ep}\"\nmodel_package_group = \"{group}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/r\"\ninstance_type = \"ml.m5.large\"\nnotify = [\"ops\"]\n"
     );
+    if bake {
+        let alarm = probe.name("5xx");
+        probe.create_alarm(&alarm, &probe.name("ns"));
+        probe
+            .rt
+            .block_on(
+                probe
+                    .cw
+                    .set_alarm_state()
+                    .alarm_name(&alarm)
+                    .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
+                    .state_reason("test")
+                    .send(),
+            )
+            .expect("alarm OK");
+        extra.push_str(&format!("rollback_alarms = [\"{alarm}\"]\nbake = \"3s\"\n"));
+    }
     let c = cluster(prefix, 0, Some(&proxy.url), &extra);
-    let mut a = c.replica("a", &[("MLOPSD_FAILPOINT", "after_deploy_sent:churn")]);
+    let mut a = c.replica("a", &[("MLOPSD_FAILPOINT", failpoint)]);
     a.wait_for_event_where("ha_leading", T, |e| e["replica"] == "a");
     let b = c.replica("b", &[]);
     let st = a.wait_exit(T);
@@ -856,5 +883,5 @@ fn failover_during_a_deployment_resumes_it_without_a_second_create() {
         .block_on(probe.sm.describe_endpoint().endpoint_name(&ep).send())
         .expect("endpoint");
     assert!(d.endpoint_config_name().unwrap_or("").contains("-v1-"));
-    assert_one_history(&c.log(), "deploy failover");
+    assert_one_history(&c.log(), failpoint);
 }
