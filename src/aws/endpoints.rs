@@ -99,37 +99,17 @@ fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<chrono::DateTime<chron
 
 impl Endpoints for Aws {
     async fn approved_versions(&self, group: &str) -> Result<Vec<PackageVersion>, AwsError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let r = self
-                .sagemaker
-                .list_model_packages()
-                .model_package_group_name(group)
-                .model_approval_status(sm::ModelApprovalStatus::Approved)
-                .set_next_token(token.clone())
-                .send()
-                .observed("sagemaker", "ListModelPackages")
-                .await?;
-            for s in r.model_package_summary_list() {
-                if s.model_approval_status() != Some(&sm::ModelApprovalStatus::Approved) {
-                    continue;
-                }
-                if let (Some(arn), Some(v)) = (s.model_package_arn(), s.model_package_version()) {
-                    if let Ok(version) = u32::try_from(v) {
-                        out.push(PackageVersion {
-                            arn: arn.to_string(),
-                            version,
-                        });
-                    }
-                }
-            }
-            token = r.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(self
+            .packages_with_status(group, sm::ModelApprovalStatus::Approved)
+            .await?
+            .into_iter()
+            .filter_map(|(arn, v)| {
+                Some(PackageVersion {
+                    arn,
+                    version: u32::try_from(v?).ok()?,
+                })
+            })
+            .collect())
     }
 
     async fn package_tags(&self, arn: &str) -> Result<Vec<(String, String)>, AwsError> {

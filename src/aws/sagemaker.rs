@@ -180,34 +180,15 @@ impl Pipelines for Aws {
 impl Registry for Aws {
     /// Model packages in `PendingManualApproval` in a group, with their metadata.
     async fn pending_packages(&self, group: &str) -> Result<Vec<PendingPackage>, AwsError> {
-        let mut arns = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let r = self
-                .sagemaker
-                .list_model_packages()
-                .model_package_group_name(group)
-                .model_approval_status(
-                    aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval,
-                )
-                .set_next_token(token.clone())
-                .send()
-                .observed("sagemaker", "ListModelPackages")
-                .await?;
-            for s in r.model_package_summary_list() {
-                if s.model_approval_status()
-                    == Some(&aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval)
-                {
-                    if let Some(a) = s.model_package_arn() {
-                        arns.push(a.to_string());
-                    }
-                }
-            }
-            token = r.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
+        let arns: Vec<String> = self
+            .packages_with_status(
+                group,
+                aws_sdk_sagemaker::types::ModelApprovalStatus::PendingManualApproval,
+            )
+            .await?
+            .into_iter()
+            .map(|(arn, _)| arn)
+            .collect();
         let mut out = Vec::new();
         for arn in arns {
             let d = self
@@ -275,6 +256,41 @@ impl Registry for Aws {
                 Ok(false)
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl Aws {
+    /// The (ARN, version) of a group's packages with this approval status, all pages
+    /// (`ListModelPackages`; the status is checked again on each summary).
+    pub(super) async fn packages_with_status(
+        &self,
+        group: &str,
+        status: aws_sdk_sagemaker::types::ModelApprovalStatus,
+    ) -> Result<Vec<(String, Option<i32>)>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let r = self
+                .sagemaker
+                .list_model_packages()
+                .model_package_group_name(group)
+                .model_approval_status(status.clone())
+                .set_next_token(token.clone())
+                .send()
+                .observed("sagemaker", "ListModelPackages")
+                .await?;
+            for s in r.model_package_summary_list() {
+                if s.model_approval_status() == Some(&status) {
+                    if let Some(a) = s.model_package_arn() {
+                        out.push((a.to_string(), s.model_package_version()));
+                    }
+                }
+            }
+            token = r.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
         }
     }
 }

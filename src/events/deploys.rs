@@ -72,6 +72,26 @@ pub(crate) fn deploy_read_failed(endpoint: &str, error: &AwsError) {
     tracing::warn!(event = "deploy_read_failed", endpoint = %endpoint, error = %error, "could not read the registry or the endpoint; trying again at the next reconcile");
 }
 
+/// mlopsd sends the endpoint back to the previous config (an alarm during the bake).
+pub(crate) fn deploy_rolling_back(endpoint: &str, version: u32, why: &str, correlation_id: &str) {
+    tracing::warn!(event = "deploy_rolling_back", endpoint = %endpoint, version, reason = %why, correlation_id = %correlation_id, "rolling back to the previous config");
+}
+
+/// `on_rollback = "reject"`: the outcome of setting the rolled-back version Rejected.
+pub(crate) fn deploy_rejected(endpoint: &str, arn: &str, result: &Result<(), AwsError>) {
+    match result {
+        Ok(()) => {
+            tracing::info!(event = "deploy_rejected", endpoint = %endpoint, arn = %arn, "rolled-back version set Rejected")
+        }
+        Err(e) if e.transient() => {
+            tracing::warn!(event = "deploy_reject_retry", endpoint = %endpoint, arn = %arn, error = %e, "could not set the version Rejected; retrying on the next poll")
+        }
+        Err(e) => {
+            tracing::error!(event = "deploy_reject_failed", endpoint = %endpoint, arn = %arn, error = %e, "could not set the version Rejected; giving up")
+        }
+    }
+}
+
 /// Older models and configs mlopsd made were deleted.
 pub(crate) fn deploy_cleaned(endpoint: &str, names: &[String]) {
     tracing::info!(event = "deploy_cleaned", endpoint = %endpoint, deleted = %names.join(","), "older models and endpoint configs deleted (the live one and the previous kept)");

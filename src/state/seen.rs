@@ -1,10 +1,11 @@
 //! Table `events_seen`: EventBridge event ids handled (remembered `EVENT_MEMORY`), and the
-//! keys of firings that must happen once (`fired\0RULE\0EVENT`, `chained\0RULE\0RUN`).
+//! keys of firings that must happen once (`fired\0RULE\0EVENT`, `chained\0RULE\0RUN`) or
+//! of notices told once within it (`deploy-skip\0…`).
 
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use super::{ms, Sql, Store, R};
+use super::{ms, Queued, Sql, Store, R};
 
 /// How long a handled EventBridge event id is remembered (a redelivery within it does nothing).
 pub(crate) const EVENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
@@ -39,6 +40,26 @@ impl Store {
                 );
             }
             Ok(out)
+        })
+    }
+
+    /// Queues `notices` with `key` remembered, in one transaction, unless `key` was seen
+    /// within `EVENT_MEMORY`: `None` then (told already), else which notices were queued.
+    pub(crate) fn tell_once(
+        &self,
+        key: &str,
+        notices: &[Queued],
+        now: DateTime<Utc>,
+    ) -> R<Option<Vec<bool>>> {
+        self.write(|w| {
+            let fresh = w.exec(
+                "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+                params![key, ms(now)],
+            )? == 1;
+            if !fresh {
+                return Ok(None);
+            }
+            Self::queue_all(w, notices, ms(now)).map(Some)
         })
     }
 }

@@ -30,17 +30,10 @@ fn setup(prefix: &str) -> Setup {
     let mut aws = TestAws::new(prefix);
     let topic = aws.create_topic("ops");
     let group = aws.name("group");
-    aws.rt
-        .block_on(
-            aws.sm
-                .create_model_package_group()
-                .model_package_group_name(&group)
-                .send(),
-        )
-        .expect("create group");
+    aws.create_group(&group);
     let alarm = aws.name("5xx");
     aws.create_alarm(&alarm, &aws.name("ns"));
-    set_alarm(&aws, &alarm, "OK");
+    aws.set_alarm_state(&alarm, "OK");
     // The models' role (shared by the tests on one moto server: made once).
     let iam = aws_sdk_iam::Client::new(&aws.conf);
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"sagemaker.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
@@ -64,40 +57,10 @@ fn setup(prefix: &str) -> Setup {
     }
 }
 
-fn set_alarm(aws: &TestAws, name: &str, state: &str) {
-    aws.rt
-        .block_on(
-            aws.cw
-                .set_alarm_state()
-                .alarm_name(name)
-                .state_value(aws_sdk_cloudwatch::types::StateValue::from(state))
-                .state_reason("test")
-                .send(),
-        )
-        .expect("set alarm state");
-}
-
 impl Setup {
     /// An Approved version of the group; its ARN.
     fn approved(&self) -> String {
-        let arn = self.aws.create_pending_package(&self.group, "0.9");
-        self.set_status(&arn, "Approved");
-        arn
-    }
-    fn set_status(&self, arn: &str, status: &str) {
-        self.aws
-            .rt
-            .block_on(
-                self.aws
-                    .sm
-                    .update_model_package()
-                    .model_package_arn(arn)
-                    .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::from(
-                        status,
-                    ))
-                    .send(),
-            )
-            .expect("update model package");
+        self.aws.create_approved_package(&self.group)
     }
     fn status_of(&self, arn: &str) -> (String, String) {
         let d = self
@@ -266,7 +229,7 @@ fn create_then_canary_update_then_sagemaker_rollback_rejects_and_never_loops() {
     d.wait_for_event_where("deploy_progress", T, |v| {
         v["result"] == "started" && v["version"] == 3
     });
-    set_alarm(&s.aws, &s.alarm, "ALARM");
+    s.aws.set_alarm_state(&s.alarm, "ALARM");
     let ended = wait_result(&d, "deploy_ended", "rolled_back", 3);
     assert!(
         ended["reason"].as_str().unwrap_or("").contains(&s.alarm),
@@ -354,7 +317,7 @@ fn an_alarm_during_the_bake_is_rolled_back_by_mlopsd_and_chains_on_failure() {
     assert!(config2.contains("-v2-"));
     // on_success chained (before the bake).
     d.wait_for_event_where("rule_fired", T, |v| v["rule"] == "tested");
-    set_alarm(&s.aws, &s.alarm, "ALARM");
+    s.aws.set_alarm_state(&s.alarm, "ALARM");
     let ended = wait_result(&d, "deploy_ended", "rolled_back", 2);
     assert!(
         ended["reason"]

@@ -818,28 +818,8 @@ fn failover_during_a_deployment(prefix: &str, failpoint: &str, bake: bool) {
     let proxy = Proxy::start(&common::aws::endpoint());
     let probe = TestAws::new(prefix);
     let group = probe.name("group");
-    probe
-        .rt
-        .block_on(
-            probe
-                .sm
-                .create_model_package_group()
-                .model_package_group_name(&group)
-                .send(),
-        )
-        .expect("create group");
-    let arn = probe.create_pending_package(&group, "0.9");
-    probe
-        .rt
-        .block_on(
-            probe
-                .sm
-                .update_model_package()
-                .model_package_arn(&arn)
-                .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::Approved)
-                .send(),
-        )
-        .expect("approve");
+    probe.create_group(&group);
+    probe.create_approved_package(&group);
     let ep = probe.name("churn");
     let mut extra = format!(
         "[endpoints.churn]\nendpoint_name = \"{ep}\"\nmodel_package_group = \"{group}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/r\"\ninstance_type = \"ml.m5.large\"\nnotify = [\"ops\"]\n"
@@ -847,18 +827,7 @@ fn failover_during_a_deployment(prefix: &str, failpoint: &str, bake: bool) {
     if bake {
         let alarm = probe.name("5xx");
         probe.create_alarm(&alarm, &probe.name("ns"));
-        probe
-            .rt
-            .block_on(
-                probe
-                    .cw
-                    .set_alarm_state()
-                    .alarm_name(&alarm)
-                    .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
-                    .state_reason("test")
-                    .send(),
-            )
-            .expect("alarm OK");
+        probe.set_alarm_state(&alarm, "OK");
         extra.push_str(&format!("rollback_alarms = [\"{alarm}\"]\nbake = \"3s\"\n"));
     }
     let c = cluster(prefix, 0, Some(&proxy.url), &extra);

@@ -524,39 +524,11 @@ fn deploy_actions_are_enforced_and_a_missing_one_is_reported() {
     let moto = moto_with_auth(SETUP_REQUESTS);
     let aws = TestAws::with_endpoint("iam-deploy", &moto.1);
     let group = aws.name("models");
-    aws.rt
-        .block_on(
-            aws.sm
-                .create_model_package_group()
-                .model_package_group_name(&group)
-                .send(),
-        )
-        .unwrap(); // 1
-    let approve = |aws: &TestAws| {
-        let arn = aws.create_pending_package(&group, "0.9");
-        aws.rt
-            .block_on(
-                aws.sm
-                    .update_model_package()
-                    .model_package_arn(&arn)
-                    .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::Approved)
-                    .send(),
-            )
-            .unwrap();
-    };
-    approve(&aws); // 2, 3
+    aws.create_group(&group); // 1
+    aws.create_approved_package(&group); // 2, 3
     let alarm = aws.name("5xx");
     aws.create_alarm(&alarm, &aws.name("ns")); // 4
-    aws.rt
-        .block_on(
-            aws.cw
-                .set_alarm_state()
-                .alarm_name(&alarm)
-                .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
-                .state_reason("test")
-                .send(),
-        )
-        .unwrap(); // 5
+    aws.set_alarm_state(&alarm, "OK"); // 5
     let dir = tempfile::tempdir().unwrap();
     let endpoint = aws.name("churn");
     // (the registry is read every second: no gate or event tells of the next version here)
@@ -591,7 +563,7 @@ fn deploy_actions_are_enforced_and_a_missing_one_is_reported() {
         "mlopsd",
         &widened(&policy, Some("sagemaker:UpdateEndpoint")),
     );
-    approve(&obs);
+    obs.create_approved_package(&group);
     let f = r.wait_for_event_where("deploy_ended", T, |v| v["result"] == "failed");
     let why = f["reason"].as_str().unwrap_or_default();
     assert!(why.contains("AccessDenied"), "{f}");

@@ -93,30 +93,8 @@ impl<C: Cloud> Work<C> {
             if row.prev_config.is_none() {
                 return self.end(&row, DeployState::Failed, &format!("{why}; the endpoint was created by this deployment, so there is no previous config to roll back to"), None);
             }
-            let r = self.store.deployment_sending(
-                row.id,
-                DeployState::Baking,
-                DeployState::RollingBack,
-                Op::Rollback,
-                self.now(),
-                Some(&why),
-            );
-            if let Some(true) = self.db(
-                "store the rollback about to be sent",
-                &row.endpoint,
-                "decided again at the next poll",
-                r,
-            ) {
-                tracing::warn!(event = "deploy_rolling_back", endpoint = %row.endpoint, version = row.version, reason = %why, correlation_id = %row.correlation_id, "rolling back to the previous config");
-                let r = self.store.deployment(row.id);
-                if let Some(Some(row)) = self.db(
-                    "read a deployment",
-                    &row.endpoint,
-                    "sent at the next poll",
-                    r,
-                ) {
-                    self.send(row);
-                }
+            if self.store_and_send(&row, DeployState::RollingBack, Op::Rollback, Some(&why)) {
+                events::deploy_rolling_back(&row.endpoint, row.version, &why, &row.correlation_id);
             }
             return;
         }

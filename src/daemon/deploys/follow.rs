@@ -150,6 +150,39 @@ impl<C: Cloud> Work<C> {
         });
     }
 
+    /// Stores that `op` is about to be sent (moving `row` to `to`, with the reason of a
+    /// rollback), then sends it; false when it was not stored (it is decided again later).
+    pub(super) fn store_and_send(
+        &mut self,
+        row: &DeploymentRow,
+        to: DeployState,
+        op: Op,
+        reason: Option<&str>,
+    ) -> bool {
+        let r = self
+            .store
+            .deployment_sending(row.id, row.state, to, op, self.now(), reason);
+        if self.db(
+            "store the call about to be sent",
+            &row.endpoint,
+            "decided again at the next poll",
+            r,
+        ) != Some(true)
+        {
+            return false;
+        }
+        let r = self.store.deployment(row.id);
+        if let Some(Some(row)) = self.db(
+            "read a deployment",
+            &row.endpoint,
+            "sent at the next poll",
+            r,
+        ) {
+            self.send(row);
+        }
+        true
+    }
+
     /// Sends the call the row is about to make (stored as such before this).
     pub(super) fn send(&mut self, row: DeploymentRow) {
         let strategy = self
@@ -233,7 +266,7 @@ impl<C: Cloud> Work<C> {
             },
             DeployAnswer::Rejected(r) => {
                 self.deploys.rejecting.remove(&row.id);
-                events::gate_applied(&row.endpoint, &row.package_arn, false, &r);
+                events::deploy_rejected(&row.endpoint, &row.package_arn, &r);
                 if !matches!(&r, Err(e) if e.transient()) {
                     let r = self.store.mark_rejected(row.id);
                     self.db(
@@ -266,32 +299,9 @@ impl<C: Cloud> Work<C> {
         }
         match result {
             Ok(()) => {
-                let r = self.store.deployment_sending(
-                    row.id,
-                    DeployState::Decided,
-                    DeployState::Deploying,
-                    row.op,
-                    self.now(),
-                    None,
-                );
-                if let Some(true) = self.db(
-                    "store the call about to be sent",
-                    &row.endpoint,
-                    "sent at the next poll",
-                    r,
-                ) {
-                    let r = self.store.deployment(row.id);
-                    if let Some(Some(row)) = self.db(
-                        "read a deployment",
-                        &row.endpoint,
-                        "sent at the next poll",
-                        r,
-                    ) {
-                        self.send(row);
-                    }
-                }
+                self.store_and_send(&row, DeployState::Deploying, row.op, None);
             }
-            Err(e) if e.transient() || e.kind == crate::cloud::ErrorKind::NotLeader => {
+            Err(e) if e.transient() => {
                 events::deploy_call_failed(&row.endpoint, "model and config", &e, true)
             }
             Err(e) => {
@@ -428,25 +438,7 @@ impl<C: Cloud> Work<C> {
                 None,
             ),
             (Verdict::NotLanded, state) => {
-                let r =
-                    self.store
-                        .deployment_sending(row.id, state, state, row.op, self.now(), None);
-                if let Some(true) = self.db(
-                    "store the call about to be sent",
-                    &row.endpoint,
-                    "sent at the next poll",
-                    r,
-                ) {
-                    let r = self.store.deployment(row.id);
-                    if let Some(Some(row)) = self.db(
-                        "read a deployment",
-                        &row.endpoint,
-                        "sent at the next poll",
-                        r,
-                    ) {
-                        self.send(row);
-                    }
-                }
+                self.store_and_send(&row, state, row.op, None);
             }
             (Verdict::Busy(why), _) => self.waits(&row.endpoint, &why),
             // (only a deploying or rolling-back deployment is described)

@@ -254,34 +254,28 @@ impl<C: Cloud> Work<C> {
             before.state.as_str().replace('_', " "),
             before.reason.as_deref().unwrap_or("no reason given")
         );
+        // Told once (a week) per version and spec: the key and the notice are one transaction.
         let key = format!("deploy-skip\0{name}\0{}\0{}", wanted.version, before.spec);
-        let r = self.store.mark_events_seen(&[key.as_str()], self.now());
-        if let Some(fresh) = self.db("remember a skipped version", name, "told again later", r) {
-            if fresh.first() == Some(&true) {
-                let corr = new_correlation_id(self.now());
-                let m = deploy_message(Kind::DeploySkipped, name, ep, wanted.version, &corr)
-                    .with("package_arn", &wanted.arn)
-                    .with("reason", &why);
-                let now = self.now();
-                let notices = self.render_endpoint(name, &m);
-                let mut queued = Vec::new();
-                for n in &notices {
-                    let r = self.store.enqueue(&n.as_outgoing(), now);
-                    queued.push(
-                        self.db("queue a notification", name, "it is not sent", r) == Some(true),
-                    );
-                }
-                self.queued(&notices, &queued);
-                events::Deployed {
-                    endpoint: name,
-                    endpoint_name: &ep.endpoint_name,
-                    version: wanted.version,
-                    result: "skipped",
-                    correlation_id: &corr,
-                    reason: Some(&why),
-                }
-                .emit();
+        let now = self.now();
+        let corr = new_correlation_id(now);
+        let m = deploy_message(Kind::DeploySkipped, name, ep, wanted.version, &corr)
+            .with("package_arn", &wanted.arn)
+            .with("reason", &why);
+        let notices = self.render_endpoint(name, &m);
+        let r = self.store.tell_once(&key, &notices, now);
+        if let Some(Some(queued)) =
+            self.db("tell a skipped version", name, "told at the next read", r)
+        {
+            self.queued(&notices, &queued);
+            events::Deployed {
+                endpoint: name,
+                endpoint_name: &ep.endpoint_name,
+                version: wanted.version,
+                result: "skipped",
+                correlation_id: &corr,
+                reason: Some(&why),
             }
+            .emit();
         }
         self.waits(name, &why);
     }

@@ -270,6 +270,47 @@ impl TestAws {
         self.rt.block_on(req.send()).expect("put alarm");
     }
 
+    /// A model package group. One request.
+    pub fn create_group(&self, name: &str) {
+        self.rt
+            .block_on(
+                self.sm
+                    .create_model_package_group()
+                    .model_package_group_name(name)
+                    .send(),
+            )
+            .expect("create model package group");
+    }
+
+    /// A model package in `group` set `Approved` (accuracy 0.9); its ARN. Two requests.
+    pub fn create_approved_package(&self, group: &str) -> String {
+        let arn = self.create_pending_package(group, "0.9");
+        self.rt
+            .block_on(
+                self.sm
+                    .update_model_package()
+                    .model_package_arn(&arn)
+                    .model_approval_status(aws_sdk_sagemaker::types::ModelApprovalStatus::Approved)
+                    .send(),
+            )
+            .expect("approve the model package");
+        arn
+    }
+
+    /// Sets an alarm's state (`ALARM`, `OK`, `INSUFFICIENT_DATA`). One request.
+    pub fn set_alarm_state(&self, name: &str, state: &str) {
+        self.rt
+            .block_on(
+                self.cw
+                    .set_alarm_state()
+                    .alarm_name(name)
+                    .state_value(aws_sdk_cloudwatch::types::StateValue::from(state))
+                    .state_reason("test")
+                    .send(),
+            )
+            .expect("set alarm state");
+    }
+
     /// A model package in `group`, pending manual approval, with `accuracy` in its metadata;
     /// returns its ARN. One request.
     pub fn create_pending_package(&self, group: &str, accuracy: &str) -> String {
