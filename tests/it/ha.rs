@@ -44,8 +44,12 @@ fn cluster(prefix: &str, n: usize, endpoint: Option<&str>, extra: &str) -> Clust
     let root = tempfile::tempdir().unwrap();
     let ns = format!("{}/ha", aws.prefix);
     let endpoint = endpoint.unwrap_or(&aws.endpoint).to_string();
+    // attempt_timeout is long: a Publish whose answer is late is retried by the SDK, and SNS
+    // delivers each attempt that landed (at least once, README "Notifications are at least once"). With 2 s, a moto slowed
+    // by a loaded CI machine told one notice 3 times (max_attempts) in a failover test, which
+    // counts what failover doubles, not what a slow answer does.
     let mut text = format!(
-        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\npoll_interval = \"1s\"\nha_table = \"{table}\"\nha_lease = \"{LEASE_S}s\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nmax_attempts = 3\nattempt_timeout = \"2s\"\n\n[notifiers.ops]\ntopic_arn = \"{topic}\"\nrepeat_interval = \"0s\"\n\n",
+        "[daemon]\nstate_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"2s\"\npoll_interval = \"1s\"\nha_table = \"{table}\"\nha_lease = \"{LEASE_S}s\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nmax_attempts = 3\nattempt_timeout = \"10s\"\n\n[notifiers.ops]\ntopic_arn = \"{topic}\"\nrepeat_interval = \"0s\"\n\n",
         root.path().join("unused").display()
     );
     let mut pipelines = Vec::new();
