@@ -458,6 +458,10 @@ async fn checks<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Fi
     for (name, c) in &checks {
         let m = match &c.source {
             Source::Metric(m) => m,
+            Source::Monitor(_) | Source::Report(_) => {
+                out.push(report_finding(aws, name, c, now).await);
+                continue;
+            }
             Source::Alarm(alarm) => {
                 let f = |s, d: String| finding(ResourceKind::Check, name, alarm, s, d);
                 out.push(match &alarm_states {
@@ -488,6 +492,96 @@ async fn checks<C: Cloud>(aws: &C, cfg: &Config, scope: &Scope, out: &mut Vec<Fi
             }
             None => f(Status::Unreachable, "no answer for this query".into()),
         });
+    }
+}
+
+/// A report check: the monitoring schedule exists and is `Scheduled` (with its last
+/// execution's age), or the prefix can be listed (with its newest object's age).
+async fn report_finding<C: Cloud>(
+    aws: &C,
+    name: &str,
+    c: &crate::config::Check,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Finding {
+    let age = |t: chrono::DateTime<chrono::Utc>| {
+        crate::duration::format_duration((now - t).to_std().unwrap_or_default())
+    };
+    match &c.source {
+        Source::Monitor(m) => {
+            let f = |s, d: String| finding(ResourceKind::Check, name, &m.schedule, s, d);
+            match aws.monitoring_schedule(&m.schedule).await {
+                Ok(None) => f(
+                    Status::Missing,
+                    format!(
+                        "no monitoring schedule named \"{}\" in {}",
+                        m.schedule,
+                        aws.region()
+                    ),
+                ),
+                Ok(Some(v)) if v.status != "Scheduled" => f(
+                    Status::NoData,
+                    format!(
+                        "the monitoring schedule is {}, not Scheduled: no new executions come",
+                        v.status
+                    ),
+                ),
+                Ok(Some(v)) => match v.last {
+                    Some(l) => f(
+                        Status::Ok,
+                        format!(
+                            "Scheduled; last execution {} ago: {}",
+                            age(l.scheduled),
+                            l.status
+                        ),
+                    ),
+                    None => f(Status::NoData, "Scheduled; no execution yet".into()),
+                },
+                Err(e) => {
+                    let (s, d) = from_error(&e);
+                    f(s, d)
+                }
+            }
+        }
+        Source::Report(r) => {
+            let uri = r.uri();
+            let f = |s, d: String| finding(ResourceKind::Check, name, &uri, s, d);
+            match aws
+                .newest_object(&r.bucket, &r.prefix, r.file.as_deref())
+                .await
+            {
+                Ok(Some(o)) => f(
+                    Status::Ok,
+                    format!(
+                        "readable; newest report {}{}",
+                        o.key,
+                        o.last_modified
+                            .map(|t| format!(", {} old", age(t)))
+                            .unwrap_or_default()
+                    ),
+                ),
+                Ok(None) => f(
+                    Status::NoData,
+                    format!(
+                        "readable, but no object{} under it yet",
+                        r.file
+                            .as_deref()
+                            .map(|x| format!(" ending in {x}"))
+                            .unwrap_or_default()
+                    ),
+                ),
+                Err(e) => {
+                    let (s, d) = from_error(&e);
+                    f(s, d)
+                }
+            }
+        }
+        _ => finding(
+            ResourceKind::Check,
+            name,
+            "",
+            Status::Unreachable,
+            String::new(),
+        ),
     }
 }
 

@@ -4,9 +4,6 @@
 //! `features` filters, and the feature list a rule's parameter carries (SPEC "Drift reports as
 //! a check source"). No I/O: the daemon reads the object and hands over its text.
 //!
-//! Not yet called by the daemon: the `monitor` / `report` check sources that use it are
-//! issue 22's next step (the config accepts neither yet, so nothing silently does nothing).
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -21,7 +18,7 @@ pub(crate) const MAX_PARAMETER: usize = 1024;
 
 /// One violation, as the four Model Monitor report kinds (and list entries of other JSON
 /// reports) name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Violation {
     /// `feature_name` (data quality), `metric_name` (model quality, bias, explainability),
     /// or `column_name` / `feature` (other reports); `None` when the entry names none.

@@ -46,6 +46,17 @@ pub(crate) struct Health {
     ha: Mutex<Option<HaInfo>>,
     /// What the last read of each endpoint block found.
     endpoints: Mutex<BTreeMap<String, EndpointSeen>>,
+    /// Each check whose last read failed: why, since when, how many reads in a row.
+    check_errors: Mutex<BTreeMap<String, CheckError>>,
+}
+
+/// Why a check could not be read (a report missing, not JSON, too large, denied, …): an
+/// error of that check, never "ok".
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CheckError {
+    pub error: String,
+    pub since: DateTime<Utc>,
+    pub count: u64,
 }
 
 /// What the last read of an endpoint block found: the version it wants (or why none), the
@@ -234,6 +245,43 @@ impl Health {
     }
 
     /// Updates what is known of an endpoint block.
+    /// A check's read failed; `true` when this cause is new (log it), `false` when the
+    /// last read failed the same way.
+    pub(crate) fn check_failed(&self, name: &str, error: &str, at: DateTime<Utc>) -> bool {
+        let mut m = self.check_errors.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(name) {
+            Some(e) if e.error == error => {
+                e.count += 1;
+                false
+            }
+            _ => {
+                m.insert(
+                    name.to_string(),
+                    CheckError {
+                        error: error.to_string(),
+                        since: at,
+                        count: 1,
+                    },
+                );
+                true
+            }
+        }
+    }
+    /// A check was read: its error, if any, is over. `true` when there was one.
+    pub(crate) fn check_read(&self, name: &str) -> bool {
+        self.check_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .is_some()
+    }
+    pub(crate) fn check_errors(&self) -> BTreeMap<String, CheckError> {
+        self.check_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn endpoint_seen(&self, name: &str, f: impl FnOnce(&mut EndpointSeen)) {
         let mut m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         f(m.entry(name.to_string()).or_default());

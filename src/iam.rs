@@ -3,7 +3,7 @@
 //! narrower (`cloudwatch:GetMetricData`, `sagemaker:ListModelPackages`); nothing for features the
 //! config does not use. Pure: the account id is passed in.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
@@ -78,6 +78,7 @@ pub(crate) fn policy(
     };
     let mut st: Vec<Value> = Vec::new();
     st.extend(checks(cfg, &a));
+    st.extend(report_checks(cfg, &a, report_buckets)?);
     st.extend(events(cfg, &a));
     st.extend(runs(cfg, &a));
     st.extend(notify(cfg));
@@ -91,7 +92,7 @@ pub(crate) fn policy(
 /// Metric checks read `GetMetricData` (no narrower resource); alarm checks their alarms.
 fn checks(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
     let mut st = Vec::new();
-    if cfg.checks.values().any(|c| c.alarm().is_none()) {
+    if cfg.checks.values().any(|c| c.metric().is_some()) {
         st.push(allow(
             "ReadCheckMetrics",
             &["cloudwatch:GetMetricData"],
@@ -116,6 +117,76 @@ fn checks(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
         ));
     }
     st
+}
+
+/// Report checks: a monitor's schedule and the processing jobs of its executions (named by
+/// Model Monitor, so any); a report prefix listed (`s3:prefix` condition) and its objects
+/// read. A monitor's reports are where its schedule writes them: the `--report-bucket`s.
+fn report_checks(
+    cfg: &Config,
+    a: &Arns<'_>,
+    report_buckets: &[String],
+) -> Result<Vec<Value>, String> {
+    let mut st = Vec::new();
+    let partition = a.partition;
+    let monitors: BTreeSet<&str> = cfg
+        .checks
+        .values()
+        .filter_map(|c| match &c.source {
+            crate::config::Source::Monitor(m) => Some(m.schedule.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !monitors.is_empty() {
+        st.push(allow(
+            "ReadMonitoringSchedules",
+            &["sagemaker:DescribeMonitoringSchedule"],
+            monitors
+                .iter()
+                .map(|m| a.sagemaker(&format!("monitoring-schedule/{}", sm(m))))
+                .collect::<Vec<_>>(),
+        ));
+        st.push(allow(
+            "ReadMonitoringExecutions",
+            &["sagemaker:DescribeProcessingJob"],
+            a.sagemaker("processing-job/*"),
+        ));
+        if report_buckets.is_empty() {
+            return Err("a check reads a Model Monitor schedule (`monitor`); name the bucket(s) its reports are written to (the schedule's MonitoringOutputs) with --report-bucket".into());
+        }
+        st.push(allow(
+            "ReadMonitorReports",
+            &["s3:GetObject"],
+            report_buckets
+                .iter()
+                .map(|b| format!("arn:{partition}:s3:::{b}/*"))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let mut prefixes: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for c in cfg.checks.values() {
+        if let Some(r) = c.report() {
+            prefixes.entry(&r.bucket).or_default().insert(&r.prefix);
+        }
+    }
+    for (i, (bucket, ps)) in prefixes.iter().enumerate() {
+        let list: Vec<String> = ps.iter().map(|p| format!("{p}*")).collect();
+        let mut list_st = allow(
+            &format!("ListReportPrefixes{}", i + 1),
+            &["s3:ListBucket"],
+            format!("arn:{partition}:s3:::{bucket}"),
+        );
+        list_st["Condition"] = json!({"StringLike": {"s3:prefix": list}});
+        st.push(list_st);
+        st.push(allow(
+            &format!("ReadReports{}", i + 1),
+            &["s3:GetObject"],
+            ps.iter()
+                .map(|p| format!("arn:{partition}:s3:::{bucket}/{p}*"))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    Ok(st)
 }
 
 /// `[events]`: the queue, long-polled and its handled messages deleted.
@@ -454,7 +525,7 @@ fn preflight(cfg: &Config, a: &Arns<'_>) -> Vec<Value> {
             res.into_iter().collect::<Vec<_>>(),
         ));
     }
-    if cfg.checks.values().any(|c| c.alarm().is_none()) {
+    if cfg.checks.values().any(|c| c.metric().is_some()) {
         // Explains a metric query without data (wrong namespace, metric or dimensions).
         st.push(allow(
             "PreflightListMetrics",

@@ -102,6 +102,8 @@ pub(crate) enum Hint {
     Packages(String),
     /// `aws.sagemaker` endpoint (deployment) state change: describe this endpoint now.
     Endpoint(String),
+    /// `aws.s3` / `Object Created`: evaluate the report checks whose prefix holds the key.
+    Object { bucket: String, key: String },
     /// Any other event (only `on_event` rules may care).
     None,
 }
@@ -123,6 +125,18 @@ pub(crate) fn hint(e: &Envelope) -> Hint {
             "aws.sagemaker",
             "SageMaker Endpoint State Change" | "SageMaker Endpoint Deployment State Change",
         ) => s("EndpointName").map(Hint::Endpoint),
+        ("aws.s3", "Object Created") => {
+            let at = |a: &str, b: &str| {
+                e.detail
+                    .get(a)
+                    .and_then(|x| x.get(b))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            at("bucket", "name")
+                .zip(at("object", "key"))
+                .map(|(bucket, key)| Hint::Object { bucket, key })
+        }
         _ => None,
     }
     .unwrap_or(Hint::None)
@@ -161,6 +175,21 @@ pub(crate) fn matches(p: &EventPattern, e: &Envelope) -> bool {
         })
 }
 
+/// Renders a template over `ctx` (strict: a name it lacks is an error); `on` says what for
+/// the message.
+pub(crate) fn render_in(template: &str, ctx: minijinja::Value, on: &str) -> Result<String, String> {
+    if !template.contains("{{") && !template.contains("{%") {
+        return Ok(template.to_string());
+    }
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let t = env
+        .template_from_str(template)
+        .map_err(|x| format!("template {template:?} does not parse: {x}"))?;
+    t.render(ctx)
+        .map_err(|x| format!("template {template:?} failed on {on}: {x}"))
+}
+
 /// Equal as JSON values, numbers by value (`1` matches `1.0`).
 fn same(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
@@ -175,14 +204,8 @@ pub(crate) fn render(template: &str, e: &Envelope) -> Result<String, String> {
     if !template.contains("{{") && !template.contains("{%") {
         return Ok(template.to_string());
     }
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let t = env
-        .template_from_str(template)
-        .map_err(|x| format!("template {template:?} does not parse: {x}"))?;
-    let out = t
-        .render(minijinja::context! { event => minijinja::Value::from_serialize(&e.raw) })
-        .map_err(|x| format!("template {template:?} failed on event {}: {x}", e.id))?;
+    let ctx = minijinja::context! { event => minijinja::Value::from_serialize(&e.raw) };
+    let out = render_in(template, ctx, &format!("event {}", e.id))?;
     if out.trim().is_empty() {
         return Err(format!(
             "template {template:?} rendered empty on event {}",

@@ -97,6 +97,7 @@ pub(crate) struct Metrics {
     pub check_value: Family<CheckL, FGauge>,
     pub check_threshold: Family<CheckL, FGauge>,
     pub check_breaching: Family<CheckL, Gauge>,
+    pub check_errors: Family<CheckL, Counter>,
     pub rule_firings: Family<RuleL, Counter>,
     pub rule_suppressions: Family<SuppressL, Counter>,
     pub runs_started: Family<RunL, Counter>,
@@ -136,6 +137,7 @@ impl Metrics {
             check_value: Family::default(),
             check_threshold: Family::default(),
             check_breaching: Family::default(),
+            check_errors: Family::default(),
             rule_firings: Family::default(),
             rule_suppressions: Family::default(),
             runs_started: Family::default(),
@@ -201,6 +203,11 @@ impl Metrics {
             "mlopsd_check_breaches",
             "Evaluations that breached the threshold",
             self.check_breaches.clone(),
+        );
+        r.register(
+            "mlopsd_check_errors",
+            "Reads of a check that failed (a report missing, unreadable, not JSON, too large, denied; an AWS error)",
+            self.check_errors.clone(),
         );
         r.register(
             "mlopsd_check_value",

@@ -14,6 +14,8 @@ pub(crate) const MAX_SUBJECT: usize = 99;
 pub(crate) enum Kind {
     CheckBreached,
     CheckRecovered,
+    /// A report check's monitor execution failed or was stopped.
+    CheckFailed,
     RunStarted,
     RunSucceeded,
     RunFailed,
@@ -42,6 +44,7 @@ impl Kind {
         match self {
             Kind::CheckBreached => "check_breached",
             Kind::CheckRecovered => "check_recovered",
+            Kind::CheckFailed => "check_failed",
             Kind::RunStarted => "run_started",
             Kind::RunSucceeded => "run_succeeded",
             Kind::RunFailed => "run_failed",

@@ -19,7 +19,7 @@ fn managed_tag() -> sm::Tag {
 
 /// Whether an error says the named resource does not exist (SageMaker answers
 /// `ValidationException` "Could not find …" for models, configs and endpoints).
-fn absent(e: &AwsError) -> bool {
+pub(super) fn absent(e: &AwsError) -> bool {
     e.kind == ErrorKind::NotFound
         || (e.code == "ValidationException"
             && (e.message.contains("Could not find") || e.message.contains("does not exist")))
@@ -92,7 +92,9 @@ fn deployment_config(strategy: &Strategy, alarms: &[String]) -> sm::DeploymentCo
     b.build()
 }
 
-fn time(t: Option<&aws_smithy_types::DateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(super) fn time(
+    t: Option<&aws_smithy_types::DateTime>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
     let t = t?;
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }

@@ -9,6 +9,7 @@ mod cloudwatch;
 mod codebuild;
 mod dynamodb;
 mod endpoints;
+mod monitoring;
 mod s3;
 mod sagemaker;
 mod sns;

@@ -26,6 +26,7 @@ pub(crate) async fn run(cfg: &Config, name: &str) -> u8 {
     let m = match &c.source {
         Source::Alarm(alarm) => return alarm_check(&aws, name, c, alarm).await,
         Source::Metric(m) => m,
+        Source::Monitor(_) | Source::Report(_) => return report_check(&aws, name, c).await,
     };
     let q = MetricQuery::of(m);
     let what = format!(
@@ -111,5 +112,57 @@ fn missing(c: &Check) -> (&'static str, u8) {
         MissingData::Ignore => ("ignored (missing_data = \"ignore\")", exit::OK),
         MissingData::Ok => ("ok (missing_data = \"ok\")", exit::OK),
         MissingData::Breach => ("BREACHING (missing_data = \"breach\")", exit::FOUND),
+    }
+}
+
+/// A report check: the newest report (or the schedule's last execution) read now, as if it
+/// were new, and judged.
+async fn report_check(aws: &Aws, name: &str, c: &Check) -> u8 {
+    use crate::daemon::reports::{look, Look};
+    let what = format!(
+        "{} of {}",
+        crate::cli::plan::report_reads(c),
+        c.source_text()
+    );
+    match look(aws, c, None).await {
+        Look::New {
+            value: Some(v),
+            facts,
+        } => {
+            let breach = c.threshold.breached_by(v);
+            println!(
+                "check {name}: {v} ({what}) vs threshold {}: {}",
+                c.threshold,
+                if breach { "BREACHING" } else { "ok" }
+            );
+            if !facts.uri.is_empty() {
+                println!("report: {}", facts.uri);
+            }
+            if facts.count > 0 {
+                println!("{}", facts.listing());
+            }
+            if breach {
+                exit::FOUND
+            } else {
+                exit::OK
+            }
+        }
+        Look::New { value: None, facts } => {
+            let (verdict, code) = missing(c);
+            println!(
+                "check {name}: {} vs threshold {}: {verdict}",
+                facts.failed.as_deref().unwrap_or("no data"),
+                c.threshold
+            );
+            code
+        }
+        Look::Unchanged => {
+            println!("check {name}: no finished execution yet ({what}): nothing to judge");
+            exit::NO_ANSWER
+        }
+        Look::Failed(why) => {
+            eprintln!("check {name}: could not evaluate: {why}");
+            exit::NO_ANSWER
+        }
     }
 }

@@ -29,6 +29,38 @@ pub(super) fn plan(cfg: &Config, from: DateTime<Utc>, count: usize) -> Vec<Plann
         .collect()
 }
 
+/// What a report check takes from each new report, for people.
+pub(crate) fn report_reads(ch: &crate::config::Check) -> String {
+    use crate::config::ReportRead;
+    let filters = |f: &crate::config::Filters| {
+        let mut s = String::new();
+        if !f.check_types.is_empty() {
+            s.push_str(&format!(" of type {}", f.check_types.join("|")));
+        }
+        if !f.features.is_empty() {
+            s.push_str(&format!(" on {}", f.features.join("|")));
+        }
+        s
+    };
+    match &ch.source {
+        Source::Monitor(m) => format!("violations{}", filters(&m.filters)),
+        Source::Report(r) => {
+            let file = r
+                .file
+                .as_deref()
+                .map(|f| format!(" (*{f})"))
+                .unwrap_or_default();
+            match &r.read {
+                ReportRead::Value(p) => format!("the value at {p}{file}"),
+                ReportRead::Violations { path, filters: f } => {
+                    format!("the violations at {path}{}{file}", filters(f))
+                }
+            }
+        }
+        _ => String::new(),
+    }
+}
+
 /// A one-line account of what a rule does, for `plan` and logs.
 pub(super) fn describe_rule(cfg: &Config, name: &str) -> String {
     let Some(r) = cfg.rules.get(name) else {
@@ -44,6 +76,13 @@ pub(super) fn describe_rule(cfg: &Config, name: &str) -> String {
                     }
                     (Source::Metric(m), Threshold::Below(v)) => {
                         format!("{} {} < {v}", m.statistic, m.metric)
+                    }
+                    (Source::Monitor(_) | Source::Report(_), th) => {
+                        format!(
+                            "{}: {} {th} in a new report",
+                            ch.source_text(),
+                            report_reads(ch)
+                        )
                     }
                 };
                 let times = if ch.for_count == 1 {

@@ -205,7 +205,16 @@ fn checks(st: &StatusDoc) -> Option<String> {
             or_dash(&ch.next_fire),
         ]);
     }
-    Some(table(&rows))
+    let mut out = table(&rows);
+    for ch in st.checks.iter() {
+        if let Some(e) = &ch.error {
+            out.push_str(&format!(
+                "check {} cannot be read since {} ({} reads): {}\n",
+                ch.name, e.since, e.count, e.error
+            ));
+        }
+    }
+    Some(out)
 }
 
 fn rules(st: &StatusDoc) -> Option<String> {

@@ -332,10 +332,67 @@ pub trait Endpoints {
 /// The one production variant's name in every config mlopsd makes.
 pub const VARIANT: &str = "mlopsd";
 
-/// S3 objects (evaluation reports).
+/// An S3 object as a listing gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub key: String,
+    pub etag: String,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub size: i64,
+}
+
+/// S3 objects (evaluation reports, drift reports).
 pub trait Objects {
     /// An object (`s3://bucket/key`) as text.
     fn read_s3(&self, uri: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// The newest object (by `LastModified`, then key) under `prefix` whose key ends with
+    /// `suffix`, over every page of `ListObjectsV2`; `None` when there is none.
+    fn newest_object(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        suffix: Option<&str>,
+    ) -> impl Future<Output = Result<Option<ObjectRef>, AwsError>> + Send;
+    /// An object's text; refused (`TooLarge`) when it holds more than `max` bytes.
+    fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: usize,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+}
+
+/// A Model Monitor schedule as `DescribeMonitoringSchedule` gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorView {
+    /// `Pending`, `Failed`, `Scheduled` or `Stopped`.
+    pub status: String,
+    pub last: Option<MonitorExecution>,
+}
+
+/// `LastMonitoringExecutionSummary`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorExecution {
+    pub scheduled: DateTime<Utc>,
+    /// `Pending`, `InProgress`, `Completed`, `CompletedWithViolations`, `Failed`, `Stopping`,
+    /// `Stopped`.
+    pub status: String,
+    pub processing_job_arn: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+/// SageMaker Model Monitor: schedules and the processing jobs of their executions.
+pub trait Monitoring {
+    /// The schedule, or `None` when it does not exist.
+    fn monitoring_schedule(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<MonitorView>, AwsError>> + Send;
+    /// Where a processing job (by ARN or name) wrote its first output (`s3://…`).
+    fn processing_output(
+        &self,
+        job: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
 }
 
 /// SNS.
@@ -379,6 +436,7 @@ pub trait Cloud:
     + Registry
     + Endpoints
     + Objects
+    + Monitoring
     + Notifier
     + Queue
     + Clone
@@ -396,6 +454,7 @@ impl<T> Cloud for T where
         + Registry
         + Endpoints
         + Objects
+        + Monitoring
         + Notifier
         + Queue
         + Clone

@@ -298,6 +298,56 @@ pub(crate) enum Source {
     /// `alarm = NAME`: a CloudWatch alarm, evaluated as the value 1 while it is `ALARM`, 0
     /// while `OK`, and no data while `INSUFFICIENT_DATA`, against the threshold "above 0.5".
     Alarm(String),
+    /// `monitor = NAME`: a SageMaker Model Monitor schedule, evaluated once per execution as
+    /// the number of its violations that pass the filters (threshold "above 0" by default).
+    Monitor(MonitorSource),
+    /// `report = "s3://…/"`: the newest JSON object under a prefix, evaluated once per object.
+    Report(ReportSource),
+}
+
+/// `check_types` / `features`: which violations count (all when a list is empty).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Filters {
+    pub check_types: Vec<String>,
+    pub features: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MonitorSource {
+    pub schedule: String,
+    pub filters: Filters,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ReportSource {
+    pub bucket: String,
+    /// The key prefix (may be empty: the whole bucket).
+    pub prefix: String,
+    /// `file`: only objects whose key ends so.
+    pub file: Option<String>,
+    pub read: ReportRead,
+}
+
+impl ReportSource {
+    /// `s3://bucket/prefix`, as written.
+    pub(crate) fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+    /// Whether an object key is one this check reads.
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        key.starts_with(&self.prefix)
+            && self.file.as_deref().is_none_or(|f| key.ends_with(f))
+            && !key.ends_with('/')
+    }
+}
+
+/// What a `report` check takes from its JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ReportRead {
+    /// `value = PATH`: the number at a dotted path.
+    Value(String),
+    /// `violations = PATH`: the list there, its length after the filters.
+    Violations { path: String, filters: Filters },
 }
 
 /// A metric check's query.
@@ -312,26 +362,41 @@ pub(crate) struct MetricSource {
 }
 
 impl Check {
-    /// What the check reads, for people: `alarm NAME` or `NAMESPACE/METRIC`.
+    /// What the check reads, for people: `alarm NAME`, `NAMESPACE/METRIC`, `monitor NAME` or
+    /// `report s3://…`.
     pub(crate) fn source_text(&self) -> String {
         match &self.source {
             Source::Alarm(a) => format!("alarm {a}"),
             Source::Metric(m) => format!("{}/{}", m.namespace, m.metric),
+            Source::Monitor(m) => format!("monitor {}", m.schedule),
+            Source::Report(r) => format!("report {}", r.uri()),
         }
     }
     /// The alarm an alarm check reads.
     pub(crate) fn alarm(&self) -> Option<&str> {
         match &self.source {
             Source::Alarm(a) => Some(a),
-            Source::Metric(_) => None,
+            _ => None,
         }
     }
     /// The query of a metric check.
     pub(crate) fn metric(&self) -> Option<&MetricSource> {
         match &self.source {
             Source::Metric(m) => Some(m),
-            Source::Alarm(_) => None,
+            _ => None,
         }
+    }
+    /// The prefix a report check reads.
+    pub(crate) fn report(&self) -> Option<&ReportSource> {
+        match &self.source {
+            Source::Report(r) => Some(r),
+            _ => None,
+        }
+    }
+    /// Whether the check reads a report (`monitor` or `report`): its rules may name
+    /// `{{ check.* }}`.
+    pub(crate) fn reads_report(&self) -> bool {
+        matches!(self.source, Source::Monitor(_) | Source::Report(_))
     }
 }
 

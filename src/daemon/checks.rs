@@ -1,11 +1,13 @@
-//! Room: checks. Evaluates due checks in one batched `GetMetricData` task, stores each
-//! evaluation, tells of new incidents and recoveries, and hands firing checks to their rules.
+//! Room: checks. Evaluates due checks in one batched `GetMetricData` task (report checks:
+//! `reports`), stores each evaluation, tells of new incidents and recoveries, and hands firing
+//! checks to their rules.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::reports::ReportFacts;
 use super::work::{new_correlation_id, Cause, Msg, Work};
 use crate::cloud::{AlarmState, AwsError, Cloud, ErrorKind, MetricQuery};
 use crate::config::{Check, Config, Source, Trigger};
@@ -40,14 +42,17 @@ fn value_text(v: Option<f64>) -> String {
 
 impl<C: Cloud> Work<C> {
     /// Evaluates every due check in one batched task.
-    pub(super) fn evaluate_checks(&self, names: Vec<String>, at: DateTime<Utc>) {
-        let due: Vec<(String, Arc<Check>)> = names
+    pub(super) fn evaluate_checks(&mut self, names: Vec<String>, at: DateTime<Utc>) {
+        let (reports, due): (Vec<(String, Arc<Check>)>, Vec<_>) = names
             .into_iter()
             .filter_map(|n| {
                 let c = self.cfg.checks.get(&n)?.clone();
                 Some((n, c))
             })
-            .collect();
+            .partition(|(_, c)| c.reads_report());
+        if !reports.is_empty() {
+            self.look_at_reports(reports, at);
+        }
         if due.is_empty() {
             return;
         }
@@ -91,7 +96,7 @@ impl<C: Cloud> Work<C> {
 
     /// Evaluates now every check that reads this alarm (an alarm state change event woke
     /// them; `DescribeAlarms` decides). Returns their names.
-    pub(super) fn wake_alarm(&self, alarm: &str) -> Vec<String> {
+    pub(super) fn wake_alarm(&mut self, alarm: &str) -> Vec<String> {
         let names: Vec<String> = self
             .cfg
             .checks
@@ -113,18 +118,40 @@ impl<C: Cloud> Work<C> {
         at: DateTime<Utc>,
         results: Vec<(String, Result<Option<f64>, AwsError>)>,
     ) {
+        self.apply_check_results(at, results, &HashMap::new());
+    }
+
+    /// The evaluation of a batch; `reports` holds what each new report of a report check
+    /// found (its key is stored with the evaluation, even one `missing_data` ignores).
+    pub(super) fn apply_check_results(
+        &mut self,
+        at: DateTime<Utc>,
+        results: Vec<(String, Result<Option<f64>, AwsError>)>,
+        reports: &HashMap<String, Arc<ReportFacts>>,
+    ) {
         let cfg = self.cfg.clone();
         let now = self.now();
         let outcomes = self.evaluate(&cfg, results, now);
+        let stored: HashMap<&str, String> = reports
+            .iter()
+            .map(|(n, f)| (n.as_str(), serde_json::to_string(&**f).unwrap_or_default()))
+            .collect();
         let evals: Vec<CheckEval<'_>> = outcomes
             .iter()
-            .filter(|(_, o)| o.verdict != Verdict::Ignored)
+            .filter(|(n, o)| o.verdict != Verdict::Ignored || reports.contains_key(n))
             .map(|(n, o)| CheckEval {
                 name: n,
+                // Ignored (a failed execution, `missing_data = "ignore"`): the state stays.
                 state: &o.state,
                 value: o.value,
                 breached: o.verdict == Verdict::Breach,
                 at,
+                report: reports.get(n).map(|f| {
+                    (
+                        f.seen.as_str(),
+                        stored.get(n.as_str()).map_or("", |s| s.as_str()),
+                    )
+                }),
             })
             .collect();
         // The rules on each check, from an index built once per batch: 10,000 checks must not
@@ -137,8 +164,10 @@ impl<C: Cloud> Work<C> {
         } else {
             HashMap::new()
         };
-        // Breach and recovery notices are queued with the evaluations that cause them.
-        let notices = self.incident_notices(&cfg, &outcomes, &on_check);
+        // Breach and recovery notices are queued with the evaluations that cause them, and
+        // so is a failed monitor execution's `check_failed`.
+        let mut notices = self.incident_notices(&cfg, &outcomes, &on_check, reports);
+        notices.extend(self.failed_notices(&outcomes, &on_check, reports));
         // Not stored → not acted on: the next evaluation decides again from stored state.
         let r = self.store.save_check_evals(&evals, &notices, now);
         drop(evals);
@@ -147,9 +176,89 @@ impl<C: Cloud> Work<C> {
             return;
         };
         self.queued(&notices, &queued);
+        let mut acted = Vec::new();
         for (name, o) in outcomes {
-            self.act_on(&cfg, name, o, &on_check);
+            let report = reports.get(&name).cloned();
+            if let Some(f) = &report {
+                acted.push((name.clone(), f.seen.clone()));
+            }
+            self.act_on(&cfg, name, o, &on_check, report);
         }
+        self.mark_acted(&acted);
+    }
+
+    /// The rules of these reports were considered.
+    fn mark_acted(&self, acted: &[(String, String)]) {
+        let marks: Vec<(&str, &str)> = acted
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_str()))
+            .collect();
+        let r = self.store.mark_reports_acted(&marks);
+        self.db(
+            "mark reports acted on",
+            "",
+            "their rules are considered again at the next look (each fires at most once per report)",
+            r,
+        );
+    }
+
+    /// A stored evaluation whose rules were not considered (a crash between the two): they
+    /// are now, if the check is firing.
+    pub(super) fn resume_report(
+        &mut self,
+        name: &str,
+        state: crate::engine::CheckState,
+        facts: Arc<ReportFacts>,
+    ) {
+        let cfg = self.cfg.clone();
+        let Some(check) = cfg.checks.get(name) else {
+            return;
+        };
+        if state.breaching && state.breach_count >= check.for_count {
+            tracing::info!(event = "report_resumed", check = %name, seen = %facts.seen, "considering the rules of a report evaluated before a restart");
+            let on_check = rules_by_check(&cfg);
+            let corr = state.correlation_id.clone().unwrap_or_default();
+            for r in on_check.get(name).cloned().unwrap_or_default() {
+                self.fire_rule(
+                    &r,
+                    Cause::Check {
+                        check: name.to_string(),
+                        correlation_id: corr.clone(),
+                        value: state.last_value,
+                        report: Some(facts.clone()),
+                    },
+                );
+            }
+        }
+        self.mark_acted(&[(name.to_string(), facts.seen.clone())]);
+    }
+
+    /// `check_failed` for each rule on a check whose new monitor execution failed.
+    fn failed_notices(
+        &self,
+        outcomes: &[(String, CheckOutcome)],
+        on_check: &HashMap<&str, Vec<String>>,
+        reports: &HashMap<String, Arc<ReportFacts>>,
+    ) -> Vec<crate::state::Queued> {
+        let mut notices = Vec::new();
+        for (name, o) in outcomes {
+            let Some(why) = reports.get(name).and_then(|f| f.failed.as_deref()) else {
+                continue;
+            };
+            let corr = o
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| new_correlation_id(self.now()));
+            for r in on_check
+                .get(name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
+                let m = Message::new(Kind::CheckFailed, r, Some(name), &corr).with("reason", why);
+                notices.extend(self.render_rule(r, &m));
+            }
+        }
+        notices
     }
 
     /// Each result against its check's stored state (a failed read is logged, not evaluated).
@@ -171,9 +280,13 @@ impl<C: Cloud> Work<C> {
                         error: &e,
                     }
                     .emit();
+                    self.health.check_failed(&name, &e.to_string(), now);
                     continue;
                 }
-                Ok(value) => value,
+                Ok(value) => {
+                    self.health.check_read(&name);
+                    value
+                }
             };
             let r = self.store.check_state(&name);
             let Some(prev) = self.db("read check state", &name, "evaluation skipped", r) else {
@@ -204,6 +317,7 @@ impl<C: Cloud> Work<C> {
         cfg: &Config,
         outcomes: &[(String, CheckOutcome)],
         on_check: &HashMap<&str, Vec<String>>,
+        reports: &HashMap<String, Arc<ReportFacts>>,
     ) -> Vec<crate::state::Queued> {
         let mut notices = Vec::new();
         for (name, o) in outcomes {
@@ -220,18 +334,29 @@ impl<C: Cloud> Work<C> {
                 .unwrap_or(&[])
             {
                 let m = if o.entered_breach {
-                    Message::new(Kind::CheckBreached, r, Some(name), &corr)
+                    let mut m = Message::new(Kind::CheckBreached, r, Some(name), &corr)
                         .with("value", value_text(o.value))
                         .with("threshold", check.threshold.to_string())
                         .with(
                             "metric",
                             match &check.source {
-                                Source::Alarm(a) => format!("alarm {a}"),
                                 Source::Metric(m) => {
                                     format!("{}/{} {}", m.namespace, m.metric, m.statistic)
                                 }
+                                _ => check.source_text(),
                             },
-                        )
+                        );
+                    if let Some(f) = reports.get(name) {
+                        if !f.uri.is_empty() {
+                            m = m.with("report_uri", &f.uri);
+                        }
+                        if f.count > 0 {
+                            m = m
+                                .with("features", f.features())
+                                .with("violations", f.listing());
+                        }
+                    }
+                    m
                 } else {
                     Message::new(Kind::CheckRecovered, r, Some(name), &corr)
                         .with("value", value_text(o.value))
@@ -251,6 +376,7 @@ impl<C: Cloud> Work<C> {
         name: String,
         o: CheckOutcome,
         on_check: &HashMap<&str, Vec<String>>,
+        report: Option<Arc<ReportFacts>>,
     ) {
         let Some(check) = cfg.checks.get(&name) else {
             return;
@@ -276,6 +402,7 @@ impl<C: Cloud> Work<C> {
                     check: name.clone(),
                     correlation_id: corr.clone(),
                     value: o.value,
+                    report: report.clone(),
                 },
             );
         }

@@ -313,6 +313,7 @@ impl<C: Cloud> Daemon<'_, C> {
             } => self.work.on_deploy(endpoint, id, *answer),
             _ if shutting_down => {}
             Msg::CheckResults { at, results, large } => self.check_results(at, results, large),
+            Msg::ReportLooks { at, looks } => self.work.on_report_looks(at, looks),
             Msg::RunStatuses { statuses, poll } => self.work.on_run_statuses(statuses, poll),
             Msg::Events { queue_url, batch } => self.work.on_events(&queue_url, batch),
             Msg::GatePackages { gate, result } => self.work.on_gate_packages(gate, result),

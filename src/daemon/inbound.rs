@@ -258,6 +258,25 @@ impl<C: Cloud> Work<C> {
                     )
                 }
             }
+            Hint::Object { bucket, key } => {
+                let names: Vec<String> = self
+                    .cfg
+                    .checks
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.report()
+                            .is_some_and(|r| r.bucket == *bucket && r.holds(key))
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if names.is_empty() {
+                    (false, format!("no report check reads s3://{bucket}/{key}"))
+                } else {
+                    let what = format!("reading report check(s) {} now", names.join(", "));
+                    self.evaluate_checks(names, self.now());
+                    (true, what)
+                }
+            }
             Hint::None => (false, "no rule or item concerns this event".to_string()),
         }
     }

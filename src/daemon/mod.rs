@@ -16,6 +16,7 @@ mod inbound;
 mod notices;
 mod outbox;
 mod reload;
+pub(crate) mod reports;
 mod rules;
 mod runs;
 mod systemd;

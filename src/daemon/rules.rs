@@ -38,7 +38,21 @@ impl<C: Cloud> Work<C> {
         // An `on_event` rule's values are templates over the event: rendered first, and a
         // template that fails stops this firing.
         let starts: Vec<Start> = match &cause {
-            Cause::Event(e) => match render_starts(&cfg, &rule.start, e) {
+            Cause::Event(e) => {
+                match render_starts(&cfg, &rule.start, &|v| crate::inbox::render(v, e)) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        events::rule_failed(name, &corr, &why);
+                        return;
+                    }
+                }
+            }
+            Cause::Check {
+                check,
+                value,
+                report: Some(f),
+                ..
+            } => match render_starts(&cfg, &rule.start, &|v| check_render(v, check, *value, f)) {
                 Ok(s) => s,
                 Err(why) => {
                     events::rule_failed(name, &corr, &why);
@@ -185,6 +199,12 @@ impl<C: Cloud> Work<C> {
         // firing.
         let once = match cause {
             Cause::Event(e) => Some(format!("fired\0{name}\0{}", e.id)),
+            // A report fires each rule once, also when considered again after a crash.
+            Cause::Check {
+                check,
+                report: Some(f),
+                ..
+            } => Some(format!("fired\0{name}\0report\0{check}\0{}", f.seen)),
             Cause::RunEnded { .. } | Cause::Deployed { .. } => chain_key(name, cause),
             _ => None,
         };
@@ -287,15 +307,35 @@ fn told(name: &str, cause: &Cause, corr: &str) -> Option<Message> {
     }
 }
 
-/// The starts of an `on_event` rule with every parameter and environment value rendered over
-/// the event (strict: a missing field or an empty result is an error).
-/// Renders an `on_event` rule's templated parameters over the event. A pipeline with a
-/// `definition` also gets each rendered value checked against its declared type (a literal
-/// one was checked at validation).
+/// `{{ check.* }}` in a rule on a report check: `features` (sorted, comma-joined, at most
+/// 1,024 characters), `violations` (the count), `report_uri`, `value`, `name`. An empty
+/// feature list renders empty; a start is never refused for it.
+fn check_render(
+    v: &str,
+    check: &str,
+    value: Option<f64>,
+    f: &super::reports::ReportFacts,
+) -> Result<String, String> {
+    let ctx = minijinja::context! {
+        check => minijinja::context! {
+            name => check,
+            value => value,
+            features => f.features(),
+            violations => f.count,
+            report_uri => f.uri.as_str(),
+        }
+    };
+    crate::inbox::render_in(v, ctx, &format!("check {check}"))
+}
+
+/// A rule's starts with every templated parameter and environment value rendered (over the
+/// event of an `on_event` rule: strict, a missing field or an empty result is an error; over
+/// a report check's findings). A pipeline with a `definition` also gets each rendered value
+/// checked against its declared type (a literal one was checked at validation).
 fn render_starts(
     cfg: &Config,
     starts: &[Start],
-    e: &crate::inbox::Envelope,
+    render_one: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Vec<Start>, String> {
     let render = |m: &crate::config::Params,
                   types: Option<&crate::config::definition::Definition>|
@@ -305,7 +345,7 @@ fn render_starts(
         }
         let mut out = std::collections::BTreeMap::new();
         for (k, v) in m.iter() {
-            let r = crate::inbox::render(v, e).map_err(|why| format!("`{k}`: {why}"))?;
+            let r = render_one(v).map_err(|why| format!("`{k}`: {why}"))?;
             if let Some(ty) = types.and_then(|d| d.parameter(k)) {
                 if !ty.fits(&r) {
                     return Err(format!(

@@ -30,6 +30,11 @@ pub(super) enum Msg {
         results: Vec<(String, Result<Option<f64>, AwsError>)>,
         large: bool,
     },
+    /// What looks at report checks found.
+    ReportLooks {
+        at: DateTime<Utc>,
+        looks: Vec<(String, super::reports::Look)>,
+    },
     StartDone {
         run_id: i64,
         result: Result<String, AwsError>,
@@ -93,6 +98,8 @@ pub(super) enum Cause {
         check: String,
         correlation_id: String,
         value: Option<f64>,
+        /// What a report check's report found (`{{ check.* }}`).
+        report: Option<Arc<super::reports::ReportFacts>>,
     },
     Schedule,
     RunEnded {
@@ -190,6 +197,9 @@ pub(super) struct Work<C> {
     pub(super) describing: usize,
     /// deployments: endpoints with a call out, what was told.
     pub(super) deploys: super::deploys::Deploys,
+    /// report checks with a look out, and those to look at again when it is back.
+    pub(super) reading: HashSet<String>,
+    pub(super) look_again: HashSet<String>,
 }
 
 impl<C: Cloud> Work<C> {
@@ -212,6 +222,8 @@ impl<C: Cloud> Work<C> {
             to_describe: std::collections::VecDeque::new(),
             describing: 0,
             deploys: Default::default(),
+            reading: HashSet::new(),
+            look_again: HashSet::new(),
         }
     }
 

@@ -67,3 +67,38 @@ impl CheckIncident<'_> {
         }
     }
 }
+
+/// A report check's read failed. Logged once per new cause (the same error again is only
+/// counted), and shown on `/status`.
+pub(crate) fn report_failed(
+    health: &crate::health::Health,
+    check: &str,
+    error: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    metrics::get()
+        .check_errors
+        .get_or_create(&metrics::check(check))
+        .inc();
+    if health.check_failed(check, error, at) {
+        tracing::warn!(event = "check_failed", check = %check, error = %error, "could not read the check's report; its state is unchanged");
+    }
+}
+
+/// A report check reads again after an error.
+pub(crate) fn report_read(health: &crate::health::Health, check: &str) {
+    if health.check_read(check) {
+        tracing::info!(event = "check_read_again", check = %check, "the check's report reads again");
+    }
+}
+
+/// A new report or execution was read (its evaluation follows).
+pub(crate) fn report_new(
+    check: &str,
+    seen: &str,
+    uri: &str,
+    violations: usize,
+    failed: Option<&str>,
+) {
+    tracing::info!(event = "report_read", check = %check, seen = %seen, report_uri = %uri, violations, failed = %failed.unwrap_or_default(), "a new report was read");
+}

@@ -121,6 +121,14 @@ impl CheckPhase {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+pub(crate) struct CheckErrorInfo {
+    pub error: String,
+    pub since: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct ValueInfo {
     pub at: String,
     pub value: Option<f64>,
@@ -146,6 +154,10 @@ pub(crate) struct CheckInfo {
     pub last_evaluated: Option<String>,
     pub values: Vec<ValueInfo>,
     pub preflight: Option<Problem>,
+    /// Why the last read failed (a report missing, unreadable, not JSON, too large, denied;
+    /// an AWS error), since when and how many reads in a row; absent once a read succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<CheckErrorInfo>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -323,7 +335,7 @@ pub(crate) fn build(
                 error: r.error.clone(),
             }),
         },
-        checks: checks(view, store, &pre, now, values),
+        checks: checks(view, store, health, &pre, now, values),
         rules: rules(view, store, &pre, now),
         runs: runs(store, now),
         gates: gates(view, store, &pre, now),
@@ -386,11 +398,13 @@ fn problems_of(pre: &Preflight, items: &[(ResourceKind, &str)], notify: &[String
 fn checks(
     view: &View,
     store: &Store,
+    health: &Health,
     pre: &Preflight,
     now: DateTime<Utc>,
     values: usize,
 ) -> Vec<CheckInfo> {
     let states = store.check_states().unwrap_or_default();
+    let mut errors = health.check_errors();
     let mut all_values = store.all_check_values(values).unwrap_or_default();
     view.cfg
         .checks
@@ -441,6 +455,11 @@ fn checks(
                     })
                     .collect(),
                 preflight: problem(pre, ResourceKind::Check, name),
+                error: errors.remove(name).map(|e| CheckErrorInfo {
+                    error: e.error,
+                    since: ts(&e.since),
+                    count: e.count,
+                }),
             }
         })
         .collect()

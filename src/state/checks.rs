@@ -23,6 +23,17 @@ pub(crate) struct CheckEval<'a> {
     pub value: Option<f64>,
     pub breached: bool,
     pub at: DateTime<Utc>,
+    /// A report check's new report: (its key, what it found as JSON), stored with the
+    /// evaluation so one report is never evaluated twice.
+    pub report: Option<(&'a str, &'a str)>,
+}
+
+/// A report check's stored marks: the report last evaluated and the one whose rules were
+/// considered (they differ after a crash between the two).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ReportMarks {
+    pub seen: Option<String>,
+    pub acted: Option<String>,
 }
 
 impl Store {
@@ -82,6 +93,12 @@ impl Store {
                         ms(e.at)
                     ],
                 )?;
+                if let Some((seen, facts)) = e.report {
+                    w.exec(
+                        "UPDATE check_state SET report_seen = ?2, report_facts = ?3 WHERE name = ?1",
+                        params![e.name, seen, facts],
+                    )?;
+                }
                 w.exec(
                     "INSERT OR REPLACE INTO check_values (name, at_ms, value, breached) VALUES (?1, ?2, ?3, ?4)",
                     params![e.name, ms(e.at), e.value, e.breached as i64],
@@ -95,6 +112,52 @@ impl Store {
                 .iter()
                 .map(|n| Self::enqueue_in(w, &n.as_outgoing(), ms(now)))
                 .collect()
+        })
+    }
+
+    /// Every report check's marks, by check.
+    pub(crate) fn report_marks(&self) -> R<std::collections::HashMap<String, ReportMarks>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT name, report_seen, report_acted FROM check_state WHERE report_seen IS NOT NULL",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                ReportMarks {
+                    seen: r.get(1)?,
+                    acted: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Sql<_>>()?)
+    }
+
+    /// What a check's last report found (JSON), and its key.
+    pub(crate) fn report_facts(&self, name: &str) -> R<Option<(String, String)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT report_seen, report_facts FROM check_state WHERE name = ?1 AND report_seen IS NOT NULL AND report_facts IS NOT NULL",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The rules of these checks' reports were considered (one transaction).
+    pub(crate) fn mark_reports_acted(&self, marks: &[(&str, &str)]) -> R<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.write(|w| {
+            for (name, seen) in marks {
+                w.exec(
+                    "UPDATE check_state SET report_acted = ?2 WHERE name = ?1",
+                    params![name, seen],
+                )?;
+            }
+            Ok(())
         })
     }
 

@@ -33,7 +33,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::config::ItemKind;
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 pub const DB_FILE: &str = "mlopsd.db";
 const LOCK_FILE: &str = "mlopsd.lock";
 
@@ -176,6 +176,13 @@ const MIGRATIONS: &[&str] = &[
         chained INTEGER NOT NULL DEFAULT 0, reject INTEGER NOT NULL DEFAULT 0, cleaned INTEGER NOT NULL DEFAULT 0);
     CREATE INDEX deployments_endpoint ON deployments (endpoint, id);
     CREATE INDEX deployments_state ON deployments (state);
+    "#,
+    // 5 → 6: report checks (SPEC "Drift reports"): the execution or object last evaluated
+    // (once each), what it found, and whether its rules were considered.
+    r#"
+    ALTER TABLE check_state ADD COLUMN report_seen TEXT;
+    ALTER TABLE check_state ADD COLUMN report_facts TEXT;
+    ALTER TABLE check_state ADD COLUMN report_acted TEXT;
     "#,
 ];
 

@@ -71,6 +71,7 @@ fn recent_values_are_bounded_per_check() {
             value: Some(i as f64),
             breached: false,
             at: t0 + chrono::Duration::seconds(i),
+            report: None,
         };
         s.save_check_evals(&[e], &[], t0).unwrap();
     }

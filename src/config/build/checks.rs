@@ -1,5 +1,6 @@
-//! `[checks.NAME]`: a metric (namespace, metric, dimensions, statistic, period, above or
-//! below) or an alarm, on a schedule, with `for` and `missing_data`.
+//! `[checks.NAME]`: one source — a metric (namespace, metric, dimensions, statistic, period,
+//! above or below), an alarm, a Model Monitor schedule (`monitor`) or a JSON report under an
+//! S3 prefix (`report`) — on a schedule, with `for` and `missing_data`.
 
 use std::time::Duration;
 
@@ -23,7 +24,20 @@ pub(in crate::config) const CHECK_KEYS: &[&str] = &[
     "below",
     "for",
     "missing_data",
+    "monitor",
+    "report",
+    "file",
+    "value",
+    "violations",
+    "check_types",
+    "features",
 ];
+
+/// The keys only a metric check reads.
+const METRIC_KEYS: &[&str] = &["namespace", "metric", "dimensions", "statistic", "period"];
+
+/// The source keys, in the order a check's source is named in messages.
+const SOURCES: [&str; 4] = ["metric", "alarm", "monitor", "report"];
 
 pub(super) fn read_check(
     d: &mut Diags,
@@ -31,9 +45,32 @@ pub(super) fn read_check(
     default_tz: Option<Tz>,
     has_events: bool,
 ) -> Option<Check> {
-    if t.has("alarm") {
-        return read_alarm_check(d, t, default_tz, has_events);
+    let given: Vec<&str> = SOURCES
+        .into_iter()
+        .filter(|k| t.has(k) || (*k == "metric" && t.has("namespace")))
+        .collect();
+    if given.len() > 1 {
+        let second = t.key_span(given[1]).unwrap_or(t.span.clone());
+        d.push(
+            second,
+            format!(
+                "[{}] has more than one source ({}); a check reads one: a metric, `alarm`, `monitor` or `report`",
+                t.path,
+                given.join(", ")
+            ),
+        );
+        for k in CHECK_KEYS {
+            let _ = t.raw(k);
+        }
+        return None;
     }
+    match given.first().copied() {
+        Some("alarm") => return read_alarm_check(d, t, default_tz, has_events),
+        Some("monitor") => return super::reports::read_monitor_check(d, t, default_tz),
+        Some("report") => return super::reports::read_report_check(d, t, default_tz, has_events),
+        _ => {}
+    }
+    let mut ok = not_report(d, t);
     let timed = timed(d, t, "schedule", default_tz);
     let namespace = t.req_string(d, "namespace");
     let metric = t.req_string(d, "metric");
@@ -100,6 +137,10 @@ pub(super) fn read_check(
     };
     let for_count = positive_u32(d, t, "for", 1);
     let missing = missing_data(d, t);
+    ok &= threshold.is_some();
+    if !ok {
+        return None;
+    }
     Some(Check {
         timed: timed?,
         source: Source::Metric(MetricSource {
@@ -123,46 +164,10 @@ fn read_alarm_check(
     has_events: bool,
 ) -> Option<Check> {
     let alarm = t.req_string(d, "alarm");
-    let mut ok = true;
-    for k in [
-        "namespace",
-        "metric",
-        "dimensions",
-        "statistic",
-        "period",
-        "above",
-        "below",
-    ] {
-        if let Some(span) = t.key_span(k) {
-            d.push(span, format!("`{k}` is for a metric check; [{}] reads `alarm` (a check has one source: a metric or an alarm)", t.path));
-            let _ = t.raw(k);
-            ok = false;
-        }
-    }
-    let timed = if t.has("schedule") {
-        timed(d, t, "schedule", default_tz)
-    } else if !has_events {
-        d.push(
-            t.span.clone(),
-            format!(
-                "[{}] needs a `schedule` (or an [events] section, whose alarm events wake it)",
-                t.path
-            ),
-        );
-        ok = false;
-        None
-    } else {
-        let tzv = t.string(d, "timezone");
-        let tz = match &tzv {
-            Some(z) => zone(d, z),
-            None => default_tz,
-        };
-        tz.map(|timezone| Timed {
-            expression: "(alarm events)".into(),
-            schedule: Schedule::Never,
-            timezone,
-        })
-    };
+    let mut ok = not_here(d, t, METRIC_KEYS, "is for a metric check");
+    ok &= not_here(d, t, &["above", "below"], "is for a metric check");
+    ok &= not_report(d, t);
+    let timed = schedule_or_events(d, t, default_tz, has_events, "alarm", &mut ok);
     let for_count = positive_u32(d, t, "for", 1);
     let missing = missing_data(d, t);
     let alarm = alarm?;
@@ -185,7 +190,87 @@ fn read_alarm_check(
     })
 }
 
-fn missing_data(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<MissingData> {
+/// Each of `keys` present is an error ("`file` is for a `report` check; [checks.x] reads
+/// `alarm`"); `false` when any was.
+pub(super) fn not_here(d: &mut Diags, t: &mut Table<'_, '_>, keys: &[&str], why: &str) -> bool {
+    let source = SOURCES
+        .into_iter()
+        .find(|k| t.has(k))
+        .map(|k| format!("`{k}`"))
+        .unwrap_or_else(|| "a metric".into());
+    let mut ok = true;
+    for k in keys {
+        if let Some(span) = t.key_span(k) {
+            d.push(
+                span,
+                format!(
+                    "`{k}` {why}; [{}] reads {source} (a check has one source)",
+                    t.path
+                ),
+            );
+            ok = false;
+        }
+        // Read, so it is not also an unknown key.
+        if let Some(key) = CHECK_KEYS.iter().find(|c| *c == k) {
+            let _ = t.raw(key);
+        }
+    }
+    ok
+}
+
+/// The keys of report checks, each an error in a metric or alarm check.
+fn not_report(d: &mut Diags, t: &mut Table<'_, '_>) -> bool {
+    let a = not_here(
+        d,
+        t,
+        &["file", "value", "violations"],
+        "is for a `report` check",
+    );
+    let b = not_here(
+        d,
+        t,
+        &["check_types", "features"],
+        "is for a `monitor` or `report` check",
+    );
+    a && b
+}
+
+/// `schedule`, or — with an [events] section, whose `what` events wake the check — none.
+pub(super) fn schedule_or_events(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    default_tz: Option<Tz>,
+    has_events: bool,
+    what: &str,
+    ok: &mut bool,
+) -> Option<Timed> {
+    if t.has("schedule") {
+        return timed(d, t, "schedule", default_tz);
+    }
+    if !has_events {
+        d.push(
+            t.span.clone(),
+            format!(
+                "[{}] needs a `schedule` (or an [events] section, whose {what} events wake it)",
+                t.path
+            ),
+        );
+        *ok = false;
+        return None;
+    }
+    let tzv = t.string(d, "timezone");
+    let tz = match &tzv {
+        Some(z) => zone(d, z),
+        None => default_tz,
+    };
+    tz.map(|timezone| Timed {
+        expression: format!("({what} events)"),
+        schedule: Schedule::Never,
+        timezone,
+    })
+}
+
+pub(super) fn missing_data(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<MissingData> {
     match t.string(d, "missing_data") {
         Some(m) => match m.v.as_str() {
             "ignore" => Some(MissingData::Ignore),

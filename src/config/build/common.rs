@@ -99,9 +99,23 @@ pub(super) fn merged(base: &Params, over: Option<&BTreeMap<String, String>>) -> 
 }
 
 /// Compiles a subject template, so a bad template is a validate-time error.
+/// What a rule's parameter templates may name.
+pub(super) struct Names {
+    /// `event`: an `on_event` rule.
+    pub event: bool,
+    /// `check` (`features`, `violations`, `report_uri`, `value`, `name`): a rule on a
+    /// `monitor` or `report` check; `None` when its check is unknown or failed to build
+    /// (reported there, not again here).
+    pub check: Option<bool>,
+}
+
+/// The fields `{{ check.* }}` has.
+pub(crate) const CHECK_FIELDS: &[&str] = &["features", "violations", "report_uri", "value", "name"];
+
 /// A parameter value that may be a template (`{{ event.detail.object.key }}`): it must parse,
-/// and it may name `event` only in an `on_event` rule.
-pub(super) fn check_value_template(v: &str, on_event: bool) -> Result<(), String> {
+/// and it may name `event` only in an `on_event` rule, `check` only in a rule on a `monitor`
+/// or `report` check.
+pub(super) fn check_value_template(v: &str, allowed: &Names) -> Result<(), String> {
     if !v.contains("{{") && !v.contains("{%") {
         return Ok(());
     }
@@ -109,14 +123,32 @@ pub(super) fn check_value_template(v: &str, on_event: bool) -> Result<(), String
     let t = env
         .template_from_str(v)
         .map_err(|e| format!("template does not parse: {e}"))?;
-    let names = t.undeclared_variables(false);
-    if names.contains("event") && !on_event {
-        return Err("names `event`, which only an `on_event` rule has".into());
-    }
-    if let Some(other) = names.iter().find(|n| n.as_str() != "event") {
-        return Err(format!(
-            "names `{other}`; a parameter template can name only `event`"
-        ));
+    let names = t.undeclared_variables(true);
+    for n in &names {
+        let (root, field) = n.split_once('.').unwrap_or((n.as_str(), ""));
+        match root {
+            "event" if allowed.event => {}
+            "event" => return Err("names `event`, which only an `on_event` rule has".into()),
+            "check" if allowed.check == Some(false) => {
+                return Err("names `check`, which only a rule on a `monitor` or `report` check has".into())
+            }
+            "check" if field.is_empty() || CHECK_FIELDS.contains(&field.split('.').next().unwrap_or("")) => {}
+            "check" => {
+                return Err(format!(
+                    "names `{n}`; a check has {}",
+                    CHECK_FIELDS
+                        .iter()
+                        .map(|f| format!("`check.{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "names `{other}`; a parameter template can name only `event` (in an `on_event` rule) or `check` (in a rule on a `monitor` or `report` check)"
+                ))
+            }
+        }
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod events;
 mod gates;
 mod ha;
 mod pipelines;
+mod reports;
 mod rules;
 
 pub(super) use checks::CHECK_KEYS;
@@ -115,6 +116,7 @@ pub(super) fn read_item(
             let known = Known {
                 pipelines: &cfg.pipelines,
                 builds: &cfg.builds,
+                checks: &cfg.checks,
                 has_events: cfg.events.is_some(),
             };
             let r = read_rule(&mut d, &mut t, tz, &known, &mut refs);
@@ -198,6 +200,7 @@ fn build(d: &mut Diags, doc: &DeTable<'_>, span: Range<usize>, base: &Path) -> O
     let known = Known {
         pipelines: &pipelines,
         builds: &builds,
+        checks: &checks,
         has_events,
     };
     let rules = named(d, &mut top, "rules", RULE_KEYS, |d, t| {

@@ -53,6 +53,8 @@ struct Actions {
 pub(super) struct Known<'a> {
     pub(super) pipelines: &'a BTreeMap<String, Pipeline>,
     pub(super) builds: &'a BTreeMap<String, Build>,
+    /// The checks that were read (one that failed to build is absent, and not reported again).
+    pub(super) checks: &'a BTreeMap<String, Arc<crate::config::Check>>,
     pub(super) has_events: bool,
 }
 
@@ -70,7 +72,14 @@ pub(super) fn read_rule(
     let on_schedule = triggers.contains(&"on_schedule");
     ok &= timezone_only_on_schedule(d, t, on_schedule);
     let on_event = triggers == ["on_event"];
-    let (mut actions, actions_ok) = read_actions(d, t, on_event, refs);
+    let names = Names {
+        event: on_event,
+        check: match trigger.as_ref().map(|(t, _)| t) {
+            Some(Trigger::Check(c)) => known.checks.get(c).map(|check| check.reads_report()),
+            _ => Some(false),
+        },
+    };
+    let (mut actions, actions_ok) = read_actions(d, t, &names, refs);
     ok &= actions_ok;
     let notify = actions.notify.take();
     let start = starts(d, t, actions, known, on_event, refs);
@@ -195,7 +204,7 @@ fn timezone_only_on_schedule(d: &mut Diags, t: &mut Table<'_, '_>, on_schedule: 
 fn read_actions(
     d: &mut Diags,
     t: &mut Table<'_, '_>,
-    on_event: bool,
+    names: &Names,
     refs: &mut Refs,
 ) -> (Actions, bool) {
     let mut ok = true;
@@ -209,7 +218,7 @@ fn read_actions(
     };
     for m in [&a.parameters, &a.environment].into_iter().flatten() {
         for (k, v) in &m.v {
-            if let Err(e) = check_value_template(v, on_event) {
+            if let Err(e) = check_value_template(v, names) {
                 d.push(m.span.clone(), format!("`{k}`: {e}"));
                 ok = false;
             }

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use mlopsd::clock::{ts, Clock};
 use mlopsd::cloud::{
     Acting, AlarmState, AwsError, Builds, EndpointView, Endpoints, ErrorKind, Identity,
-    MetricQuery, Metrics, Notifier, Objects, PackageVersion, PendingPackage, Pipelines, Queue,
-    QueueMessage, Registry, RemotePipeline, RunStatus,
+    MetricQuery, Metrics, MonitorView, Monitoring, Notifier, ObjectRef, Objects, PackageVersion,
+    PendingPackage, Pipelines, Queue, QueueMessage, Registry, RemotePipeline, RunStatus,
 };
 use mlopsd::config::{Capacity, Strategy};
 
@@ -390,6 +390,31 @@ impl Endpoints for Fake {
 impl Objects for Fake {
     async fn read_s3(&self, _uri: &str) -> Result<String, AwsError> {
         Err(unsupported("GetObject"))
+    }
+    async fn newest_object(
+        &self,
+        _bucket: &str,
+        _prefix: &str,
+        _suffix: Option<&str>,
+    ) -> Result<Option<ObjectRef>, AwsError> {
+        Err(unsupported("ListObjectsV2"))
+    }
+    async fn read_object(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _max: usize,
+    ) -> Result<String, AwsError> {
+        Err(unsupported("GetObject"))
+    }
+}
+
+impl Monitoring for Fake {
+    async fn monitoring_schedule(&self, _name: &str) -> Result<Option<MonitorView>, AwsError> {
+        Err(unsupported("DescribeMonitoringSchedule"))
+    }
+    async fn processing_output(&self, _job: &str) -> Result<Option<String>, AwsError> {
+        Err(unsupported("DescribeProcessingJob"))
     }
 }
 
