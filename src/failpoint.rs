@@ -8,7 +8,9 @@
 //! effects and ids stored, its messages not yet deleted), `after_apply_decided` (a declared
 //! pipeline's create or update stored, not sent), `after_apply_sent` (AWS took it, not stored),
 //! `after_run_end` (a run's end stored, its chain not yet considered), `after_chain` (its
-//! chained rules decided and their starts answered by AWS, the run not yet marked chained).
+//! chained rules decided and their starts answered by AWS, the run not yet marked chained),
+//! `after_report_evaluated` (a report check's new report evaluated and stored, its rules not
+//! yet considered).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;

@@ -159,6 +159,7 @@ impl<C: Cloud> Work<C> {
         let on_check = if outcomes
             .iter()
             .any(|(_, o)| o.entered_breach || o.recovered || o.firing)
+            || reports.values().any(|f| f.failed.is_some())
         {
             rules_by_check(&cfg)
         } else {
@@ -176,6 +177,9 @@ impl<C: Cloud> Work<C> {
             return;
         };
         self.queued(&notices, &queued);
+        for n in reports.keys() {
+            crate::failpoint::hit_for("after_report_evaluated", n);
+        }
         let mut acted = Vec::new();
         for (name, o) in outcomes {
             let report = reports.get(&name).cloned();

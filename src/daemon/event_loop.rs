@@ -198,6 +198,9 @@ fn start<'a, C: Cloud>(
     // deployments; then read what each endpoint block wants.
     d.work.follow_tick();
     d.work.reconcile_endpoints(None, "start");
+    // A report evaluated before a restart whose rules were not considered is considered now;
+    // an event-only report check reads what arrived while down.
+    d.work.sweep_reports(false);
     outbox_wake.notify_one();
     Ok(d)
 }
@@ -245,6 +248,8 @@ impl<C: Cloud> Daemon<'_, C> {
             Event::Reconcile => {
                 self.work.reconcile(None, "reconcile_interval");
                 self.work.reconcile_endpoints(None, "reconcile_interval");
+                // Event-only report checks: a look in case an event was lost.
+                self.work.sweep_reports(true);
             }
             Event::Watchdog => systemd::watchdog(),
             Event::Heartbeat => {}

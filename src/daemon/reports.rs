@@ -304,6 +304,24 @@ impl<C: Cloud> Work<C> {
         });
     }
 
+    /// Looks at every report check (`unscheduled`: only those that events alone wake).
+    pub(super) fn sweep_reports(&mut self, unscheduled: bool) {
+        let names: Vec<String> = self
+            .cfg
+            .checks
+            .iter()
+            .filter(|(_, c)| {
+                c.reads_report()
+                    && (!unscheduled || c.timed.schedule == crate::schedule::Schedule::Never)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !names.is_empty() {
+            let now = self.now();
+            self.evaluate_checks(names, now);
+        }
+    }
+
     /// The looks' answers: errors shown and logged, unchanged reports left alone (unless
     /// their rules were not considered before a crash), new ones evaluated.
     pub(super) fn on_report_looks(&mut self, at: DateTime<Utc>, looks: Vec<(String, Look)>) {
