@@ -156,25 +156,12 @@ fn wanted(s: &Option<BTreeSet<String>>, name: &str) -> bool {
     s.as_ref().is_none_or(|s| s.contains(name))
 }
 
-/// The IAM action an operation needs (as `iam-policy` names it).
-fn action(e: &AwsError) -> String {
-    // AWS names the denied action in its message ("… is not authorized to perform: X on …").
-    if let Some(i) = e.message.find("perform: ") {
-        let rest = &e.message[i + 9..];
-        let end = rest
-            .find(|c: char| c.is_whitespace() || matches!(c, ',' | '<' | '"' | ';'))
-            .unwrap_or(rest.len());
-        return rest[..end].to_string();
-    }
-    format!("{}:{}", e.service, e.operation)
-}
-
 /// The status and detail an AWS error gives a resource.
 fn from_error(e: &AwsError) -> (Status, String) {
     match e.kind {
         ErrorKind::Denied => (
             Status::Forbidden,
-            format!("{} is denied: {}: {}", action(e), e.code, e.message),
+            format!("{} is denied: {}: {}", e.iam_action(), e.code, e.message),
         ),
         ErrorKind::Unreachable | ErrorKind::Credentials => (Status::Unreachable, e.to_string()),
         _ => (Status::Missing, e.to_string()),

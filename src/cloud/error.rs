@@ -48,6 +48,23 @@ pub struct AwsError {
 }
 
 impl AwsError {
+    /// The IAM action the call needs, as `iam-policy` names it: from AWS's message when it
+    /// says ("… is not authorized to perform: X on …"), else from the operation (S3's listing
+    /// is authorized as `s3:ListBucket`).
+    pub fn iam_action(&self) -> String {
+        if let Some(i) = self.message.find("perform: ") {
+            let rest = &self.message[i + 9..];
+            let end = rest
+                .find(|c: char| c.is_whitespace() || matches!(c, ',' | '<' | '"' | ';'))
+                .unwrap_or(rest.len());
+            return rest[..end].to_string();
+        }
+        match (self.service, self.operation) {
+            ("s3", "ListObjectsV2") => "s3:ListBucket".into(),
+            (s, o) => format!("{s}:{o}"),
+        }
+    }
+
     pub fn new(
         service: &'static str,
         operation: &'static str,

@@ -89,7 +89,7 @@ pub(crate) enum Look {
 
 fn aws_text(e: &AwsError) -> String {
     match e.kind {
-        ErrorKind::Denied => format!("denied: {e}"),
+        ErrorKind::Denied => format!("denied ({} is needed): {e}", e.iam_action()),
         _ => e.to_string(),
     }
 }

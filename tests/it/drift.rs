@@ -54,7 +54,7 @@ pub fn record_execution_with(
 }
 
 /// A monitoring schedule named `name` (data quality, hourly).
-fn create_schedule(aws: &TestAws, name: &str) {
+pub fn create_schedule(aws: &TestAws, name: &str) {
     use aws_sdk_sagemaker::types::*;
     let config = MonitoringScheduleConfig::builder()
         .schedule_config(
@@ -77,7 +77,7 @@ fn create_schedule(aws: &TestAws, name: &str) {
 }
 
 /// A processing job (moto's own) whose output is `s3://BUCKET/OUT`; its ARN.
-fn create_job(aws: &TestAws, job: &str, bucket: &str, out: &str) -> String {
+pub fn create_job(aws: &TestAws, job: &str, bucket: &str, out: &str) -> String {
     use aws_sdk_sagemaker::types::*;
     let o = ProcessingOutput::builder()
         .output_name("result")
@@ -116,13 +116,13 @@ fn create_job(aws: &TestAws, job: &str, bucket: &str, out: &str) -> String {
         .to_string()
 }
 
-fn create_bucket(aws: &TestAws, bucket: &str) {
+pub fn create_bucket(aws: &TestAws, bucket: &str) {
     aws.rt
         .block_on(aws.s3.create_bucket().bucket(bucket).send())
         .expect("create bucket");
 }
 
-fn put(aws: &TestAws, bucket: &str, key: &str, body: &str) {
+pub fn put(aws: &TestAws, bucket: &str, key: &str, body: &str) {
     aws.rt
         .block_on(
             aws.s3
@@ -194,7 +194,7 @@ fn wait_check(r: &Running, what: &str, name: &str, pred: impl Fn(&Value) -> bool
 }
 
 /// Data-quality violations as Model Monitor writes them (AWS's "Schema for Violations").
-const VIOLATIONS: &str = r#"{"violations": [
+pub const VIOLATIONS: &str = r#"{"violations": [
     {"feature_name": "fare_amount", "constraint_check_type": "baseline_drift_check",
      "description": "Baseline drift distance: 0.31 exceeds threshold: 0.1"},
     {"feature_name": "trip_distance", "constraint_check_type": "completeness_check",
@@ -689,4 +689,126 @@ fn the_test_moto_serves_monitoring_schedules_and_their_executions() {
             .send(),
     );
     assert!(missing.is_err(), "a missing schedule is an error");
+}
+
+#[test]
+fn doctor_check_and_plan_read_report_checks() {
+    let aws = TestAws::new("drift-doc");
+    let bucket = aws.name("bucket");
+    create_bucket(&aws, &bucket);
+    let schedule = aws.name("monitor");
+    create_schedule(&aws, &schedule);
+    let job = create_job(&aws, &aws.name("job"), &bucket, "monitor/out");
+    put(
+        &aws,
+        &bucket,
+        "monitor/out/constraint_violations.json",
+        VIOLATIONS,
+    );
+    assert_eq!(
+        record_execution(&aws.endpoint, &schedule, "CompletedWithViolations", &job),
+        200
+    );
+    put(
+        &aws,
+        &bucket,
+        "evidently/2026-12-04/drift.json",
+        r#"{"metrics": [{"result": {"share_of_drifted_columns": 0.2}}]}"#,
+    );
+    let pipeline = aws.create_pipeline("train");
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::daemon_head(&dir.path().join("state"), &aws.endpoint)
+        + &format!(
+            "[pipelines.train]\npipeline_name = \"{pipeline}\"\n\n\
+             [checks.dq]\nmonitor = \"{schedule}\"\nfeatures = [\"fare_amount\"]\nschedule = \"rate(15 minutes)\"\n\n\
+             [checks.gone]\nmonitor = \"{}\"\nschedule = \"rate(15 minutes)\"\n\n\
+             [checks.evidently]\nreport = \"s3://{bucket}/evidently/\"\nfile = \"drift.json\"\nvalue = \"metrics.0.result.share_of_drifted_columns\"\nabove = 0.3\nschedule = \"rate(15 minutes)\"\n\n\
+             [checks.empty]\nreport = \"s3://{bucket}/nothing-yet/\"\nviolations = \"violations\"\nschedule = \"rate(15 minutes)\"\n\n\
+             [rules.retrain]\non_check = \"dq\"\nstart_pipeline = \"train\"\nparameters = {{ F = \"{{{{ check.features }}}}\" }}\n",
+            aws.name("absent")
+        );
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &text).unwrap();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .envs(env)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run(&["doctor", "--json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    let find = |name: &str| {
+        j["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "check" && r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {j:#}"))
+    };
+    let dq = find("dq");
+    assert_eq!(dq["status"], "ok", "{dq}");
+    assert!(
+        dq["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Scheduled; last execution"),
+        "{dq}"
+    );
+    assert!(
+        dq["detail"]
+            .as_str()
+            .unwrap()
+            .contains("CompletedWithViolations"),
+        "{dq}"
+    );
+    assert_eq!(find("gone")["status"], "missing");
+    let ev = find("evidently");
+    assert_eq!(ev["status"], "ok", "{ev}");
+    assert!(
+        ev["detail"]
+            .as_str()
+            .unwrap()
+            .contains("evidently/2026-12-04/drift.json"),
+        "{ev}"
+    );
+    assert_eq!(find("empty")["status"], "no_data");
+
+    // `mlopsd check`: the report read now and judged.
+    let (code, out, err) = run(&["check", "dq"]);
+    assert_eq!(code, 1, "breaching: {out}{err}");
+    assert!(
+        out.contains("BREACHING") && out.contains("fare_amount (baseline_drift_check)"),
+        "{out}"
+    );
+    assert!(!out.contains("tip"), "the features filter holds: {out}");
+    let (code, out, _) = run(&["check", "evidently"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0.2") && out.contains("ok"), "{out}");
+    let (code, _, err) = run(&["check", "empty"]);
+    assert_eq!(code, 2, "no report: no answer");
+    assert!(err.contains("no object under"), "{err}");
+
+    // `plan` says what each report check takes from a new report.
+    let (code, out, err) = run(&["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "monitor {schedule}: violations on fare_amount > 0 in a new report"
+        )),
+        "{out}"
+    );
 }

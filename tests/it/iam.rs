@@ -759,3 +759,129 @@ fn account_id_comes_from_sts_when_not_given() {
     assert_eq!(code, 64);
     assert!(err.contains("not a 12-digit AWS account id"), "{err}");
 }
+
+#[test]
+fn report_check_actions_are_enforced_and_a_denied_read_is_the_checks_error() {
+    use crate::drift::{
+        create_bucket, create_job, create_schedule, put, record_execution, VIOLATIONS,
+    };
+    // Requests before enforcement: the pipeline, the bucket, a report, the schedule, the
+    // processing job, its violations (6), two users with keys (3 each) and two spare.
+    const SETUP_REQUESTS: usize = 14;
+    let moto = moto_with_auth(SETUP_REQUESTS);
+    let aws = TestAws::with_endpoint("iam-reports", &moto.1);
+    let pipeline = aws.create_pipeline("train"); // 1
+    let bucket = aws.name("bucket");
+    create_bucket(&aws, &bucket); // 2
+    put(
+        &aws,
+        &bucket,
+        "evidently/drift.json",
+        r#"{"metrics": [{"result": {"share_of_drifted_columns": 0.5}}]}"#,
+    ); // 3
+    let schedule = aws.name("monitor");
+    create_schedule(&aws, &schedule); // 4
+    let job = create_job(&aws, &aws.name("job"), &bucket, "monitor/out"); // 5
+    put(
+        &aws,
+        &bucket,
+        "monitor/out/constraint_violations.json",
+        VIOLATIONS,
+    ); // 6
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::daemon_head(&dir.path().join("state"), &moto.1).replace("max_attempts = 2", "max_attempts = 1")
+        + &format!(
+            "[pipelines.train]\npipeline_name = \"{pipeline}\"\n\n\
+             [checks.dq]\nmonitor = \"{schedule}\"\nschedule = \"every 1s\"\n\n\
+             [checks.evidently]\nreport = \"s3://{bucket}/evidently/\"\nvalue = \"metrics.0.result.share_of_drifted_columns\"\nabove = 0.3\nschedule = \"every 1s\"\n\n\
+             [rules.retrain]\non_check = \"dq\"\nstart_pipeline = \"train\"\nparameters = {{ F = \"{{{{ check.features }}}}\" }}\n"
+        );
+    let path = dir.path().join("mlops.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, err) = mlopsd(&[
+        "iam-policy",
+        "--config",
+        path.to_str().unwrap(),
+        "--account-id",
+        "123456789012",
+    ]);
+    assert_eq!(
+        code, 64,
+        "a monitor's report bucket must be named (usage): {out}"
+    );
+    assert!(err.contains("--report-bucket"), "{err}");
+    let (code, out, err) = mlopsd(&[
+        "iam-policy",
+        "--config",
+        path.to_str().unwrap(),
+        "--account-id",
+        "123456789012",
+        "--report-bucket",
+        &bucket,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let policy: Value = serde_json::from_str(&out).unwrap();
+    let actions = mlopsd::iam::actions(&policy);
+    for a in [
+        "sagemaker:DescribeMonitoringSchedule",
+        "sagemaker:DescribeProcessingJob",
+        "s3:ListBucket",
+        "s3:GetObject",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
+    }
+    let list = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"] == json!(["s3:ListBucket"]))
+        .expect("a ListBucket statement");
+    assert_eq!(list["Resource"], format!("arn:aws:s3:::{bucket}"));
+    assert_eq!(
+        list["Condition"]["StringLike"]["s3:prefix"],
+        json!(["evidently/*"]),
+        "listing only under the prefix"
+    );
+    // moto matches no `s3:prefix` condition: the widened form drops it (as it drops the ARNs).
+    let mut p = widened(&policy, None);
+    for s in p["Statement"].as_array_mut().unwrap() {
+        s.as_object_mut().unwrap().remove("Condition");
+    }
+    let ((key, secret), obs) = enforced_users(&aws, &moto.1, "mlopsd", &p);
+    let opts = Opts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", secret.clone()),
+        ],
+        notify: true,
+    };
+    assert_eq!(
+        record_execution(&moto.1, &schedule, "CompletedWithViolations", &job),
+        200
+    );
+    // Under the generated policy: both checks read their reports, the rule starts.
+    let r = Running::start(dir.path(), &text, opts);
+    r.wait_event("run_started", 1, T);
+    r.wait_for_event_where("check_evaluated", T, |v| v["check"] == "evidently");
+    let out = r.raw_output();
+    assert!(
+        !out.contains("AccessDenied") && !out.contains("not authorized"),
+        "a call was denied with the generated policy:\n{out}"
+    );
+    // Without s3:ListBucket: the report check's error says denied, naming the action.
+    let mut p2 = widened(&policy, Some("s3:ListBucket"));
+    for s in p2["Statement"].as_array_mut().unwrap() {
+        s.as_object_mut().unwrap().remove("Condition");
+    }
+    set_policy(&obs, "mlopsd", &p2);
+    let f = r.wait_for_event_where("check_failed", T, |v| v["check"] == "evidently");
+    let why = f["error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("denied"), "{f}");
+    assert!(
+        why.contains("s3:ListBucket"),
+        "the denial names the action: {f}"
+    );
+}
