@@ -5,8 +5,10 @@ queue). Uses boto3, which moto server installs.
   demo_aws.py setup ENDPOINT        create pipeline, build project, topic+queue, packages, drift metric
   demo_aws.py watch ENDPOINT SECS   print notifications as they arrive, set the alarm off once a run started;
                                     approve two more versions as the first deploys bake, set the rollback
-                                    alarm off while the third deploys; exit 0 once the drift loop, the
-                                    gate, the event-driven page, two deployments and a rollback were seen
+                                    alarm off while the third deploys; drop an Evidently report into S3
+                                    once a run succeeded; exit 0 once the drift loop, the gate, the
+                                    event-driven page, the report-driven retrain (its DriftedFeatures
+                                    read back from SageMaker), two deployments and a rollback were seen
 """
 import datetime
 import json
@@ -90,6 +92,47 @@ def alarm_goes_off(c):
     return time.time()
 
 
+EVIDENTLY = {
+    "version": "0.4.33",
+    "metrics": [
+        {"metric": "DatasetDriftMetric", "result": {"drift_share": 0.5, "number_of_columns": 4, "number_of_drifted_columns": 2,
+                                                    "share_of_drifted_columns": 0.5, "dataset_drift": True}},
+        {"metric": "DataDriftTable", "result": {"number_of_columns": 4, "number_of_drifted_columns": 2, "share_of_drifted_columns": 0.5,
+                                                "dataset_drift": True, "drift_by_columns": {
+            "tenure": {"column_name": "tenure", "column_type": "num", "stattest_name": "K-S p_value", "stattest_threshold": 0.05,
+                       "drift_score": 0.0004, "drift_detected": True},
+            "monthly_charges": {"column_name": "monthly_charges", "column_type": "num", "stattest_name": "K-S p_value",
+                                "stattest_threshold": 0.05, "drift_score": 0.0121, "drift_detected": True},
+            "contract": {"column_name": "contract", "column_type": "cat", "stattest_name": "chi-square p_value",
+                         "stattest_threshold": 0.05, "drift_score": 0.61, "drift_detected": False},
+            "payment_method": {"column_name": "payment_method", "column_type": "cat", "stattest_name": "chi-square p_value",
+                               "stattest_threshold": 0.05, "drift_score": 0.33, "drift_detected": False}}}},
+    ],
+}
+
+
+def drift_report_lands(c):
+    """A scheduled Evidently job writes its report to S3; the bucket's EventBridge notification
+    would deliver the Object Created event to the queue (moto emits none, so the demo sends it)."""
+    key = f"monitoring/churn/{datetime.date.today().isoformat()}/drift.json"
+    c["s3"].put_object(Bucket="ml-bucket", Key=key, Body=json.dumps(EVIDENTLY).encode())
+    q = c["sqs"].get_queue_url(QueueName="mlopsd-events")["QueueUrl"]
+    event = {"version": "0", "id": f"demo-s3-{time.time()}", "source": "aws.s3", "detail-type": "Object Created",
+             "account": "123456789012", "time": datetime.datetime.now(datetime.timezone.utc).isoformat(), "region": REGION,
+             "resources": ["arn:aws:s3:::ml-bucket"], "detail": {"bucket": {"name": "ml-bucket"}, "object": {"key": key, "size": 1024}}}
+    c["sqs"].send_message(QueueUrl=q, MessageBody=json.dumps(event))
+    print(f"\n=== an Evidently drift report landed at s3://ml-bucket/{key} (2 of 4 columns drifted); its event is on the queue")
+    sys.stdout.flush()
+
+
+def show_parameters(c, arn):
+    """The parameters the pipeline execution was started with (as SageMaker holds them)."""
+    ps = c["sagemaker"].list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
+    print("=== the retraining execution's parameters: " + ", ".join(f"{p['Name']}={p['Value']}" for p in ps))
+    sys.stdout.flush()
+    return any(p["Name"] == "DriftedFeatures" and p["Value"] for p in ps)
+
+
 def new_version(c, accuracy):
     """A data scientist registers a new model version; the gate approves it (accuracy ≥ 0.8)."""
     c["sagemaker"].create_model_package(
@@ -112,9 +155,14 @@ def watch(endpoint, secs):
     baked = 0
     started = 0
     rolled_back = False
+    report_sent = False
+    report_run = False
     while time.time() < deadline:
         if alarm_at is None and "run_started" in seen:
             alarm_at = alarm_goes_off(c)
+        if not report_sent and "run_succeeded" in seen:
+            drift_report_lands(c)
+            report_sent = True
         msgs = c["sqs"].receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
         for m in msgs:
             body = json.loads(m["Body"])
@@ -132,6 +180,9 @@ def watch(endpoint, secs):
                     print("\n=== the rollback alarm churn-endpoint-5xx went to ALARM while the third version deploys")
             if ev == "deploy_rolled_back":
                 rolled_back = True
+            if ev == "run_started" and attrs.get("rule") == "retrain-on-drift-report":
+                arn = next((l.split(": ", 1)[1] for l in body.get("Message", "").splitlines() if l.startswith("arn: ")), None)
+                report_run = bool(arn) and show_parameters(c, arn)
             if ev == "check_breached" and attrs.get("rule") == "page-on-endpoint-errors" and alarm_at is not None:
                 paged = True
                 print(f"\n=== paged {time.time() - alarm_at:.2f} s after the alarm went off (event-driven, no polling)")
@@ -142,7 +193,7 @@ def watch(endpoint, secs):
             sys.stdout.flush()
             c["sqs"].delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
         if {"pipeline_created", "check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen and paged \
-                and baked >= 2 and rolled_back:
+                and baked >= 2 and rolled_back and report_run:
             return 0
     print(f"\nnotifications seen: {sorted(seen)}")
     return 1

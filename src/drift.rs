@@ -50,7 +50,10 @@ impl fmt::Display for ReportError {
             ReportError::NotJson(e) => write!(f, "the report is not JSON: {e}"),
             ReportError::PathAbsent(p) => write!(f, "the report has nothing at \"{p}\""),
             ReportError::NotANumber(p) => write!(f, "the value at \"{p}\" is not a number"),
-            ReportError::NotAList(p) => write!(f, "the value at \"{p}\" is not a list"),
+            ReportError::NotAList(p) => write!(
+                f,
+                "the value at \"{p}\" is not a list (or a table of entries)"
+            ),
         }
     }
 }
@@ -87,14 +90,28 @@ pub(crate) fn value_at(text: &str, path: &str) -> Result<f64, ReportError> {
     .ok_or_else(|| ReportError::NotANumber(path.to_string()))
 }
 
-/// The violations listed at `path` (`violations` for Model Monitor's reports).
+/// The violations listed at `path` (`violations` for Model Monitor's reports). A table of
+/// entries counts as its values, in key order, with an entry whose `drift_detected` is
+/// `false` left out: Evidently's `DataDriftTable` (`drift_by_columns`) reads as its drifted
+/// columns.
 pub(crate) fn violations(text: &str, path: &str) -> Result<Vec<Violation>, ReportError> {
     let v = parse(text)?;
     let list = at(&v, path).ok_or_else(|| ReportError::PathAbsent(path.to_string()))?;
-    let Value::Array(items) = list else {
-        return Err(ReportError::NotAList(path.to_string()));
-    };
-    Ok(items.iter().map(violation).collect())
+    match list {
+        Value::Array(items) => Ok(items.iter().map(violation).collect()),
+        Value::Object(m) if m.values().all(Value::is_object) => Ok(m
+            .iter()
+            .filter(|(_, e)| e.get("drift_detected") != Some(&Value::Bool(false)))
+            .map(|(k, e)| {
+                let mut x = violation(e);
+                if x.name.is_none() {
+                    x.name = Some(k.clone());
+                }
+                x
+            })
+            .collect()),
+        _ => Err(ReportError::NotAList(path.to_string())),
+    }
 }
 
 fn violation(v: &Value) -> Violation {
@@ -104,6 +121,12 @@ fn violation(v: &Value) -> Violation {
         (Some(f), None, _) => Some(f),
         (None, _, label) => label,
     };
+    // Evidently's column entry: the statistical test and its score stand for a description.
+    let test = match (s("stattest_name"), v.get("drift_score").and_then(Value::as_f64)) {
+        (Some(t), Some(x)) => Some(format!("drift score {x} ({t})")),
+        (None, Some(x)) => Some(format!("drift score {x}")),
+        _ => None,
+    };
     Violation {
         name: s("feature_name")
             .or_else(|| s("metric_name"))
@@ -112,6 +135,7 @@ fn violation(v: &Value) -> Violation {
         check_type: s("constraint_check_type"),
         description: s("description")
             .or_else(|| v.as_str().map(str::to_string))
+            .or(test)
             .unwrap_or_default(),
         facet,
     }
@@ -234,6 +258,24 @@ mod tests {
         assert_eq!(bare[0].description, "column x drifted");
         assert_eq!(filtered(bare.clone(), &[], &[]).len(), 1);
         assert!(filtered(bare, &[], &["x".into()]).is_empty());
+    }
+
+    #[test]
+    fn evidentlys_drift_table_reads_as_its_drifted_columns() {
+        let r = r#"{"metrics": [{"metric": "DatasetDriftMetric", "result": {"share_of_drifted_columns": 0.4}},
+            {"metric": "DataDriftTable", "result": {"number_of_drifted_columns": 2, "drift_by_columns": {
+              "tenure": {"column_name": "tenure", "column_type": "num", "stattest_name": "K-S p_value", "drift_score": 0.001, "drift_detected": true},
+              "monthly_charges": {"column_name": "monthly_charges", "stattest_name": "K-S p_value", "drift_score": 0.4, "drift_detected": false},
+              "contract": {"stattest_name": "chi-square p_value", "drift_score": 0.02, "drift_detected": true}}}}]}"#;
+        let v = violations(r, "metrics.1.result.drift_by_columns").unwrap();
+        assert_eq!(names(&v), ["contract", "tenure"], "key order; undrifted left out");
+        assert_eq!(v[1].description, "drift score 0.001 (K-S p_value)");
+        assert_eq!(features_text(&v, MAX_PARAMETER), "contract,tenure");
+        assert_eq!(
+            violations(r, "metrics.0.result").unwrap_err(),
+            ReportError::NotAList("metrics.0.result".into()),
+            "a table of numbers is no list of entries"
+        );
     }
 
     #[test]
