@@ -122,7 +122,10 @@ fn violation(v: &Value) -> Violation {
         (None, _, label) => label,
     };
     // Evidently's column entry: the statistical test and its score stand for a description.
-    let test = match (s("stattest_name"), v.get("drift_score").and_then(Value::as_f64)) {
+    let test = match (
+        s("stattest_name"),
+        v.get("drift_score").and_then(Value::as_f64),
+    ) {
         (Some(t), Some(x)) => Some(format!("drift score {x} ({t})")),
         (None, Some(x)) => Some(format!("drift score {x}")),
         _ => None,
@@ -268,7 +271,11 @@ mod tests {
               "monthly_charges": {"column_name": "monthly_charges", "stattest_name": "K-S p_value", "drift_score": 0.4, "drift_detected": false},
               "contract": {"stattest_name": "chi-square p_value", "drift_score": 0.02, "drift_detected": true}}}}]}"#;
         let v = violations(r, "metrics.1.result.drift_by_columns").unwrap();
-        assert_eq!(names(&v), ["contract", "tenure"], "key order; undrifted left out");
+        assert_eq!(
+            names(&v),
+            ["contract", "tenure"],
+            "key order; undrifted left out"
+        );
         assert_eq!(v[1].description, "drift score 0.001 (K-S p_value)");
         assert_eq!(features_text(&v, MAX_PARAMETER), "contract,tenure");
         assert_eq!(

@@ -274,6 +274,16 @@ pub fn reparse(old: &Config, old_index: &Index, new_text: &str) -> Option<Repars
     for (h, text) in changed {
         let (section, name) = item_header(h)?;
         match read_block(section, name, text, old)? {
+            // Rules on a check may name `{{ check.* }}` only while it reads a report: a
+            // change of that is checked against them by a full parse.
+            Item::Check(c)
+                if old
+                    .checks
+                    .get(name)
+                    .is_some_and(|o| o.reads_report() != c.reads_report()) =>
+            {
+                return None
+            }
             Item::Check(c) => put(
                 &mut cfg.checks,
                 name,
@@ -369,6 +379,26 @@ mod tests {
 
     fn full(text: &str) -> Result<Config, super::super::ConfigError> {
         super::super::build::parse_full(text, Path::new("x"))
+    }
+
+    #[test]
+    fn a_check_that_stops_reading_a_report_is_checked_against_its_rules() {
+        let text = "[pipelines.p]\npipeline_name = \"p\"\n\n[checks.d]\nreport = \"s3://bucket/p/\"\nviolations = \"violations\"\nschedule = \"every 1m\"\n\n[rules.r]\non_check = \"d\"\nstart_pipeline = \"p\"\nparameters = { F = \"{{ check.features }}\" }\n";
+        let old = full(text).expect("valid");
+        let index = Index::of(text).unwrap();
+        let edited = text.replace(
+            "report = \"s3://bucket/p/\"\nviolations = \"violations\"",
+            "namespace = \"ns\"\nmetric = \"m\"\nabove = 1",
+        );
+        assert!(
+            reparse(&old, &index, &edited).is_none(),
+            "not the fast path"
+        );
+        let e = full(&edited).expect_err("the rule names check.features");
+        assert!(e.to_string().contains("names `check`"), "{e}");
+        // Another report source is still a report: the fast path takes it.
+        let other = text.replace("s3://bucket/p/", "s3://bucket/q/");
+        assert!(reparse(&old, &index, &other).is_some());
     }
 
     #[test]

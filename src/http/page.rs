@@ -256,6 +256,19 @@ mod tests {
     }
 
     #[test]
+    fn page_shows_a_checks_read_error() {
+        let st = json!({"config": {"path": "p", "hash": "h", "loaded_at": "t"}, "rules": [], "runs": [], "gates": [], "generated_at": "now",
+                        "checks": [{"name": "evidently", "metric": "report s3://b/p/", "state": "breaching", "threshold": {"op": "above", "value": 0.3},
+                                    "error": {"error": "s3://b/p/x.json: the report is not JSON: <eof>", "since": "2026-12-04T00:00:00Z", "count": 3}}]});
+        let p = render_page(&doc(st));
+        assert!(
+            p.contains("the report is not JSON: &lt;eof&gt;") && p.contains("3 read(s)"),
+            "{p}"
+        );
+        assert!(p.contains("badge failed"), "{p}");
+    }
+
+    #[test]
     fn page_shows_the_ha_role_and_a_cut_off() {
         let st = json!({"config": {"path": "p", "hash": "h", "loaded_at": "t"}, "checks": [], "rules": [], "runs": [], "gates": [], "generated_at": "now",
                         "ha": {"role": "standby", "replica": "b", "table": "t1", "leader": "a", "fencing": 2, "lease_age_ms": 900, "applied_seq": 41,
