@@ -812,3 +812,61 @@ fn doctor_check_and_plan_read_report_checks() {
         "{out}"
     );
 }
+
+#[test]
+fn a_report_firing_killed_before_its_start_is_sent_replays_the_stored_values() {
+    let aws = TestAws::new("drift-replay");
+    let pipeline = aws.create_pipeline("train");
+    let bucket = aws.name("bucket");
+    create_bucket(&aws, &bucket);
+    put(&aws, &bucket, "drift/a.json", VIOLATIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::daemon_head(&dir.path().join("state"), &aws.endpoint)
+        + &format!(
+            "[pipelines.train]\npipeline_name = \"{pipeline}\"\n\n\
+             [checks.drift]\nreport = \"s3://{bucket}/drift/\"\nviolations = \"violations\"\nschedule = \"every 1s\"\n\n\
+             [rules.retrain]\non_check = \"drift\"\nstart_pipeline = \"train\"\n\
+             parameters = {{ DriftedFeatures = \"{{{{ check.features }}}}\", Report = \"{{{{ check.report_uri }}}}\" }}\n"
+        );
+    let mut opts: Opts<'static> = common::aws_env();
+    opts.env
+        .push(("MLOPSD_FAILPOINT", "after_decision:retrain".into()));
+    let mut r = Running::start(dir.path(), &text, opts);
+    let st = r.wait_exit(T);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(9),
+        "{}",
+        r.raw_output()
+    );
+    assert!(aws.executions(&pipeline).is_empty());
+    // Meanwhile a newer report lands: the decided start still carries what the first said.
+    std::thread::sleep(Duration::from_millis(1100));
+    put(
+        &aws,
+        &bucket,
+        "drift/b.json",
+        r#"{"violations": [{"feature_name": "zip", "description": "new"}]}"#,
+    );
+    let r = Running::start(dir.path(), &text, common::aws_env());
+    r.wait_event("run_started", 1, T);
+    let ex = aws.executions(&pipeline);
+    assert_eq!(
+        params(&aws, &ex[0].0),
+        [
+            (
+                "DriftedFeatures".to_string(),
+                "fare_amount,tip,trip_distance".to_string()
+            ),
+            ("Report".to_string(), format!("s3://{bucket}/drift/a.json")),
+        ],
+        "the values stored with the decision"
+    );
+    // The newer report is evaluated once; its firing meets the run still going
+    // (max_concurrent = 1) and is suppressed, not kept for later: the next report decides.
+    let sup = r.wait_for_event_where("rule_suppressed", T, |e| e["rule"] == "retrain");
+    assert_eq!(sup["reason"], "max_concurrent", "{sup}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(evaluations(&r, "drift"), 1, "b.json once");
+    assert_eq!(aws.executions(&pipeline).len(), 1, "one start in all");
+}
