@@ -111,31 +111,6 @@ impl Objects for Aws {
                     format!("not an s3://bucket/key URI: {uri}"),
                 )
             })?;
-        let r = self
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .observed("s3", "GetObject")
-            .await?;
-        let bytes = r.body.collect().await.map_err(|e| {
-            AwsError::new(
-                "s3",
-                "GetObject",
-                ErrorKind::Transient,
-                "ResponseError",
-                e.to_string(),
-            )
-        })?;
-        String::from_utf8(bytes.into_bytes().to_vec()).map_err(|_| {
-            AwsError::new(
-                "s3",
-                "GetObject",
-                ErrorKind::Refused,
-                "InvalidReport",
-                format!("{uri} is not UTF-8 text"),
-            )
-        })
+        self.read_object(bucket, key, usize::MAX).await
     }
 }

@@ -141,28 +141,7 @@ notify = ["ops"]
     assert_eq!(ex.len(), 1, "{ex:?}");
     assert_eq!(Value::String(ex[0].0.clone()), started["arn"]);
     assert_eq!(Value::String(ex[0].1.clone()), started["token"]);
-    let params = s
-        .aws
-        .rt
-        .block_on(
-            s.aws
-                .sm
-                .list_pipeline_parameters_for_execution()
-                .pipeline_execution_arn(&ex[0].0)
-                .send(),
-        )
-        .expect("parameters");
-    let mut p: Vec<(String, String)> = params
-        .pipeline_parameters()
-        .iter()
-        .map(|x| {
-            (
-                x.name().unwrap_or_default().to_string(),
-                x.value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    p.sort();
+    let p = s.aws.execution_params(&ex[0].0);
     assert_eq!(
         p,
         [

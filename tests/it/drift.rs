@@ -135,29 +135,8 @@ pub fn put(aws: &TestAws, bucket: &str, key: &str, body: &str) {
         .expect("put object");
 }
 
-/// The parameters an execution was started with, sorted.
 fn params(aws: &TestAws, arn: &str) -> Vec<(String, String)> {
-    let r = aws
-        .rt
-        .block_on(
-            aws.sm
-                .list_pipeline_parameters_for_execution()
-                .pipeline_execution_arn(arn)
-                .send(),
-        )
-        .expect("parameters");
-    let mut p: Vec<(String, String)> = r
-        .pipeline_parameters()
-        .iter()
-        .map(|x| {
-            (
-                x.name().unwrap_or_default().to_string(),
-                x.value().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    p.sort();
-    p
+    aws.execution_params(arn)
 }
 
 fn status(r: &Running) -> Value {
@@ -556,24 +535,7 @@ fn the_test_moto_serves_monitoring_schedules_and_their_executions() {
     use aws_sdk_sagemaker::types::*;
     let aws = TestAws::new("drift-moto");
     let name = aws.name("monitor");
-    let config = MonitoringScheduleConfig::builder()
-        .schedule_config(
-            ScheduleConfig::builder()
-                .schedule_expression("cron(0 * ? * * *)")
-                .build(),
-        )
-        .monitoring_job_definition_name("job-definition")
-        .monitoring_type(MonitoringType::DataQuality)
-        .build();
-    aws.rt
-        .block_on(
-            aws.sm
-                .create_monitoring_schedule()
-                .monitoring_schedule_name(&name)
-                .monitoring_schedule_config(config)
-                .send(),
-        )
-        .expect("create schedule");
+    create_schedule(&aws, &name);
     let d = aws
         .rt
         .block_on(
@@ -594,42 +556,7 @@ fn the_test_moto_serves_monitoring_schedules_and_their_executions() {
 
     // A processing job (moto's own) writes the report under its output.
     let job = aws.name("job");
-    let out = ProcessingOutput::builder()
-        .output_name("result")
-        .s3_output(
-            ProcessingS3Output::builder()
-                .s3_uri(format!("s3://{}/monitor/out", aws.name("bucket")))
-                .local_path("/opt/ml/processing/output")
-                .s3_upload_mode(ProcessingS3UploadMode::EndOfJob)
-                .build(),
-        )
-        .build();
-    let job_arn = aws
-        .rt
-        .block_on(
-            aws.sm
-                .create_processing_job()
-                .processing_job_name(&job)
-                .role_arn(common::aws::ROLE)
-                .app_specification(AppSpecification::builder().image_uri("monitor").build())
-                .processing_resources(
-                    ProcessingResources::builder()
-                        .cluster_config(
-                            ProcessingClusterConfig::builder()
-                                .instance_count(1)
-                                .instance_type(ProcessingInstanceType::MlM5Large)
-                                .volume_size_in_gb(1)
-                                .build(),
-                        )
-                        .build(),
-                )
-                .processing_output_config(ProcessingOutputConfig::builder().outputs(out).build())
-                .send(),
-        )
-        .expect("create processing job")
-        .processing_job_arn()
-        .unwrap()
-        .to_string();
+    let job_arn = create_job(&aws, &job, &aws.name("bucket"), "monitor/out");
 
     assert_eq!(
         record_execution(&aws.endpoint, &name, "CompletedWithViolations", &job_arn),

@@ -846,11 +846,14 @@ fn report_check_actions_are_enforced_and_a_denied_read_is_the_checks_error() {
         "listing only under the prefix"
     );
     // moto matches no `s3:prefix` condition: the widened form drops it (as it drops the ARNs).
-    let mut p = widened(&policy, None);
-    for s in p["Statement"].as_array_mut().unwrap() {
-        s.as_object_mut().unwrap().remove("Condition");
-    }
-    let ((key, secret), obs) = enforced_users(&aws, &moto.1, "mlopsd", &p);
+    let for_moto = |drop: Option<&str>| {
+        let mut p = widened(&policy, drop);
+        for s in p["Statement"].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("Condition");
+        }
+        p
+    };
+    let ((key, secret), obs) = enforced_users(&aws, &moto.1, "mlopsd", &for_moto(None));
     let opts = Opts {
         env: vec![
             ("AWS_ACCESS_KEY_ID", key.clone()),
@@ -872,11 +875,7 @@ fn report_check_actions_are_enforced_and_a_denied_read_is_the_checks_error() {
         "a call was denied with the generated policy:\n{out}"
     );
     // Without s3:ListBucket: the report check's error says denied, naming the action.
-    let mut p2 = widened(&policy, Some("s3:ListBucket"));
-    for s in p2["Statement"].as_array_mut().unwrap() {
-        s.as_object_mut().unwrap().remove("Condition");
-    }
-    set_policy(&obs, "mlopsd", &p2);
+    set_policy(&obs, "mlopsd", &for_moto(Some("s3:ListBucket")));
     let f = r.wait_for_event_where("check_failed", T, |v| v["check"] == "evidently");
     let why = f["error"].as_str().unwrap_or_default();
     assert!(why.starts_with("denied"), "{f}");

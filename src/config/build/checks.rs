@@ -113,31 +113,9 @@ pub(super) fn read_check(
     } else {
         Some(Duration::from_secs(300))
     };
-    let above = t.float(d, "above");
-    let below = t.float(d, "below");
-    let threshold = match (above, below) {
-        (Some(a), None) => Some(Threshold::Above(a.v)),
-        (None, Some(b)) => Some(Threshold::Below(b.v)),
-        (Some(_), Some(b)) => {
-            d.push(
-                b.span,
-                "set either `above` or `below`, not both (use two checks for a band)",
-            );
-            None
-        }
-        (None, None) => {
-            if !t.has("above") && !t.has("below") {
-                d.push(
-                    t.span.clone(),
-                    format!("[{}] needs a threshold: `above = N` or `below = N`", t.path),
-                );
-            }
-            None
-        }
-    };
+    let threshold = threshold(d, t, &mut ok, "");
     let for_count = positive_u32(d, t, "for", 1);
     let missing = missing_data(d, t);
-    ok &= threshold.is_some();
     if !ok {
         return None;
     }
@@ -216,6 +194,42 @@ pub(super) fn not_here(d: &mut Diags, t: &mut Table<'_, '_>, keys: &[&str], why:
         }
     }
     ok
+}
+
+/// `above` or `below` (exactly one); `what` names what it is compared with in the message.
+pub(super) fn threshold(
+    d: &mut Diags,
+    t: &mut Table<'_, '_>,
+    ok: &mut bool,
+    what: &str,
+) -> Option<Threshold> {
+    let above = t.float(d, "above");
+    let below = t.float(d, "below");
+    let th = match (above, below) {
+        (Some(a), None) => Some(Threshold::Above(a.v)),
+        (None, Some(b)) => Some(Threshold::Below(b.v)),
+        (Some(_), Some(b)) => {
+            d.push(
+                b.span,
+                "set either `above` or `below`, not both (use two checks for a band)",
+            );
+            None
+        }
+        (None, None) => {
+            if !t.has("above") && !t.has("below") {
+                d.push(
+                    t.span.clone(),
+                    format!(
+                        "[{}] needs a threshold{what}: `above = N` or `below = N`",
+                        t.path
+                    ),
+                );
+            }
+            None
+        }
+    };
+    *ok &= th.is_some();
+    th
 }
 
 /// The keys of report checks, each an error in a metric or alarm check.

@@ -4,7 +4,7 @@
 
 use chrono_tz::Tz;
 
-use super::checks::{missing_data, not_here, schedule_or_events};
+use super::checks::{missing_data, not_here, schedule_or_events, threshold};
 use super::common::*;
 use crate::config::reader::{Diags, Sp, Table};
 use crate::config::*;
@@ -91,7 +91,7 @@ pub(super) fn read_report_check(
                 &["check_types", "features"],
                 "filters violations; it needs `violations`, not `value`, or a `monitor`",
             );
-            let threshold = value_threshold(d, t, &mut ok);
+            let threshold = threshold(d, t, &mut ok, " for its `value`");
             path(d, &v, &mut ok).map(|p| (ReportRead::Value(p), threshold))
         }
         (None, Some(v)) => {
@@ -203,37 +203,6 @@ fn count_threshold(d: &mut Diags, t: &mut Table<'_, '_>, ok: &mut bool) -> Optio
         }
         None => Some(Threshold::Above(0.0)),
     }
-}
-
-/// `above` or `below` (exactly one) for `value`.
-fn value_threshold(d: &mut Diags, t: &mut Table<'_, '_>, ok: &mut bool) -> Option<Threshold> {
-    let above = t.float(d, "above");
-    let below = t.float(d, "below");
-    let th = match (above, below) {
-        (Some(a), None) => Some(Threshold::Above(a.v)),
-        (None, Some(b)) => Some(Threshold::Below(b.v)),
-        (Some(_), Some(b)) => {
-            d.push(
-                b.span,
-                "set either `above` or `below`, not both (use two checks for a band)",
-            );
-            None
-        }
-        (None, None) => {
-            if !t.has("above") && !t.has("below") {
-                d.push(
-                    t.span.clone(),
-                    format!(
-                        "[{}] needs a threshold for its `value`: `above = N` or `below = N`",
-                        t.path
-                    ),
-                );
-            }
-            None
-        }
-    };
-    *ok &= th.is_some();
-    th
 }
 
 /// A dotted path into the report (`metrics.0.result.share_of_drifted_columns`).

@@ -391,6 +391,31 @@ impl TestAws {
             .collect()
     }
 
+    /// The parameters a pipeline execution was started with, as (name, value), sorted.
+    pub fn execution_params(&self, arn: &str) -> Vec<(String, String)> {
+        let r = self
+            .rt
+            .block_on(
+                self.sm
+                    .list_pipeline_parameters_for_execution()
+                    .pipeline_execution_arn(arn)
+                    .send(),
+            )
+            .expect("parameters");
+        let mut p: Vec<(String, String)> = r
+            .pipeline_parameters()
+            .iter()
+            .map(|x| {
+                (
+                    x.name().unwrap_or_default().to_string(),
+                    x.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        p.sort();
+        p
+    }
+
     pub fn builds(&self, project: &str) -> Vec<String> {
         let r = self
             .rt
