@@ -269,7 +269,9 @@ impl<C: Cloud> Work<C> {
                     })
                     .map(|(n, _)| n.clone())
                     .collect();
-                if names.is_empty() {
+                if names.is_empty() && !self.cfg.checks.values().any(|c| c.report().is_some()) {
+                    (false, "no rule or item concerns this event".to_string())
+                } else if names.is_empty() {
                     (false, format!("no report check reads s3://{bucket}/{key}"))
                 } else {
                     let what = format!("reading report check(s) {} now", names.join(", "));
