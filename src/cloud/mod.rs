@@ -416,13 +416,14 @@ pub trait Queue {
         &self,
         queue_url: &str,
     ) -> impl Future<Output = Result<Vec<QueueMessage>, AwsError>> + Send;
-    /// Deletes handled messages by receipt handle.
+    /// Deletes handled messages by receipt handle (in batches); how many could not be
+    /// deleted (left to the queue's visibility timeout).
     fn delete_events(
         &self,
         act: &Acting<'_>,
         queue_url: &str,
         receipts: &[String],
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    ) -> impl Future<Output = Result<usize, AwsError>> + Send;
     fn queue_exists(&self, url: &str) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 

@@ -26,7 +26,13 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(MAX_BACKOFF)
 }
 
-/// Long-polls the queue until `stop`; unreachable → backoff, shown on `/status`.
+/// The most long polls in flight at once while there is a backlog.
+pub(crate) const MAX_RECEIVERS: usize = 8;
+
+/// Long-polls the queue until `stop`; unreachable → backoff, shown on `/status`. One poll is
+/// always out; while batches come back full (a backlog), each full batch adds another, up to
+/// `MAX_RECEIVERS`; an added one ends at its first batch that is not full (or error), so an
+/// empty queue costs one long poll at a time.
 pub(super) struct Consumer<C> {
     pub cloud: Gated<C>,
     pub queue_url: String,
@@ -35,58 +41,103 @@ pub(super) struct Consumer<C> {
     pub clock: Clock,
 }
 
+/// What the pollers share.
+struct Pollers {
+    active: std::sync::atomic::AtomicUsize,
+    tasks: tokio_util::task::TaskTracker,
+    stop: CancellationToken,
+}
+
 impl<C: Cloud> Consumer<C> {
     pub(super) async fn run(self, stop: CancellationToken) {
-        let mut failures = 0u32;
-        loop {
-            let r = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = self.cloud.receive_events(&self.queue_url) => r,
-            };
-            match r {
-                Ok(msgs) => {
-                    if failures > 0 || self.health.queue().is_none() {
-                        events::queue_state(&self.queue_url, None, Duration::ZERO);
+        let this = Arc::new(self);
+        let p = Arc::new(Pollers {
+            active: std::sync::atomic::AtomicUsize::new(1),
+            tasks: tokio_util::task::TaskTracker::new(),
+            stop,
+        });
+        this.poll(p.clone(), true).await;
+        p.tasks.close();
+        p.tasks.wait().await;
+    }
+
+    /// One poller: the first (`base`) runs until `stop`; an added one until the backlog ends.
+    fn poll(
+        self: &Arc<Self>,
+        p: Arc<Pollers>,
+        base: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        use std::sync::atomic::Ordering;
+        let this = self.clone();
+        Box::pin(async move {
+            let mut failures = 0u32;
+            loop {
+                let r = tokio::select! {
+                    _ = p.stop.cancelled() => break,
+                    r = this.cloud.receive_events(&this.queue_url) => r,
+                };
+                match r {
+                    Ok(msgs) => {
+                        if failures > 0 || this.health.queue().is_none() {
+                            events::queue_state(&this.queue_url, None, Duration::ZERO);
+                        }
+                        failures = 0;
+                        this.health.queue_answered(None, this.clock.now());
+                        let full = msgs.len() >= 10;
+                        if !msgs.is_empty() && !this.hand_over(msgs) {
+                            break; // the loop is gone: shutting down
+                        }
+                        if full {
+                            let more = p
+                                .active
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    (n < MAX_RECEIVERS).then_some(n + 1)
+                                })
+                                .is_ok();
+                            if more {
+                                p.tasks.spawn(this.poll(p.clone(), false));
+                            }
+                        } else if !base {
+                            break;
+                        }
                     }
-                    failures = 0;
-                    self.health.queue_answered(None, self.clock.now());
-                    if msgs.is_empty() {
-                        continue;
-                    }
-                    let batch: Vec<Incoming> = msgs
-                        .into_iter()
-                        .map(|m| Incoming {
-                            event: inbox::parse(&m.body),
-                            message_id: m.message_id,
-                            receipt: m.receipt,
-                        })
-                        .collect();
-                    if self
-                        .tx
-                        .send(Msg::Events {
-                            queue_url: self.queue_url.clone(),
-                            batch,
-                        })
-                        .is_err()
-                    {
-                        return; // the loop is gone: shutting down
-                    }
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let wait = backoff(failures);
-                    if failures == 1 || failures.is_power_of_two() {
-                        events::queue_state(&self.queue_url, Some(&e), wait);
-                    }
-                    self.health
-                        .queue_answered(Some(e.to_string()), self.clock.now());
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
+                    // The base poller tells and backs off; an added one just ends.
+                    Err(_) if !base => break,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let wait = backoff(failures);
+                        if failures == 1 || failures.is_power_of_two() {
+                            events::queue_state(&this.queue_url, Some(&e), wait);
+                        }
+                        this.health
+                            .queue_answered(Some(e.to_string()), this.clock.now());
+                        tokio::select! {
+                            _ = p.stop.cancelled() => break,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
                     }
                 }
             }
-        }
+            p.active.fetch_sub(1, Ordering::SeqCst);
+        })
+    }
+
+    /// A received batch to the loop; `false` when the loop is gone.
+    fn hand_over(&self, msgs: Vec<crate::cloud::QueueMessage>) -> bool {
+        let batch: Vec<Incoming> = msgs
+            .into_iter()
+            .map(|m| Incoming {
+                event: inbox::parse(&m.body),
+                message_id: m.message_id,
+                receipt: m.receipt,
+            })
+            .collect();
+        self.tx
+            .send(Msg::Events {
+                queue_url: self.queue_url.clone(),
+                batch,
+            })
+            .is_ok()
     }
 }
 
@@ -318,8 +369,10 @@ impl<C: Cloud> Work<C> {
                 Ok(act) => cloud.delete_events(&act, &url, &receipts).await,
                 Err(e) => Err(e),
             };
-            if let Err(e) = deleted {
-                events::events_delete_failed(&url, receipts.len(), &e);
+            match deleted {
+                Ok(0) => {}
+                Ok(left) => events::events_delete_left(&url, left),
+                Err(e) => events::events_delete_failed(&url, receipts.len(), &e),
             }
         });
     }

@@ -66,6 +66,14 @@ pub(crate) fn queue_state(
     }
 }
 
+/// Entries of a `DeleteMessageBatch` that failed twice.
+pub(crate) fn events_delete_left(queue_url: &str, count: usize) {
+    tracing::warn!(
+        event = "events_delete_failed", queue_url = %queue_url, messages = count,
+        "some handled messages could not be deleted (the batch said so, twice); they come back after the queue's visibility timeout and are recognised as handled"
+    );
+}
+
 pub(crate) fn events_delete_failed(queue_url: &str, count: usize, error: &AwsError) {
     tracing::warn!(
         event = "events_delete_failed", queue_url = %queue_url, messages = count, error = %error,

@@ -448,8 +448,18 @@ fn a_crash_between_store_and_delete_fires_nothing_twice() {
     let mut opts = env();
     opts.env
         .push(("MLOPSD_FAILPOINT", "after_event_stored".into()));
+    // A batch of five (one matches; the pipeline takes one run at a time): queued before the
+    // start, so one receive takes them all.
+    for (id, key) in [
+        ("crash-1", "input-data/x.csv"),
+        ("crash-2", "other/a.csv"),
+        ("crash-3", "other/d.csv"),
+        ("crash-4", "other/b.csv"),
+        ("crash-5", "other/c.csv"),
+    ] {
+        w.send(&s3_event(id, "ml-bucket", key));
+    }
     let mut r = Running::start(dir.path(), &text, opts);
-    w.send(&s3_event("crash-1", "ml-bucket", "input-data/x.csv"));
     let st = r.wait_exit(T);
     assert_eq!(
         st.code(),
@@ -464,15 +474,22 @@ fn a_crash_between_store_and_delete_fires_nothing_twice() {
     // Restart: the message is redelivered; the firing is not repeated, the decided start is
     // re-driven (after a lookup by its token) and the run exists once.
     let r = Running::start(dir.path(), &text, env());
-    let ig = r.wait_for_event_where("event_ignored", T, |v| v["event_id"] == "crash-1");
-    assert!(
-        ig["reason"].as_str().unwrap().contains("already handled"),
-        "{ig}"
-    );
+    for id in ["crash-1", "crash-2", "crash-3", "crash-4", "crash-5"] {
+        let ig = r.wait_for_event_where("event_ignored", T, |v| v["event_id"] == id);
+        assert!(
+            ig["reason"].as_str().unwrap().contains("already handled"),
+            "{ig}"
+        );
+    }
     r.wait_for("the queue to be empty", T, |_| w.left() == 0);
     let start = std::time::Instant::now();
     while w.aws.executions(&w.pipeline).is_empty() {
-        assert!(start.elapsed() < T, "the decided start was never sent");
+        assert!(
+            start.elapsed() < T,
+            "the decided start was never sent: {:?}\n{}",
+            w.aws.executions(&w.pipeline),
+            r.raw_output()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));

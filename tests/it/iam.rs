@@ -122,6 +122,12 @@ fn widened(policy: &Value, drop_action: Option<&str>) -> Value {
             if let Some(x) = a.as_str().and_then(|a| a.strip_prefix("cloudwatch:")) {
                 acts.push(json!(format!("monitoring:{x}")));
             }
+            // AWS authorizes DeleteMessageBatch as sqs:DeleteMessage (the action iam-policy
+            // names); moto checks it as an action of its own, so its form of the policy holds
+            // both. A policy without sqs:DeleteMessage still lacks both.
+            if a.as_str() == Some("sqs:DeleteMessage") {
+                acts.push(json!("sqs:DeleteMessageBatch"));
+            }
         }
         s["Action"] = json!(acts);
         if let Some(d) = drop_action {
@@ -129,7 +135,11 @@ fn widened(policy: &Value, drop_action: Option<&str>) -> Value {
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|a| a.as_str() != Some(d))
+                .filter(|a| {
+                    a.as_str() != Some(d)
+                        && !(d == "sqs:DeleteMessage"
+                            && a.as_str() == Some("sqs:DeleteMessageBatch"))
+                })
                 .cloned()
                 .collect();
             s["Action"] = json!(acts);

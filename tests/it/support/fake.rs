@@ -463,13 +463,13 @@ impl Queue for Fake {
         _act: &Acting<'_>,
         _queue_url: &str,
         receipts: &[String],
-    ) -> Result<(), AwsError> {
+    ) -> Result<usize, AwsError> {
         self.seen
             .lock()
             .unwrap()
             .deleted
             .extend(receipts.iter().cloned());
-        Ok(())
+        Ok(0)
     }
     async fn queue_exists(&self, _url: &str) -> Result<bool, AwsError> {
         Ok(true)
