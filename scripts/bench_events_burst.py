@@ -77,13 +77,20 @@ def boto3_loop(base, queue_url, n):
                 ev = json.loads(m["Body"])
                 key = ev["detail"]["object"]["key"]
                 if key.startswith("match/"):
-                    sm.start_pipeline_execution(PipelineName="p", ClientRequestToken=ev["id"],
+                    sm.start_pipeline_execution(PipelineName="p", ClientRequestToken=f"{ev['id']:0>32}",
                                                 PipelineParameters=[{"Name": "Key", "Value": key}])
             if msgs:
                 sqs.delete_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
 
     import threading
-    t = threading.Thread(target=loop, daemon=True)
+    def guarded():
+        try:
+            loop()
+        except Exception as e:  # the comparison is void: say why and stop
+            print(f"the boto3 loop failed: {e}", file=sys.stderr)
+            os._exit(1)
+
+    t = threading.Thread(target=guarded, daemon=True)
     t.start()
     try:
         return drain(base, n)
