@@ -615,3 +615,90 @@ fn a_reload_that_changes_the_queue_needs_a_restart_and_loses_nothing() {
         r.events("events_delete_failed")
     );
 }
+
+#[test]
+fn a_burst_is_drained_with_batch_deletes_each_event_once_poison_and_redeliveries_included() {
+    let w = world("ev-burst");
+    let proxy = Proxy::start(&w.aws.endpoint);
+    // 120 events (one matches the rule), 6 of them sent twice (a redelivery), and 4 poison
+    // bodies, all on the queue before mlopsd starts: batches come back full.
+    let mut bodies = Vec::new();
+    for i in 0..120 {
+        let key = if i == 57 {
+            "input-data/burst.csv".to_string()
+        } else {
+            format!("other/{i}.csv")
+        };
+        bodies.push(s3_event(&format!("burst-{i}"), "ml-bucket", &key));
+        if i % 20 == 0 {
+            bodies.push(s3_event(&format!("burst-{i}"), "ml-bucket", &key));
+        }
+        if i % 30 == 0 {
+            bodies.push(format!("{{not json {i}"));
+        }
+    }
+    // SendMessageBatch, 10 at a time, to fill the queue quickly.
+    for chunk in bodies.chunks(10) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        w.aws
+            .rt
+            .block_on(
+                w.aws
+                    .sqs
+                    .send_message_batch()
+                    .queue_url(&w.queue)
+                    .set_entries(Some(entries))
+                    .send(),
+            )
+            .expect("send batch");
+    }
+    let total = bodies.len();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "[rules.retrain-on-new-data]\non_event = { source = \"aws.s3\", match = { \"detail.object.key\" = { prefix = \"input-data/\" } } }\nstart_pipeline = \"train\"\nparameters = { InputData = \"{{ event.detail.object.key }}\" }\n";
+    let text = w.events_only(dir.path(), &proxy.url, rules);
+    let r = Running::start(dir.path(), &text, env());
+    r.wait_for("the queue to be empty", T, |_| w.left() == 0);
+    r.wait_event("run_started", 1, T);
+    // Each event handled once; its copy and the poison bodies told apart.
+    let taken: Vec<Value> = r
+        .logs()
+        .into_iter()
+        .filter(|v| v["event"] == "event_handled" || v["event"] == "event_ignored")
+        .collect();
+    let mut first = std::collections::HashMap::new();
+    for v in &taken {
+        let id = v["event_id"].as_str().unwrap().to_string();
+        let again = v["reason"]
+            .as_str()
+            .or(v["decision"].as_str())
+            .unwrap_or_default()
+            .contains("already handled");
+        if !again {
+            *first.entry(id).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(first.len(), 120, "every event taken");
+    assert!(first.values().all(|n| *n == 1), "each once: {first:?}");
+    assert_eq!(taken.len(), 126, "and the 6 redeliveries recognised");
+    assert_eq!(r.events("event_rejected").len(), 4);
+    // Deleted in batches, not one call per message; one start.
+    let batches = proxy.count("DeleteMessageBatch");
+    assert!(
+        batches >= total.div_ceil(10) && batches < total / 3,
+        "{batches} DeleteMessageBatch for {total} messages"
+    );
+    assert_eq!(proxy.count("DeleteMessage"), 0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(proxy.count("StartPipelineExecution"), 1);
+    assert_eq!(w.aws.executions(&w.pipeline).len(), 1);
+}
