@@ -164,6 +164,8 @@ impl<C: Cloud> Work<C> {
         };
         let mut seen = seen.into_iter();
         let mut this_batch = std::collections::HashSet::new();
+        // The batch's firings are stored with its ids, in one transaction.
+        self.events_batch = Some(Vec::new());
         let mut delete = Vec::new();
         let mut fresh_ids = Vec::new();
         for m in &batch {
@@ -193,18 +195,39 @@ impl<C: Cloud> Work<C> {
                 }
             }
         }
+        let pending = self.events_batch.take().unwrap_or_default();
         let fresh: Vec<&str> = fresh_ids.iter().map(String::as_str).collect();
-        let r = self.store.mark_events_seen(&fresh, now);
-        if self
-            .db(
-                "remember event ids",
-                "",
-                "the messages stay on the queue and are read again",
-                r,
-            )
-            .is_none()
-        {
+        let firings: Vec<crate::state::BatchFiring<'_>> = pending
+            .iter()
+            .map(|p| crate::state::BatchFiring {
+                rule: &p.rule,
+                state: &p.state,
+                runs: &p.runs,
+                once: p.once.as_deref(),
+                notices: &p.notices,
+            })
+            .collect();
+        let r = self.store.record_events_batch(&firings, &fresh, now);
+        drop(firings);
+        let Some((stored, _)) = self.db(
+            "store an events batch (its ids and firings)",
+            "",
+            "nothing it fired is started; the messages stay on the queue and are read again",
+            r,
+        ) else {
             return;
+        };
+        for (p, fired) in pending.into_iter().zip(stored) {
+            self.fired(
+                &p.rule,
+                p.state.firings,
+                &p.correlation_id,
+                p.check.as_deref(),
+                p.runs.len(),
+                None,
+                &p.notices,
+                fired,
+            );
         }
         crate::failpoint::hit("after_event_stored");
         self.delete_messages(queue_url, delete);

@@ -9,6 +9,17 @@ use crate::events;
 use crate::notify::{Kind, Message};
 use crate::state::NewRun;
 
+/// A firing of an events batch, stored with the batch.
+pub(super) struct PendingFiring {
+    pub rule: String,
+    pub state: RuleState,
+    pub runs: Vec<NewRun>,
+    pub once: Option<String>,
+    pub notices: Vec<crate::state::Queued>,
+    pub correlation_id: String,
+    pub check: Option<String>,
+}
+
 /// A firing about to be stored: the rule's new state and what it starts.
 struct Firing {
     at: chrono::DateTime<chrono::Utc>,
@@ -31,9 +42,22 @@ impl<C: Cloud> Work<C> {
         if !self.not_chained_before(name, &cause, &corr) {
             return;
         }
-        let r = self.store.rule_state(name);
-        let Some(state) = self.db("read rule state", name, "the rule does not fire", r) else {
-            return;
+        // In an events batch, a rule's state is what its last firing in the batch left.
+        let pending = self
+            .events_batch
+            .as_ref()
+            .and_then(|b| b.iter().rev().find(|p| p.rule == name))
+            .map(|p| p.state.clone());
+        let state = match pending {
+            Some(s) => s,
+            None => {
+                let r = self.store.rule_state(name);
+                let Some(state) = self.db("read rule state", name, "the rule does not fire", r)
+                else {
+                    return;
+                };
+                state
+            }
         };
         // An `on_event` rule's values are templates over the event: rendered first, and a
         // template that fails stops this firing.
@@ -117,7 +141,15 @@ impl<C: Cloud> Work<C> {
             let t = s.target();
             let max = max_concurrent(cfg, &t);
             let r = self.store.active_runs(&t);
-            let active = self.db("count active runs", name, "the rule does not fire", r)?;
+            let mut active = self.db("count active runs", name, "the rule does not fire", r)?;
+            // Runs decided earlier in this events batch count too.
+            for p in self.events_batch.iter().flatten() {
+                active += p
+                    .runs
+                    .iter()
+                    .filter(|r| r.kind == t.kind && r.target == t.name)
+                    .count() as u32;
+            }
             targets.push((t.to_string(), active, max));
         }
         Some(targets)
@@ -214,29 +246,70 @@ impl<C: Cloud> Work<C> {
             .filter(|r| r.start.is_empty())
             .and_then(|_| told(name, cause, &f.correlation_id));
         let notices = told.map(|m| self.render_rule(name, &m)).unwrap_or_default();
+        // In an events batch the firing is stored with the batch (one transaction), and
+        // what follows happens after that.
+        if let (Some(batch), Cause::Event(_)) = (self.events_batch.as_mut(), cause) {
+            batch.push(PendingFiring {
+                rule: name.to_string(),
+                state: f.state,
+                runs,
+                once,
+                notices,
+                correlation_id: f.correlation_id,
+                check: f.check,
+            });
+            return;
+        }
         let r = self
             .store
             .record_firing(name, &f.state, &runs, f.at, once.as_deref(), &notices);
         let Some(fired) = self.db("store the firing", name, "nothing is started", r) else {
             return;
         };
+        let value = match cause {
+            Cause::Check { value, .. } => Some(*value),
+            _ => None,
+        };
+        self.fired(
+            name,
+            f.state.firings,
+            &f.correlation_id,
+            f.check.as_deref(),
+            runs.len(),
+            value,
+            &notices,
+            fired,
+        );
+    }
+
+    /// A stored firing (`None`: its once-key was there already): logged, its notices queued,
+    /// its starts sent.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fired(
+        &mut self,
+        name: &str,
+        firing: u64,
+        corr: &str,
+        check: Option<&str>,
+        starts: usize,
+        value: Option<Option<f64>>,
+        notices: &[crate::state::Queued],
+        fired: Option<(Vec<i64>, Vec<bool>)>,
+    ) {
         let Some((ids, queued)) = fired else {
-            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %f.correlation_id, "this event (or run end) fired the rule before; nothing is started again");
+            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this event (or run end) fired the rule before; nothing is started again");
             return;
         };
         events::RuleFired {
             rule: name,
-            check: f.check.as_deref(),
-            firing: f.state.firings,
-            correlation_id: &f.correlation_id,
-            starts: runs.len(),
-            value: match cause {
-                Cause::Check { value, .. } => Some(*value),
-                _ => None,
-            },
+            check,
+            firing,
+            correlation_id: corr,
+            starts,
+            value,
         }
         .emit();
-        self.queued(&notices, &queued);
+        self.queued(notices, &queued);
         crate::failpoint::hit_for("after_decision", name);
         for id in ids {
             // Unreadable now: the run is decided and stored, so the next poll re-drives it.

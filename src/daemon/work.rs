@@ -200,6 +200,8 @@ pub(super) struct Work<C> {
     /// report checks with a look out, and those to look at again when it is back.
     pub(super) reading: HashSet<String>,
     pub(super) look_again: HashSet<String>,
+    /// events: while a batch is taken, the firings it causes (stored with the batch).
+    pub(super) events_batch: Option<Vec<super::rules::PendingFiring>>,
 }
 
 impl<C: Cloud> Work<C> {
@@ -224,6 +226,7 @@ impl<C: Cloud> Work<C> {
             deploys: Default::default(),
             reading: HashSet::new(),
             look_again: HashSet::new(),
+            events_batch: None,
         }
     }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use super::{ms, Queued, Sql, Store, R};
+use super::{ms, Queued, Sql, Store, R, W};
 
 /// How long a handled EventBridge event id is remembered (a redelivery within it does nothing).
 pub(crate) const EVENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
@@ -23,24 +23,27 @@ impl Store {
 
     /// Remembers EventBridge event ids in one transaction, forgetting those older than
     /// `EVENT_MEMORY`; for each id, whether it is new (not handled before).
+    #[cfg(test)]
     pub(crate) fn mark_events_seen(&self, ids: &[&str], now: DateTime<Utc>) -> R<Vec<bool>> {
+        self.write(|w| Self::events_seen_in(w, ids, now))
+    }
+
+    pub(super) fn events_seen_in(w: &mut W<'_>, ids: &[&str], now: DateTime<Utc>) -> R<Vec<bool>> {
         let forget = ms(now) - EVENT_MEMORY.as_millis() as i64;
-        self.write(|w| {
-            w.exec(
-                "DELETE FROM events_seen WHERE seen_ms < ?1",
-                params![forget],
-            )?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                out.push(
-                    w.exec(
-                        "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
-                        params![id, ms(now)],
-                    )? == 1,
-                );
-            }
-            Ok(out)
-        })
+        w.exec(
+            "DELETE FROM events_seen WHERE seen_ms < ?1",
+            params![forget],
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(
+                w.exec(
+                    "INSERT OR IGNORE INTO events_seen (id, seen_ms) VALUES (?1, ?2)",
+                    params![id, ms(now)],
+                )? == 1,
+            );
+        }
+        Ok(out)
     }
 
     /// Queues `notices` with `key` remembered, in one transaction, unless `key` was seen

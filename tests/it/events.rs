@@ -620,12 +620,13 @@ fn a_reload_that_changes_the_queue_needs_a_restart_and_loses_nothing() {
 fn a_burst_is_drained_with_batch_deletes_each_event_once_poison_and_redeliveries_included() {
     let w = world("ev-burst");
     let proxy = Proxy::start(&w.aws.endpoint);
-    // 120 events (one matches the rule), 6 of them sent twice (a redelivery), and 4 poison
+    // 120 events (two next to each other match the rule, whose cooldown lets one start: the
+    // second is decided against the first within the same batch), 6 of them sent twice (a redelivery), and 4 poison
     // bodies, all on the queue before mlopsd starts: batches come back full.
     let mut bodies = Vec::new();
     for i in 0..120 {
-        let key = if i == 57 {
-            "input-data/burst.csv".to_string()
+        let key = if i == 57 || i == 58 {
+            format!("input-data/burst-{i}.csv")
         } else {
             format!("other/{i}.csv")
         };
@@ -664,11 +665,13 @@ fn a_burst_is_drained_with_batch_deletes_each_event_once_poison_and_redeliveries
     }
     let total = bodies.len();
     let dir = tempfile::tempdir().unwrap();
-    let rules = "[rules.retrain-on-new-data]\non_event = { source = \"aws.s3\", match = { \"detail.object.key\" = { prefix = \"input-data/\" } } }\nstart_pipeline = \"train\"\nparameters = { InputData = \"{{ event.detail.object.key }}\" }\n";
+    let rules = "[rules.retrain-on-new-data]\non_event = { source = \"aws.s3\", match = { \"detail.object.key\" = { prefix = \"input-data/\" } } }\nstart_pipeline = \"train\"\nparameters = { InputData = \"{{ event.detail.object.key }}\" }\ncooldown = \"1h\"\n";
     let text = w.events_only(dir.path(), &proxy.url, rules);
     let r = Running::start(dir.path(), &text, env());
     r.wait_for("the queue to be empty", T, |_| w.left() == 0);
     r.wait_event("run_started", 1, T);
+    let sup = r.wait_event("rule_suppressed", 1, T);
+    assert_eq!(sup["reason"], "cooldown", "{sup}");
     // Each event handled once; its copy and the poison bodies told apart.
     let taken: Vec<Value> = r
         .logs()
