@@ -692,7 +692,13 @@ fn a_burst_is_drained_with_batch_deletes_each_event_once_poison_and_redeliveries
     }
     assert_eq!(first.len(), 120, "every event taken");
     assert!(first.values().all(|n| *n == 1), "each once: {first:?}");
-    assert_eq!(taken.len(), 126, "and the 6 redeliveries recognised");
+    // The 6 copies are recognised; SQS (and moto, under concurrent receives) may deliver a
+    // message more than once besides, which is recognised the same way.
+    assert!(
+        taken.len() >= 126,
+        "the 6 redeliveries recognised: {}",
+        taken.len()
+    );
     assert_eq!(r.events("event_rejected").len(), 4);
     // Deleted in batches, not one call per message; one start.
     let batches = proxy.count("DeleteMessageBatch");
