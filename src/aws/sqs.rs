@@ -81,8 +81,11 @@ impl Queue for Aws {
                     }
                 }
             }
-            if round == 1 || failed.is_empty() {
-                left += if round == 1 { failed.len() } else { 0 };
+            if failed.is_empty() {
+                break;
+            }
+            if round == 1 {
+                left += failed.len();
                 break;
             }
             todo = failed;

@@ -284,7 +284,7 @@ impl<C: Cloud> Work<C> {
                         error: &e,
                     }
                     .emit();
-                    self.health.check_failed(&name, &e.to_string(), now);
+                    events::read_failed(&self.health, &name, &e.to_string(), now);
                     continue;
                 }
                 Ok(value) => {

@@ -217,17 +217,8 @@ impl<C: Cloud> Work<C> {
         ) else {
             return;
         };
-        for (p, fired) in pending.into_iter().zip(stored) {
-            self.fired(
-                &p.rule,
-                p.state.firings,
-                &p.correlation_id,
-                p.check.as_deref(),
-                p.runs.len(),
-                None,
-                &p.notices,
-                fired,
-            );
+        for (p, fired) in pending.iter().zip(stored) {
+            self.fired(p, None, fired);
         }
         crate::failpoint::hit("after_event_stored");
         self.delete_messages(queue_url, delete);

@@ -335,20 +335,14 @@ impl<C: Cloud> Work<C> {
                 continue;
             }
             match l {
-                Look::Failed(why) => events::checks::report_failed(&self.health, &name, &why, now),
+                Look::Failed(why) => events::report_failed(&self.health, &name, &why, now),
                 Look::Unchanged => {
-                    events::checks::report_read(&self.health, &name);
+                    events::report_read(&self.health, &name);
                     unchanged.push(name);
                 }
                 Look::New { value, facts: f } => {
-                    events::checks::report_read(&self.health, &name);
-                    events::checks::report_new(
-                        &name,
-                        &f.seen,
-                        &f.uri,
-                        f.count,
-                        f.failed.as_deref(),
-                    );
+                    events::report_read(&self.health, &name);
+                    events::report_new(&name, &f.seen, &f.uri, f.count, f.failed.as_deref());
                     results.push((name.clone(), Ok(value)));
                     facts.insert(name, f);
                 }

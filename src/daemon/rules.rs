@@ -9,7 +9,7 @@ use crate::events;
 use crate::notify::{Kind, Message};
 use crate::state::NewRun;
 
-/// A firing of an events batch, stored with the batch.
+/// A decided firing: stored on its own, or with its events batch.
 pub(super) struct PendingFiring {
     pub rule: String,
     pub state: RuleState,
@@ -246,70 +246,57 @@ impl<C: Cloud> Work<C> {
             .filter(|r| r.start.is_empty())
             .and_then(|_| told(name, cause, &f.correlation_id));
         let notices = told.map(|m| self.render_rule(name, &m)).unwrap_or_default();
+        let p = PendingFiring {
+            rule: name.to_string(),
+            state: f.state,
+            runs,
+            once,
+            notices,
+            correlation_id: f.correlation_id,
+            check: f.check,
+        };
         // In an events batch the firing is stored with the batch (one transaction), and
         // what follows happens after that.
         if let (Some(batch), Cause::Event(_)) = (self.events_batch.as_mut(), cause) {
-            batch.push(PendingFiring {
-                rule: name.to_string(),
-                state: f.state,
-                runs,
-                once,
-                notices,
-                correlation_id: f.correlation_id,
-                check: f.check,
-            });
+            batch.push(p);
             return;
         }
-        let r = self
-            .store
-            .record_firing(name, &f.state, &runs, f.at, once.as_deref(), &notices);
-        let Some(fired) = self.db("store the firing", name, "nothing is started", r) else {
+        let r =
+            self.store
+                .record_firing(name, &p.state, &p.runs, f.at, p.once.as_deref(), &p.notices);
+        let Some(stored) = self.db("store the firing", name, "nothing is started", r) else {
             return;
         };
         let value = match cause {
             Cause::Check { value, .. } => Some(*value),
             _ => None,
         };
-        self.fired(
-            name,
-            f.state.firings,
-            &f.correlation_id,
-            f.check.as_deref(),
-            runs.len(),
-            value,
-            &notices,
-            fired,
-        );
+        self.fired(&p, value, stored);
     }
 
-    /// A stored firing (`None`: its once-key was there already): logged, its notices queued,
-    /// its starts sent.
-    #[allow(clippy::too_many_arguments)]
+    /// A stored firing (`stored` is `None` when its once-key was there already): logged,
+    /// its notices queued, its starts sent.
     pub(super) fn fired(
         &mut self,
-        name: &str,
-        firing: u64,
-        corr: &str,
-        check: Option<&str>,
-        starts: usize,
+        p: &PendingFiring,
         value: Option<Option<f64>>,
-        notices: &[crate::state::Queued],
-        fired: Option<(Vec<i64>, Vec<bool>)>,
+        stored: crate::state::Stored,
     ) {
-        let Some((ids, queued)) = fired else {
-            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %corr, "this event (or run end) fired the rule before; nothing is started again");
+        let name = p.rule.as_str();
+        let Some((ids, queued)) = stored else {
+            tracing::info!(event = "rule_not_refired", rule = %name, correlation_id = %p.correlation_id, "this event (or run end) fired the rule before; nothing is started again");
             return;
         };
         events::RuleFired {
             rule: name,
-            check,
-            firing,
-            correlation_id: corr,
-            starts,
+            check: p.check.as_deref(),
+            firing: p.state.firings,
+            correlation_id: &p.correlation_id,
+            starts: p.runs.len(),
             value,
         }
         .emit();
-        self.queued(notices, &queued);
+        self.queued(&p.notices, &queued);
         crate::failpoint::hit_for("after_decision", name);
         for id in ids {
             // Unreadable now: the run is decided and stored, so the next poll re-drives it.

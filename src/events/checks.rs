@@ -68,6 +68,21 @@ impl CheckIncident<'_> {
     }
 }
 
+/// Any check's read failed: counted (`mlopsd_check_errors_total`) and shown on `/status`;
+/// `true` when the cause is new.
+pub(crate) fn read_failed(
+    health: &crate::health::Health,
+    check: &str,
+    error: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    metrics::get()
+        .check_errors
+        .get_or_create(&metrics::check(check))
+        .inc();
+    health.check_failed(check, error, at)
+}
+
 /// A report check's read failed. Logged once per new cause (the same error again is only
 /// counted), and shown on `/status`.
 pub(crate) fn report_failed(
@@ -76,11 +91,7 @@ pub(crate) fn report_failed(
     error: &str,
     at: chrono::DateTime<chrono::Utc>,
 ) {
-    metrics::get()
-        .check_errors
-        .get_or_create(&metrics::check(check))
-        .inc();
-    if health.check_failed(check, error, at) {
+    if read_failed(health, check, error, at) {
         tracing::warn!(event = "check_failed", check = %check, error = %error, "could not read the check's report; its state is unchanged");
     }
 }

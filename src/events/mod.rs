@@ -4,7 +4,7 @@
 //! `/metrics` cannot disagree (vector's `internal_events` pattern). One file per domain; the
 //! config, schedule and lifecycle events and the store-result seam are here.
 
-pub(crate) mod checks;
+mod checks;
 mod deploys;
 mod gates;
 mod ha;

@@ -20,7 +20,7 @@ pub(crate) use deployments::{DeployState, DeploymentRow, Move, NewDeployment};
 pub(crate) use gates::GateDecision;
 pub(crate) use outbox::{OutboxRow, Outgoing, Queued};
 pub(crate) use repl::{LogSink, Repl, W};
-pub(crate) use rules::BatchFiring;
+pub(crate) use rules::{BatchFiring, Stored};
 pub(crate) use runs::{NewRun, RunRow, RunState};
 
 use std::fs::{File, OpenOptions};
