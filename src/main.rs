@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use mlopsd::cli;
 
@@ -22,6 +22,7 @@ struct Cli {
 enum Cmd {
     /// Run the daemon.
     Run {
+        /// The configuration file.
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
         /// Serve HTTP here instead of `daemon.listen` (one config file for several replicas).
@@ -33,6 +34,7 @@ enum Cmd {
     },
     /// Validate a config: exit 0 when valid, 78 with every error otherwise.
     Validate {
+        /// The configuration file.
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
     },
@@ -41,12 +43,14 @@ enum Cmd {
     Check {
         /// The check's name ([checks.NAME]).
         name: String,
+        /// The configuration file.
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
     },
     /// Compare every declared pipeline (`definition`) with SageMaker; changes nothing.
     /// Exit 0 all in sync, 1 something differs, 2 AWS could not be read.
     Diff {
+        /// The configuration file.
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
         /// Machine-readable output.
@@ -57,6 +61,7 @@ enum Cmd {
     /// the config names (ok, missing, forbidden, no_data, unreachable).
     /// Exit 0 all ok, 1 some problem, 2 AWS could not be reached.
     Doctor {
+        /// The configuration file.
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
         /// Machine-readable output.
@@ -65,12 +70,14 @@ enum Cmd {
     },
     /// Print the least-privilege IAM policy (JSON) this config needs.
     IamPolicy {
+        /// The configuration file.
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
         /// The AWS account id for the ARNs; default: the caller's, from STS GetCallerIdentity.
         #[arg(long)]
         account_id: Option<String>,
-        /// S3 bucket(s) holding evaluation reports (needed when a gate uses `report_path`).
+        /// S3 bucket(s) holding evaluation reports (needed when a gate uses `report_path`) or the
+        /// reports of a `monitor` check.
         #[arg(long = "report-bucket")]
         report_buckets: Vec<String>,
     },
@@ -82,11 +89,13 @@ enum Cmd {
         /// Read the address from this config's `daemon.listen`.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Show every schedule's next fire times and what each rule would do (no AWS calls).
     Plan {
+        /// The configuration file.
         #[arg(long, default_value = "/etc/mlopsd/mlops.toml")]
         config: PathBuf,
         /// How many fire times per schedule.
@@ -99,6 +108,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    /// The packages install bash's, zsh's and fish's in the standard places.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page, mlopsd(1), as roff to stdout (`mlopsd man | man -l -`).
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -124,6 +138,12 @@ fn main() -> ExitCode {
             report_buckets,
         } => cli::iam_policy(&config, account_id.as_deref(), &report_buckets),
         Cmd::Status { addr, config, json } => cli::status(addr, config.as_deref(), json),
+        Cmd::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "mlopsd", &mut std::io::stdout());
+            0
+        }
+        Cmd::Man => cli::man(Cli::command()),
     };
     ExitCode::from(code)
 }

@@ -4,8 +4,11 @@
 mod check;
 mod diff;
 mod doctor;
+mod man;
 mod plan;
 pub mod status;
+
+pub use man::man;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -338,3 +338,134 @@ fn env_references_expand_without_echoing_values() {
     assert!(err.contains(":4:13: `topic_arn` must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), found a value from the environment (not shown)"), "{err}");
     assert!(!err.contains("secret-value"), "{err}");
 }
+
+/// The subcommands `mlopsd --help` lists (its "Commands:" section), but `help` itself.
+fn subcommands() -> Vec<String> {
+    let (code, out, err) = mlopsd(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    let cmds: Vec<String> = out
+        .split("Commands:")
+        .nth(1)
+        .expect("a Commands: section")
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // A command's line is indented two spaces; a wrapped description more.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(cmds.len() >= 10, "{out}");
+    cmds
+}
+
+#[test]
+fn man_page_lists_every_subcommand_with_its_options() {
+    let (code, page, err) = mlopsd(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH mlopsd 1"),
+        "{page}"
+    );
+    // roff escapes hyphens; read it as a person would.
+    let text = page.replace("\\-", "-");
+    let commands = &text[text.find(".SH COMMANDS").expect("a COMMANDS section")..];
+    for c in subcommands() {
+        assert!(
+            commands.contains(&format!("\\fBmlopsd {c}\\fR")),
+            "`mlopsd {c}` missing from the man page:\n{commands}"
+        );
+    }
+    for needle in [
+        "--config <CONFIG>",
+        "[default: /etc/mlopsd/mlops.toml]",
+        "--report-bucket",
+        "/etc/mlopsd/mlops.toml",
+        "EXIT STATUS",
+        ".SH SIGNALS",
+    ] {
+        assert!(text.contains(needle), "{needle} in the man page");
+    }
+    // groff renders the page without a warning (.ci/run installs groff-base where missing).
+    let mut child = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("groff (Debian's groff-base) renders man pages; install it");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(page.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "groff warnings");
+}
+
+/// Runs the completion function as bash would for `line` (the word being completed last).
+fn bash_complete(script: &std::path::Path, words: &[&str]) -> Vec<String> {
+    let list = words
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cword = words.len() - 1;
+    let prev = if cword > 0 { words[cword - 1] } else { "" };
+    let cmd = format!(
+        "source '{}' && COMP_WORDS=({list}) && COMP_CWORD={cword} && _mlopsd mlopsd '{}' '{prev}' && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display(),
+        words[cword],
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &cmd])
+        .output()
+        .expect("run bash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn bash_completes_subcommands_and_their_options() {
+    let (code, script, err) = mlopsd(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlopsd.bash");
+    std::fs::write(&path, &script).unwrap();
+    assert_eq!(bash_complete(&path, &["mlopsd", "d"]), ["diff", "doctor"]);
+    let all = bash_complete(&path, &["mlopsd", ""]);
+    for c in subcommands() {
+        assert!(all.contains(&c), "{c} in {all:?}");
+    }
+    assert_eq!(
+        bash_complete(&path, &["mlopsd", "doctor", "--c"]),
+        ["--config"]
+    );
+    assert_eq!(
+        bash_complete(&path, &["mlopsd", "completions", "f"]),
+        ["fish"]
+    );
+    for shell in ["zsh", "fish"] {
+        let (code, s, err) = mlopsd(&["completions", shell]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            s.contains("iam-policy") && s.contains("doctor"),
+            "{shell}: {s}"
+        );
+    }
+    let (code, _, err) = mlopsd(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "an unknown shell is a usage error");
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+}

@@ -7,7 +7,22 @@
 use std::path::Path;
 use std::process::Command;
 
-fn run(cmd: &str, args: &[&str]) -> (i32, String) {
+/// The generated files both packages carry (completions, man page), from the binary the tests
+/// were built with, into target/assets where the package metadata looks for them.
+pub(crate) fn make_assets() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(format!("{root}/scripts/assets"))
+        .arg(env!("CARGO_BIN_EXE_mlopsd"))
+        .output()
+        .expect("run scripts/assets");
+    assert!(
+        out.status.success(),
+        "scripts/assets: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub(crate) fn run(cmd: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -23,6 +38,7 @@ fn deb_installs_validates_and_removes_cleanly() {
     let root = env!("CARGO_MANIFEST_DIR");
     // The binary cargo-deb packages is the one `cargo test` just built.
     assert!(Path::new(env!("CARGO_BIN_EXE_mlopsd")).exists());
+    make_assets();
     let dir = tempfile::tempdir().unwrap();
     let deb = dir.path().join("mlopsd.deb");
     let out = Command::new("cargo")
@@ -44,6 +60,21 @@ fn deb_installs_validates_and_removes_cleanly() {
         "{info}"
     );
 
+    let (code, files) = run("dpkg-deb", &["-c", deb]);
+    assert_eq!(code, 0, "{files}");
+    for f in [
+        "./usr/bin/mlopsd",
+        "./lib/systemd/system/mlopsd.service",
+        "./lib/systemd/system/mlopsd@.service",
+        "./usr/share/bash-completion/completions/mlopsd",
+        "./usr/share/zsh/vendor-completions/_mlopsd",
+        "./usr/share/fish/vendor_completions.d/mlopsd.fish",
+        "./usr/share/man/man1/mlopsd.1.gz",
+        "./usr/share/doc/mlopsd/README.md",
+    ] {
+        assert!(files.contains(f), "{f} in the .deb:\n{files}");
+    }
+
     let _ = run("dpkg", &["-P", "mlopsd"]);
     let (code, out) = run("dpkg", &["-i", deb]);
     assert_eq!(code, 0, "dpkg -i: {out}");
@@ -61,6 +92,12 @@ fn deb_installs_validates_and_removes_cleanly() {
         &["verify", "/lib/systemd/system/mlopsd.service"],
     );
     assert_eq!(code, 0, "systemd-analyze verify: {out}");
+    let (code, page) = run("zcat", &["/usr/share/man/man1/mlopsd.1.gz"]);
+    assert_eq!(code, 0, "{page}");
+    assert!(
+        page.contains(".SH COMMANDS"),
+        "the installed man page: {page}"
+    );
 
     let (code, out) = run("dpkg", &["-r", "mlopsd"]);
     assert_eq!(code, 0, "{out}");

@@ -23,6 +23,7 @@ mod iam;
 mod lease;
 mod loop_time;
 mod reliability;
+mod rpm;
 mod schedules_dst;
 mod state_crash;
 mod systemd_unit;
