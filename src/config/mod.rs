@@ -149,6 +149,8 @@ pub struct AwsConfig {
 pub(crate) enum MessageFormat {
     Text,
     Json,
+    /// Amazon Q Developer in chat applications' custom notification (Slack, Teams, Chime).
+    Chat,
 }
 
 #[derive(Debug, Clone, PartialEq)]

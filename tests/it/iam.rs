@@ -15,19 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::aws::TestAws;
-use common::{mlopsd, Opts, Running};
+use common::{mlopsd, venv_bin, Opts, Running};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
-
-fn venv_bin(name: &str) -> String {
-    let p = format!("{}/.venv/bin/{name}", env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        std::path::Path::new(&p).exists(),
-        "{p} is missing: scripts/test installs moto server, cfn-lint and parliament into .venv"
-    );
-    p
-}
 
 struct Moto(Child, String);
 

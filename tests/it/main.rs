@@ -6,6 +6,7 @@
 mod support;
 
 mod aws_loop;
+mod chat;
 mod cli;
 mod config_cases;
 mod daemon;

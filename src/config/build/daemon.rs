@@ -269,10 +269,11 @@ pub(super) fn read_notifier(d: &mut Diags, t: &mut Table<'_, '_>) -> Option<Noti
         Some(f) => match f.v.as_str() {
             "text" => Some(MessageFormat::Text),
             "json" => Some(MessageFormat::Json),
+            "chat" => Some(MessageFormat::Chat),
             other => {
                 d.push(
                     f.span,
-                    format!("`format` must be \"text\" or \"json\", found \"{other}\""),
+                    format!("`format` must be \"text\", \"json\" or \"chat\", found \"{other}\""),
                 );
                 None
             }

@@ -314,3 +314,14 @@ pub fn aws_env() -> Opts<'static> {
         notify: true,
     }
 }
+
+/// A program of the project's Python environment (moto server, cfn-lint, parliament,
+/// jsonschema), which scripts/test installs into .venv.
+pub fn venv_bin(name: &str) -> String {
+    let p = format!("{}/.venv/bin/{name}", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new(&p).exists(),
+        "{p} is missing: scripts/test installs moto server, cfn-lint and parliament into .venv"
+    );
+    p
+}

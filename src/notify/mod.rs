@@ -1,10 +1,13 @@
 //! Notification content: the subject from the notifier's template (≤ 100 ASCII characters,
-//! as SNS requires), a body carrying every field (text or JSON), and the message attributes.
+//! as SNS requires), a body carrying every field (text, JSON, or the chat custom notification
+//! of `chat.rs`), and the message attributes.
 //! Pure: the daemon stores rendered messages in the outbox and `aws` publishes them.
 
 use std::collections::BTreeMap;
 
 use crate::config::{MessageFormat, Notifier};
+
+mod chat;
 
 /// SNS subjects must be under 100 characters; we keep to 99.
 pub(crate) const MAX_SUBJECT: usize = 99;
@@ -128,6 +131,7 @@ pub(crate) fn render(n: &Notifier, m: &Message) -> (String, String) {
         .unwrap_or_else(|_| format!("[mlops] {}: {}", m.rule, m.kind));
     let subject = sanitize_subject(&subject);
     let body = match n.format {
+        MessageFormat::Chat => chat::body(m, &n.topic_arn),
         MessageFormat::Json => serde_json::to_string(&fields).unwrap_or_default(),
         MessageFormat::Text => {
             let mut s = format!("mlopsd: {} for rule {}\n\n", m.kind, m.rule);
