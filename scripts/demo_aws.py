@@ -42,6 +42,10 @@ def setup(endpoint):
     q = c["sqs"].create_queue(QueueName="mlops-alerts-inbox")["QueueUrl"]
     qarn = c["sqs"].get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     c["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=qarn)
+    chat = c["sns"].create_topic(Name="mlops-chat")["TopicArn"]
+    cq = c["sqs"].create_queue(QueueName="mlops-chat-inbox")["QueueUrl"]
+    cqarn = c["sqs"].get_queue_attributes(QueueUrl=cq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    c["sns"].subscribe(TopicArn=chat, Protocol="sqs", Endpoint=cqarn)
     c["sagemaker"].create_model_package_group(ModelPackageGroupName="ml-model-package-group")
     for acc in ["0.91", "0.62"]:
         c["sagemaker"].create_model_package(
@@ -148,6 +152,8 @@ def new_version(c, accuracy):
 def watch(endpoint, secs):
     c = clients(endpoint)
     q = c["sqs"].get_queue_url(QueueName="mlops-alerts-inbox")["QueueUrl"]
+    cq = c["sqs"].get_queue_url(QueueName="mlops-chat-inbox")["QueueUrl"]
+    chat_shown = False
     deadline = time.time() + secs
     seen = set()
     paged = False
@@ -163,6 +169,8 @@ def watch(endpoint, secs):
         if not report_sent and "run_succeeded" in seen:
             drift_report_lands(c)
             report_sent = True
+        if not chat_shown:
+            chat_shown = show_chat(c, cq)
         msgs = c["sqs"].receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
         for m in msgs:
             body = json.loads(m["Body"])
@@ -193,10 +201,24 @@ def watch(endpoint, secs):
             sys.stdout.flush()
             c["sqs"].delete_message(QueueUrl=q, ReceiptHandle=m["ReceiptHandle"])
         if {"pipeline_created", "check_breached", "run_started", "run_succeeded"} <= seen and {"gate_approved", "gate_rejected"} <= seen and paged \
-                and baked >= 2 and rolled_back and report_run:
+                and baked >= 2 and rolled_back and report_run and chat_shown:
             return 0
-    print(f"\nnotifications seen: {sorted(seen)}")
+    print(f"\nnotifications seen: {sorted(seen)}; a chat notification shown: {chat_shown}")
     return 1
+
+
+def show_chat(c, q):
+    """Prints the first message of the chat notifier (format = "chat") as a Slack or Teams
+    channel mapped to its topic receives it; True once one was shown."""
+    msgs = c["sqs"].receive_message(QueueUrl=q, MaxNumberOfMessages=1, WaitTimeSeconds=0).get("Messages", [])
+    for m in msgs:
+        note = json.loads(json.loads(m["Body"])["Message"])
+        print("\n>>> chat notification (Amazon Q Developer custom notification, thread = correlation id):")
+        for line in json.dumps(note, indent=2, ensure_ascii=False).splitlines():
+            print(f"    | {line}")
+        sys.stdout.flush()
+        return True
+    return False
 
 
 if __name__ == "__main__":

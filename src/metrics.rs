@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +90,8 @@ fn lateness() -> Histogram {
 
 pub(crate) struct Metrics {
     pub registry: Registry,
+    /// (name, help, type) of every family, in registration order.
+    described: Vec<(String, String, &'static str)>,
     pub reloads: Family<ResultL, Counter>,
     pub last_reload_ok: Gauge,
     pub last_reload_success_ts: FGauge,
@@ -125,9 +128,43 @@ pub(crate) struct Metrics {
     pub up_since: FGauge,
 }
 
+/// The registry, remembering each family's name, help and type: /metrics describes every
+/// family from the start (prometheus-client leaves out a family with no series yet), so a
+/// dashboard or an alert names a metric the scrape shows before its first sample.
+struct Reg {
+    r: Registry,
+    described: Vec<(String, String, &'static str)>,
+}
+
+impl Reg {
+    fn register<M: prometheus_client::registry::Metric + TypedMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: M,
+    ) {
+        self.described
+            .push((name.to_string(), help.to_string(), type_name(M::TYPE)));
+        self.r.register(name, help, metric);
+    }
+}
+
+fn type_name(t: MetricType) -> &'static str {
+    match t {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+        MetricType::Info => "info",
+        _ => "unknown",
+    }
+}
+
 impl Metrics {
     fn new() -> Metrics {
-        let mut r = Registry::default();
+        let mut r = Reg {
+            r: Registry::default(),
+            described: Vec::new(),
+        };
         let m = Metrics {
             reloads: Family::default(),
             last_reload_ok: Gauge::default(),
@@ -163,6 +200,7 @@ impl Metrics {
             schedule_lateness: lateness(),
             up_since: FGauge::default(),
             registry: Registry::default(),
+            described: Vec::new(),
         };
         m.register_config(&mut r);
         m.register_checks(&mut r);
@@ -170,11 +208,15 @@ impl Metrics {
         m.register_aws(&mut r);
         m.register_notify(&mut r);
         m.register_other(&mut r);
-        Metrics { registry: r, ..m }
+        Metrics {
+            registry: r.r,
+            described: r.described,
+            ..m
+        }
     }
 
     /// Config loads and reloads.
-    fn register_config(&self, r: &mut Registry) {
+    fn register_config(&self, r: &mut Reg) {
         r.register(
             "mlopsd_config_reloads",
             "Config reloads by result (success, failure)",
@@ -193,7 +235,7 @@ impl Metrics {
     }
 
     /// Checks, rules and the schedule.
-    fn register_checks(&self, r: &mut Registry) {
+    fn register_checks(&self, r: &mut Reg) {
         r.register(
             "mlopsd_check_evaluations",
             "Check evaluations",
@@ -242,7 +284,7 @@ impl Metrics {
     }
 
     /// Runs, gates and declared pipelines.
-    fn register_runs(&self, r: &mut Registry) {
+    fn register_runs(&self, r: &mut Reg) {
         r.register(
             "mlopsd_runs_started",
             "Runs started",
@@ -291,7 +333,7 @@ impl Metrics {
     }
 
     /// AWS calls.
-    fn register_aws(&self, r: &mut Registry) {
+    fn register_aws(&self, r: &mut Reg) {
         r.register(
             "mlopsd_aws_requests",
             "AWS API calls (after SDK retries), by service and operation",
@@ -310,7 +352,7 @@ impl Metrics {
     }
 
     /// Notifications.
-    fn register_notify(&self, r: &mut Registry) {
+    fn register_notify(&self, r: &mut Reg) {
         r.register(
             "mlopsd_notifications_sent",
             "SNS messages published",
@@ -329,7 +371,7 @@ impl Metrics {
     }
 
     /// The store, events, the preflight, HA and the process.
-    fn register_other(&self, r: &mut Registry) {
+    fn register_other(&self, r: &mut Reg) {
         r.register("mlopsd_state_errors", "State store operations that failed, by operation (logged as state_error, shown on /healthz)", self.state_errors.clone());
         r.register("mlopsd_events", "EventBridge events read from the [events] queue, by result (handled, ignored, rejected)", self.events.clone());
         r.register(
@@ -359,7 +401,72 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
             s.clear();
         }
+        // Families with no series yet: their HELP and TYPE, before the end marker.
+        let mut empty = String::new();
+        for (name, help, ty) in &self.described {
+            if !s.contains(&format!("# TYPE {name} ")) {
+                empty.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} {ty}\n"));
+            }
+        }
+        match s.rfind("# EOF") {
+            Some(i) => s.insert_str(i, &empty),
+            None => s.push_str(&empty),
+        }
         s
+    }
+
+    /// The series the config names, at 0 where none exists yet (on start and every reload):
+    /// each check's evaluations, breaches and read errors, each rule's firings, each target's
+    /// runs, each gate's decisions, each endpoint's deployments, both reload results. A
+    /// counter that exists before its first increment makes `increase()` see that increment.
+    pub(crate) fn declare(&self, cfg: &crate::config::Config) {
+        for name in cfg.checks.keys() {
+            let l = check(name);
+            self.check_evaluations.get_or_create(&l).inc_by(0);
+            self.check_breaches.get_or_create(&l).inc_by(0);
+            self.check_errors.get_or_create(&l).inc_by(0);
+        }
+        for name in cfg.rules.keys() {
+            self.rule_firings.get_or_create(&rule(name)).inc_by(0);
+        }
+        let targets = cfg
+            .pipelines
+            .keys()
+            .map(|n| ("pipeline", n))
+            .chain(cfg.builds.keys().map(|n| ("build", n)));
+        for (kind, name) in targets {
+            let l = run(kind, name);
+            self.runs_started.get_or_create(&l).inc_by(0);
+            self.runs_succeeded.get_or_create(&l).inc_by(0);
+            self.runs_failed.get_or_create(&l).inc_by(0);
+        }
+        for gate in cfg.gates.keys() {
+            for decision in ["approved", "rejected"] {
+                self.gate_decisions
+                    .get_or_create(&GateL {
+                        gate: gate.clone(),
+                        decision: decision.into(),
+                    })
+                    .inc_by(0);
+            }
+        }
+        for endpoint in cfg.endpoints.keys() {
+            for result in ["started", "succeeded", "baked", "rolled_back", "failed"] {
+                self.deployments
+                    .get_or_create(&DeployL {
+                        endpoint: endpoint.clone(),
+                        result: result.into(),
+                    })
+                    .inc_by(0);
+            }
+        }
+        for result in ["success", "failure"] {
+            self.reloads
+                .get_or_create(&ResultL {
+                    result: result.into(),
+                })
+                .inc_by(0);
+        }
     }
 }
 

@@ -153,9 +153,13 @@ pub(crate) fn tell(
     systemd::ready(status);
 }
 
-/// Sets each check's threshold gauge: all of them, or (a fast reload) the changed ones.
+/// Sets each check's threshold gauge: all of them, or (a fast reload) the changed ones; after
+/// a full load, the series the config names start at 0 (`Metrics::declare`).
 pub(crate) fn threshold_gauges(cfg: &Config, only: Option<&ConfigDiff>) {
     let m = crate::metrics::get();
+    if only.is_none() {
+        m.declare(cfg);
+    }
     let set = |name: &str, c: &crate::config::Check| {
         m.check_threshold
             .get_or_create(&crate::metrics::check(name))

@@ -4,6 +4,7 @@
 
 use crate::support as common;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -383,4 +384,123 @@ fn status_page_renders_in_headless_chromium() {
         .count();
     assert!(red > 0, "no red threshold/breach pixels");
     std::fs::copy(&shot, std::env::temp_dir().join("mlopsd-status-page.png")).ok();
+}
+
+/// The metric names a PromQL text names (`mlopsd_…`), and the labels its `by (…)` clauses group by.
+fn promql_names(q: &str) -> (Vec<String>, Vec<String>) {
+    let mut names = Vec::new();
+    let mut rest = q;
+    while let Some(i) = rest.find("mlopsd_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    let mut labels = Vec::new();
+    for part in q.split("by (").skip(1) {
+        let inner = part.split(')').next().unwrap_or("");
+        labels.extend(
+            inner
+                .split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty() && l != "le"),
+        );
+    }
+    (names, labels)
+}
+
+/// Every PromQL text of a Grafana dashboard: panel targets, template variable queries,
+/// annotations.
+fn dashboard_queries(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                match (k.as_str(), x) {
+                    ("expr" | "definition", Value::String(s)) => out.push(s.clone()),
+                    _ => dashboard_queries(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| dashboard_queries(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_names_only_metrics_the_daemon_serves() {
+    let path = format!(
+        "{}/deploy/grafana/mlopsd-dashboard.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(dash["uid"], "mlopsd");
+    let mut queries = Vec::new();
+    dashboard_queries(&dash, &mut queries);
+    assert!(queries.len() >= 30, "{queries:?}");
+
+    let w = world("dash");
+    let (_, _, scrape) = get(&w.addr, "/metrics");
+    // Families and their types, from the `# TYPE` lines (served with or without samples).
+    let families: HashMap<&str, &str> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let served = |name: &str| {
+        families.iter().any(|(f, ty)| match *ty {
+            "counter" => name == format!("{f}_total"),
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name == format!("{f}{s}")),
+            _ => name == *f,
+        })
+    };
+    let mut named = std::collections::BTreeSet::new();
+    for q in &queries {
+        let (names, labels) = promql_names(q);
+        assert!(!names.is_empty(), "a query naming no mlopsd metric: {q}");
+        for n in names {
+            assert!(
+                served(&n),
+                "the dashboard queries {n}, which /metrics does not serve ({q}):\n{scrape}"
+            );
+            named.insert(n);
+        }
+        // A `by (label)` names a label the metric's series carry (where it has series yet).
+        let sampled = |n: &str| {
+            scrape
+                .lines()
+                .any(|l| l.starts_with(n) && l[n.len()..].starts_with('{'))
+        };
+        for l in labels {
+            let metrics = promql_names(q).0;
+            let carried = scrape.lines().any(|line| {
+                metrics.iter().any(|n| line.starts_with(n.as_str()))
+                    && line.contains(&format!("{l}=\""))
+            });
+            assert!(
+                carried || !metrics.iter().any(|n| sampled(n)),
+                "label {l} of `{q}` is on no series of its metric"
+            );
+        }
+    }
+    // What the issue asks the dashboard to show is all there.
+    for want in [
+        "mlopsd_check_value",
+        "mlopsd_check_threshold",
+        "mlopsd_rule_firings_total",
+        "mlopsd_rule_suppressions_total",
+        "mlopsd_runs_started_total",
+        "mlopsd_runs_failed_total",
+        "mlopsd_aws_errors_total",
+        "mlopsd_aws_request_duration_seconds_bucket",
+        "mlopsd_config_last_reload_successful",
+        "mlopsd_events_total",
+        "mlopsd_leader",
+    ] {
+        assert!(named.contains(want), "the dashboard shows {want}");
+    }
 }
