@@ -411,6 +411,26 @@ fn promql_names(q: &str) -> (Vec<String>, Vec<String>) {
     (names, labels)
 }
 
+/// The type of the family a sample name belongs to (`…_total` of a counter, `…_bucket` of a
+/// histogram, …), from the scrape's `# TYPE` lines (served with or without samples).
+fn served_type<'a>(scrape: &'a str, name: &str) -> Option<&'a str> {
+    let families: HashMap<&str, &str> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    families.into_iter().find_map(|(f, ty)| {
+        let hit = match ty {
+            "counter" => name == format!("{f}_total"),
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name == format!("{f}{s}")),
+            _ => name == f,
+        };
+        hit.then_some(ty)
+    })
+}
+
 /// Every PromQL text of a Grafana dashboard: panel targets, template variable queries,
 /// annotations.
 fn dashboard_queries(v: &Value, out: &mut Vec<String>) {
@@ -443,21 +463,7 @@ fn the_grafana_dashboard_names_only_metrics_the_daemon_serves() {
 
     let w = world("dash");
     let (_, _, scrape) = get(&w.addr, "/metrics");
-    // Families and their types, from the `# TYPE` lines (served with or without samples).
-    let families: HashMap<&str, &str> = scrape
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .collect();
-    let served = |name: &str| {
-        families.iter().any(|(f, ty)| match *ty {
-            "counter" => name == format!("{f}_total"),
-            "histogram" => ["_bucket", "_sum", "_count"]
-                .iter()
-                .any(|s| name == format!("{f}{s}")),
-            _ => name == *f,
-        })
-    };
+    let served = |name: &str| served_type(&scrape, name).is_some();
     let mut named = std::collections::BTreeSet::new();
     for q in &queries {
         let (names, labels) = promql_names(q);
@@ -502,5 +508,98 @@ fn the_grafana_dashboard_names_only_metrics_the_daemon_serves() {
         "mlopsd_leader",
     ] {
         assert!(named.contains(want), "the dashboard shows {want}");
+    }
+}
+
+#[test]
+fn the_cloudwatch_agent_config_ships_metrics_the_daemon_serves() {
+    let dir = format!("{}/deploy/cloudwatch", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(format!("{dir}/amazon-cloudwatch-agent.json")).unwrap();
+    let agent: Value = serde_json::from_str(&text).expect("the agent config is JSON");
+    let prom = &agent["logs"]["metrics_collected"]["prometheus"];
+    let scrape_cfg = std::fs::read_to_string(format!("{dir}/mlopsd-prometheus.yaml")).unwrap();
+    assert!(
+        prom["prometheus_config_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/mlopsd-prometheus.yaml"),
+        "{prom}"
+    );
+    // The scrape reaches daemon.listen's default, under the job the declarations match.
+    assert!(scrape_cfg.contains("- job_name: mlopsd\n"), "{scrape_cfg}");
+    assert!(scrape_cfg.contains("- 127.0.0.1:9464\n"), "{scrape_cfg}");
+    let journald = &agent["logs"]["logs_collected"]["journald"]["collect_list"][0];
+    assert_eq!(journald["units"], serde_json::json!(["mlopsd"]));
+    assert_eq!(journald["log_group_name"], "/mlopsd/daemon");
+    // The CloudFormation template makes both log groups and lets the agent write to them.
+    let cfn = std::fs::read_to_string(format!(
+        "{}/deploy/cloudformation/mlopsd.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    for group in ["/mlopsd/daemon", prom["log_group_name"].as_str().unwrap()] {
+        assert!(
+            cfn.contains(&format!("Default: {group}\n")),
+            "{group} in the template"
+        );
+    }
+    assert!(cfn.contains("logs:PutLogEvents"));
+
+    let w = world("cwagent");
+    let (_, _, scrape) = get(&w.addr, "/metrics");
+    let decls = prom["emf_processor"]["metric_declaration"]
+        .as_array()
+        .unwrap();
+    assert!(decls.len() >= 10);
+    let mut shipped = Vec::new();
+    for d in decls {
+        assert_eq!(d["source_labels"], serde_json::json!(["job"]));
+        assert_eq!(d["label_matcher"], "^mlopsd$");
+        let dims: Vec<&str> = d["dimensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|set| set.as_array().unwrap())
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        for sel in d["metric_selectors"].as_array().unwrap() {
+            let sel = sel.as_str().unwrap();
+            let name = sel
+                .strip_prefix('^')
+                .and_then(|n| n.strip_suffix('$'))
+                .unwrap_or_else(|| panic!("a selector names one metric exactly: {sel}"));
+            // The agent drops histograms; counters arrive as deltas, gauges as they are.
+            match served_type(&scrape, name) {
+                Some("counter" | "gauge") => {}
+                other => panic!("{name}: served as {other:?}, which the agent cannot ship"),
+            }
+            // Each dimension is a label of the metric's series (`instance` is the scrape's).
+            let series: Vec<&str> = scrape
+                .lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+                .collect();
+            for dim in &dims {
+                assert!(
+                    *dim == "instance"
+                        || series.is_empty()
+                        || series.iter().all(|l| l.contains(&format!("{dim}=\""))),
+                    "{name} has no label {dim}: {series:?}"
+                );
+            }
+            shipped.push(name.to_string());
+        }
+    }
+    for want in [
+        "mlopsd_check_value",
+        "mlopsd_rule_firings_total",
+        "mlopsd_runs_failed_total",
+        "mlopsd_aws_errors_total",
+        "mlopsd_leader",
+        "mlopsd_config_last_reload_successful",
+    ] {
+        assert!(
+            shipped.iter().any(|s| s == want),
+            "{want} reaches CloudWatch"
+        );
     }
 }
