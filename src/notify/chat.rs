@@ -121,14 +121,63 @@ struct Telling {
     next: Vec<String>,
 }
 
+/// The title, opening sentence and first fields of a kind.
+type Said = (&'static str, String, String, &'static [&'static str]);
+
 fn telling(m: &Message, place: &Place) -> Telling {
+    let mut next = Vec::new();
+    let (emoji, title, sentence, order) = match m.kind {
+        Kind::CheckBreached | Kind::CheckRecovered | Kind::CheckFailed => {
+            about_checks(m, &mut next)
+        }
+        Kind::RunStarted
+        | Kind::RunSucceeded
+        | Kind::RunFailed
+        | Kind::RuleSuppressed
+        | Kind::ScheduleFired
+        | Kind::EventReceived => about_runs(m, place, &mut next),
+        Kind::GateApproved
+        | Kind::GateRejected
+        | Kind::PipelineCreated
+        | Kind::PipelineUpdated
+        | Kind::PipelineDrifted
+        | Kind::PipelineApplyFailed
+        | Kind::LeaderChanged => about_registry(m, &mut next),
+        Kind::DeployStarted
+        | Kind::DeploySucceeded
+        | Kind::DeployBaked
+        | Kind::DeployRolledBack
+        | Kind::DeployFailed
+        | Kind::DeploySkipped => about_deploys(m, place, &mut next),
+    };
+    Telling {
+        emoji,
+        summary: title.clone(),
+        title,
+        sentence: sentence.trim().to_string(),
+        order,
+        next,
+    }
+}
+
+/// A kind the dispatch in `telling` sends elsewhere: said plainly rather than panicking.
+fn unreachable_kind(m: &Message) -> Said {
+    (
+        ":bell:",
+        format!("{}: {}", m.rule, m.kind),
+        String::new(),
+        &[],
+    )
+}
+
+/// A check entered or left breach, or its monitoring execution failed.
+fn about_checks(m: &Message, next: &mut Vec<String>) -> Said {
     let f = |k: &str| m.fields.get(k).map(String::as_str).unwrap_or("");
     let rule = m.rule.as_str();
     let check = m.check.as_deref().unwrap_or("");
     let status_of =
         format!("`mlopsd status` on the mlopsd host shows what rule `{rule}` does next");
-    let mut next = Vec::new();
-    let (emoji, title, sentence, order): (&str, String, String, &[&str]) = match m.kind {
+    match m.kind {
         Kind::CheckBreached => {
             next.push(format!(
                 "`mlopsd check {check}` on the mlopsd host reads it again"
@@ -181,8 +230,19 @@ fn telling(m: &Message, place: &Place) -> Telling {
                 &["reason"],
             )
         }
+        _ => unreachable_kind(m),
+    }
+}
+
+/// A run started or ended, a rule was held back, a schedule or an event fired a rule.
+fn about_runs(m: &Message, place: &Place, next: &mut Vec<String>) -> Said {
+    let f = |k: &str| m.fields.get(k).map(String::as_str).unwrap_or("");
+    let rule = m.rule.as_str();
+    let status_of =
+        format!("`mlopsd status` on the mlopsd host shows what rule `{rule}` does next");
+    match m.kind {
         Kind::RunStarted | Kind::RunSucceeded | Kind::RunFailed => {
-            run_steps(f("arn"), place, &mut next);
+            run_steps(f("arn"), place, next);
             next.push(status_of.clone());
             let target = f("target");
             match m.kind {
@@ -234,6 +294,15 @@ fn telling(m: &Message, place: &Place) -> Telling {
             ),
             &["detail_type", "source", "event_id"],
         ),
+        _ => unreachable_kind(m),
+    }
+}
+
+/// Gates, declared pipelines, leadership.
+fn about_registry(m: &Message, next: &mut Vec<String>) -> Said {
+    let f = |k: &str| m.fields.get(k).map(String::as_str).unwrap_or("");
+    let rule = m.rule.as_str();
+    match m.kind {
         Kind::GateApproved | Kind::GateRejected => {
             let arn = f("arn");
             if !arn.is_empty() {
@@ -328,6 +397,15 @@ fn telling(m: &Message, place: &Place) -> Telling {
                 &["leader", "previous", "fencing", "table"],
             )
         }
+        _ => unreachable_kind(m),
+    }
+}
+
+/// A deployment step.
+fn about_deploys(m: &Message, place: &Place, next: &mut Vec<String>) -> Said {
+    let f = |k: &str| m.fields.get(k).map(String::as_str).unwrap_or("");
+    let rule = m.rule.as_str();
+    match m.kind {
         Kind::DeployStarted
         | Kind::DeploySucceeded
         | Kind::DeployBaked
@@ -402,15 +480,7 @@ fn telling(m: &Message, place: &Place) -> Telling {
                 ],
             )
         }
-    };
-    let summary = title.clone();
-    Telling {
-        emoji,
-        title,
-        sentence: sentence.trim().to_string(),
-        summary,
-        order,
-        next,
+        _ => unreachable_kind(m),
     }
 }
 
