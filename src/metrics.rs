@@ -401,10 +401,16 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
             s.clear();
         }
-        // Families with no series yet: their HELP and TYPE, before the end marker.
+        // Families with no series yet: their HELP and TYPE, before the end marker (one pass
+        // over the text for the families it has).
+        let typed: std::collections::HashSet<&str> = s
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
         let mut empty = String::new();
         for (name, help, ty) in &self.described {
-            if !s.contains(&format!("# TYPE {name} ")) {
+            if !typed.contains(name.as_str()) {
                 empty.push_str(&format!("# HELP {name} {help}.\n# TYPE {name} {ty}\n"));
             }
         }
@@ -551,6 +557,22 @@ mod tests {
                 "{name} is not registered:\n{s}"
             );
         }
+    }
+
+    #[test]
+    fn every_family_is_described_before_its_first_series() {
+        let s = super::get().encode();
+        for (name, ty) in [
+            ("mlopsd_runs_failed", "counter"),
+            ("mlopsd_deployments", "counter"),
+            ("mlopsd_endpoint_version", "gauge"),
+            ("mlopsd_aws_request_duration_seconds", "histogram"),
+        ] {
+            assert!(s.contains(&format!("# TYPE {name} {ty}\n")), "{name}:\n{s}");
+            assert!(s.contains(&format!("# HELP {name} ")), "{name}:\n{s}");
+        }
+        assert!(s.ends_with("# EOF\n"), "the end marker stays last:\n{s}");
+        assert_eq!(s.matches("# TYPE mlopsd_leader ").count(), 1);
     }
 
     #[test]

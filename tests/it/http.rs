@@ -132,6 +132,13 @@ fn metrics_healthz_status_and_page() {
         "mlopsd_aws_request_duration_seconds_bucket{le=",
         "mlopsd_notifications_sent_total{notifier=\"ops\",event=\"run_started\"} 1",
         "mlopsd_schedule_lateness_seconds_count",
+        // The series the config names exist from the start, at 0.
+        "mlopsd_gate_decisions_total{gate=\"approve\",decision=\"approved\"} 0",
+        "mlopsd_runs_failed_total{kind=\"pipeline\",target=\"train\"} 0",
+        "mlopsd_check_errors_total{check=\"drift\"} 0",
+        "mlopsd_config_reloads_total{result=\"failure\"} 0",
+        // A family with no series yet is described.
+        "# TYPE mlopsd_deployments counter",
     ] {
         assert!(body.contains(want), "/metrics lacks `{want}`:\n{body}");
     }
