@@ -100,7 +100,7 @@ pub(super) fn body(m: &Message, topic_arn: &str) -> String {
             "keywords": keywords,
         },
         "metadata": {
-            "threadId": m.correlation_id,
+            "threadId": thread_id(m),
             "summary": shorten_chars(&t.summary, MAX_SUMMARY),
             "eventType": m.kind.as_str(),
             "relatedResources": resources,
@@ -598,6 +598,15 @@ fn shorten_text(s: &str, max: usize) -> String {
     head + note
 }
 
+/// The correlation id; a message without one (none is expected) threads by its rule.
+fn thread_id(m: &Message) -> String {
+    if m.correlation_id.is_empty() {
+        format!("mlopsd-{}", shorten_chars(&m.rule, 200))
+    } else {
+        shorten_chars(&m.correlation_id, 256)
+    }
+}
+
 /// A stable id of this notification: the same message rendered twice (a retried publish) has
 /// the same id; two different ones do not.
 fn event_id(m: &Message) -> String {
@@ -998,6 +1007,13 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(d.contains("◦ Steps[19]: a → b\n    ◦ … and 10 more"), "{d}");
+    }
+
+    #[test]
+    fn a_message_without_a_correlation_id_still_has_a_thread() {
+        let m = Message::new(Kind::RuleSuppressed, "retrain", None, "").with("reason", "x");
+        let v = valid(&body(&m, TOPIC));
+        assert_eq!(v["metadata"]["threadId"], "mlopsd-retrain");
     }
 
     #[test]
