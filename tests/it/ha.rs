@@ -360,6 +360,11 @@ fn three_replicas_one_leads_and_a_sigstopped_leader_is_deposed_and_steps_down() 
         s["runs"].as_array().is_some_and(|r| r.len() == 2)
     });
 
+    // Both starts told before the stop (the SNS messages read back), so the stop does not land
+    // while those are published.
+    let mut notes = c.aws.notes_until(T, |n| {
+        n.iter().filter(|n| n.event() == "run_started").count() >= 2
+    });
     // Stop the leader for two leases: one of the standbys takes over.
     a.signal(libc::SIGSTOP);
     let stopped_at = Instant::now();
@@ -389,14 +394,21 @@ fn three_replicas_one_leads_and_a_sigstopped_leader_is_deposed_and_steps_down() 
     assert!(common::http_get(&a.http_addr(), "/metrics").contains("mlopsd_leader 0"));
     // Let the new leader work a while, then check that nothing was doubled.
     std::thread::sleep(Duration::from_secs(4));
-    let notes = c.aws.drain(Duration::from_secs(2));
+    notes.extend(c.aws.drain(Duration::from_secs(2)));
     assert_eq!(c.executions(), vec![1, 1], "each pipeline started once");
+    // At least once, as for a kill -9: a stop that lands between SNS taking a message and the
+    // "sent" mark reaching the table (or with a Publish in flight, which completes on SIGCONT:
+    // SNS has no fencing) makes the new leader send that one message again, with the same
+    // correlation id (CI saw a run_started told twice this way). Nothing else twice.
     let seen = told_by_id(&notes);
     let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
-        doubled.is_empty(),
-        "no notification went out twice: {doubled:?}"
+        doubled.len() <= 1 && doubled.iter().all(|(_, n)| **n == 2),
+        "at most the one interrupted notification went out twice: {doubled:?}"
     );
+    for e in ["run_started", "leader_changed"] {
+        assert!(seen.keys().any(|(k, _)| k == e), "{e} told: {seen:?}");
+    }
     assert_one_history(&c.log(), "sigstop");
     assert!(
         c.log().iter().any(|(_, f)| *f == 2),
