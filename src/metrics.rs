@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,7 +91,7 @@ fn lateness() -> Histogram {
 pub(crate) struct Metrics {
     pub registry: Registry,
     /// (name, help, type) of every family, in registration order.
-    described: Vec<(String, String, &'static str)>,
+    described: Vec<(String, String, String)>,
     pub reloads: Family<ResultL, Counter>,
     pub last_reload_ok: Gauge,
     pub last_reload_success_ts: FGauge,
@@ -133,7 +133,7 @@ pub(crate) struct Metrics {
 /// dashboard or an alert names a metric the scrape shows before its first sample.
 struct Reg {
     r: Registry,
-    described: Vec<(String, String, &'static str)>,
+    described: Vec<(String, String, String)>,
 }
 
 impl Reg {
@@ -144,18 +144,8 @@ impl Reg {
         metric: M,
     ) {
         self.described
-            .push((name.to_string(), help.to_string(), type_name(M::TYPE)));
+            .push((name.into(), help.into(), M::TYPE.as_str().into()));
         self.r.register(name, help, metric);
-    }
-}
-
-fn type_name(t: MetricType) -> &'static str {
-    match t {
-        MetricType::Counter => "counter",
-        MetricType::Gauge => "gauge",
-        MetricType::Histogram => "histogram",
-        MetricType::Info => "info",
-        _ => "unknown",
     }
 }
 

@@ -42,51 +42,58 @@ pub(super) fn render(cmd: clap::Command, out: &mut Vec<u8>) -> std::io::Result<(
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         command(&mut r, sub);
     }
-    r.control("SH", ["FILES"]);
-    for (path, what) in [
-        (
-            "/etc/mlopsd/mlops.toml",
-            "The configuration (a config file the packages keep on upgrade).",
-        ),
-        (
-            "/var/lib/mlopsd",
-            "The state store (daemon.state_dir): decisions, runs, the notification outbox.",
-        ),
-        (
-            "/usr/share/doc/mlopsd",
-            "README.md (every key and behaviour) and RELIABILITY.md.",
-        ),
-    ] {
-        r.control("TP", []).text([bold(path)]).text([roman(what)]);
-    }
-    r.control("SH", ["SIGNALS"]);
-    r.control("TP", [])
-        .text([bold("SIGTERM, SIGINT")])
-        .text([roman(
-            "Stop: calls in flight finish within daemon.shutdown_grace, state is flushed, exit 0.",
-        )]);
-    r.control("TP", []).text([bold("SIGHUP")]).text([roman(
-        "Reload the configuration now (systemctl reload mlopsd); a bad file keeps the running one.",
-    )]);
-    r.control("SH", ["EXIT STATUS"]);
-    for (code, what) in [
-        (
-            "0",
-            "Success (check: not breaching; diff: in sync; doctor: all ok).",
-        ),
-        (
-            "1",
-            "check: breaching; diff: something differs; doctor: some problem.",
-        ),
-        ("2", "AWS could not be read or reached."),
-        ("64", "Usage error."),
-        (
-            "78",
-            "The configuration is invalid (every error is printed with its location).",
-        ),
-    ] {
-        r.control("TP", []).text([bold(code)]).text([roman(what)]);
-    }
+    section(
+        &mut r,
+        "FILES",
+        &[
+            (
+                "/etc/mlopsd/mlops.toml",
+                "The configuration (a config file the packages keep on upgrade).",
+            ),
+            (
+                "/var/lib/mlopsd",
+                "The state store (daemon.state_dir): decisions, runs, the notification outbox.",
+            ),
+            (
+                "/usr/share/doc/mlopsd",
+                "README.md (every key and behaviour) and RELIABILITY.md.",
+            ),
+        ],
+    );
+    section(
+        &mut r,
+        "SIGNALS",
+        &[
+            (
+                "SIGTERM, SIGINT",
+                "Stop: calls in flight finish within daemon.shutdown_grace, state is flushed, exit 0.",
+            ),
+            (
+                "SIGHUP",
+                "Reload the configuration now (systemctl reload mlopsd); a bad file keeps the running one.",
+            ),
+        ],
+    );
+    section(
+        &mut r,
+        "EXIT STATUS",
+        &[
+            (
+                "0",
+                "Success (check: not breaching; diff: in sync; doctor: all ok).",
+            ),
+            (
+                "1",
+                "check: breaching; diff: something differs; doctor: some problem.",
+            ),
+            ("2", "AWS could not be read or reached."),
+            ("64", "Usage error."),
+            (
+                "78",
+                "The configuration is invalid (every error is printed with its location).",
+            ),
+        ],
+    );
     r.control("SH", ["SEE ALSO"]).text([
         bold("systemctl"),
         roman("(1), "),
@@ -95,6 +102,14 @@ pub(super) fn render(cmd: clap::Command, out: &mut Vec<u8>) -> std::io::Result<(
     ]);
     out.extend(r.render().into_bytes());
     page.render_version_section(out)
+}
+
+/// A section of tagged paragraphs: each term in bold, then what it is.
+fn section(r: &mut Roff, title: &str, items: &[(&str, &str)]) {
+    r.control("SH", [title]);
+    for (term, what) in items {
+        r.control("TP", []).text([bold(*term)]).text([roman(*what)]);
+    }
 }
 
 /// One subcommand: `mlopsd NAME [ARGS]`, what it does, then each argument.

@@ -55,15 +55,12 @@ pub(super) fn body(m: &Message, topic_arn: &str) -> String {
     }
     description = shorten_text(&description, MAX_DESCRIPTION);
 
-    let mut resources: Vec<String> = m
-        .fields
-        .values()
-        .flat_map(|v| v.lines())
-        .map(str::trim)
-        .filter(|v| v.starts_with("arn:"))
-        .map(str::to_string)
-        .collect();
-    resources.dedup();
+    let mut resources: Vec<String> = Vec::new();
+    for arn in m.fields.values().flat_map(|v| v.lines()).map(str::trim) {
+        if arn.starts_with("arn:") && !resources.iter().any(|r| r == arn) {
+            resources.push(arn.to_string());
+        }
+    }
     resources.truncate(MAX_RESOURCES);
 
     let mut context = Map::new();

@@ -7,31 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The generated files both packages carry (completions, man page), from the binary the tests
-/// were built with, into target/assets where the package metadata looks for them.
-pub(crate) fn make_assets() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new(format!("{root}/scripts/assets"))
-        .arg(env!("CARGO_BIN_EXE_mlopsd"))
-        .output()
-        .expect("run scripts/assets");
-    assert!(
-        out.status.success(),
-        "scripts/assets: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-pub(crate) fn run(cmd: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
+use crate::support::{make_assets, run};
 
 #[test]
 fn deb_installs_validates_and_removes_cleanly() {

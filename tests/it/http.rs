@@ -438,6 +438,14 @@ fn served_type<'a>(scrape: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The sample lines of one metric (that exact name, with or without labels).
+fn series<'a>(scrape: &'a str, name: &str) -> Vec<&'a str> {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .collect()
+}
+
 /// Every PromQL text of a Grafana dashboard: panel targets, template variable queries,
 /// annotations.
 fn dashboard_queries(v: &Value, out: &mut Vec<String>) {
@@ -475,27 +483,18 @@ fn the_grafana_dashboard_names_only_metrics_the_daemon_serves() {
     for q in &queries {
         let (names, labels) = promql_names(q);
         assert!(!names.is_empty(), "a query naming no mlopsd metric: {q}");
-        for n in names {
+        for n in &names {
             assert!(
-                served(&n),
+                served(n),
                 "the dashboard queries {n}, which /metrics does not serve ({q}):\n{scrape}"
             );
-            named.insert(n);
+            named.insert(n.clone());
         }
         // A `by (label)` names a label the metric's series carry (where it has series yet).
-        let sampled = |n: &str| {
-            scrape
-                .lines()
-                .any(|l| l.starts_with(n) && l[n.len()..].starts_with('{'))
-        };
+        let lines: Vec<&str> = names.iter().flat_map(|n| series(&scrape, n)).collect();
         for l in labels {
-            let metrics = promql_names(q).0;
-            let carried = scrape.lines().any(|line| {
-                metrics.iter().any(|n| line.starts_with(n.as_str()))
-                    && line.contains(&format!("{l}=\""))
-            });
             assert!(
-                carried || !metrics.iter().any(|n| sampled(n)),
+                lines.is_empty() || lines.iter().any(|s| s.contains(&format!("{l}=\""))),
                 "label {l} of `{q}` is on no series of its metric"
             );
         }
@@ -581,10 +580,7 @@ fn the_cloudwatch_agent_config_ships_metrics_the_daemon_serves() {
                 other => panic!("{name}: served as {other:?}, which the agent cannot ship"),
             }
             // Each dimension is a label of the metric's series (`instance` is the scrape's).
-            let series: Vec<&str> = scrape
-                .lines()
-                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-                .collect();
+            let series = series(&scrape, name);
             for dim in &dims {
                 assert!(
                     *dim == "instance"

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::deb::{make_assets, run};
+use crate::support::{make_assets, run};
 
 /// Builds the package with `release`, uncompressed (the debug binary is large; zstd would
 /// take a minute and test nothing of ours).

@@ -325,3 +325,30 @@ pub fn venv_bin(name: &str) -> String {
     );
     p
 }
+
+/// The generated files both packages carry (completions, man page), from the binary the tests
+/// were built with, into target/assets where the package metadata looks for them.
+pub fn make_assets() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(format!("{root}/scripts/assets"))
+        .arg(env!("CARGO_BIN_EXE_mlopsd"))
+        .output()
+        .expect("run scripts/assets");
+    assert!(
+        out.status.success(),
+        "scripts/assets: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A command's exit code and its stdout and stderr together.
+pub fn run(cmd: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
